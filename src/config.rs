@@ -1,0 +1,510 @@
+//! Configuration files (TOML), validated up front.
+//!
+//! Every problem is reported as one [`ConfigError`] naming the file, the key and what is wrong;
+//! `main` prints it and exits with code 2. Unknown keys are errors (a typo must not silently
+//! fall back to a default on a kiosk nobody watches).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::call::CallConfig;
+use crate::devices::buttons::gpio_cdev::LineBias;
+use crate::net::tls::{TlsError, TlsMaterial};
+use crate::protocol::Role;
+use crate::queue::QueueConfig;
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {key}: {message}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the key (`queue.max_queue`), or `(file)` for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, key: &str, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads and parses `path` into `T`, naming the offending key on error.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+    parse(path, &text)
+}
+
+/// Parses TOML `text` read from `path`.
+pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new(path, "(syntax)", e.to_string().trim().to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." {
+            "(top level)".to_string()
+        } else {
+            key
+        };
+        // toml's message repeats the source excerpt; keep its first line only.
+        let message = e
+            .inner()
+            .message()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        ConfigError::new(path, &key, message)
+    })
+}
+
+/// Where the hub is, for kiosks and agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubLink {
+    /// `host:port` of the hub.
+    pub address: String,
+    /// Name in the hub's certificate; defaults to the host part of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl HubLink {
+    pub fn server_name(&self) -> String {
+        self.server_name.clone().unwrap_or_else(|| {
+            let host = self
+                .address
+                .rsplit_once(':')
+                .map_or(self.address.as_str(), |(h, _)| h);
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        match self.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                Ok(())
+            }
+            _ => Err(ConfigError::new(
+                file,
+                "hub.address",
+                format!("`{}` is not host:port", self.address),
+            )),
+        }
+    }
+}
+
+/// Certificate files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The deployment CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This process's certificate (PEM), issued by the CA.
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Loads the files and checks that the certificate is for `role`.
+    pub fn load(&self, file: &Path, role: Role) -> Result<TlsMaterial, ConfigError> {
+        let certs = |key: &str, path: &Path| {
+            crate::net::tls::read_certs(path)
+                .map_err(|e| ConfigError::new(file, key, e.to_string()))
+        };
+        let ca = certs("tls.ca", &self.ca)?;
+        let chain = certs("tls.cert", &self.cert)?;
+        let key = crate::net::tls::read_key(&self.key)
+            .map_err(|e| ConfigError::new(file, "tls.key", e.to_string()))?;
+        let m = TlsMaterial { ca, chain, key };
+        let ident = m
+            .identity()
+            .map_err(|e: TlsError| ConfigError::new(file, "tls.cert", e.to_string()))?;
+        if ident.role != role {
+            return Err(ConfigError::new(
+                file,
+                "tls.cert",
+                format!(
+                    "certificate is for a {} (`{}`), this needs a {role} certificate",
+                    ident.role, ident.id
+                ),
+            ));
+        }
+        Ok(m)
+    }
+}
+
+/// Which button backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ButtonBackend {
+    /// The GPIO character device (any Linux board).
+    GpioCdev,
+    /// Raspberry Pi GPIO through rppal (BCM numbering).
+    Rppal,
+    /// Keys on stdin or lines on a Unix socket.
+    Simulated,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonsConfig {
+    pub backend: ButtonBackend,
+    /// gpio-cdev: the chip device.
+    #[serde(default = "default_chip")]
+    pub chip: PathBuf,
+    /// Line offset (gpio-cdev) or BCM pin (rppal) of CALL.
+    #[serde(default = "default_call_line")]
+    pub call: u32,
+    /// Line offset or BCM pin of HANGUP.
+    #[serde(default = "default_hangup_line")]
+    pub hangup: u32,
+    /// Buttons pull the line low when pressed.
+    #[serde(default = "yes")]
+    pub active_low: bool,
+    #[serde(default = "default_bias")]
+    pub bias: LineBias,
+    /// Edges closer than this to the previous one are contact bounce.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// simulated: `stdin` or the path of a Unix socket to create.
+    #[serde(default = "default_sim_input")]
+    pub input: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedsConfig {
+    #[serde(default = "default_chip")]
+    pub chip: PathBuf,
+    /// Lit when pressing CALL would place a call.
+    pub call: u32,
+    /// Lit while a call is placed or held.
+    pub busy: u32,
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KioskCallConfig {
+    #[serde(default = "default_ended_screen_s")]
+    pub ended_screen_s: u64,
+    #[serde(default = "default_busy_screen_s")]
+    pub busy_screen_s: u64,
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for KioskCallConfig {
+    fn default() -> Self {
+        Self {
+            ended_screen_s: default_ended_screen_s(),
+            busy_screen_s: default_busy_screen_s(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+        }
+    }
+}
+
+impl KioskCallConfig {
+    pub fn call_config(&self) -> CallConfig {
+        CallConfig {
+            ended_screen: Duration::from_secs(self.ended_screen_s),
+            busy_screen: Duration::from_secs(self.busy_screen_s),
+        }
+    }
+}
+
+/// `kioskd run`: the kiosk daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KioskConfig {
+    pub hub: HubLink,
+    pub tls: TlsFiles,
+    pub buttons: ButtonsConfig,
+    #[serde(default)]
+    pub leds: Option<LedsConfig>,
+    #[serde(default)]
+    pub call: KioskCallConfig,
+}
+
+impl KioskConfig {
+    /// Loads and checks everything that can be checked without the hub: keys, values,
+    /// certificates, and that the configured devices can be opened for reading.
+    pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
+        let cfg: Self = load(path)?;
+        cfg.hub.validate(path)?;
+        let b = &cfg.buttons;
+        if !(5..=1000).contains(&b.debounce_ms) {
+            return Err(ConfigError::new(
+                path,
+                "buttons.debounce_ms",
+                "must be 5 to 1000",
+            ));
+        }
+        if b.call == b.hangup && b.backend != ButtonBackend::Simulated {
+            return Err(ConfigError::new(
+                path,
+                "buttons.hangup",
+                "CALL and HANGUP cannot share a line",
+            ));
+        }
+        match b.backend {
+            ButtonBackend::GpioCdev => check_device(path, "buttons.chip", &b.chip)?,
+            ButtonBackend::Rppal if b.call > 53 || b.hangup > 53 => {
+                return Err(ConfigError::new(
+                    path,
+                    "buttons.call",
+                    "BCM pins are 0 to 53",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(leds) = &cfg.leds {
+            check_device(path, "leds.chip", &leds.chip)?;
+        }
+        let c = &cfg.call;
+        if c.reconnect_min_ms == 0 || c.reconnect_min_ms > c.reconnect_max_ms {
+            return Err(ConfigError::new(
+                path,
+                "call.reconnect_min_ms",
+                "must be > 0 and at most call.reconnect_max_ms",
+            ));
+        }
+        let tls = cfg.tls.load(path, Role::Kiosk)?;
+        Ok((cfg, tls))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubQueueConfig {
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    #[serde(default = "default_offer_timeout_s")]
+    pub offer_timeout_s: u64,
+    #[serde(default)]
+    pub wrap_up_s: u64,
+    #[serde(default = "default_kiosk_grace_s")]
+    pub kiosk_grace_s: u64,
+    #[serde(default = "default_handle_time_s")]
+    pub default_handle_time_s: u64,
+    #[serde(default = "default_busy_retry_after_s")]
+    pub busy_retry_after_s: u64,
+}
+
+impl Default for HubQueueConfig {
+    fn default() -> Self {
+        Self {
+            max_queue: default_max_queue(),
+            offer_timeout_s: default_offer_timeout_s(),
+            wrap_up_s: 0,
+            kiosk_grace_s: default_kiosk_grace_s(),
+            default_handle_time_s: default_handle_time_s(),
+            busy_retry_after_s: default_busy_retry_after_s(),
+        }
+    }
+}
+
+impl HubQueueConfig {
+    pub fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            max_queue: self.max_queue,
+            offer_timeout: Duration::from_secs(self.offer_timeout_s),
+            wrap_up: Duration::from_secs(self.wrap_up_s),
+            kiosk_grace: Duration::from_secs(self.kiosk_grace_s),
+            default_handle_time: Duration::from_secs(self.default_handle_time_s),
+            busy_retry_after: Duration::from_secs(self.busy_retry_after_s),
+        }
+    }
+}
+
+/// `kioskd hub`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Append-only JSON-lines event log.
+    pub event_log: PathBuf,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub queue: HubQueueConfig,
+}
+
+impl HubConfig {
+    pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
+        let cfg: Self = load(path)?;
+        let q = &cfg.queue;
+        if !(1..=100_000).contains(&q.max_queue) {
+            return Err(ConfigError::new(
+                path,
+                "queue.max_queue",
+                "must be 1 to 100000",
+            ));
+        }
+        if !(1..=600).contains(&q.offer_timeout_s) {
+            return Err(ConfigError::new(
+                path,
+                "queue.offer_timeout_s",
+                "must be 1 to 600",
+            ));
+        }
+        if q.default_handle_time_s == 0 {
+            return Err(ConfigError::new(
+                path,
+                "queue.default_handle_time_s",
+                "must be > 0",
+            ));
+        }
+        if let Some(dir) = cfg.event_log.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::new(
+                path,
+                "event_log",
+                format!("directory {} does not exist", dir.display()),
+            ));
+        }
+        let tls = cfg.tls.load(path, Role::Hub)?;
+        Ok((cfg, tls))
+    }
+}
+
+/// `kioskd agent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub hub: HubLink,
+    pub tls: TlsFiles,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
+        let cfg: Self = load(path)?;
+        cfg.hub.validate(path)?;
+        let tls = cfg.tls.load(path, Role::Agent)?;
+        Ok((cfg, tls))
+    }
+}
+
+fn check_device(file: &Path, key: &str, dev: &Path) -> Result<(), ConfigError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .open(dev)
+        .map(drop)
+        .map_err(|e| ConfigError::new(file, key, format!("cannot open {}: {e}", dev.display())))
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_chip() -> PathBuf {
+    "/dev/gpiochip0".into()
+}
+fn default_call_line() -> u32 {
+    17
+}
+fn default_hangup_line() -> u32 {
+    27
+}
+fn default_bias() -> LineBias {
+    LineBias::PullUp
+}
+fn default_debounce_ms() -> u64 {
+    50
+}
+fn default_sim_input() -> String {
+    "stdin".into()
+}
+fn default_ended_screen_s() -> u64 {
+    5
+}
+fn default_busy_screen_s() -> u64 {
+    10
+}
+fn default_reconnect_min_ms() -> u64 {
+    250
+}
+fn default_reconnect_max_ms() -> u64 {
+    15_000
+}
+fn default_max_queue() -> usize {
+    50
+}
+fn default_offer_timeout_s() -> u64 {
+    20
+}
+fn default_kiosk_grace_s() -> u64 {
+    10
+}
+fn default_handle_time_s() -> u64 {
+    180
+}
+fn default_busy_retry_after_s() -> u64 {
+    60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse::<HubConfig>(Path::new("hub.toml"), "listen = \"0.0.0.0:4433\"\nevent_log = \"x\"\nlisten_port = 3\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("hub.toml: "), "{e}");
+        assert!(e.message.contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = "listen = \"0.0.0.0:4433\"\nevent_log = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[queue]\nmax_queue = \"many\"\n";
+        let e = parse::<HubConfig>(Path::new("hub.toml"), text).unwrap_err();
+        assert_eq!(e.key, "queue.max_queue", "{e}");
+    }
+
+    #[test]
+    fn missing_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hub.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "listen = \"127.0.0.1:0\"\nevent_log = \"{}/e.jsonl\"\n[tls]\nca = \"/nonexistent/ca.pem\"\ncert = \"b\"\nkey = \"c\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let e = HubConfig::load(&file).unwrap_err();
+        assert_eq!(e.key, "tls.ca", "{e}");
+    }
+
+    #[test]
+    fn server_name_defaults_to_host() {
+        let h = HubLink {
+            address: "hub.example:4433".into(),
+            server_name: None,
+        };
+        assert_eq!(h.server_name(), "hub.example");
+        let h = HubLink {
+            address: "[::1]:4433".into(),
+            server_name: None,
+        };
+        assert_eq!(h.server_name(), "::1");
+    }
+}

@@ -1,0 +1,612 @@
+//! `kioskd demo`: a hub, auto-answering agents and kiosks with simulated buttons in one
+//! process on 127.0.0.1, over real QUIC with real mutual TLS. Places calls, exchanges texts
+//! and reports what happened.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::agent::{self, AgentCommand, AgentEvent, AgentIo, AutoAnswer};
+use crate::call::{Button, CallConfig, KioskState};
+use crate::devices::buttons::{self, simulated::SimulatedButtons};
+use crate::hub::{self, HubOptions};
+use crate::kiosk::{self, HubTarget, KioskEvent, KioskIo, KioskOptions};
+use crate::net::certs::Authority;
+use crate::net::tls::client_config;
+use crate::protocol::{CallId, EndReason, Role, RoomState};
+use crate::queue::QueueConfig;
+use crate::queue::log::Percentiles;
+use crate::systemd::Notifier;
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub kiosks: usize,
+    pub agents: usize,
+    pub calls: usize,
+    /// How long an agent stays in a call before hanging up.
+    pub call_duration: Duration,
+    pub answer_delay: Duration,
+    /// Print each step as it happens (default for small demos).
+    pub timeline: bool,
+    /// Keep the event log here instead of a temporary folder.
+    pub event_log: Option<PathBuf>,
+}
+
+/// p50/p95 in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Millis {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl From<Percentiles> for Millis {
+    fn from(p: Percentiles) -> Self {
+        let r = |x: f64| (x * 100.0).round() / 100.0;
+        Self {
+            p50: r(p.p50),
+            p95: r(p.p95),
+            p99: r(p.p99),
+            max: r(p.max),
+        }
+    }
+}
+
+/// The demo's figures (`--json` prints this as the last line).
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub kiosks: usize,
+    pub agents: usize,
+    pub calls_requested: usize,
+    pub calls_connected: usize,
+    pub calls_completed: usize,
+    pub calls_abandoned: usize,
+    pub max_queue_position: u32,
+    pub texts_sent: usize,
+    pub texts_delivered: usize,
+    /// Button press to the agent's offer (includes time waiting in the queue).
+    pub offer_ms: Millis,
+    /// Button press to the offer, for calls that found an agent IDLE (no queueing).
+    pub offer_unqueued_ms: Millis,
+    /// Agent's accept to both sides connected.
+    pub connect_ms: Millis,
+    pub duration_s: f64,
+    pub event_log: String,
+    pub errors: Vec<String>,
+}
+
+impl DemoReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+            && self.calls_completed == self.calls_requested
+            && self.texts_delivered == self.texts_sent
+    }
+}
+
+enum Ev {
+    Kiosk(usize, KioskEvent),
+    Agent(usize, AgentEvent),
+}
+
+#[derive(Default)]
+struct KioskTrack {
+    calls_left: usize,
+    pressed_at: Option<Instant>,
+    call_id: Option<CallId>,
+    connected: bool,
+    hangs_up_itself: bool,
+    idle_seen: bool,
+    /// The current call was told a queue position (it did not find an agent free).
+    queued: bool,
+}
+
+/// Runs the demo and returns its report. Progress goes to stdout (timeline) or stderr.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
+    anyhow::ensure!(
+        opts.kiosks >= 1 && opts.agents >= 1,
+        "need at least one kiosk and one agent"
+    );
+    let started = Instant::now();
+    let say = |line: String| {
+        if opts.timeline {
+            println!("{:>8.3} s  {line}", started.elapsed().as_secs_f64());
+        }
+    };
+
+    // A deployment CA and certificates for everyone, in memory.
+    let ca = Authority::generate("kioskd demo CA", 1)?;
+    let hub_cert = ca.issue(
+        Role::Hub,
+        "hub.demo",
+        &["localhost".into()],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        1,
+    )?;
+    let (log_path, _tmp_dir) = match &opts.event_log {
+        Some(p) => (p.clone(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("kioskd-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            (dir.join("events.jsonl"), Some(dir))
+        }
+    };
+    let _ = std::fs::remove_file(&log_path);
+    let queue = QueueConfig {
+        max_queue: opts.kiosks.max(50),
+        offer_timeout: Duration::from_secs(10),
+        wrap_up: Duration::ZERO,
+        kiosk_grace: Duration::from_secs(5),
+        ..QueueConfig::default()
+    };
+    let hub = hub::start(HubOptions {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        tls: hub_cert.material(&ca)?,
+        queue,
+        event_log: log_path.clone(),
+    })
+    .await?;
+    say(format!(
+        "hub listening on {} (QUIC, TLS 1.3, client certificates required)",
+        hub.local_addr
+    ));
+
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Ev>();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Agents.
+    for a in 0..opts.agents {
+        let id = format!("agent-{}", a + 1);
+        let cert = ca.issue(Role::Agent, &id, &[], &[], 1)?;
+        let target = HubTarget {
+            address: hub.local_addr.to_string(),
+            server_name: "localhost".into(),
+            client: client_config(&cert.material(&ca)?)?,
+        };
+        let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
+        let fwd = ev_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = obs_rx.recv().await {
+                let _ = fwd.send(Ev::Agent(a, ev));
+            }
+        });
+        let (_cmd_tx, cmd_rx) = mpsc::channel::<AgentCommand>(1);
+        let auto = AutoAnswer {
+            answer_delay: opts.answer_delay,
+            call_duration: Some(opts.call_duration),
+            greeting: Some(format!(
+                "Good morning, this is {id}. How can I help you today?"
+            )),
+        };
+        let io = AgentIo {
+            commands: cmd_rx,
+            observer: Some(obs_tx),
+            print: false,
+        };
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _keep = _cmd_tx;
+            agent::run(target, Some(auto), io, stop)
+                .await
+                .map_err(|e| format!("agent {id}: {e}"))
+        }));
+    }
+
+    // Kiosks.
+    let mut panels = Vec::new();
+    let mut texts = Vec::new();
+    for k in 0..opts.kiosks {
+        let id = format!("branch-{}/kiosk-{}", k / 10 + 1, k % 10 + 1);
+        let cert = ca.issue(Role::Kiosk, &id, &[], &[], 1)?;
+        let target = HubTarget {
+            address: hub.local_addr.to_string(),
+            server_name: "localhost".into(),
+            client: client_config(&cert.material(&ca)?)?,
+        };
+        // Simulated buttons with 30 ms of contact bounce: the debouncer must see one press.
+        let (backend, panel) = SimulatedButtons::new(true);
+        let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50))?;
+        let (text_tx, text_rx) = mpsc::channel(8);
+        let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
+        let fwd = ev_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = obs_rx.recv().await {
+                let _ = fwd.send(Ev::Kiosk(k, ev));
+            }
+        });
+        let io = KioskIo {
+            buttons: presses,
+            texts: Some(text_rx),
+            observer: Some(obs_tx),
+            leds: None,
+            notifier: Notifier::disabled(),
+        };
+        let kopts = KioskOptions {
+            call: CallConfig {
+                ended_screen: Duration::from_millis(300),
+                busy_screen: Duration::from_secs(1),
+            },
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(2),
+        };
+        let stop = stop_rx.clone();
+        let name = id.clone();
+        tasks.push(tokio::spawn(async move {
+            kiosk::run(target, kopts, io, stop)
+                .await
+                .map_err(|e| format!("kiosk {name}: {e}"))
+        }));
+        panels.push((id, panel));
+        texts.push(text_tx);
+    }
+    drop(ev_tx);
+
+    // Assign calls round-robin; every third call the customer hangs up before the agent does.
+    let mut track: Vec<KioskTrack> = (0..opts.kiosks).map(|_| KioskTrack::default()).collect();
+    for c in 0..opts.calls {
+        track[c % opts.kiosks].calls_left += 1;
+    }
+    let agent_ids: Vec<String> = (0..opts.agents)
+        .map(|a| format!("agent-{}", a + 1))
+        .collect();
+
+    let mut errors: Vec<String> = Vec::new();
+    let mut agents_idle = vec![false; opts.agents];
+    let mut started_calls = false;
+    let mut requested = 0usize;
+    let (mut connected, mut completed, mut abandoned) = (0usize, 0usize, 0usize);
+    let mut max_pos = 0u32;
+    let (mut texts_sent, mut texts_delivered, mut texts_received) = (0usize, 0usize, 0usize);
+    let mut press_at: HashMap<CallId, Instant> = HashMap::new();
+    let mut offered_at: HashMap<CallId, Instant> = HashMap::new();
+    let mut accept_at: HashMap<CallId, Instant> = HashMap::new();
+    let mut connected_at: HashMap<CallId, (Option<Instant>, Option<Instant>)> = HashMap::new();
+    let mut hangups: BTreeMap<Instant, usize> = BTreeMap::new();
+    let mut unqueued: HashMap<CallId, bool> = HashMap::new();
+    let mut done = 0usize;
+    let mut settle_until: Option<Instant> = None;
+
+    let per_round = opts.call_duration + opts.answer_delay + Duration::from_secs(2);
+    let rounds = opts.calls.div_ceil(opts.agents) as u32 + 2;
+    let limit = started + Duration::from_secs(20) + per_round * rounds;
+    let mut progress = tokio::time::interval(Duration::from_secs(2));
+    let mut idle_agent_count = 0usize;
+
+    loop {
+        if done == opts.calls && settle_until.is_none() {
+            settle_until = Some(Instant::now() + Duration::from_secs(5));
+        }
+        if settle_until.is_some() && texts_delivered >= texts_sent && texts_received >= texts_sent {
+            break;
+        }
+        let next_hangup = hangups.keys().next().copied();
+        let wake = [Some(limit), settle_until, next_hangup]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(limit);
+        let ev = tokio::select! {
+            ev = ev_rx.recv() => match ev { Some(ev) => ev, None => break },
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if now >= limit {
+                    errors.push(format!("demo did not finish in {:.0} s ({done} of {} calls done)", (limit - started).as_secs_f64(), opts.calls));
+                    break;
+                }
+                if settle_until.is_some_and(|t| now >= t) {
+                    break;
+                }
+                while let Some((&t, &k)) = hangups.iter().next() {
+                    if t > now { break; }
+                    hangups.remove(&t);
+                    say(format!("{} customer presses HANGUP", panels[k].0));
+                    panels[k].1.press(Button::HangUp);
+                }
+                continue;
+            }
+            _ = progress.tick(), if !opts.timeline => {
+                eprintln!("[{:5.1} s] calls: {done}/{} done, {} connected now, {} agents idle",
+                    started.elapsed().as_secs_f64(), opts.calls,
+                    track.iter().filter(|t| t.connected).count(), idle_agent_count);
+                continue;
+            }
+        };
+        let now = Instant::now();
+        match ev {
+            Ev::Agent(a, ev) => match ev {
+                AgentEvent::Room { state, .. } => {
+                    agents_idle[a] = state == RoomState::Idle;
+                    idle_agent_count = agents_idle.iter().filter(|x| **x).count();
+                    if opts.timeline {
+                        say(format!("{} room is {}", agent_ids[a], state.as_str()));
+                    }
+                }
+                AgentEvent::Offer {
+                    call_id,
+                    kiosk,
+                    waited_ms,
+                    at,
+                } => {
+                    say(format!(
+                        "hub offers call {call_id} from {kiosk} to {} (waited {waited_ms} ms)",
+                        agent_ids[a]
+                    ));
+                    offered_at.entry(call_id).or_insert(at);
+                }
+                AgentEvent::AcceptSent { call_id, at } => {
+                    say(format!("{} accepts call {call_id}", agent_ids[a]));
+                    accept_at.insert(call_id, at);
+                }
+                AgentEvent::Connected { call_id, at, .. } => {
+                    connected_at.entry(call_id).or_default().1 = Some(at);
+                }
+                AgentEvent::TextSent { .. } => texts_sent += 1,
+                AgentEvent::TextDelivered { .. } => texts_delivered += 1,
+                AgentEvent::TextReceived { call_id, body, .. } => {
+                    texts_received += 1;
+                    say(format!(
+                        "{} reads in call {call_id}: \"{body}\"",
+                        agent_ids[a]
+                    ));
+                }
+                AgentEvent::Ended {
+                    call_id, reason, ..
+                } => {
+                    say(format!(
+                        "{} sees call {call_id} end: {}",
+                        agent_ids[a],
+                        reason.describe()
+                    ));
+                }
+                AgentEvent::Error { message, .. } => {
+                    errors.push(format!("{}: hub error: {message}", agent_ids[a]))
+                }
+                AgentEvent::Welcome { .. } | AgentEvent::OfferWithdrawn { .. } => {}
+            },
+            Ev::Kiosk(k, ev) => match ev {
+                KioskEvent::Requested { at } => {
+                    track[k].pressed_at = Some(at);
+                    track[k].queued = false;
+                }
+                KioskEvent::CallId { call_id, .. } => {
+                    track[k].call_id = Some(call_id);
+                    if let Some(p) = track[k].pressed_at {
+                        press_at.insert(call_id, p);
+                    }
+                }
+                KioskEvent::TextSent { .. } => texts_sent += 1,
+                KioskEvent::TextDelivered { .. } => texts_delivered += 1,
+                KioskEvent::TextReceived { body, call_id, .. } => {
+                    texts_received += 1;
+                    say(format!(
+                        "{} shows in call {call_id}: \"{body}\"",
+                        panels[k].0
+                    ));
+                }
+                KioskEvent::HubUp { .. } => {}
+                KioskEvent::HubDown { reason, .. } => {
+                    if !*stop_rx.borrow() {
+                        errors.push(format!("{}: lost the hub: {reason}", panels[k].0));
+                    }
+                }
+                KioskEvent::State { state, at } => {
+                    if opts.timeline {
+                        say(format!("{} {}", panels[k].0, state.describe()));
+                    }
+                    match &state {
+                        KioskState::Idle => {
+                            track[k].idle_seen = true;
+                            track[k].connected = false;
+                        }
+                        KioskState::Waiting { position, .. } => {
+                            max_pos = max_pos.max(*position);
+                            track[k].queued = true;
+                        }
+                        KioskState::Ringing => {
+                            max_pos = max_pos.max(1);
+                            if let Some(id) = track[k].call_id {
+                                unqueued.entry(id).or_insert(!track[k].queued);
+                            }
+                        }
+                        KioskState::Connected { .. } => {
+                            connected += 1;
+                            track[k].connected = true;
+                            if let Some(id) = track[k].call_id {
+                                connected_at.entry(id).or_default().0 = Some(at);
+                            }
+                            let text = format!(
+                                "Hello, I would like to open an account (from {}).",
+                                panels[k].0
+                            );
+                            if texts[k].try_send(text).is_err() {
+                                errors.push(format!("{}: could not queue a text", panels[k].0));
+                            }
+                            if track[k].hangs_up_itself {
+                                hangups.insert(
+                                    now + opts.call_duration / 2 + Duration::from_nanos(k as u64),
+                                    k,
+                                );
+                            }
+                        }
+                        KioskState::Ended { reason } => {
+                            done += 1;
+                            let ok =
+                                matches!(reason, EndReason::AgentHungUp | EndReason::KioskHungUp);
+                            if track[k].connected && ok {
+                                completed += 1;
+                            } else if track[k].connected {
+                                errors.push(format!(
+                                    "{}: call ended: {}",
+                                    panels[k].0,
+                                    reason.describe()
+                                ));
+                            } else {
+                                abandoned += 1;
+                                errors.push(format!(
+                                    "{}: call abandoned: {}",
+                                    panels[k].0,
+                                    reason.describe()
+                                ));
+                            }
+                            track[k].connected = false;
+                            track[k].call_id = None;
+                        }
+                        KioskState::Busy => {
+                            done += 1;
+                            abandoned += 1;
+                            errors.push(format!("{}: hub said busy", panels[k].0));
+                        }
+                        KioskState::Offline { .. } | KioskState::Requesting => {}
+                    }
+                }
+            },
+        }
+        // Start calls once every agent is IDLE and every kiosk idle; then press CALL on any idle
+        // kiosk that has calls left.
+        if !started_calls && agents_idle.iter().all(|x| *x) && track.iter().all(|t| t.idle_seen) {
+            started_calls = true;
+            say(format!(
+                "{} agents IDLE, {} kiosks idle: placing {} calls",
+                opts.agents, opts.kiosks, opts.calls
+            ));
+        }
+        if started_calls {
+            for (k, t) in track.iter_mut().enumerate() {
+                if t.calls_left > 0 && t.idle_seen && !t.connected {
+                    t.calls_left -= 1;
+                    t.idle_seen = false;
+                    t.hangs_up_itself = requested % 3 == 2;
+                    requested += 1;
+                    say(format!("{} customer presses CALL", panels[k].0));
+                    panels[k].1.press(Button::Call);
+                }
+            }
+        }
+    }
+
+    // Stop everything.
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(5), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => errors.push(e),
+            Ok(Err(e)) => errors.push(format!("task failed: {e}")),
+            Err(_) => errors.push("a task did not stop within 5 s".into()),
+        }
+    }
+    let hub_status = hub.shutdown().await;
+    if hub_status.event_log_errors > 0 {
+        errors.push(format!(
+            "{} event log write errors",
+            hub_status.event_log_errors
+        ));
+    }
+
+    let mut offer_all = Vec::new();
+    let mut offer_unqueued = Vec::new();
+    for (call_id, at) in &offered_at {
+        if let Some(p) = press_at.get(call_id) {
+            let ms = at.saturating_duration_since(*p).as_secs_f64() * 1000.0;
+            offer_all.push(ms);
+            if unqueued.get(call_id) == Some(&true) {
+                offer_unqueued.push(ms);
+            }
+        }
+    }
+    let mut connect = Vec::new();
+    for (call_id, acc) in &accept_at {
+        if let Some((Some(k), Some(a))) = connected_at.get(call_id) {
+            connect.push((*k).max(*a).saturating_duration_since(*acc).as_secs_f64() * 1000.0);
+        }
+    }
+    if texts_delivered < texts_sent {
+        errors.push(format!(
+            "{} of {texts_sent} texts were not delivered",
+            texts_sent - texts_delivered
+        ));
+    }
+    if texts_received != texts_sent {
+        errors.push(format!(
+            "{texts_received} texts shown for {texts_sent} sent"
+        ));
+    }
+    let event_lines = std::fs::read_to_string(&log_path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    Ok(DemoReport {
+        kiosks: opts.kiosks,
+        agents: opts.agents,
+        calls_requested: requested,
+        calls_connected: connected,
+        calls_completed: completed,
+        calls_abandoned: abandoned,
+        max_queue_position: max_pos,
+        texts_sent,
+        texts_delivered,
+        offer_ms: Percentiles::of_f64(offer_all).into(),
+        offer_unqueued_ms: Percentiles::of_f64(offer_unqueued).into(),
+        connect_ms: Percentiles::of_f64(connect).into(),
+        duration_s: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        event_log: format!("{} ({event_lines} events)", log_path.display()),
+        errors,
+    })
+}
+
+/// The readable account printed at the end.
+pub fn print_account(r: &DemoReport, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "kioskd demo: {} kiosk(s), {} agent(s) on 127.0.0.1 — QUIC, TLS 1.3, mutual certificates",
+        r.kiosks, r.agents
+    )?;
+    writeln!(
+        out,
+        "  calls     requested {}, connected {}, completed {}, abandoned {}",
+        r.calls_requested, r.calls_connected, r.calls_completed, r.calls_abandoned
+    )?;
+    writeln!(out, "  queue     longest position {}", r.max_queue_position)?;
+    writeln!(
+        out,
+        "  texts     sent {}, delivered {}",
+        r.texts_sent, r.texts_delivered
+    )?;
+    writeln!(
+        out,
+        "  offer     CALL press → agent's offer      p50 {:7.2} ms   p95 {:7.2} ms   (includes waiting in line)",
+        r.offer_ms.p50, r.offer_ms.p95
+    )?;
+    if r.offer_unqueued_ms.max > 0.0 {
+        writeln!(
+            out,
+            "            … when an agent was free         p50 {:7.2} ms   p95 {:7.2} ms",
+            r.offer_unqueued_ms.p50, r.offer_unqueued_ms.p95
+        )?;
+    }
+    writeln!(
+        out,
+        "  connect   agent's accept → both in call  p50 {:7.2} ms   p95 {:7.2} ms",
+        r.connect_ms.p50, r.connect_ms.p95
+    )?;
+    writeln!(out, "  hub log   {}", r.event_log)?;
+    writeln!(out, "  took      {:.2} s", r.duration_s)?;
+    if r.ok() {
+        writeln!(
+            out,
+            "  result    OK: every call completed, every text delivered"
+        )?;
+    } else {
+        writeln!(out, "  result    FAILED")?;
+        for e in &r.errors {
+            writeln!(out, "            - {e}")?;
+        }
+    }
+    Ok(())
+}

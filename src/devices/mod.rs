@@ -1,0 +1,34 @@
+//! Hardware edges. Each device kind is a trait in domain terms with a real backend and a
+//! synthetic one, chosen at run time from the configuration.
+
+pub mod buttons;
+pub mod leds;
+
+use std::path::PathBuf;
+
+/// A device failed. Wraps the OS error and says which device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HwError {
+    /// The device could not be opened: missing, busy, or no permission.
+    #[error("cannot open {what} {path}: {source}")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Reading or writing an open device failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The device works but does not fit the configuration (a line offset out of range...).
+    #[error("{0}")]
+    Misconfigured(String),
+    /// The source has no more events (the simulated input was closed).
+    #[error("{0} closed")]
+    Closed(&'static str),
+}

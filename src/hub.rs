@@ -1,0 +1,437 @@
+//! The hub's driver: QUIC endpoint, one task per connection, one task for the queue core.
+//!
+//! ```text
+//! connection task (per peer) ── CoreCmd ──► core task (AgentQueue) ── WriterCmd ──► writer task (per peer)
+//!                                            │
+//!                                            └── event log (JSON lines, append)
+//! ```
+//! The core task is the only owner of the queue. Per-peer writer channels are bounded: a
+//! peer that cannot keep up is disconnected rather than allowed to hold back the others.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use quinn::{Connection, VarInt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::net::close_code;
+use crate::net::control::{ControlError, ControlReader, ControlWriter};
+use crate::net::tls::{TlsMaterial, peer_identity, server_config};
+use crate::protocol::{ClientMsg, HubMsg, Role};
+use crate::queue::{
+    AgentQueue, Input, LogSummary, Output, PeerId, QueueConfig, QueueStats, Snapshot,
+};
+
+/// Messages queued for one peer before it counts as too slow (256 × ≤16 KiB).
+const PEER_QUEUE: usize = 256;
+/// Inputs queued for the core from all connections; back-pressure beyond it.
+const CORE_QUEUE: usize = 4096;
+/// Time a new connection has to open its control stream.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::net::tls::TlsError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("event log {0}: {1}")]
+    EventLog(PathBuf, std::io::Error),
+}
+
+/// What the hub needs to run.
+pub struct HubOptions {
+    pub listen: SocketAddr,
+    pub tls: TlsMaterial,
+    pub queue: QueueConfig,
+    /// JSON-lines event log; continued if it exists.
+    pub event_log: PathBuf,
+}
+
+/// What the hub reports while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct HubStatus {
+    pub stats: QueueStats,
+    pub snapshot: Snapshot,
+    pub connections: usize,
+    pub refused: u64,
+    pub event_log_errors: u64,
+}
+
+/// A running hub.
+pub struct RunningHub {
+    pub local_addr: SocketAddr,
+    status: watch::Receiver<HubStatus>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    endpoint: quinn::Endpoint,
+}
+
+impl RunningHub {
+    pub fn status(&self) -> HubStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change (tests wait on it).
+    pub fn watch_status(&self) -> watch::Receiver<HubStatus> {
+        self.status.clone()
+    }
+
+    /// Ends every call, tells every peer, and stops.
+    pub async fn shutdown(self) -> HubStatus {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        self.endpoint
+            .close(VarInt::from_u32(close_code::SHUTDOWN), b"hub shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.status.borrow().clone()
+    }
+}
+
+enum CoreCmd {
+    Connected {
+        peer: PeerId,
+        role: Role,
+        id: String,
+        link: PeerLink,
+    },
+    Message {
+        peer: PeerId,
+        msg: ClientMsg,
+    },
+    Disconnected {
+        peer: PeerId,
+    },
+    Refused,
+}
+
+struct PeerLink {
+    tx: mpsc::Sender<WriterCmd>,
+    conn: Connection,
+}
+
+enum WriterCmd {
+    Msg(HubMsg),
+    Close(u32, String),
+}
+
+/// Binds the endpoint and starts the hub's tasks.
+pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
+    let server = server_config(&opts.tls)?;
+    let endpoint = quinn::Endpoint::server(server, opts.listen)
+        .map_err(|e| HubError::Listen(opts.listen, e))?;
+    let local_addr = endpoint
+        .local_addr()
+        .map_err(|e| HubError::Listen(opts.listen, e))?;
+
+    let summary =
+        read_log(&opts.event_log).map_err(|e| HubError::EventLog(opts.event_log.clone(), e))?;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&opts.event_log)
+        .map_err(|e| HubError::EventLog(opts.event_log.clone(), e))?;
+    if summary.bad_lines > 0 {
+        warn!(
+            lines = summary.bad_lines,
+            "event log has unreadable lines (a crash can tear the last one)"
+        );
+    }
+
+    let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
+    let (status_tx, status_rx) = watch::channel(HubStatus::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), core_tx));
+    let now = Instant::now().into_std();
+    let mut queue = AgentQueue::new(opts.queue, now, unix_ms());
+    queue.restore(&summary, now);
+    let core = Core {
+        queue,
+        links: HashMap::new(),
+        log: BufWriter::new(log_file),
+        status: status_tx,
+        log_errors: 0,
+        refused: 0,
+    };
+    let task = tokio::spawn(async move {
+        core.run(core_rx, shutdown_rx).await;
+        accept.abort();
+    });
+    info!(addr = %local_addr, log = %opts.event_log.display(), "hub listening");
+    Ok(RunningHub {
+        local_addr,
+        status: status_rx,
+        shutdown: shutdown_tx,
+        task,
+        endpoint,
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn read_log(path: &PathBuf) -> std::io::Result<LogSummary> {
+    match File::open(path) {
+        Ok(f) => {
+            let lines: Vec<String> = std::io::BufReader::new(f)
+                .lines()
+                .collect::<Result<_, _>>()?;
+            Ok(LogSummary::from_lines(lines.iter().map(String::as_str)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogSummary::default()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, core: mpsc::Sender<CoreCmd>) {
+    let next_peer = Arc::new(AtomicU64::new(1));
+    while let Some(incoming) = endpoint.accept().await {
+        let peer = next_peer.fetch_add(1, Ordering::Relaxed);
+        let core = core.clone();
+        let remote = incoming.remote_address();
+        tokio::spawn(
+            async move { handle_connection(incoming, peer, core).await }
+                .instrument(info_span!("peer", peer, %remote)),
+        );
+    }
+}
+
+async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::Sender<CoreCmd>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            warn!(%remote, reason = %e, "connection refused during TLS handshake");
+            let _ = core.send(CoreCmd::Refused).await;
+            return;
+        }
+    };
+    let ident = match peer_identity(&conn) {
+        Ok(ident) => ident,
+        Err(e) => {
+            warn!(%remote, reason = %e, "connection refused: certificate identity");
+            conn.close(
+                VarInt::from_u32(close_code::REFUSED),
+                e.to_string().as_bytes(),
+            );
+            let _ = core.send(CoreCmd::Refused).await;
+            return;
+        }
+    };
+    let (send, recv) = match tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            debug!(%remote, id = %ident.id, reason = %e, "connection ended before its control stream");
+            return;
+        }
+        Err(_) => {
+            warn!(%remote, id = %ident.id, "refused: no control stream within {STREAM_TIMEOUT:?}");
+            conn.close(VarInt::from_u32(close_code::PROTOCOL), b"no control stream");
+            return;
+        }
+    };
+    info!(role = %ident.role, id = %ident.id, "connected");
+    let (tx, rx) = mpsc::channel(PEER_QUEUE);
+    let link = PeerLink {
+        tx,
+        conn: conn.clone(),
+    };
+    if core
+        .send(CoreCmd::Connected {
+            peer,
+            role: ident.role,
+            id: ident.id.clone(),
+            link,
+        })
+        .await
+        .is_err()
+    {
+        return; // hub stopping
+    }
+    tokio::spawn(write_loop(rx, ControlWriter::new(send), conn.clone()).in_current_span());
+    let mut reader = ControlReader::new(recv);
+    loop {
+        match reader.recv::<ClientMsg>().await {
+            Ok(msg) => {
+                if core.send(CoreCmd::Message { peer, msg }).await.is_err() {
+                    break;
+                }
+            }
+            Err(ControlError::Decode(e)) => {
+                warn!(%remote, id = %ident.id, reason = %e, "disconnecting peer: protocol error");
+                conn.close(
+                    VarInt::from_u32(close_code::PROTOCOL),
+                    e.to_string().as_bytes(),
+                );
+                break;
+            }
+            Err(e) => {
+                let reason = conn
+                    .close_reason()
+                    .map_or_else(|| e.to_string(), |r| r.to_string());
+                info!(id = %ident.id, %reason, "disconnected");
+                break;
+            }
+        }
+    }
+    let _ = core.send(CoreCmd::Disconnected { peer }).await;
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<WriterCmd>,
+    mut writer: ControlWriter,
+    conn: Connection,
+) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            WriterCmd::Msg(msg) => {
+                if let Err(e) = writer.send(&msg).await {
+                    debug!(error = %e, "write failed");
+                    return;
+                }
+            }
+            WriterCmd::Close(code, reason) => {
+                writer.finish(Duration::from_secs(1)).await;
+                conn.close(VarInt::from_u32(code), reason.as_bytes());
+                return;
+            }
+        }
+    }
+    writer.finish(Duration::from_secs(1)).await;
+}
+
+struct Core {
+    queue: AgentQueue,
+    links: HashMap<PeerId, PeerLink>,
+    log: BufWriter<File>,
+    status: watch::Sender<HubStatus>,
+    log_errors: u64,
+    refused: u64,
+}
+
+impl Core {
+    async fn run(mut self, mut rx: mpsc::Receiver<CoreCmd>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let deadline = self.drain();
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now.into_std() >= d) {
+                self.input(Input::Tick);
+                continue;
+            }
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(CoreCmd::Connected { peer, role, id, link }) => {
+                        self.links.insert(peer, link);
+                        self.input(Input::Connected { peer, role, id });
+                    }
+                    Some(CoreCmd::Message { peer, msg }) => self.input(Input::Message { peer, msg }),
+                    Some(CoreCmd::Disconnected { peer }) => {
+                        self.links.remove(&peer);
+                        self.input(Input::Disconnected { peer });
+                    }
+                    Some(CoreCmd::Refused) => self.refused += 1,
+                    None => break,
+                },
+                () = sleep => self.input(Input::Tick),
+                _ = shutdown.changed() => {
+                    self.input(Input::Shutdown);
+                    self.drain();
+                    for (_, link) in self.links.drain() {
+                        let _ = link.tx.try_send(WriterCmd::Close(close_code::SHUTDOWN, "hub shutting down".into()));
+                    }
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.log.flush() {
+            error!(error = %e, "event log flush failed");
+        }
+        info!("hub stopped");
+    }
+
+    fn input(&mut self, input: Input) {
+        if let Err(e) = self.queue.handle_input(input, Instant::now().into_std()) {
+            error!(error = %e, "queue core refused input");
+        }
+    }
+
+    /// Carries out the core's outputs; returns its next deadline.
+    fn drain(&mut self) -> Option<std::time::Instant> {
+        let mut wrote = false;
+        let deadline = loop {
+            match self.queue.poll_output() {
+                Output::Send { peer, msg } => self.send(peer, msg),
+                Output::Close { peer, reason } => {
+                    if let Some(link) = self.links.remove(&peer) {
+                        warn!(peer, %reason, "closing peer");
+                        if link
+                            .tx
+                            .try_send(WriterCmd::Close(close_code::REFUSED, reason.clone()))
+                            .is_err()
+                        {
+                            link.conn
+                                .close(VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
+                        }
+                    }
+                }
+                Output::Event(rec) => {
+                    wrote = true;
+                    let line = serde_json::to_string(&rec).unwrap_or_default();
+                    if let Err(e) = writeln!(self.log, "{line}") {
+                        self.log_errors += 1;
+                        error!(error = %e, "event log write failed");
+                    }
+                }
+                Output::Wait(deadline) => break deadline,
+            }
+        };
+        if wrote && let Err(e) = self.log.flush() {
+            self.log_errors += 1;
+            error!(error = %e, "event log flush failed");
+        }
+        let now = Instant::now().into_std();
+        self.status.send_replace(HubStatus {
+            stats: self.queue.stats().clone(),
+            snapshot: self.queue.snapshot(now),
+            connections: self.links.len(),
+            refused: self.refused,
+            event_log_errors: self.log_errors,
+        });
+        deadline
+    }
+
+    fn send(&mut self, peer: PeerId, msg: HubMsg) {
+        let Some(link) = self.links.get(&peer) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = link.tx.try_send(WriterCmd::Msg(msg)) {
+            warn!(
+                peer,
+                "peer cannot keep up with its messages; disconnecting it"
+            );
+            link.conn
+                .close(VarInt::from_u32(close_code::TOO_SLOW), b"too slow");
+            self.links.remove(&peer);
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The kiosk daemon's driver: buttons → call machine ↔ hub link, with status for systemd.
+//!
+//! ```text
+//! buttons thread ──ButtonEvent──► core task (CallMachine) ◄──LinkEvent── link task (QUIC, reconnects)
+//!                                   │                      ──ClientMsg──►
+//!                                   └──► status (systemd, LEDs, observer)
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::call::backoff::Backoff;
+use crate::call::{CallConfig, CallMachine, Input, KioskState, Output};
+use crate::devices::buttons::ButtonEvent;
+use crate::devices::leds::Leds;
+use crate::net::client::{self, ClientError};
+use crate::net::close_code;
+use crate::net::control::ControlError;
+use crate::protocol::{CallId, ClientMsg, HubMsg, Role};
+use crate::systemd::Notifier;
+
+/// Messages to the hub waiting for the link (control messages are few and small).
+const OUT_QUEUE: usize = 64;
+
+/// What the kiosk reports to whoever watches it (the demo, tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KioskEvent {
+    State {
+        state: KioskState,
+        at: Instant,
+    },
+    /// The call machine asked the hub for an agent (a press of CALL was accepted).
+    Requested {
+        at: Instant,
+    },
+    /// The call's id became known.
+    CallId {
+        call_id: CallId,
+        at: Instant,
+    },
+    TextReceived {
+        call_id: CallId,
+        id: u64,
+        body: String,
+        at: Instant,
+    },
+    TextDelivered {
+        call_id: CallId,
+        id: u64,
+        at: Instant,
+    },
+    TextSent {
+        call_id: Option<CallId>,
+        at: Instant,
+    },
+    HubUp {
+        at: Instant,
+    },
+    HubDown {
+        reason: String,
+        at: Instant,
+    },
+}
+
+/// Where the hub is and how to reach it.
+#[derive(Clone)]
+pub struct HubTarget {
+    pub address: String,
+    pub server_name: String,
+    pub client: quinn::ClientConfig,
+}
+
+/// The kiosk's inputs and outputs besides the hub.
+pub struct KioskIo {
+    pub buttons: mpsc::Receiver<ButtonEvent>,
+    /// Texts for the customer to send (the demo).
+    pub texts: Option<mpsc::Receiver<String>>,
+    /// Unbounded on purpose: one event per state change or text, read by the demo or a test
+    /// that keeps up; a kiosk in the field has no observer.
+    pub observer: Option<mpsc::UnboundedSender<KioskEvent>>,
+    pub leds: Option<Box<dyn Leds>>,
+    pub notifier: Notifier,
+}
+
+/// Reconnect pacing.
+#[derive(Debug, Clone)]
+pub struct KioskOptions {
+    pub call: CallConfig,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+enum LinkEvent {
+    Up {
+        id: String,
+        out: mpsc::Sender<ClientMsg>,
+    },
+    Msg(HubMsg),
+    Down(String),
+}
+
+/// Runs the kiosk until `shutdown` turns true. On shutdown a call in progress is hung up first.
+pub async fn run(
+    target: HubTarget,
+    opts: KioskOptions,
+    mut io: KioskIo,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (link_tx, mut link_rx) = mpsc::channel(64);
+    let (link_stop_tx, link_stop_rx) = watch::channel(false);
+    let link = tokio::spawn(link_task(target, opts.clone(), link_tx, link_stop_rx));
+
+    let mut machine = CallMachine::new(opts.call.clone());
+    let mut out: Option<mpsc::Sender<ClientMsg>> = None;
+    let mut texts = io.texts.take();
+    let observe = |io: &KioskIo, ev: KioskEvent| {
+        if let Some(o) = &io.observer {
+            let _ = o.send(ev);
+        }
+    };
+    io.notifier.ready();
+    let mut watchdog = io.notifier.watchdog_interval().map(tokio::time::interval);
+
+    loop {
+        // Drain the machine.
+        let deadline = loop {
+            match machine.poll_output() {
+                Output::ToHub(msg) => {
+                    if matches!(msg, ClientMsg::RequestAgent { resume: None }) {
+                        observe(&io, KioskEvent::Requested { at: Instant::now() });
+                    }
+                    if let Some(tx) = &out
+                        && tx.try_send(msg).is_err()
+                    {
+                        warn!(
+                            "hub link is not taking messages; it will resynchronise on reconnect"
+                        );
+                    }
+                }
+                Output::State(state) => {
+                    info!(state = state.name(), "{}", state.describe());
+                    io.notifier.status(&state.describe());
+                    if let Some(leds) = io.leds.as_mut()
+                        && let Err(e) = leds.show(&state)
+                    {
+                        warn!(error = %e, "LEDs");
+                    }
+                    observe(
+                        &io,
+                        KioskEvent::State {
+                            state,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Output::TextReceived { call_id, id, body } => {
+                    // No screen yet: the agent's text goes to the log.
+                    info!(call_id, id, text = %body, "text from the advisor");
+                    observe(
+                        &io,
+                        KioskEvent::TextReceived {
+                            call_id,
+                            id,
+                            body,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Output::TextDelivered { call_id, id } => {
+                    debug!(call_id, id, "text delivered");
+                    observe(
+                        &io,
+                        KioskEvent::TextDelivered {
+                            call_id,
+                            id,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Output::Wait(deadline) => break deadline,
+            }
+        };
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now.into_std() >= d) {
+            let _ = machine.handle_input(Input::Tick, now.into_std());
+            continue;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let tick = async {
+            match watchdog.as_mut() {
+                Some(w) => {
+                    w.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let text = async {
+            match texts.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let before = machine.call_id();
+        let (input, at) = tokio::select! {
+            press = io.buttons.recv() => match press {
+                Some(ev) => {
+                    info!(button = ev.button.as_str(), origin = ?ev.origin, "button pressed");
+                    (Input::Button(ev.button), Instant::now())
+                }
+                None => {
+                    warn!("buttons are gone; the kiosk cannot place calls");
+                    io.notifier.status("out of service: buttons unavailable");
+                    // Let the watchdog (if any) restart us: stop feeding it.
+                    shutdown.changed().await.ok();
+                    break;
+                }
+            },
+            ev = link_rx.recv() => match ev {
+                Some(LinkEvent::Up { id, out: tx }) => {
+                    info!(%id, "connected to the hub");
+                    out = Some(tx);
+                    observe(&io, KioskEvent::HubUp { at: Instant::now() });
+                    (Input::HubUp, Instant::now())
+                }
+                Some(LinkEvent::Msg(msg)) => (Input::FromHub(msg), Instant::now()),
+                Some(LinkEvent::Down(reason)) => {
+                    out = None;
+                    observe(&io, KioskEvent::HubDown { reason, at: Instant::now() });
+                    (Input::HubDown, Instant::now())
+                }
+                None => break,
+            },
+            Some(body) = text => {
+                observe(&io, KioskEvent::TextSent { call_id: machine.call_id(), at: Instant::now() });
+                (Input::SendText(body), Instant::now())
+            }
+            () = sleep => (Input::Tick, Instant::now()),
+            () = tick => {
+                io.notifier.watchdog();
+                continue;
+            }
+            _ = shutdown.changed() => break,
+        };
+        if let Err(e) = machine.handle_input(input, at.into_std()) {
+            debug!(error = %e, "input ignored");
+        }
+        if let Some(call_id) = machine.call_id()
+            && before != Some(call_id)
+        {
+            observe(
+                &io,
+                KioskEvent::CallId {
+                    call_id,
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    // Shutting down: hang up a call in progress so the agent is not left waiting.
+    io.notifier.stopping();
+    if let (Some(call_id), Some(tx)) = (machine.call_id(), &out) {
+        info!(call_id, "hanging up before exit");
+        let _ = tx.send(ClientMsg::HangUp { call_id }).await;
+    }
+    drop(out);
+    let _ = link_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), link).await;
+    Ok(())
+}
+
+/// Keeps a session with the hub: connects, reconnects with back-off and jitter, forwards
+/// messages both ways.
+async fn link_task(
+    target: HubTarget,
+    opts: KioskOptions,
+    events: mpsc::Sender<LinkEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
+    let mut endpoint: Option<(bool, quinn::Endpoint)> = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let attempt = async {
+            let addr = client::resolve(&target.address).await?;
+            let ipv6 = addr.is_ipv6();
+            let ep = match &endpoint {
+                Some((v6, ep)) if *v6 == ipv6 => ep.clone(),
+                _ => {
+                    let ep = client::endpoint(target.client.clone(), ipv6)
+                        .map_err(|e| ClientError::Connect(addr, e.to_string()))?;
+                    endpoint = Some((ipv6, ep.clone()));
+                    ep
+                }
+            };
+            client::connect(&ep, addr, &target.server_name, Role::Kiosk).await
+        };
+        let reason = match attempt.await {
+            Ok(session) => {
+                backoff.reset();
+                session_loop(session, &events, &mut stop).await
+            }
+            Err(e) => e.to_string(),
+        };
+        if *stop.borrow() {
+            return;
+        }
+        if events.send(LinkEvent::Down(reason.clone())).await.is_err() {
+            return;
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        warn!(%reason, retry_in_ms = delay.as_millis() as u64, "hub unreachable");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs one welcomed session; returns why it ended.
+async fn session_loop(
+    session: client::Session,
+    events: &mpsc::Sender<LinkEvent>,
+    stop: &mut watch::Receiver<bool>,
+) -> String {
+    let client::Session {
+        conn,
+        mut writer,
+        mut reader,
+        id,
+        remote,
+    } = session;
+    let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(OUT_QUEUE);
+    if events
+        .send(LinkEvent::Up { id, out: out_tx })
+        .await
+        .is_err()
+    {
+        return "kiosk stopping".into();
+    }
+    let _: SocketAddr = remote;
+    let writer_conn = conn.clone();
+    let mut writer_task = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if let Err(e) = writer.send(&msg).await {
+                return e.to_string();
+            }
+        }
+        // The kiosk dropped its sender: flush and close politely.
+        writer.finish(Duration::from_secs(1)).await;
+        writer_conn.close(
+            quinn::VarInt::from_u32(close_code::NORMAL),
+            b"kiosk stopping",
+        );
+        "kiosk stopping".to_string()
+    });
+    loop {
+        tokio::select! {
+            msg = reader.recv::<HubMsg>() => match msg {
+                Ok(msg) => {
+                    if let HubMsg::Error { message, fatal } = &msg {
+                        warn!(%message, fatal, "hub reports an error");
+                    }
+                    if events.send(LinkEvent::Msg(msg)).await.is_err() {
+                        return "kiosk stopping".into();
+                    }
+                }
+                Err(ControlError::Decode(e)) => {
+                    conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), e.to_string().as_bytes());
+                    return format!("hub sent an invalid message: {e}");
+                }
+                Err(e) => {
+                    return conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
+                }
+            },
+            res = &mut writer_task => {
+                return res.unwrap_or_else(|e| e.to_string());
+            }
+            _ = stop.changed() => {
+                // Let the writer flush the last messages (a hang-up) before closing.
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await;
+                conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"kiosk stopping");
+                return "kiosk stopping".into();
+            }
+        }
+    }
+}

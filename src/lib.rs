@@ -1,0 +1,15 @@
+//! kioskd: video-call kiosks for bank branches — the kiosk daemon, the hub and the agent
+//! console, built around sans-IO cores (`protocol`, `call`, `queue`) with thin tokio and
+//! hardware edges around them.
+
+pub mod agent;
+pub mod call;
+pub mod config;
+pub mod demo;
+pub mod devices;
+pub mod hub;
+pub mod kiosk;
+pub mod net;
+pub mod protocol;
+pub mod queue;
+pub mod systemd;

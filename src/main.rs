@@ -1,0 +1,486 @@
+//! The `kioskd` command: kiosk daemon, hub, agent console, demo and certificate tool.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info};
+
+use kioskd::agent::{self, AgentCommand, AgentIo, AutoAnswer};
+use kioskd::config::{AgentConfig, ButtonBackend, ConfigError, HubConfig, KioskConfig};
+use kioskd::devices::buttons::{
+    self, Buttons, gpio_cdev::GpioButtons, rpi::RpiButtons, simulated::SimulatedButtons,
+};
+use kioskd::devices::leds::{GpioLeds, Leds};
+use kioskd::kiosk::{self, HubTarget, KioskIo, KioskOptions};
+use kioskd::net::certs::{Authority, file_stem};
+use kioskd::net::tls::client_config;
+use kioskd::protocol::Role;
+use kioskd::queue::LogSummary;
+use kioskd::systemd::Notifier;
+use kioskd::{demo, hub};
+
+/// Video-call kiosks for bank branches: a customer presses CALL, the first free advisor answers.
+#[derive(Parser)]
+#[command(name = "kioskd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the kiosk daemon on the board (buttons, call state, link to the hub).
+    Run(RunArgs),
+    /// Run the hub: agent rooms, the caller queue, signalling and text relay.
+    Hub(HubArgs),
+    /// The agent console: go IDLE or CLOSE, answer, type, hang up.
+    Agent(AgentArgs),
+    /// Run a hub, agents and kiosks in one process on 127.0.0.1 and place calls.
+    Demo(DemoArgs),
+    /// Create a deployment CA and issue hub, kiosk and agent certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Waiting time, handle time and abandoned calls from a hub's event log.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Kiosk configuration file (see board/kiosk.example.toml).
+    #[arg(short, long, default_value = "/etc/kioskd/kiosk.toml")]
+    config: PathBuf,
+    /// Validate the configuration, certificates and devices, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args)]
+struct HubArgs {
+    /// Hub configuration file (see docs/hub.example.toml).
+    #[arg(short, long, default_value = "/etc/kioskd/hub.toml")]
+    config: PathBuf,
+    /// Validate the configuration and certificates, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Agent configuration file (see docs/agent.example.toml).
+    #[arg(short, long, default_value = "agent.toml")]
+    config: PathBuf,
+    /// Answer every offer automatically (demos and load tests).
+    #[arg(long)]
+    auto_accept: bool,
+    /// With --auto-accept: milliseconds between an offer and the accept.
+    #[arg(long, default_value_t = 500)]
+    answer_delay_ms: u64,
+    /// With --auto-accept: hang up after this many seconds (0: wait for the customer).
+    #[arg(long, default_value_t = 60)]
+    call_duration_s: u64,
+    /// With --auto-accept: text sent when a call connects.
+    #[arg(long)]
+    greeting: Option<String>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Number of kiosks.
+    #[arg(long, default_value_t = 1)]
+    kiosks: usize,
+    /// Number of auto-answering agents.
+    #[arg(long, default_value_t = 1)]
+    agents: usize,
+    /// Calls to place in all (spread over the kiosks).
+    #[arg(long, default_value_t = 1)]
+    calls: usize,
+    /// How long each call lasts, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    call_duration_ms: u64,
+    /// How long agents take to answer, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    answer_delay_ms: u64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Print every step (default when placing 3 calls or fewer).
+    #[arg(long)]
+    timeline: bool,
+    /// Keep the hub's event log at this path.
+    #[arg(long)]
+    event_log: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a new deployment CA (ca.pem, ca.key) in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's name.
+        #[arg(long, default_value = "kioskd deployment CA")]
+        name: String,
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a certificate signed by the CA in DIR; writes <id>.pem and <id>.key (0600).
+    Issue {
+        /// Folder holding ca.pem and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// hub, kiosk or agent.
+        #[arg(long)]
+        role: Role,
+        /// Identity, for example branch-12/kiosk-3 (letters, digits, - _ . / @).
+        #[arg(long)]
+        id: String,
+        /// hub: DNS name that kiosks connect to (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// hub: IP address that kiosks connect to (repeatable).
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Write the files here instead of DIR.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The hub's event log (JSON lines).
+    events: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet_default = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Agent(_) | Command::Certs(_) | Command::Report(_)
+    );
+    init_logging(if quiet_default { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kioskd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(c) = e.downcast_ref::<ConfigError>() {
+                eprintln!("kioskd: configuration error: {c}");
+                return ExitCode::from(2);
+            }
+            eprintln!("kioskd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to journald when running under systemd with a journal, to stderr otherwise.
+fn init_logging(default: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .is_some()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    let registry = tracing_subscriber::registry().with(filter);
+    match journald {
+        Some(layer) => registry.with(layer).init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
+async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Run(args) => run_kiosk(args).await,
+        Command::Hub(args) => run_hub(args).await,
+        Command::Agent(args) => run_agent(args).await,
+        Command::Demo(args) => run_demo(args).await,
+        Command::Certs(cmd) => certs(cmd),
+        Command::Report(args) => report(&args.events),
+    }
+}
+
+/// A channel that turns true on SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+fn open_buttons(cfg: &KioskConfig, file: &Path) -> Result<Box<dyn Buttons>, ConfigError> {
+    let b = &cfg.buttons;
+    let source: Box<dyn Buttons> = match b.backend {
+        ButtonBackend::GpioCdev => Box::new(
+            GpioButtons::open(b.chip.clone(), b.call, b.hangup, b.active_low, b.bias)
+                .map_err(|e| ConfigError::new(file, "buttons.chip", e.to_string()))?,
+        ),
+        ButtonBackend::Rppal => {
+            let pin = |n: u32, key: &str| {
+                u8::try_from(n).map_err(|_| ConfigError::new(file, key, "BCM pins are 0 to 53"))
+            };
+            Box::new(
+                RpiButtons::open(
+                    pin(b.call, "buttons.call")?,
+                    pin(b.hangup, "buttons.hangup")?,
+                    b.active_low,
+                    b.bias,
+                )
+                .map_err(|e| ConfigError::new(file, "buttons.backend", e.to_string()))?,
+            )
+        }
+        ButtonBackend::Simulated => {
+            if b.input == "stdin" {
+                Box::new(
+                    SimulatedButtons::stdin()
+                        .map_err(|e| ConfigError::new(file, "buttons.input", e.to_string()))?,
+                )
+            } else {
+                Box::new(
+                    SimulatedButtons::unix_socket(Path::new(&b.input))
+                        .map_err(|e| ConfigError::new(file, "buttons.input", e.to_string()))?,
+                )
+            }
+        }
+    };
+    Ok(source)
+}
+
+async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, tls) = KioskConfig::load(&args.config)?;
+    let ident = tls.identity()?;
+    let buttons = open_buttons(&cfg, &args.config)?;
+    let leds: Option<Box<dyn Leds>> = match &cfg.leds {
+        Some(l) => Some(Box::new(
+            GpioLeds::open(l.chip.clone(), l.call, l.busy, l.active_low)
+                .map_err(|e| ConfigError::new(&args.config, "leds.chip", e.to_string()))?,
+        )),
+        None => None,
+    };
+    if args.check {
+        println!(
+            "{}: OK (kiosk {}, hub {}, buttons {:?})",
+            args.config.display(),
+            ident.id,
+            cfg.hub.address,
+            cfg.buttons.backend
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    info!(id = %ident.id, hub = %cfg.hub.address, "kiosk starting");
+    let presses = buttons::spawn(buttons, Duration::from_millis(cfg.buttons.debounce_ms))
+        .context("starting the button thread")?;
+    let target = HubTarget {
+        address: cfg.hub.address.clone(),
+        server_name: cfg.hub.server_name(),
+        client: client_config(&tls)?,
+    };
+    let opts = KioskOptions {
+        call: cfg.call.call_config(),
+        reconnect_min: Duration::from_millis(cfg.call.reconnect_min_ms),
+        reconnect_max: Duration::from_millis(cfg.call.reconnect_max_ms),
+    };
+    let io = KioskIo {
+        buttons: presses,
+        texts: None,
+        observer: None,
+        leds,
+        notifier: Notifier::from_env(),
+    };
+    kiosk::run(target, opts, io, shutdown_signal()?).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, tls) = HubConfig::load(&args.config)?;
+    if args.check {
+        println!(
+            "{}: OK (listen {}, event log {})",
+            args.config.display(),
+            cfg.listen,
+            cfg.event_log.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut shutdown = shutdown_signal()?;
+    let hub = hub::start(hub::HubOptions {
+        listen: cfg.listen,
+        tls,
+        queue: cfg.queue.queue_config(),
+        event_log: cfg.event_log.clone(),
+    })
+    .await
+    .context("starting the hub")?;
+    let notifier = Notifier::from_env();
+    notifier.ready();
+    let mut status = hub.watch_status();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            changed = status.changed() => {
+                if changed.is_err() { break; }
+                let s = status.borrow().clone();
+                notifier.status(&format!(
+                    "{} waiting, {} in call, {} connections",
+                    s.snapshot.waiting, s.snapshot.calls_connected, s.connections
+                ));
+            }
+        }
+    }
+    let s = hub.shutdown().await;
+    info!(calls = s.stats.connected, "hub stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, tls) = AgentConfig::load(&args.config)?;
+    let target = HubTarget {
+        address: cfg.hub.address.clone(),
+        server_name: cfg.hub.server_name(),
+        client: client_config(&tls)?,
+    };
+    let auto = args.auto_accept.then(|| AutoAnswer {
+        answer_delay: Duration::from_millis(args.answer_delay_ms),
+        call_duration: (args.call_duration_s > 0)
+            .then(|| Duration::from_secs(args.call_duration_s)),
+        greeting: args.greeting.clone(),
+    });
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    if auto.is_none() {
+        if std::io::stdin().is_terminal() {
+            println!("kioskd agent console — {}", agent::HELP);
+        }
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { break };
+                    match AgentCommand::parse(&line) {
+                        Ok(Some(cmd)) => {
+                            if cmd_tx.blocking_send(cmd).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(msg) => println!("{msg}"),
+                    }
+                }
+            })?;
+    } else {
+        drop(cmd_tx);
+    }
+    let io = AgentIo {
+        commands: cmd_rx,
+        observer: None,
+        print: true,
+    };
+    match agent::run(target, auto, io, shutdown_signal()?).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            error!(error = %e, "agent console stopped");
+            Err(e.into())
+        }
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let timeline = args.timeline || (args.calls <= 3 && !args.json);
+    let opts = demo::DemoOptions {
+        kiosks: args.kiosks,
+        agents: args.agents,
+        calls: args.calls,
+        call_duration: Duration::from_millis(args.call_duration_ms),
+        answer_delay: Duration::from_millis(args.answer_delay_ms),
+        timeline,
+        event_log: args.event_log,
+    };
+    if !timeline {
+        eprintln!(
+            "kioskd demo: {} kiosks, {} agents, {} calls of {:.1} s on 127.0.0.1 …",
+            opts.kiosks,
+            opts.agents,
+            opts.calls,
+            opts.call_duration.as_secs_f64()
+        );
+    }
+    let report = demo::run(opts).await?;
+    let mut out = std::io::stdout().lock();
+    demo::print_account(&report, &mut out)?;
+    if args.json {
+        use std::io::Write;
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CertsCommand::Init { dir, name, days } => {
+            let ca = Authority::generate(&name, days)?;
+            ca.write(&dir)?;
+            println!(
+                "created CA `{name}`: {0}/ca.pem and {0}/ca.key (keep ca.key offline)",
+                dir.display()
+            );
+        }
+        CertsCommand::Issue {
+            dir,
+            role,
+            id,
+            dns,
+            ip,
+            days,
+            out,
+        } => {
+            let ca = Authority::load(&dir)
+                .with_context(|| format!("loading the CA from {}", dir.display()))?;
+            let issued = ca.issue(role, &id, &dns, &ip, days)?;
+            let (cert, key) = issued.write(out.as_deref().unwrap_or(&dir), &file_stem(&id))?;
+            println!(
+                "issued {role} certificate for `{id}`: {} and {} (0600)",
+                cert.display(),
+                key.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(path: &Path) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let summary = LogSummary::from_lines(text.lines());
+    println!("{}", serde_json::to_string_pretty(&summary.report())?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,278 @@
+//! rustls and quinn configurations: TLS 1.3 only, the ring provider only, ALPN `kioskd/1`,
+//! mutual TLS against the deployment's own CA. A peer's role and id are read from its
+//! certificate (OU and CN), never from what it says.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::protocol::{ALPN, MAX_ID_BYTES, Role};
+
+/// Why TLS material could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{0} holds no certificate")]
+    NoCertificate(String),
+    #[error("certificate cannot be parsed: {0}")]
+    Parse(String),
+    #[error("certificate has no kioskd role (OU must be kiosk, agent or hub)")]
+    NoRole,
+    #[error("certificate id (CN) is missing or invalid: {0}")]
+    BadId(String),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("QUIC crypto: {0}")]
+    Quic(String),
+}
+
+/// Who a peer is, from its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub role: Role,
+    pub id: String,
+}
+
+/// The certificates and key of one process, and the CA it trusts.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub ca: Vec<CertificateDer<'static>>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        Self {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl TlsMaterial {
+    /// Loads PEM files: the CA certificate(s), this process's certificate chain and its key.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(Self {
+            ca: read_certs(ca)?,
+            chain: read_certs(cert)?,
+            key: read_key(key)?,
+        })
+    }
+
+    /// The identity written in this process's own certificate.
+    pub fn identity(&self) -> Result<Identity, TlsError> {
+        let leaf = self
+            .chain
+            .first()
+            .ok_or_else(|| TlsError::NoCertificate("chain".into()))?;
+        identity_from_cert(leaf)
+    }
+}
+
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_err = |source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.display().to_string()));
+    }
+    Ok(certs)
+}
+
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads role (OU) and id (CN) from a DER certificate.
+pub fn identity_from_cert(der: &[u8]) -> Result<Identity, TlsError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Parse(e.to_string()))?;
+    let subject = cert.subject();
+    let role = subject
+        .iter_organizational_unit()
+        .filter_map(|ou| ou.as_str().ok())
+        .find_map(|ou| ou.parse::<Role>().ok())
+        .ok_or(TlsError::NoRole)?;
+    let id = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or_else(|| TlsError::BadId("no common name".into()))?;
+    validate_id(id).map_err(TlsError::BadId)?;
+    Ok(Identity {
+        role,
+        id: id.to_string(),
+    })
+}
+
+/// Ids are printable names such as `branch-12/kiosk-3`: letters, digits and `-_./@`,
+/// 1 to 128 bytes.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(format!("`{id}` must be 1 to {MAX_ID_BYTES} bytes"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_./@".contains(*c)))
+    {
+        return Err(format!(
+            "`{id}` contains `{c}`; use letters, digits and - _ . / @"
+        ));
+    }
+    Ok(())
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        roots.add(cert.clone())?;
+    }
+    Ok(roots)
+}
+
+/// Transport settings shared by both ends: fast detection of a lost peer (a kiosk must show
+/// "offline" within seconds), keep-alives below the idle timeout.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        6_000,
+    ))));
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
+    t
+}
+
+/// The hub's QUIC server configuration: a client certificate from the CA is required.
+pub fn server_config(m: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider.clone())
+            .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(m.chain.clone(), m.key.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0; // no 0-RTT: every connection proves its identity first
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// A kiosk's or agent's QUIC client configuration: presents its certificate and accepts only a
+/// hub certificate from the CA.
+pub fn client_config(m: &TlsMaterial) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = provider();
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(&m.ca)?),
+        provider.clone(),
+    )
+    .build()?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous() // only to add the role check on top of full WebPKI verification
+        .with_custom_certificate_verifier(Arc::new(HubVerifier { inner }))
+        .with_client_auth_cert(m.chain.clone(), m.key.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// WebPKI verification of the hub's certificate, plus: its role must be `hub`, so that a stolen
+/// kiosk certificate cannot impersonate the hub.
+#[derive(Debug)]
+struct HubVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for HubVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        match identity_from_cert(end_entity) {
+            Ok(Identity {
+                role: Role::Hub, ..
+            }) => Ok(verified),
+            _ => Err(rustls::Error::General(
+                "the server's certificate is not a kioskd hub certificate".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The identity in a connection's peer certificate.
+pub fn peer_identity(conn: &quinn::Connection) -> Result<Identity, TlsError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| TlsError::NoCertificate("the peer".into()))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| TlsError::NoCertificate("the peer".into()))?;
+    identity_from_cert(leaf)
+}

@@ -1,0 +1,307 @@
+//! Event log records and what can be computed from them.
+//!
+//! The hub appends one JSON object per line for every state change. The file is the
+//! durable history: waiting time, handle time and abandoned calls are computed from it,
+//! and a restarted hub rebuilds its call numbering and handle-time estimate from it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::CallId;
+
+/// One line of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    pub event: Event,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<CallId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kiosk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Why (ended, abandoned, withdrawn) or the new state (agent_state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Queue position when queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    HubStarted,
+    HubStopped,
+    /// A kiosk asked for an agent and joined the queue.
+    Queued,
+    /// A kiosk asked for an agent and the queue was full.
+    RejectedBusy,
+    Offered,
+    Declined,
+    /// An offer was not answered in time; the agent was set to CLOSE.
+    OfferTimeout,
+    /// An offer was taken back because the caller left or lost its connection.
+    OfferWithdrawn,
+    Connected,
+    /// A connected call ended (`detail` = reason).
+    Ended,
+    /// A call ended before it was connected (`detail` = reason).
+    Abandoned,
+    KioskAway,
+    KioskBack,
+    AgentOnline,
+    AgentOffline,
+    /// An agent room changed state (`detail` = IDLE, OFFERED, BUSY, WRAP-UP, CLOSE).
+    AgentState,
+}
+
+/// One call as reconstructed from the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallHistory {
+    pub kiosk: Option<String>,
+    pub agent: Option<String>,
+    pub queued_ms: Option<u64>,
+    pub connected_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub abandoned: bool,
+    pub reason: Option<String>,
+}
+
+impl CallHistory {
+    /// Time from joining the queue to connected (answered calls) or to leaving (abandoned).
+    pub fn waiting(&self) -> Option<Duration> {
+        let end = self.connected_ms.or(self.finished_ms)?;
+        Some(Duration::from_millis(end.checked_sub(self.queued_ms?)?))
+    }
+
+    /// Time from connected to ended.
+    pub fn handle_time(&self) -> Option<Duration> {
+        let ended = self.finished_ms?;
+        Some(Duration::from_millis(
+            ended.checked_sub(self.connected_ms?)?,
+        ))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.finished_ms.is_none()
+    }
+}
+
+/// What a log holds, computed by replaying it.
+#[derive(Debug, Clone, Default)]
+pub struct LogSummary {
+    pub calls: BTreeMap<CallId, CallHistory>,
+    /// Lines that could not be parsed (a torn last line after a crash, or corruption).
+    pub bad_lines: usize,
+}
+
+impl LogSummary {
+    /// Replays lines of JSON; unparseable lines are counted, not fatal.
+    pub fn from_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut summary = LogSummary::default();
+        for line in lines {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<EventRecord>(line) {
+                Ok(rec) => summary.apply(&rec),
+                Err(_) => summary.bad_lines += 1,
+            }
+        }
+        summary
+    }
+
+    pub fn apply(&mut self, rec: &EventRecord) {
+        let Some(id) = rec.call_id else { return };
+        let call = self.calls.entry(id).or_default();
+        if rec.kiosk.is_some() {
+            call.kiosk.clone_from(&rec.kiosk);
+        }
+        match rec.event {
+            Event::Queued => call.queued_ms = Some(rec.ts_ms),
+            Event::Connected => {
+                call.connected_ms = Some(rec.ts_ms);
+                call.agent.clone_from(&rec.agent);
+            }
+            Event::Ended | Event::Abandoned => {
+                call.finished_ms = Some(rec.ts_ms);
+                call.abandoned = rec.event == Event::Abandoned;
+                call.reason.clone_from(&rec.detail);
+            }
+            _ => {}
+        }
+    }
+
+    /// The first call id not used in the log.
+    pub fn next_call_id(&self) -> CallId {
+        self.calls.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// Handle times of the most recent `n` answered calls, oldest first.
+    pub fn recent_handle_times(&self, n: usize) -> Vec<Duration> {
+        let mut answered: Vec<_> = self
+            .calls
+            .values()
+            .filter_map(|c| Some((c.finished_ms?, c.handle_time()?)))
+            .collect();
+        answered.sort();
+        answered
+            .iter()
+            .rev()
+            .take(n)
+            .rev()
+            .map(|(_, d)| *d)
+            .collect()
+    }
+
+    /// Calls that were queued or in progress when the log ends (the hub stopped without
+    /// closing them).
+    pub fn open_calls(&self) -> impl Iterator<Item = (CallId, &CallHistory)> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(id, c)| (*id, c))
+    }
+
+    pub fn report(&self) -> Report {
+        let mut waits: Vec<u64> = Vec::new();
+        let mut handles: Vec<u64> = Vec::new();
+        let (mut answered, mut abandoned, mut open) = (0, 0, 0);
+        for c in self.calls.values() {
+            if c.queued_ms.is_none() {
+                continue;
+            }
+            if c.abandoned {
+                abandoned += 1;
+            } else if c.connected_ms.is_some() {
+                answered += 1;
+            }
+            if c.is_open() {
+                open += 1;
+            }
+            if c.connected_ms.is_some()
+                && let Some(w) = c.waiting()
+            {
+                waits.push(w.as_millis() as u64);
+            }
+            if let Some(h) = c.handle_time() {
+                handles.push(h.as_millis() as u64);
+            }
+        }
+        Report {
+            calls: self
+                .calls
+                .values()
+                .filter(|c| c.queued_ms.is_some())
+                .count(),
+            answered,
+            abandoned,
+            open,
+            wait_ms: Percentiles::of(&mut waits),
+            handle_ms: Percentiles::of(&mut handles),
+            bad_lines: self.bad_lines,
+        }
+    }
+}
+
+/// The figures a supervisor asks for.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub calls: usize,
+    pub answered: usize,
+    pub abandoned: usize,
+    pub open: usize,
+    pub wait_ms: Percentiles,
+    pub handle_ms: Percentiles,
+    pub bad_lines: usize,
+}
+
+/// Nearest-rank percentiles of a sample, in the sample's unit.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(sample: &mut [u64]) -> Self {
+        let v: Vec<f64> = sample.iter().map(|&x| x as f64).collect();
+        Self::of_f64(v)
+    }
+
+    pub fn of_f64(mut v: Vec<f64>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            let idx = ((p / 100.0) * v.len() as f64).ceil() as usize;
+            v[idx.clamp(1, v.len()) - 1]
+        };
+        Percentiles {
+            count: v.len(),
+            p50: rank(50.0),
+            p95: rank(95.0),
+            p99: rank(99.0),
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ts_ms: u64, event: Event, call: CallId) -> String {
+        serde_json::to_string(&EventRecord {
+            ts_ms,
+            event,
+            call_id: Some(call),
+            kiosk: Some(format!("k{call}")),
+            agent: Some("a".into()),
+            detail: None,
+            position: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn report_from_lines() {
+        let lines = [
+            rec(1000, Event::Queued, 1),
+            rec(1500, Event::Queued, 2),
+            rec(3000, Event::Connected, 1),
+            rec(4000, Event::Abandoned, 2),
+            rec(63000, Event::Ended, 1),
+            rec(70000, Event::Queued, 3),
+            "{\"ts_ms\":7".to_string(), // torn last line
+        ];
+        let s = LogSummary::from_lines(lines.iter().map(String::as_str));
+        let r = s.report();
+        assert_eq!(
+            (r.calls, r.answered, r.abandoned, r.open, r.bad_lines),
+            (3, 1, 1, 1, 1)
+        );
+        assert_eq!(r.wait_ms.p50, 2000.0);
+        assert_eq!(r.handle_ms.p50, 60000.0);
+        assert_eq!(s.next_call_id(), 4);
+        assert_eq!(s.recent_handle_times(5), [Duration::from_secs(60)]);
+        assert_eq!(s.open_calls().map(|(id, _)| id).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let mut v: Vec<u64> = (1..=100).collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(Percentiles::of(&mut []), Percentiles::default());
+    }
+}

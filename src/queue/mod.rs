@@ -1,0 +1,1215 @@
+//! The hub's rooms and queue: who waits, who is offered what, and when calls start and end.
+//!
+//! Sans-IO. The driver (`hub.rs`) feeds [`Input`]s with the time they happened and drains
+//! [`Output`]s until [`Output::Wait`]:
+//!
+//! 1. `handle_input(Input::Connected { .. }, now)` when a peer's TLS handshake succeeded
+//!    (role and id from its certificate), `Input::Message` for each decoded control message,
+//!    `Input::Disconnected` when its connection ends, `Input::Tick` when the deadline of the
+//!    last `Wait` passes (early or repeated ticks are harmless).
+//! 2. After every input, `poll_output()` until it returns `Output::Wait(deadline)`: send the
+//!    messages, close the peers, append the events, then sleep until `deadline` or the next input.
+//!
+//! Rules: callers wait in one FIFO queue; an IDLE agent is offered the longest-waiting caller,
+//! and of several IDLE agents the one idle longest gets the offer. A declined or unanswered
+//! offer goes to the next IDLE agent and the caller keeps its place. A kiosk that loses its
+//! connection keeps its place (or its call) for `kiosk_grace`.
+
+pub mod log;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{
+    CallId, ClientMsg, EndReason, HubMsg, Presence, Role, RoomState, WithdrawReason,
+};
+pub use log::{Event, EventRecord, LogSummary};
+
+/// A connection, numbered by the driver. Never reused within a hub's life.
+pub type PeerId = u64;
+
+/// Queue behaviour, from the hub's `[queue]` configuration.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Most callers waiting at once; the next is told "busy, try later".
+    pub max_queue: usize,
+    /// How long an agent has to answer an offer.
+    pub offer_timeout: Duration,
+    /// Time after a call before the agent is IDLE again.
+    pub wrap_up: Duration,
+    /// How long a kiosk that lost its connection keeps its place or its call.
+    pub kiosk_grace: Duration,
+    /// Handle time assumed for wait estimates until calls have been measured.
+    pub default_handle_time: Duration,
+    /// What a busy kiosk is told to wait before asking again.
+    pub busy_retry_after: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_queue: 50,
+            offer_timeout: Duration::from_secs(20),
+            wrap_up: Duration::ZERO,
+            kiosk_grace: Duration::from_secs(10),
+            default_handle_time: Duration::from_secs(180),
+            busy_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Handle times kept for the wait estimate (a moving window).
+const HANDLE_WINDOW: usize = 20;
+
+/// Most outputs buffered between two drains. A drain follows every input, so only a single
+/// input can fill it (for example a change that re-estimates every waiting caller: at most
+/// `max_queue` messages plus a few). Past it the driver is not draining: a contract error.
+const MAX_PENDING_OUTPUTS: usize = 100_000;
+
+/// What the driver tells the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A peer completed mutual TLS. `role` and `id` come from its certificate.
+    Connected {
+        peer: PeerId,
+        role: Role,
+        id: String,
+    },
+    /// A decoded control message from a peer.
+    Message { peer: PeerId, msg: ClientMsg },
+    /// The peer's connection ended (closed, timed out or refused).
+    Disconnected { peer: PeerId },
+    /// A deadline passed.
+    Tick,
+    /// The hub stops: end every call.
+    Shutdown,
+}
+
+/// What the core asks the driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Send {
+        peer: PeerId,
+        msg: HubMsg,
+    },
+    /// Close the peer's connection with this reason (after sending what was queued for it).
+    Close {
+        peer: PeerId,
+        reason: String,
+    },
+    /// Append to the event log.
+    Event(EventRecord),
+    /// Nothing more to do until this time (or the next input).
+    Wait(Option<Instant>),
+}
+
+/// The driver broke the contract (did not drain outputs).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueError {
+    #[error("outputs not drained: {0} pending")]
+    NotDrained(usize),
+}
+
+#[derive(Debug)]
+struct Peer {
+    role: Role,
+    id: String,
+    greeted: bool,
+}
+
+#[derive(Debug)]
+struct Room {
+    peer: PeerId,
+    state: RoomState,
+    /// When the agent last became IDLE; the longest idle is offered first.
+    idle_since: Instant,
+    call: Option<CallId>,
+    wrap_until: Option<Instant>,
+    /// The agent asked for CLOSE during a call: go CLOSE instead of IDLE afterwards.
+    close_after: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Queued,
+    Offered { agent: String, deadline: Instant },
+    Connected { agent: String, since: Instant },
+}
+
+#[derive(Debug)]
+struct Call {
+    kiosk: String,
+    requested_at: Instant,
+    phase: Phase,
+    /// Agents who declined this call; it is not offered to them again.
+    declined_by: BTreeSet<String>,
+    /// Set while the kiosk's connection is lost: when the call is given up.
+    away_until: Option<Instant>,
+    /// Last (position, estimate) told to the kiosk, to send only changes.
+    told: Option<(u32, Option<u32>)>,
+}
+
+/// Counts of what the queue did, for the hub's metrics and the demo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queued: u64,
+    pub rejected_busy: u64,
+    pub offered: u64,
+    pub declined: u64,
+    pub offer_timeouts: u64,
+    pub connected: u64,
+    pub ended: u64,
+    pub abandoned: u64,
+    pub texts_relayed: u64,
+    pub protocol_errors: u64,
+}
+
+/// A snapshot for status lines and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub waiting: usize,
+    pub oldest_wait: Option<Duration>,
+    pub agents: BTreeMap<&'static str, usize>,
+    pub calls_connected: usize,
+}
+
+/// The hub's sans-IO core: agent rooms, the caller queue, offers and calls.
+#[derive(Debug)]
+pub struct AgentQueue {
+    config: QueueConfig,
+    /// Maps the core's monotonic time onto wall-clock milliseconds for the event log.
+    epoch: (Instant, u64),
+    peers: HashMap<PeerId, Peer>,
+    /// Agent id -> room. A room exists while its agent is connected.
+    rooms: BTreeMap<String, Room>,
+    /// Kiosk id -> its current connection.
+    kiosks: HashMap<String, PeerId>,
+    calls: BTreeMap<CallId, Call>,
+    /// Calls waiting or being offered, in arrival order.
+    queue: VecDeque<CallId>,
+    next_call: CallId,
+    handle_times: VecDeque<Duration>,
+    out: VecDeque<Output>,
+    stats: QueueStats,
+}
+
+impl AgentQueue {
+    /// A queue whose `now` maps to `unix_ms` in the event log.
+    pub fn new(config: QueueConfig, now: Instant, unix_ms: u64) -> Self {
+        Self {
+            config,
+            epoch: (now, unix_ms),
+            peers: HashMap::new(),
+            rooms: BTreeMap::new(),
+            kiosks: HashMap::new(),
+            calls: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_call: 1,
+            handle_times: VecDeque::new(),
+            out: VecDeque::new(),
+            stats: QueueStats::default(),
+        }
+    }
+
+    /// Continues from an event log written by an earlier run: call ids go on from the last
+    /// one, the wait estimate starts from the measured handle times, and calls the earlier run
+    /// left open are closed in the log (they cannot survive a hub restart).
+    pub fn restore(&mut self, summary: &LogSummary, now: Instant) {
+        self.next_call = self.next_call.max(summary.next_call_id());
+        self.handle_times = summary.recent_handle_times(HANDLE_WINDOW).into();
+        for (id, call) in summary.open_calls() {
+            let event = if call.connected_ms.is_some() {
+                Event::Ended
+            } else {
+                Event::Abandoned
+            };
+            let mut rec = self.record(
+                now,
+                event,
+                Some(id),
+                call.kiosk.as_deref(),
+                call.agent.as_deref(),
+            );
+            rec.detail = Some("hub_restart".into());
+            self.out.push_back(Output::Event(rec));
+        }
+        self.emit(now, Event::HubStarted, None, None, None, None);
+    }
+
+    pub fn stats(&self) -> &QueueStats {
+        &self.stats
+    }
+
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut agents = BTreeMap::new();
+        for room in self.rooms.values() {
+            *agents.entry(room.state.as_str()).or_insert(0) += 1;
+        }
+        let waiting = self.queue.len();
+        let oldest_wait = self
+            .queue
+            .front()
+            .and_then(|id| self.calls.get(id))
+            .map(|c| now.saturating_duration_since(c.requested_at));
+        let calls_connected = self
+            .calls
+            .values()
+            .filter(|c| matches!(c.phase, Phase::Connected { .. }))
+            .count();
+        Snapshot {
+            waiting,
+            oldest_wait,
+            agents,
+            calls_connected,
+        }
+    }
+
+    /// Feeds one input. Drain [`AgentQueue::poll_output`] to `Wait` afterwards.
+    pub fn handle_input(&mut self, input: Input, now: Instant) -> Result<(), QueueError> {
+        if self.out.len() > MAX_PENDING_OUTPUTS {
+            return Err(QueueError::NotDrained(self.out.len()));
+        }
+        match input {
+            Input::Connected { peer, role, id } => self.on_connected(peer, role, id, now),
+            Input::Message { peer, msg } => self.on_message(peer, msg, now),
+            Input::Disconnected { peer } => self.on_disconnected(peer, now),
+            Input::Tick => {}
+            Input::Shutdown => self.on_shutdown(now),
+        }
+        self.expire(now);
+        self.dispatch(now);
+        self.tell_positions();
+        Ok(())
+    }
+
+    /// The next thing to do; `Output::Wait` when there is nothing until the deadline.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Output {
+        self.out
+            .pop_front()
+            .unwrap_or_else(|| Output::Wait(self.poll_timeout()))
+    }
+
+    /// The earliest deadline: an offer, a wrap-up or a kiosk's grace period.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let offers = self.calls.values().filter_map(|c| match c.phase {
+            Phase::Offered { deadline, .. } => Some(deadline),
+            _ => None,
+        });
+        let away = self.calls.values().filter_map(|c| c.away_until);
+        let wraps = self.rooms.values().filter_map(|r| r.wrap_until);
+        offers.chain(away).chain(wraps).min()
+    }
+
+    // ----- inputs -----
+
+    fn on_connected(&mut self, peer: PeerId, role: Role, id: String, now: Instant) {
+        if role == Role::Hub {
+            self.close(peer, "a hub certificate cannot be used by a client".into());
+            return;
+        }
+        // A second connection with the same identity replaces the first (a kiosk that
+        // reconnects before the hub noticed the old connection was gone).
+        let old = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.id == id && p.role == role)
+            .map(|(&old, _)| old);
+        if let Some(old) = old {
+            self.close(
+                old,
+                "replaced by a new connection with the same certificate".into(),
+            );
+            self.on_disconnected(old, now);
+        }
+        self.peers.insert(
+            peer,
+            Peer {
+                role,
+                id,
+                greeted: false,
+            },
+        );
+    }
+
+    fn on_message(&mut self, peer: PeerId, msg: ClientMsg, now: Instant) {
+        let Some(p) = self.peers.get(&peer) else {
+            return; // already disconnected or closed: late message
+        };
+        let (role, id, greeted) = (p.role, p.id.clone(), p.greeted);
+        if !greeted {
+            match msg {
+                ClientMsg::Hello { role: claimed, .. } if claimed == role => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.greeted = true;
+                    }
+                    self.send(
+                        peer,
+                        HubMsg::Welcome {
+                            id: id.clone(),
+                            role,
+                        },
+                    );
+                    match role {
+                        Role::Kiosk => {
+                            self.kiosks.insert(id, peer);
+                        }
+                        Role::Agent => self.agent_online(peer, id, now),
+                        Role::Hub => {}
+                    }
+                }
+                ClientMsg::Hello { role: claimed, .. } => self.refuse(
+                    peer,
+                    format!("certificate is for a {role}; it cannot act as {claimed}"),
+                ),
+                other => self.refuse(peer, format!("expected hello, got {}", other.kind())),
+            }
+            return;
+        }
+        match (role, msg) {
+            (_, ClientMsg::Hello { .. }) => self.refuse(peer, "hello sent twice".into()),
+            (Role::Kiosk, ClientMsg::RequestAgent { resume }) => {
+                self.on_request(peer, id, resume, now)
+            }
+            (Role::Kiosk, ClientMsg::HangUp { call_id }) => {
+                self.on_kiosk_hangup(peer, &id, call_id, now)
+            }
+            (Role::Agent, ClientMsg::SetPresence { presence }) => {
+                self.on_presence(&id, presence, now)
+            }
+            (Role::Agent, ClientMsg::Accept { call_id }) => self.on_accept(peer, &id, call_id, now),
+            (Role::Agent, ClientMsg::Decline { call_id }) => {
+                self.on_decline(peer, &id, call_id, now)
+            }
+            (Role::Agent, ClientMsg::HangUp { call_id }) => {
+                self.on_agent_hangup(peer, &id, call_id, now)
+            }
+            (
+                _,
+                ClientMsg::Text {
+                    call_id,
+                    id: text_id,
+                    body,
+                },
+            ) => self.relay(
+                peer,
+                role,
+                &id,
+                call_id,
+                HubMsg::Text {
+                    call_id,
+                    id: text_id,
+                    body,
+                },
+            ),
+            (
+                _,
+                ClientMsg::TextAck {
+                    call_id,
+                    id: text_id,
+                },
+            ) => self.relay(
+                peer,
+                role,
+                &id,
+                call_id,
+                HubMsg::TextAck {
+                    call_id,
+                    id: text_id,
+                },
+            ),
+            (role, msg) => self.refuse(peer, format!("a {role} may not send {}", msg.kind())),
+        }
+    }
+
+    fn on_disconnected(&mut self, peer: PeerId, now: Instant) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        if !p.greeted {
+            return;
+        }
+        match p.role {
+            Role::Kiosk => {
+                if self.kiosks.get(&p.id) == Some(&peer) {
+                    self.kiosks.remove(&p.id);
+                }
+                self.kiosk_away(&p.id, now);
+            }
+            Role::Agent => self.agent_offline(&p.id, now),
+            Role::Hub => {}
+        }
+    }
+
+    fn on_shutdown(&mut self, now: Instant) {
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.end_call(id, EndReason::HubShutdown, now);
+        }
+        self.emit(now, Event::HubStopped, None, None, None, None);
+    }
+
+    // ----- kiosk -----
+
+    fn on_request(&mut self, peer: PeerId, kiosk: String, resume: Option<CallId>, now: Instant) {
+        if let Some(call_id) = resume {
+            let owned = self.calls.get(&call_id).is_some_and(|c| c.kiosk == kiosk);
+            if !owned {
+                self.send(
+                    peer,
+                    HubMsg::CallEnded {
+                        call_id,
+                        reason: EndReason::Unknown,
+                    },
+                );
+                return;
+            }
+            self.kiosk_back(peer, &kiosk, call_id, now);
+            return;
+        }
+        // Asking again while already in a call or the queue: tell the state again.
+        if let Some((&call_id, _)) = self.calls.iter().find(|(_, c)| c.kiosk == kiosk) {
+            self.kiosk_back(peer, &kiosk, call_id, now);
+            return;
+        }
+        if self.queue.len() >= self.config.max_queue {
+            self.stats.rejected_busy += 1;
+            let retry_after_s = self.config.busy_retry_after.as_secs().min(u32::MAX as u64) as u32;
+            self.send(peer, HubMsg::Busy { retry_after_s });
+            self.emit(now, Event::RejectedBusy, None, Some(&kiosk), None, None);
+            return;
+        }
+        let call_id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(
+            call_id,
+            Call {
+                kiosk: kiosk.clone(),
+                requested_at: now,
+                phase: Phase::Queued,
+                declined_by: BTreeSet::new(),
+                away_until: None,
+                told: None,
+            },
+        );
+        self.queue.push_back(call_id);
+        self.stats.queued += 1;
+        let mut rec = self.record(now, Event::Queued, Some(call_id), Some(&kiosk), None);
+        rec.position = Some(self.queue.len() as u32);
+        self.out.push_back(Output::Event(rec));
+    }
+
+    /// The kiosk is (again) connected for `call_id`: tell it where the call stands.
+    fn kiosk_back(&mut self, peer: PeerId, kiosk: &str, call_id: CallId, now: Instant) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let was_away = call.away_until.take().is_some();
+        call.told = None; // make tell_positions send the position again
+        let phase = call.phase.clone();
+        if was_away {
+            self.emit(
+                now,
+                Event::KioskBack,
+                Some(call_id),
+                Some(kiosk),
+                None,
+                None,
+            );
+        }
+        match phase {
+            Phase::Queued => {} // tell_positions sends it
+            Phase::Offered { .. } => self.send(peer, HubMsg::Ringing { call_id }),
+            Phase::Connected { agent, .. } => {
+                self.send(
+                    peer,
+                    HubMsg::Connected {
+                        call_id,
+                        peer: agent.clone(),
+                    },
+                );
+                if was_away && let Some(agent_peer) = self.rooms.get(&agent).map(|r| r.peer) {
+                    self.send(
+                        agent_peer,
+                        HubMsg::PeerPresence {
+                            call_id,
+                            present: true,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn kiosk_away(&mut self, kiosk: &str, now: Instant) {
+        let ids: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.kiosk == kiosk)
+            .map(|(&id, _)| id)
+            .collect();
+        for call_id in ids {
+            if self.config.kiosk_grace.is_zero() {
+                self.end_call(call_id, EndReason::KioskDisconnected, now);
+                continue;
+            }
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                continue;
+            };
+            call.away_until = Some(now + self.config.kiosk_grace);
+            call.told = None;
+            let phase = call.phase.clone();
+            self.emit(
+                now,
+                Event::KioskAway,
+                Some(call_id),
+                Some(kiosk),
+                None,
+                None,
+            );
+            match phase {
+                Phase::Queued => {}
+                Phase::Offered { agent, .. } => {
+                    self.withdraw(call_id, &agent, WithdrawReason::CallerAway, now)
+                }
+                Phase::Connected { agent, .. } => {
+                    if let Some(p) = self.rooms.get(&agent).map(|r| r.peer) {
+                        self.send(
+                            p,
+                            HubMsg::PeerPresence {
+                                call_id,
+                                present: false,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_kiosk_hangup(&mut self, peer: PeerId, kiosk: &str, call_id: CallId, now: Instant) {
+        if self.calls.get(&call_id).is_some_and(|c| c.kiosk == kiosk) {
+            self.end_call(call_id, EndReason::KioskHungUp, now);
+        } else {
+            // Already over (the agent hung up at the same moment): confirm, so the kiosk settles.
+            self.send(
+                peer,
+                HubMsg::CallEnded {
+                    call_id,
+                    reason: EndReason::Unknown,
+                },
+            );
+        }
+    }
+
+    // ----- agent -----
+
+    fn agent_online(&mut self, peer: PeerId, id: String, now: Instant) {
+        self.rooms.insert(
+            id.clone(),
+            Room {
+                peer,
+                state: RoomState::Close,
+                idle_since: now,
+                call: None,
+                wrap_until: None,
+                close_after: false,
+            },
+        );
+        self.send(
+            peer,
+            HubMsg::Room {
+                state: RoomState::Close,
+            },
+        );
+        self.emit(now, Event::AgentOnline, None, None, Some(&id), None);
+    }
+
+    fn agent_offline(&mut self, agent: &str, now: Instant) {
+        let Some(room) = self.rooms.get(agent) else {
+            return;
+        };
+        let (state, call) = (room.state, room.call);
+        if let Some(call_id) = call {
+            match state {
+                RoomState::Offered => {
+                    // Not the caller's fault: back in the queue, same place, no decline.
+                    if let Some(call) = self.calls.get_mut(&call_id) {
+                        call.phase = Phase::Queued;
+                        call.told = None;
+                    }
+                    self.emit(
+                        now,
+                        Event::OfferWithdrawn,
+                        Some(call_id),
+                        None,
+                        Some(agent),
+                        Some("agent_disconnected"),
+                    );
+                }
+                _ => self.end_call(call_id, EndReason::AgentDisconnected, now),
+            }
+        }
+        self.rooms.remove(agent);
+        self.emit(now, Event::AgentOffline, None, None, Some(agent), None);
+    }
+
+    fn on_presence(&mut self, agent: &str, presence: Presence, now: Instant) {
+        let Some(room) = self.rooms.get(agent) else {
+            return;
+        };
+        let (state, peer, call) = (room.state, room.peer, room.call);
+        match (state, presence) {
+            (RoomState::Close | RoomState::WrapUp, Presence::Idle) => {
+                self.clear_wrap_up(agent);
+                self.set_room(agent, RoomState::Idle, now);
+            }
+            (RoomState::Idle | RoomState::WrapUp, Presence::Close) => {
+                self.clear_wrap_up(agent);
+                self.set_room(agent, RoomState::Close, now);
+            }
+            (RoomState::Offered, Presence::Close) => {
+                if let Some(call_id) = call {
+                    self.decline(call_id, agent, now);
+                }
+                self.set_room(agent, RoomState::Close, now);
+            }
+            (RoomState::Busy | RoomState::Offered, p) => {
+                if let Some(room) = self.rooms.get_mut(agent) {
+                    room.close_after = p == Presence::Close;
+                }
+            }
+            (RoomState::Idle, Presence::Idle) | (RoomState::Close, Presence::Close) => {
+                self.send(peer, HubMsg::Room { state });
+            }
+        }
+    }
+
+    fn clear_wrap_up(&mut self, agent: &str) {
+        if let Some(room) = self.rooms.get_mut(agent) {
+            room.wrap_until = None;
+            room.close_after = false;
+        }
+    }
+
+    fn on_accept(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
+        let offered = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| matches!(&c.phase, Phase::Offered { agent: a, .. } if a == agent));
+        if !offered {
+            self.send(
+                peer,
+                HubMsg::Error {
+                    message: format!("call {call_id} is not offered to you"),
+                    fatal: false,
+                },
+            );
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.phase = Phase::Connected {
+            agent: agent.to_string(),
+            since: now,
+        };
+        let kiosk = call.kiosk.clone();
+        self.queue.retain(|&id| id != call_id);
+        self.stats.connected += 1;
+        self.set_room(agent, RoomState::Busy, now);
+        self.send(
+            peer,
+            HubMsg::Connected {
+                call_id,
+                peer: kiosk.clone(),
+            },
+        );
+        if let Some(&kp) = self.kiosks.get(&kiosk) {
+            self.send(
+                kp,
+                HubMsg::Connected {
+                    call_id,
+                    peer: agent.to_string(),
+                },
+            );
+        }
+        self.emit(
+            now,
+            Event::Connected,
+            Some(call_id),
+            Some(&kiosk),
+            Some(agent),
+            None,
+        );
+    }
+
+    fn on_decline(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
+        let offered = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| matches!(&c.phase, Phase::Offered { agent: a, .. } if a == agent));
+        if !offered {
+            self.send(
+                peer,
+                HubMsg::Error {
+                    message: format!("call {call_id} is not offered to you"),
+                    fatal: false,
+                },
+            );
+            return;
+        }
+        self.decline(call_id, agent, now);
+        self.set_room(agent, RoomState::Idle, now);
+    }
+
+    /// The call goes back to its place in the queue, never to be offered to `agent` again.
+    fn decline(&mut self, call_id: CallId, agent: &str, now: Instant) {
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            call.phase = Phase::Queued;
+            call.declined_by.insert(agent.to_string());
+            call.told = None;
+        }
+        if let Some(room) = self.rooms.get_mut(agent) {
+            room.call = None;
+        }
+        self.stats.declined += 1;
+        let kiosk = self.calls.get(&call_id).map(|c| c.kiosk.clone());
+        self.emit(
+            now,
+            Event::Declined,
+            Some(call_id),
+            kiosk.as_deref(),
+            Some(agent),
+            None,
+        );
+    }
+
+    fn on_agent_hangup(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
+        let ours = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| matches!(&c.phase, Phase::Connected { agent: a, .. } if a == agent));
+        if ours {
+            self.end_call(call_id, EndReason::AgentHungUp, now);
+        } else {
+            self.send(
+                peer,
+                HubMsg::CallEnded {
+                    call_id,
+                    reason: EndReason::Unknown,
+                },
+            );
+        }
+    }
+
+    // ----- text -----
+
+    fn relay(&mut self, peer: PeerId, role: Role, from: &str, call_id: CallId, msg: HubMsg) {
+        let Some(call) = self.calls.get(&call_id) else {
+            self.send(
+                peer,
+                HubMsg::Error {
+                    message: format!("call {call_id} is over"),
+                    fatal: false,
+                },
+            );
+            return;
+        };
+        let Phase::Connected { agent, .. } = &call.phase else {
+            self.send(
+                peer,
+                HubMsg::Error {
+                    message: format!("call {call_id} is not connected"),
+                    fatal: false,
+                },
+            );
+            return;
+        };
+        let to = match role {
+            Role::Kiosk if call.kiosk == from => self.rooms.get(agent).map(|r| r.peer),
+            // While the kiosk is away the text is not delivered; the agent sends it again
+            // when told the kiosk is back (PeerPresence), as it was never acknowledged.
+            Role::Agent if agent == from && call.away_until.is_none() => {
+                self.kiosks.get(&call.kiosk).copied()
+            }
+            Role::Agent if agent == from => None,
+            _ => {
+                self.send(
+                    peer,
+                    HubMsg::Error {
+                        message: format!("you are not in call {call_id}"),
+                        fatal: false,
+                    },
+                );
+                return;
+            }
+        };
+        if let Some(to) = to {
+            if matches!(msg, HubMsg::Text { .. }) {
+                self.stats.texts_relayed += 1;
+            }
+            self.send(to, msg);
+        }
+    }
+
+    // ----- the engine -----
+
+    /// Deadlines that have passed: offers, grace periods, wrap-ups.
+    fn expire(&mut self, now: Instant) {
+        let timed_out: Vec<(CallId, String)> = self
+            .calls
+            .iter()
+            .filter_map(|(&id, c)| match &c.phase {
+                Phase::Offered { agent, deadline } if *deadline <= now => Some((id, agent.clone())),
+                _ => None,
+            })
+            .collect();
+        for (call_id, agent) in timed_out {
+            self.stats.offer_timeouts += 1;
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                call.phase = Phase::Queued;
+                call.declined_by.insert(agent.clone());
+                call.told = None;
+            }
+            let kiosk = self.calls.get(&call_id).map(|c| c.kiosk.clone());
+            self.emit(
+                now,
+                Event::OfferTimeout,
+                Some(call_id),
+                kiosk.as_deref(),
+                Some(&agent),
+                None,
+            );
+            if let Some(room) = self.rooms.get_mut(&agent) {
+                room.call = None;
+                let peer = room.peer;
+                self.send(
+                    peer,
+                    HubMsg::OfferWithdrawn {
+                        call_id,
+                        reason: WithdrawReason::Timeout,
+                    },
+                );
+                // An agent who does not answer is presumed away from the desk.
+                self.set_room(&agent, RoomState::Close, now);
+            }
+        }
+        let gone: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.away_until.is_some_and(|t| t <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for call_id in gone {
+            self.end_call(call_id, EndReason::KioskDisconnected, now);
+        }
+        let wrapped: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.wrap_until.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for agent in wrapped {
+            if let Some(room) = self.rooms.get_mut(&agent) {
+                room.wrap_until = None;
+                let next = if room.close_after {
+                    RoomState::Close
+                } else {
+                    RoomState::Idle
+                };
+                room.close_after = false;
+                self.set_room(&agent, next, now);
+            }
+        }
+    }
+
+    /// Offers waiting callers to IDLE agents: the longest-waiting caller first, to the agent
+    /// idle longest who has not declined it.
+    fn dispatch(&mut self, now: Instant) {
+        let mut idle: Vec<(Instant, String)> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.state == RoomState::Idle)
+            .map(|(id, r)| (r.idle_since, id.clone()))
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        idle.sort();
+        let waiting: Vec<CallId> = self.queue.iter().copied().collect();
+        for call_id in waiting {
+            if idle.is_empty() {
+                break;
+            }
+            let Some(call) = self.calls.get(&call_id) else {
+                continue;
+            };
+            if call.phase != Phase::Queued || call.away_until.is_some() {
+                continue;
+            }
+            let Some(pick) = idle.iter().position(|(_, a)| !call.declined_by.contains(a)) else {
+                continue;
+            };
+            let (_, agent) = idle.remove(pick);
+            self.offer(call_id, &agent, now);
+        }
+    }
+
+    fn offer(&mut self, call_id: CallId, agent: &str, now: Instant) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let deadline = now + self.config.offer_timeout;
+        call.phase = Phase::Offered {
+            agent: agent.to_string(),
+            deadline,
+        };
+        let kiosk = call.kiosk.clone();
+        let waited_ms = now.saturating_duration_since(call.requested_at).as_millis() as u64;
+        if let Some(room) = self.rooms.get_mut(agent) {
+            room.call = Some(call_id);
+            let peer = room.peer;
+            self.send(
+                peer,
+                HubMsg::Offer {
+                    call_id,
+                    kiosk: kiosk.clone(),
+                    waited_ms,
+                    timeout_ms: self.config.offer_timeout.as_millis() as u64,
+                },
+            );
+        }
+        self.set_room(agent, RoomState::Offered, now);
+        if let Some(&kp) = self.kiosks.get(&kiosk) {
+            self.send(kp, HubMsg::Ringing { call_id });
+        }
+        self.stats.offered += 1;
+        self.emit(
+            now,
+            Event::Offered,
+            Some(call_id),
+            Some(&kiosk),
+            Some(agent),
+            None,
+        );
+    }
+
+    /// Takes an offer back from an agent who did nothing wrong; the agent keeps its idle rank.
+    fn withdraw(&mut self, call_id: CallId, agent: &str, reason: WithdrawReason, now: Instant) {
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            call.phase = Phase::Queued;
+        }
+        if let Some(room) = self.rooms.get_mut(agent) {
+            room.call = None;
+            let (peer, since) = (room.peer, room.idle_since);
+            let next = if room.close_after {
+                RoomState::Close
+            } else {
+                RoomState::Idle
+            };
+            room.close_after = false;
+            self.send(peer, HubMsg::OfferWithdrawn { call_id, reason });
+            self.set_room(agent, next, now);
+            if let Some(room) = self.rooms.get_mut(agent) {
+                room.idle_since = since;
+            }
+        }
+        let detail = match reason {
+            WithdrawReason::Timeout => "timeout",
+            WithdrawReason::CallerLeft => "caller_left",
+            WithdrawReason::CallerAway => "caller_away",
+        };
+        self.emit(
+            now,
+            Event::OfferWithdrawn,
+            Some(call_id),
+            None,
+            Some(agent),
+            Some(detail),
+        );
+    }
+
+    /// Ends a call in any phase, telling both sides and logging it.
+    fn end_call(&mut self, call_id: CallId, reason: EndReason, now: Instant) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        let (kiosk, phase) = (call.kiosk.clone(), call.phase.clone());
+        if let Phase::Offered { agent, .. } = &phase {
+            self.withdraw(call_id, agent, WithdrawReason::CallerLeft, now);
+        }
+        self.calls.remove(&call_id);
+        self.queue.retain(|&id| id != call_id);
+        if let Some(&kp) = self.kiosks.get(&kiosk) {
+            self.send(kp, HubMsg::CallEnded { call_id, reason });
+        }
+        match phase {
+            Phase::Connected { agent, since } => {
+                self.stats.ended += 1;
+                let handle = now.saturating_duration_since(since);
+                if self.handle_times.len() == HANDLE_WINDOW {
+                    self.handle_times.pop_front();
+                }
+                self.handle_times.push_back(handle);
+                if let Some(room) = self.rooms.get_mut(&agent) {
+                    room.call = None;
+                    let peer = room.peer;
+                    let next = if !self.config.wrap_up.is_zero() {
+                        room.wrap_until = Some(now + self.config.wrap_up);
+                        RoomState::WrapUp
+                    } else if std::mem::take(&mut room.close_after) {
+                        RoomState::Close
+                    } else {
+                        RoomState::Idle
+                    };
+                    self.send(peer, HubMsg::CallEnded { call_id, reason });
+                    self.set_room(&agent, next, now);
+                }
+                self.emit(
+                    now,
+                    Event::Ended,
+                    Some(call_id),
+                    Some(&kiosk),
+                    Some(&agent),
+                    Some(reason.as_str()),
+                );
+            }
+            Phase::Queued | Phase::Offered { .. } => {
+                self.stats.abandoned += 1;
+                self.emit(
+                    now,
+                    Event::Abandoned,
+                    Some(call_id),
+                    Some(&kiosk),
+                    None,
+                    Some(reason.as_str()),
+                );
+            }
+        }
+    }
+
+    /// Sends each waiting kiosk its position and estimate when either changed.
+    fn tell_positions(&mut self) {
+        let agents = self
+            .rooms
+            .values()
+            .filter(|r| r.state != RoomState::Close)
+            .count() as u32;
+        let handle = if self.handle_times.is_empty() {
+            self.config.default_handle_time
+        } else {
+            self.handle_times.iter().sum::<Duration>() / self.handle_times.len() as u32
+        };
+        let queue: Vec<CallId> = self.queue.iter().copied().collect();
+        for (idx, call_id) in queue.into_iter().enumerate() {
+            let position = idx as u32 + 1;
+            let estimate = (agents > 0).then(|| {
+                let secs = handle.as_secs_f64() * f64::from(position) / f64::from(agents);
+                secs.ceil().min(f64::from(u32::MAX)) as u32
+            });
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                continue;
+            };
+            if call.phase != Phase::Queued || call.away_until.is_some() {
+                continue;
+            }
+            if call.told == Some((position, estimate)) {
+                continue;
+            }
+            call.told = Some((position, estimate));
+            let kiosk = call.kiosk.clone();
+            if let Some(&kp) = self.kiosks.get(&kiosk) {
+                self.send(
+                    kp,
+                    HubMsg::Queued {
+                        call_id,
+                        position,
+                        estimated_wait_s: estimate,
+                    },
+                );
+            }
+        }
+    }
+
+    fn set_room(&mut self, agent: &str, state: RoomState, now: Instant) {
+        let Some(room) = self.rooms.get_mut(agent) else {
+            return;
+        };
+        if room.state == state {
+            return;
+        }
+        if state == RoomState::Idle {
+            room.idle_since = now;
+        }
+        room.state = state;
+        let peer = room.peer;
+        self.send(peer, HubMsg::Room { state });
+        self.emit(
+            now,
+            Event::AgentState,
+            None,
+            None,
+            Some(agent),
+            Some(state.as_str()),
+        );
+    }
+
+    fn refuse(&mut self, peer: PeerId, reason: String) {
+        self.stats.protocol_errors += 1;
+        self.send(
+            peer,
+            HubMsg::Error {
+                message: reason.clone(),
+                fatal: true,
+            },
+        );
+        self.close(peer, reason);
+    }
+
+    fn close(&mut self, peer: PeerId, reason: String) {
+        self.out.push_back(Output::Close { peer, reason });
+    }
+
+    fn send(&mut self, peer: PeerId, msg: HubMsg) {
+        self.out.push_back(Output::Send { peer, msg });
+    }
+
+    fn record(
+        &self,
+        now: Instant,
+        event: Event,
+        call_id: Option<CallId>,
+        kiosk: Option<&str>,
+        agent: Option<&str>,
+    ) -> EventRecord {
+        let ts_ms = self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_millis() as u64;
+        EventRecord {
+            ts_ms,
+            event,
+            call_id,
+            kiosk: kiosk.map(str::to_string),
+            agent: agent.map(str::to_string),
+            detail: None,
+            position: None,
+        }
+    }
+
+    fn emit(
+        &mut self,
+        now: Instant,
+        event: Event,
+        call_id: Option<CallId>,
+        kiosk: Option<&str>,
+        agent: Option<&str>,
+        detail: Option<&str>,
+    ) {
+        let mut rec = self.record(now, event, call_id, kiosk, agent);
+        rec.detail = detail.map(str::to_string);
+        self.out.push_back(Output::Event(rec));
+    }
+}
+
+#[cfg(test)]
+mod tests;

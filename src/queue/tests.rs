@@ -1,0 +1,2060 @@
+//! Tests of the hub's queue core on a fake clock: one `Instant::now()` as `t0`, every other
+//! time `t0 + d`. A [`Hub`] feeds inputs, drains the outputs to `Wait` and keeps every event
+//! the core logged, so a scenario can also be replayed as an event log.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
+
+use super::*;
+
+/// The event log's wall clock at `t0`.
+const T0_UNIX_MS: u64 = 1_700_000_000_000;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+// ----- reading outputs -----
+
+/// Polls until `Wait`, which is the last element.
+fn drain(q: &mut AgentQueue) -> Vec<Output> {
+    let mut outs = Vec::new();
+    loop {
+        let out = q.poll_output();
+        let done = matches!(out, Output::Wait(_));
+        outs.push(out);
+        if done {
+            return outs;
+        }
+    }
+}
+
+/// The messages sent to `peer`, in order.
+fn sent_to(outs: &[Output], peer: PeerId) -> Vec<HubMsg> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send { peer: p, msg } if *p == peer => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(outs: &[Output]) -> Vec<EventRecord> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Event(rec) => Some(rec.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn event_kinds(outs: &[Output]) -> Vec<Event> {
+    events(outs).iter().map(|rec| rec.event).collect()
+}
+
+/// The first event of `kind`; panics if there is none.
+fn event(outs: &[Output], kind: Event) -> EventRecord {
+    events(outs)
+        .into_iter()
+        .find(|rec| rec.event == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} event in {outs:#?}"))
+}
+
+fn closed(outs: &[Output], peer: PeerId) -> bool {
+    outs.iter()
+        .any(|o| matches!(o, Output::Close { peer: p, .. } if *p == peer))
+}
+
+/// The deadline of the final `Wait`.
+fn deadline(outs: &[Output]) -> Option<Instant> {
+    match outs.last() {
+        Some(Output::Wait(at)) => *at,
+        other => panic!("outputs not drained to Wait: {other:?}"),
+    }
+}
+
+/// The call offered to `agent`, if any.
+fn offered(outs: &[Output], agent: PeerId) -> Option<CallId> {
+    sent_to(outs, agent).iter().find_map(|m| match m {
+        HubMsg::Offer { call_id, .. } => Some(*call_id),
+        _ => None,
+    })
+}
+
+/// The (position, estimate) updates sent to `kiosk`.
+fn positions(outs: &[Output], kiosk: PeerId) -> Vec<(u32, Option<u32>)> {
+    sent_to(outs, kiosk)
+        .iter()
+        .filter_map(|m| match m {
+            HubMsg::Queued {
+                position,
+                estimated_wait_s,
+                ..
+            } => Some((*position, *estimated_wait_s)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn room(state: RoomState) -> HubMsg {
+    HubMsg::Room { state }
+}
+
+fn is_error(msg: &HubMsg, fatal: bool) -> bool {
+    matches!(msg, HubMsg::Error { fatal: f, .. } if *f == fatal)
+}
+
+// ----- the harness -----
+
+/// The core with a peer counter and the event log, on a fake clock.
+struct Hub {
+    q: AgentQueue,
+    next_peer: PeerId,
+    /// Every event the core emitted, in order.
+    log: Vec<EventRecord>,
+}
+
+impl Hub {
+    fn new(config: QueueConfig) -> (Self, Instant) {
+        let t0 = Instant::now(); // the only clock read
+        let hub = Hub {
+            q: AgentQueue::new(config, t0, T0_UNIX_MS),
+            next_peer: 1,
+            log: Vec::new(),
+        };
+        (hub, t0)
+    }
+
+    fn input(&mut self, input: Input, now: Instant) -> Vec<Output> {
+        self.q.handle_input(input, now).expect("outputs drained");
+        let outs = drain(&mut self.q);
+        self.log.extend(events(&outs));
+        outs
+    }
+
+    fn send(&mut self, peer: PeerId, msg: ClientMsg, now: Instant) -> Vec<Output> {
+        self.input(Input::Message { peer, msg }, now)
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Output> {
+        self.input(Input::Tick, now)
+    }
+
+    fn disconnect(&mut self, peer: PeerId, now: Instant) -> Vec<Output> {
+        self.input(Input::Disconnected { peer }, now)
+    }
+
+    /// A completed TLS handshake with a certificate for `role` and `id`; no hello yet.
+    fn connect(&mut self, role: Role, id: &str, now: Instant) -> (PeerId, Vec<Output>) {
+        let peer = self.next_peer;
+        self.next_peer += 1;
+        let outs = self.input(
+            Input::Connected {
+                peer,
+                role,
+                id: id.into(),
+            },
+            now,
+        );
+        (peer, outs)
+    }
+
+    fn hello(&mut self, peer: PeerId, role: Role, now: Instant) -> Vec<Output> {
+        self.send(
+            peer,
+            ClientMsg::Hello {
+                role,
+                software: "test".into(),
+            },
+            now,
+        )
+    }
+
+    /// A kiosk connected and welcomed.
+    fn kiosk(&mut self, id: &str, now: Instant) -> PeerId {
+        let (peer, _) = self.connect(Role::Kiosk, id, now);
+        let outs = self.hello(peer, Role::Kiosk, now);
+        assert_eq!(
+            sent_to(&outs, peer),
+            [HubMsg::Welcome {
+                id: id.into(),
+                role: Role::Kiosk
+            }]
+        );
+        peer
+    }
+
+    /// An agent connected and welcomed; its room starts CLOSE.
+    fn agent(&mut self, id: &str, now: Instant) -> PeerId {
+        let (peer, _) = self.connect(Role::Agent, id, now);
+        let outs = self.hello(peer, Role::Agent, now);
+        assert_eq!(
+            sent_to(&outs, peer),
+            [
+                HubMsg::Welcome {
+                    id: id.into(),
+                    role: Role::Agent
+                },
+                room(RoomState::Close)
+            ]
+        );
+        peer
+    }
+
+    /// An agent connected, welcomed and IDLE.
+    fn idle_agent(&mut self, id: &str, now: Instant) -> PeerId {
+        let peer = self.agent(id, now);
+        self.presence(peer, Presence::Idle, now);
+        peer
+    }
+
+    fn request(&mut self, kiosk: PeerId, now: Instant) -> Vec<Output> {
+        self.send(kiosk, ClientMsg::RequestAgent { resume: None }, now)
+    }
+
+    fn resume(&mut self, kiosk: PeerId, call_id: CallId, now: Instant) -> Vec<Output> {
+        self.send(
+            kiosk,
+            ClientMsg::RequestAgent {
+                resume: Some(call_id),
+            },
+            now,
+        )
+    }
+
+    fn presence(&mut self, agent: PeerId, presence: Presence, now: Instant) -> Vec<Output> {
+        self.send(agent, ClientMsg::SetPresence { presence }, now)
+    }
+
+    fn accept(&mut self, agent: PeerId, call_id: CallId, now: Instant) -> Vec<Output> {
+        self.send(agent, ClientMsg::Accept { call_id }, now)
+    }
+
+    fn decline(&mut self, agent: PeerId, call_id: CallId, now: Instant) -> Vec<Output> {
+        self.send(agent, ClientMsg::Decline { call_id }, now)
+    }
+
+    fn hang_up(&mut self, peer: PeerId, call_id: CallId, now: Instant) -> Vec<Output> {
+        self.send(peer, ClientMsg::HangUp { call_id }, now)
+    }
+
+    fn text(
+        &mut self,
+        peer: PeerId,
+        call_id: CallId,
+        id: u64,
+        body: &str,
+        now: Instant,
+    ) -> Vec<Output> {
+        self.send(
+            peer,
+            ClientMsg::Text {
+                call_id,
+                id,
+                body: body.into(),
+            },
+            now,
+        )
+    }
+
+    /// `agent` (IDLE) is offered `kiosk`'s new request and accepts it: the call.
+    fn connected_call(&mut self, kiosk: PeerId, agent: PeerId, now: Instant) -> CallId {
+        let outs = self.request(kiosk, now);
+        let call_id = offered(&outs, agent).expect("the agent is offered the call");
+        let outs = self.accept(agent, call_id, now);
+        assert!(
+            sent_to(&outs, kiosk)
+                .iter()
+                .any(|m| matches!(m, HubMsg::Connected { call_id: c, .. } if *c == call_id)),
+            "the kiosk is connected: {outs:#?}"
+        );
+        call_id
+    }
+}
+
+// ----- fairness -----
+
+#[test]
+fn callers_are_offered_in_arrival_order() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.agent("a1", t0);
+    let (k1, k2, k3) = (
+        hub.kiosk("k1", t0),
+        hub.kiosk("k2", t0),
+        hub.kiosk("k3", t0),
+    );
+    hub.request(k1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+    hub.request(k3, t0 + secs(3));
+
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(4));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            room(RoomState::Idle),
+            HubMsg::Offer {
+                call_id: 1,
+                kiosk: "k1".into(),
+                waited_ms: 3000,
+                timeout_ms: 20_000
+            },
+            room(RoomState::Offered),
+        ]
+    );
+    assert_eq!(sent_to(&outs, k1), [HubMsg::Ringing { call_id: 1 }]);
+
+    hub.accept(a1, 1, t0 + secs(5));
+    let outs = hub.hang_up(a1, 1, t0 + secs(6));
+    assert_eq!(offered(&outs, a1), Some(2));
+    assert!(sent_to(&outs, k2).contains(&HubMsg::Ringing { call_id: 2 }));
+
+    hub.accept(a1, 2, t0 + secs(7));
+    let outs = hub.hang_up(a1, 2, t0 + secs(8));
+    assert_eq!(offered(&outs, a1), Some(3));
+    assert!(sent_to(&outs, k3).contains(&HubMsg::Ringing { call_id: 3 }));
+}
+
+#[test]
+fn agent_idle_longest_gets_the_offer() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (a1, a2, a3) = (
+        hub.agent("a1", t0),
+        hub.agent("a2", t0),
+        hub.agent("a3", t0),
+    );
+    hub.presence(a2, Presence::Idle, t0 + secs(1));
+    hub.presence(a3, Presence::Idle, t0 + secs(2));
+    hub.presence(a1, Presence::Idle, t0 + secs(3));
+    let (k1, k2, k3) = (
+        hub.kiosk("k1", t0),
+        hub.kiosk("k2", t0),
+        hub.kiosk("k3", t0),
+    );
+
+    let outs = hub.request(k1, t0 + secs(4));
+    assert_eq!(
+        (offered(&outs, a1), offered(&outs, a2), offered(&outs, a3)),
+        (None, Some(1), None)
+    );
+    let outs = hub.request(k2, t0 + secs(5));
+    assert_eq!((offered(&outs, a1), offered(&outs, a3)), (None, Some(2)));
+    let outs = hub.request(k3, t0 + secs(6));
+    assert_eq!(offered(&outs, a1), Some(3));
+}
+
+#[test]
+fn agent_back_from_a_call_queues_behind_agents_already_idle() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    let a2 = hub.idle_agent("a2", t0 + secs(2));
+    hub.hang_up(a1, call, t0 + secs(3)); // a1 IDLE since 3 s, a2 since 2 s
+
+    let outs = hub.request(k2, t0 + secs(4));
+    assert_eq!((offered(&outs, a1), offered(&outs, a2)), (None, Some(2)));
+}
+
+// ----- offers: timeout, decline, CLOSE -----
+
+#[test]
+fn unanswered_offer_moves_to_the_next_idle_agent_and_closes_the_agent() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.agent("a1", t0);
+    let a2 = hub.agent("a2", t0);
+    hub.presence(a1, Presence::Idle, t0 + secs(1));
+    hub.presence(a2, Presence::Idle, t0 + secs(2));
+    let k1 = hub.kiosk("k1", t0);
+    let outs = hub.request(k1, t0 + secs(3));
+    assert_eq!(offered(&outs, a1), Some(1));
+    assert_eq!(deadline(&outs), Some(t0 + secs(23)));
+
+    let outs = hub.tick(t0 + secs(22));
+    assert_eq!(outs, [Output::Wait(Some(t0 + secs(23)))]);
+
+    let outs = hub.tick(t0 + secs(23));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::OfferWithdrawn {
+                call_id: 1,
+                reason: WithdrawReason::Timeout
+            },
+            room(RoomState::Close)
+        ]
+    );
+    assert_eq!(
+        sent_to(&outs, a2),
+        [
+            HubMsg::Offer {
+                call_id: 1,
+                kiosk: "k1".into(),
+                waited_ms: 20_000,
+                timeout_ms: 20_000
+            },
+            room(RoomState::Offered),
+        ]
+    );
+    assert_eq!(sent_to(&outs, k1), [HubMsg::Ringing { call_id: 1 }]);
+    let timeout = event(&outs, Event::OfferTimeout);
+    assert_eq!(
+        (timeout.call_id, timeout.agent.as_deref()),
+        (Some(1), Some("a1"))
+    );
+    assert_eq!(hub.q.stats().offer_timeouts, 1);
+}
+
+#[test]
+fn caller_keeps_its_place_after_an_unanswered_offer() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    hub.request(k1, t0 + secs(1));
+    let outs = hub.request(k2, t0 + secs(2));
+    assert_eq!(positions(&outs, k2), [(2, Some(360))]);
+
+    // a1 never answers: CLOSE, and nobody is left to estimate from.
+    let outs = hub.tick(t0 + secs(21));
+    assert_eq!(positions(&outs, k1), [(1, None)]);
+    assert_eq!(positions(&outs, k2), [(2, None)]);
+    assert_eq!(offered(&outs, a1), None);
+
+    let a2 = hub.agent("a2", t0 + secs(30));
+    let outs = hub.presence(a2, Presence::Idle, t0 + secs(31));
+    assert_eq!(offered(&outs, a2), Some(1));
+}
+
+#[test]
+fn declined_call_goes_to_the_next_agent_and_never_back_to_the_decliner() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (a1, a2) = (hub.agent("a1", t0), hub.agent("a2", t0));
+    hub.presence(a1, Presence::Idle, t0 + secs(1));
+    hub.presence(a2, Presence::Idle, t0 + secs(2));
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let outs = hub.request(k1, t0 + secs(3));
+    assert_eq!(offered(&outs, a1), Some(1));
+
+    let outs = hub.decline(a1, 1, t0 + secs(4));
+    assert_eq!(sent_to(&outs, a1), [room(RoomState::Idle)]);
+    assert_eq!(offered(&outs, a2), Some(1));
+    let declined = event(&outs, Event::Declined);
+    assert_eq!(
+        (declined.call_id, declined.agent.as_deref()),
+        (Some(1), Some("a1"))
+    );
+
+    let outs = hub.decline(a2, 1, t0 + secs(5));
+    assert_eq!(sent_to(&outs, a2), [room(RoomState::Idle)]);
+    assert_eq!(offered(&outs, a1), None);
+    assert_eq!(positions(&outs, k1), [(1, Some(90))]);
+
+    // Both agents are IDLE but declined call 1: the next caller is served, call 1 waits.
+    let outs = hub.request(k2, t0 + secs(6));
+    assert_eq!((offered(&outs, a1), offered(&outs, a2)), (Some(2), None));
+    let outs = hub.tick(t0 + secs(7));
+    assert_eq!(offered(&outs, a2), None);
+
+    let a3 = hub.agent("a3", t0 + secs(8));
+    let outs = hub.presence(a3, Presence::Idle, t0 + secs(8));
+    assert_eq!(offered(&outs, a3), Some(1));
+    assert_eq!(hub.q.stats().declined, 2);
+}
+
+#[test]
+fn accepting_or_declining_a_call_not_offered_to_you_is_a_non_fatal_error() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (a1, a2) = (hub.idle_agent("a1", t0), hub.idle_agent("a2", t0 + secs(1)));
+    let k1 = hub.kiosk("k1", t0);
+    let outs = hub.request(k1, t0 + secs(2));
+    assert_eq!(offered(&outs, a1), Some(1));
+
+    for outs in [
+        hub.accept(a2, 1, t0 + secs(3)),
+        hub.decline(a2, 1, t0 + secs(3)),
+        hub.accept(a2, 99, t0 + secs(3)),
+    ] {
+        let msgs = sent_to(&outs, a2);
+        assert!(
+            matches!(msgs.as_slice(), [m] if is_error(m, false)),
+            "{msgs:?}"
+        );
+        assert!(!closed(&outs, a2));
+    }
+    let outs = hub.accept(a1, 1, t0 + secs(4));
+    assert!(sent_to(&outs, a1).contains(&HubMsg::Connected {
+        call_id: 1,
+        peer: "k1".into()
+    }));
+}
+
+#[test]
+fn agents_in_close_get_no_offers() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.agent("a1", t0); // CLOSE from the start
+    let a2 = hub.idle_agent("a2", t0 + secs(1));
+    let outs = hub.presence(a2, Presence::Close, t0 + secs(2));
+    assert_eq!(sent_to(&outs, a2), [room(RoomState::Close)]);
+
+    let k1 = hub.kiosk("k1", t0);
+    let outs = hub.request(k1, t0 + secs(3));
+    assert_eq!((offered(&outs, a1), offered(&outs, a2)), (None, None));
+    assert_eq!(positions(&outs, k1), [(1, None)]);
+    let outs = hub.tick(t0 + secs(60));
+    assert_eq!((offered(&outs, a1), offered(&outs, a2)), (None, None));
+
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(61));
+    assert_eq!(offered(&outs, a1), Some(1));
+}
+
+// ----- callers leaving -----
+
+#[test]
+fn caller_hanging_up_while_waiting_leaves_the_queue() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    hub.request(k1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+
+    let outs = hub.hang_up(k1, 1, t0 + secs(5));
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::CallEnded {
+            call_id: 1,
+            reason: EndReason::KioskHungUp
+        }]
+    );
+    let abandoned = event(&outs, Event::Abandoned);
+    assert_eq!(
+        (
+            abandoned.call_id,
+            abandoned.kiosk.as_deref(),
+            abandoned.detail.as_deref()
+        ),
+        (Some(1), Some("k1"), Some("kiosk_hung_up"))
+    );
+    assert_eq!(positions(&outs, k2), [(1, None)]);
+    assert_eq!(hub.q.snapshot(t0 + secs(5)).waiting, 1);
+    assert_eq!(hub.q.stats().abandoned, 1);
+}
+
+#[test]
+fn caller_hanging_up_while_offered_withdraws_the_offer_and_the_agent_keeps_its_rank() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0 + secs(1));
+    let a2 = hub.idle_agent("a2", t0 + secs(2));
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let outs = hub.request(k1, t0 + secs(3));
+    assert_eq!(offered(&outs, a1), Some(1));
+
+    let outs = hub.hang_up(k1, 1, t0 + secs(4));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::OfferWithdrawn {
+                call_id: 1,
+                reason: WithdrawReason::CallerLeft
+            },
+            room(RoomState::Idle)
+        ]
+    );
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::CallEnded {
+            call_id: 1,
+            reason: EndReason::KioskHungUp
+        }]
+    );
+    assert!(event_kinds(&outs).contains(&Event::Abandoned));
+    assert_eq!(deadline(&outs), None);
+
+    // a1 did nothing wrong: still idle longer than a2.
+    let outs = hub.request(k2, t0 + secs(5));
+    assert_eq!((offered(&outs, a1), offered(&outs, a2)), (Some(2), None));
+}
+
+#[test]
+fn hang_up_of_an_unknown_call_is_answered_with_call_ended_unknown() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let k1 = hub.kiosk("k1", t0);
+    let a1 = hub.agent("a1", t0);
+    for peer in [k1, a1] {
+        let outs = hub.hang_up(peer, 42, t0 + secs(1));
+        assert_eq!(
+            sent_to(&outs, peer),
+            [HubMsg::CallEnded {
+                call_id: 42,
+                reason: EndReason::Unknown
+            }]
+        );
+        assert!(events(&outs).is_empty());
+    }
+}
+
+// ----- agents leaving -----
+
+#[test]
+fn agent_disconnecting_mid_call_ends_the_call() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+
+    let outs = hub.disconnect(a1, t0 + secs(30));
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::CallEnded {
+            call_id: call,
+            reason: EndReason::AgentDisconnected
+        }]
+    );
+    let ended = event(&outs, Event::Ended);
+    assert_eq!(
+        (ended.call_id, ended.detail.as_deref()),
+        (Some(call), Some("agent_disconnected"))
+    );
+    assert!(event_kinds(&outs).contains(&Event::AgentOffline));
+    let snap = hub.q.snapshot(t0 + secs(30));
+    assert_eq!(
+        (snap.calls_connected, snap.waiting, snap.agents.len()),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn agent_disconnecting_while_offered_puts_the_call_back_in_its_place() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let outs = hub.request(k1, t0 + secs(1));
+    assert_eq!(offered(&outs, a1), Some(1));
+    hub.request(k2, t0 + secs(2));
+
+    let outs = hub.disconnect(a1, t0 + secs(3));
+    assert_eq!(positions(&outs, k1), [(1, None)]);
+    assert_eq!(positions(&outs, k2), [(2, None)]);
+    let withdrawn = event(&outs, Event::OfferWithdrawn);
+    assert_eq!(
+        (withdrawn.call_id, withdrawn.detail.as_deref()),
+        (Some(1), Some("agent_disconnected"))
+    );
+    assert_eq!(deadline(&outs), None, "no offer deadline left");
+
+    // Not a decline: the same agent, back online, gets the call.
+    let a1 = hub.agent("a1", t0 + secs(4));
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(4));
+    assert_eq!(offered(&outs, a1), Some(1));
+}
+
+// ----- kiosks losing their connection -----
+
+#[test]
+fn waiting_kiosk_that_reconnects_within_grace_keeps_its_place() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    hub.request(k1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+
+    let outs = hub.disconnect(k1, t0 + secs(3));
+    assert_eq!(event_kinds(&outs), [Event::KioskAway]);
+    assert!(sent_to(&outs, k2).is_empty());
+    assert_eq!(deadline(&outs), Some(t0 + secs(13)));
+
+    let k1 = hub.kiosk("k1", t0 + secs(8));
+    let outs = hub.resume(k1, 1, t0 + secs(8));
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::Queued {
+            call_id: 1,
+            position: 1,
+            estimated_wait_s: None
+        }]
+    );
+    assert_eq!(event_kinds(&outs), [Event::KioskBack]);
+    assert_eq!(deadline(&outs), None);
+    let outs = hub.tick(t0 + secs(13));
+    assert!(events(&outs).is_empty());
+    assert_eq!(hub.q.snapshot(t0 + secs(13)).waiting, 2);
+}
+
+#[test]
+fn away_caller_is_passed_over_until_it_returns() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    hub.request(k1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+    hub.disconnect(k1, t0 + secs(3));
+
+    let a1 = hub.agent("a1", t0 + secs(4));
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(4));
+    assert_eq!(offered(&outs, a1), Some(2));
+
+    let a2 = hub.idle_agent("a2", t0 + secs(5));
+    let k1 = hub.kiosk("k1", t0 + secs(6));
+    let outs = hub.resume(k1, 1, t0 + secs(6));
+    assert_eq!(offered(&outs, a2), Some(1));
+    assert_eq!(sent_to(&outs, k1), [HubMsg::Ringing { call_id: 1 }]);
+}
+
+#[test]
+fn kiosk_losing_its_connection_while_offered_takes_the_offer_back() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    hub.request(k1, t0 + secs(1));
+
+    let outs = hub.disconnect(k1, t0 + secs(2));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::OfferWithdrawn {
+                call_id: 1,
+                reason: WithdrawReason::CallerAway
+            },
+            room(RoomState::Idle)
+        ]
+    );
+    assert_eq!(
+        deadline(&outs),
+        Some(t0 + secs(12)),
+        "the grace period, no offer deadline"
+    );
+
+    let k1 = hub.kiosk("k1", t0 + secs(5));
+    let outs = hub.resume(k1, 1, t0 + secs(5));
+    assert_eq!(offered(&outs, a1), Some(1), "not a decline");
+}
+
+#[test]
+fn kiosk_reconnecting_during_a_call_gets_the_call_back() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+
+    let outs = hub.disconnect(k1, t0 + secs(10));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [HubMsg::PeerPresence {
+            call_id: call,
+            present: false
+        }]
+    );
+    assert_eq!(event_kinds(&outs), [Event::KioskAway]);
+    assert_eq!(deadline(&outs), Some(t0 + secs(20)));
+
+    let k1 = hub.kiosk("k1", t0 + secs(15));
+    let outs = hub.resume(k1, call, t0 + secs(15));
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::Connected {
+            call_id: call,
+            peer: "a1".into()
+        }]
+    );
+    assert_eq!(
+        sent_to(&outs, a1),
+        [HubMsg::PeerPresence {
+            call_id: call,
+            present: true
+        }]
+    );
+    assert_eq!(event_kinds(&outs), [Event::KioskBack]);
+    assert_eq!(deadline(&outs), None);
+
+    let outs = hub.tick(t0 + secs(20));
+    assert_eq!(outs, [Output::Wait(None)]);
+    assert_eq!(hub.q.snapshot(t0 + secs(20)).calls_connected, 1);
+}
+
+#[test]
+fn grace_expiry_ends_a_call_with_kiosk_disconnected() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    hub.disconnect(k1, t0 + secs(10));
+
+    let outs = hub.tick(t0 + secs(19));
+    assert!(sent_to(&outs, a1).is_empty());
+
+    let outs = hub.tick(t0 + secs(20));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::CallEnded {
+                call_id: call,
+                reason: EndReason::KioskDisconnected
+            },
+            room(RoomState::Idle)
+        ]
+    );
+    let ended = event(&outs, Event::Ended);
+    assert_eq!(
+        (ended.call_id, ended.detail.as_deref()),
+        (Some(call), Some("kiosk_disconnected"))
+    );
+
+    // Too late: the kiosk is told the call is gone.
+    let k1 = hub.kiosk("k1", t0 + secs(21));
+    let outs = hub.resume(k1, call, t0 + secs(21));
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::CallEnded {
+            call_id: call,
+            reason: EndReason::Unknown
+        }]
+    );
+}
+
+#[test]
+fn grace_expiry_abandons_a_waiting_call() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    hub.request(k1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+    hub.disconnect(k1, t0 + secs(3));
+
+    let outs = hub.tick(t0 + secs(13));
+    let abandoned = event(&outs, Event::Abandoned);
+    assert_eq!(
+        (abandoned.call_id, abandoned.detail.as_deref()),
+        (Some(1), Some("kiosk_disconnected"))
+    );
+    assert_eq!(positions(&outs, k2), [(1, None)]);
+    assert_eq!(deadline(&outs), None);
+}
+
+#[test]
+fn without_grace_a_lost_kiosk_ends_its_call_at_once() {
+    let (mut hub, t0) = Hub::new(QueueConfig {
+        kiosk_grace: Duration::ZERO,
+        ..QueueConfig::default()
+    });
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+
+    let outs = hub.disconnect(k1, t0 + secs(2));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::CallEnded {
+                call_id: call,
+                reason: EndReason::KioskDisconnected
+            },
+            room(RoomState::Idle)
+        ]
+    );
+    assert_eq!(deadline(&outs), None);
+}
+
+// ----- wrap-up -----
+
+#[test]
+fn agent_wraps_up_before_going_idle() {
+    let (mut hub, t0) = Hub::new(QueueConfig {
+        wrap_up: secs(30),
+        ..QueueConfig::default()
+    });
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+
+    let outs = hub.hang_up(a1, call, t0 + secs(60));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::CallEnded {
+                call_id: call,
+                reason: EndReason::AgentHungUp
+            },
+            room(RoomState::WrapUp)
+        ]
+    );
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::CallEnded {
+            call_id: call,
+            reason: EndReason::AgentHungUp
+        }]
+    );
+    assert_eq!(deadline(&outs), Some(t0 + secs(90)));
+
+    let outs = hub.tick(t0 + secs(89));
+    assert!(sent_to(&outs, a1).is_empty());
+
+    let outs = hub.tick(t0 + secs(90));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            room(RoomState::Idle),
+            HubMsg::Offer {
+                call_id: 2,
+                kiosk: "k2".into(),
+                waited_ms: 88_000,
+                timeout_ms: 20_000
+            },
+            room(RoomState::Offered),
+        ]
+    );
+}
+
+#[test]
+fn agent_asking_close_during_a_call_goes_close_after_wrap_up() {
+    let (mut hub, t0) = Hub::new(QueueConfig {
+        wrap_up: secs(30),
+        ..QueueConfig::default()
+    });
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+
+    let outs = hub.presence(a1, Presence::Close, t0 + secs(10));
+    assert!(
+        sent_to(&outs, a1).is_empty(),
+        "still BUSY until the call ends"
+    );
+
+    let outs = hub.hang_up(k1, call, t0 + secs(60));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::CallEnded {
+                call_id: call,
+                reason: EndReason::KioskHungUp
+            },
+            room(RoomState::WrapUp)
+        ]
+    );
+    let outs = hub.tick(t0 + secs(90));
+    assert_eq!(sent_to(&outs, a1), [room(RoomState::Close)]);
+    assert_eq!(positions(&outs, k2), [(1, None)]);
+}
+
+#[test]
+fn agent_asking_close_during_a_call_goes_close_when_it_ends_without_wrap_up() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+    hub.presence(a1, Presence::Close, t0 + secs(10));
+
+    let outs = hub.hang_up(a1, call, t0 + secs(60));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::CallEnded {
+                call_id: call,
+                reason: EndReason::AgentHungUp
+            },
+            room(RoomState::Close)
+        ]
+    );
+    assert_eq!(deadline(&outs), None);
+}
+
+// ----- queue length, positions, estimates -----
+
+#[test]
+fn caller_beyond_max_queue_is_told_busy() {
+    let (mut hub, t0) = Hub::new(QueueConfig {
+        max_queue: 2,
+        ..QueueConfig::default()
+    });
+    let (k1, k2, k3) = (
+        hub.kiosk("k1", t0),
+        hub.kiosk("k2", t0),
+        hub.kiosk("k3", t0),
+    );
+    hub.request(k1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+
+    let outs = hub.request(k3, t0 + secs(3));
+    assert_eq!(sent_to(&outs, k3), [HubMsg::Busy { retry_after_s: 60 }]);
+    let busy = event(&outs, Event::RejectedBusy);
+    assert_eq!((busy.call_id, busy.kiosk.as_deref()), (None, Some("k3")));
+    assert_eq!(hub.q.stats().rejected_busy, 1);
+    assert_eq!(hub.q.snapshot(t0 + secs(3)).waiting, 2);
+
+    hub.hang_up(k1, 1, t0 + secs(4));
+    let outs = hub.request(k3, t0 + secs(5));
+    assert_eq!(
+        sent_to(&outs, k3),
+        [HubMsg::Queued {
+            call_id: 3,
+            position: 2,
+            estimated_wait_s: None
+        }]
+    );
+}
+
+#[test]
+fn positions_and_estimates_are_sent_when_they_change_and_only_then() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2, k3) = (
+        hub.kiosk("k1", t0),
+        hub.kiosk("k2", t0),
+        hub.kiosk("k3", t0),
+    );
+    let first = hub.connected_call(k1, a1, t0 + secs(2)); // a1 BUSY
+
+    let outs = hub.request(k2, t0 + secs(3));
+    assert_eq!(positions(&outs, k2), [(1, Some(180))]);
+    let queued = event(&outs, Event::Queued);
+    assert_eq!((queued.call_id, queued.position), (Some(2), Some(1)));
+
+    let outs = hub.request(k3, t0 + secs(4));
+    assert_eq!(
+        (positions(&outs, k2), positions(&outs, k3)),
+        (vec![], vec![(2, Some(360))])
+    );
+
+    // Nothing changes: nothing is sent.
+    let a2 = hub.agent("a2", t0 + secs(5)); // CLOSE: not counted
+    let outs = hub.tick(t0 + secs(6));
+    assert_eq!(outs, [Output::Wait(None)]);
+
+    // a2 takes k2's call: k3 stays second of the queue but two agents share it.
+    let outs = hub.presence(a2, Presence::Idle, t0 + secs(7));
+    assert_eq!(offered(&outs, a2), Some(2));
+    assert_eq!(
+        (positions(&outs, k2), positions(&outs, k3)),
+        (vec![], vec![(2, Some(180))])
+    );
+
+    let outs = hub.accept(a2, 2, t0 + secs(8));
+    assert_eq!(positions(&outs, k3), [(1, Some(90))]);
+
+    // a1 will close after its call: still counted while BUSY.
+    let outs = hub.presence(a1, Presence::Close, t0 + secs(9));
+    assert!(positions(&outs, k3).is_empty());
+
+    // The first measured handle time (60 s) replaces the default; a1 is now CLOSE.
+    let outs = hub.hang_up(a1, first, t0 + secs(62));
+    assert_eq!(positions(&outs, k3), [(1, Some(60))]);
+}
+
+#[test]
+fn estimate_is_none_while_no_agent_takes_calls() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let outs = hub.request(k2, t0 + secs(1));
+    assert_eq!(positions(&outs, k2), [(1, None)]);
+
+    let a1 = hub.agent("a1", t0 + secs(2));
+    let outs = hub.tick(t0 + secs(2));
+    assert!(
+        positions(&outs, k2).is_empty(),
+        "a CLOSE agent changes nothing"
+    );
+
+    // a1 takes k2, then k1 waits behind nobody with a BUSY agent: an estimate.
+    hub.presence(a1, Presence::Idle, t0 + secs(3));
+    hub.accept(a1, 1, t0 + secs(3));
+    let outs = hub.request(k1, t0 + secs(4));
+    assert_eq!(positions(&outs, k1), [(1, Some(180))]);
+
+    hub.presence(a1, Presence::Close, t0 + secs(5));
+    let outs = hub.hang_up(k2, 1, t0 + secs(6));
+    assert_eq!(positions(&outs, k1), [(1, None)]);
+}
+
+#[test]
+fn asking_again_while_waiting_repeats_the_position() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let k1 = hub.kiosk("k1", t0);
+    hub.request(k1, t0 + secs(1));
+    let outs = hub.request(k1, t0 + secs(2));
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::Queued {
+            call_id: 1,
+            position: 1,
+            estimated_wait_s: None
+        }]
+    );
+    assert!(events(&outs).is_empty(), "no second call");
+    assert_eq!(hub.q.stats().queued, 1);
+}
+
+// ----- protocol discipline -----
+
+#[test]
+fn hello_with_the_wrong_role_is_fatal() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (k1, _) = hub.connect(Role::Kiosk, "k1", t0);
+    let outs = hub.hello(k1, Role::Agent, t0);
+    let msgs = sent_to(&outs, k1);
+    assert!(
+        matches!(msgs.as_slice(), [m] if is_error(m, true)),
+        "{msgs:?}"
+    );
+    assert!(closed(&outs, k1));
+    assert_eq!(hub.q.stats().protocol_errors, 1);
+    assert!(hub.q.snapshot(t0).agents.is_empty(), "no room for a kiosk");
+
+    let outs = hub.disconnect(k1, t0);
+    assert_eq!(outs, [Output::Wait(None)]);
+}
+
+#[test]
+fn messages_before_hello_are_refused() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (k1, _) = hub.connect(Role::Kiosk, "k1", t0);
+    let outs = hub.request(k1, t0);
+    let msgs = sent_to(&outs, k1);
+    assert!(
+        matches!(msgs.as_slice(), [m] if is_error(m, true)),
+        "{msgs:?}"
+    );
+    assert!(closed(&outs, k1));
+    assert!(events(&outs).is_empty(), "nobody queued");
+    assert_eq!(hub.q.snapshot(t0).waiting, 0);
+}
+
+#[test]
+fn kiosk_sending_agent_messages_is_closed() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let k1 = hub.kiosk("k1", t0);
+    let outs = hub.accept(k1, 1, t0);
+    let msgs = sent_to(&outs, k1);
+    assert!(
+        matches!(msgs.as_slice(), [m] if is_error(m, true)),
+        "{msgs:?}"
+    );
+    assert!(closed(&outs, k1));
+
+    let k2 = hub.kiosk("k2", t0);
+    let outs = hub.presence(k2, Presence::Idle, t0);
+    assert!(closed(&outs, k2));
+    assert!(hub.q.snapshot(t0).agents.is_empty());
+}
+
+#[test]
+fn agent_asking_for_an_agent_is_closed() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.agent("a1", t0);
+    let outs = hub.request(a1, t0);
+    assert!(closed(&outs, a1));
+    assert_eq!(hub.q.snapshot(t0).waiting, 0);
+}
+
+#[test]
+fn second_hello_is_fatal() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let k1 = hub.kiosk("k1", t0);
+    let outs = hub.hello(k1, Role::Kiosk, t0);
+    assert!(closed(&outs, k1));
+}
+
+#[test]
+fn hub_certificate_cannot_connect_as_a_client() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let (peer, outs) = hub.connect(Role::Hub, "hub", t0);
+    assert!(closed(&outs, peer));
+    let outs = hub.hello(peer, Role::Hub, t0);
+    assert_eq!(outs, [Output::Wait(None)], "no welcome");
+}
+
+#[test]
+fn second_kiosk_connection_with_the_same_identity_replaces_the_first() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let old = hub.kiosk("k1", t0);
+    hub.request(old, t0 + secs(1));
+
+    let (new, outs) = hub.connect(Role::Kiosk, "k1", t0 + secs(2));
+    assert!(closed(&outs, old));
+    assert_eq!(event_kinds(&outs), [Event::KioskAway]);
+    hub.hello(new, Role::Kiosk, t0 + secs(2));
+    let outs = hub.request(new, t0 + secs(2));
+    assert_eq!(
+        sent_to(&outs, new),
+        [HubMsg::Queued {
+            call_id: 1,
+            position: 1,
+            estimated_wait_s: None
+        }]
+    );
+    assert_eq!(event_kinds(&outs), [Event::KioskBack]);
+
+    // The old connection's end, reported late, changes nothing.
+    let outs = hub.disconnect(old, t0 + secs(3));
+    assert_eq!(outs, [Output::Wait(None)]);
+    let a1 = hub.agent("a1", t0 + secs(4));
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(4));
+    assert_eq!(
+        (sent_to(&outs, old), sent_to(&outs, new)),
+        (vec![], vec![HubMsg::Ringing { call_id: 1 }])
+    );
+}
+
+#[test]
+fn second_agent_connection_with_the_same_identity_replaces_the_first() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let old = hub.idle_agent("a1", t0);
+    let (new, outs) = hub.connect(Role::Agent, "a1", t0 + secs(1));
+    assert!(closed(&outs, old));
+    assert!(event_kinds(&outs).contains(&Event::AgentOffline));
+    hub.hello(new, Role::Agent, t0 + secs(1));
+    hub.presence(new, Presence::Idle, t0 + secs(1));
+
+    let k1 = hub.kiosk("k1", t0);
+    let outs = hub.request(k1, t0 + secs(2));
+    assert_eq!((offered(&outs, old), offered(&outs, new)), (None, Some(1)));
+    assert_eq!(
+        hub.q.snapshot(t0 + secs(2)).agents.values().sum::<usize>(),
+        1
+    );
+}
+
+// ----- text -----
+
+#[test]
+fn texts_and_acks_are_relayed_both_ways() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+
+    let outs = hub.text(k1, call, 1, "Bonjour", t0 + secs(2));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [HubMsg::Text {
+            call_id: call,
+            id: 1,
+            body: "Bonjour".into()
+        }]
+    );
+    let outs = hub.send(
+        a1,
+        ClientMsg::TextAck {
+            call_id: call,
+            id: 1,
+        },
+        t0 + secs(3),
+    );
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::TextAck {
+            call_id: call,
+            id: 1
+        }]
+    );
+
+    let outs = hub.text(a1, call, 1, "Hello\nhow can I help?", t0 + secs(4));
+    assert_eq!(
+        sent_to(&outs, k1),
+        [HubMsg::Text {
+            call_id: call,
+            id: 1,
+            body: "Hello\nhow can I help?".into()
+        }]
+    );
+    let outs = hub.send(
+        k1,
+        ClientMsg::TextAck {
+            call_id: call,
+            id: 1,
+        },
+        t0 + secs(5),
+    );
+    assert_eq!(
+        sent_to(&outs, a1),
+        [HubMsg::TextAck {
+            call_id: call,
+            id: 1
+        }]
+    );
+
+    assert_eq!(hub.q.stats().texts_relayed, 2);
+}
+
+#[test]
+fn texts_from_outside_the_call_get_a_non_fatal_error() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    let (k2, a2) = (hub.kiosk("k2", t0), hub.agent("a2", t0));
+    hub.request(k2, t0 + secs(2)); // call 2, waiting
+
+    for (peer, call_id) in [(k2, call), (a2, call), (k1, 99), (k2, 2), (a1, 2)] {
+        let outs = hub.text(peer, call_id, 1, "psst", t0 + secs(3));
+        let msgs = sent_to(&outs, peer);
+        assert!(
+            matches!(msgs.as_slice(), [m] if is_error(m, false)),
+            "{peer} on call {call_id}: {msgs:?}"
+        );
+        assert!(!closed(&outs, peer));
+        assert!(!outs.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                msg: HubMsg::Text { .. },
+                ..
+            }
+        )));
+    }
+    assert_eq!(hub.q.stats().texts_relayed, 0);
+}
+
+#[test]
+fn agent_texts_to_an_away_kiosk_are_not_delivered() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    hub.disconnect(k1, t0 + secs(2));
+
+    let outs = hub.text(a1, call, 1, "still there?", t0 + secs(3));
+    assert_eq!(outs, [Output::Wait(Some(t0 + secs(12)))]);
+}
+
+// ----- shutdown -----
+
+#[test]
+fn shutdown_ends_every_call() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2, k3) = (
+        hub.kiosk("k1", t0),
+        hub.kiosk("k2", t0),
+        hub.kiosk("k3", t0),
+    );
+    let connected = hub.connected_call(k1, a1, t0 + secs(1));
+    let a2 = hub.idle_agent("a2", t0 + secs(2));
+    let outs = hub.request(k2, t0 + secs(3));
+    let ringing = offered(&outs, a2).expect("offered to a2");
+    let outs = hub.request(k3, t0 + secs(4));
+    let waiting = 3;
+    assert_eq!(
+        positions(&outs, k3),
+        [(2, Some(180))],
+        "behind the ringing call"
+    );
+
+    let outs = hub.input(Input::Shutdown, t0 + secs(5));
+    let ended = |call_id| HubMsg::CallEnded {
+        call_id,
+        reason: EndReason::HubShutdown,
+    };
+    assert_eq!(sent_to(&outs, k1), [ended(connected)]);
+    assert_eq!(sent_to(&outs, k2), [ended(ringing)]);
+    assert_eq!(sent_to(&outs, k3), [ended(waiting)]);
+    assert_eq!(
+        sent_to(&outs, a1),
+        [ended(connected), room(RoomState::Idle)]
+    );
+    assert!(
+        sent_to(&outs, a2)
+            .iter()
+            .any(|m| matches!(m, HubMsg::OfferWithdrawn { call_id, .. } if *call_id == ringing)),
+        "the offer is taken back"
+    );
+    let finished: Vec<_> = events(&outs)
+        .into_iter()
+        .filter(|rec| matches!(rec.event, Event::Ended | Event::Abandoned))
+        .map(|rec| (rec.call_id, rec.event, rec.detail))
+        .collect();
+    let hub_shutdown = Some("hub_shutdown".to_string());
+    assert_eq!(
+        finished,
+        [
+            (Some(connected), Event::Ended, hub_shutdown.clone()),
+            (Some(ringing), Event::Abandoned, hub_shutdown.clone()),
+            (Some(waiting), Event::Abandoned, hub_shutdown),
+        ]
+    );
+    assert_eq!(event_kinds(&outs).last(), Some(&Event::HubStopped));
+    let snap = hub.q.snapshot(t0 + secs(5));
+    assert_eq!((snap.waiting, snap.calls_connected), (0, 0));
+    assert_eq!(deadline(&outs), None);
+}
+
+// ----- the event log -----
+
+fn log_line(ts_ms: u64, event: Event, call_id: CallId, kiosk: &str, agent: Option<&str>) -> String {
+    let rec = EventRecord {
+        ts_ms,
+        event,
+        call_id: Some(call_id),
+        kiosk: Some(kiosk.into()),
+        agent: agent.map(str::to_string),
+        detail: None,
+        position: None,
+    };
+    serde_json::to_string(&rec).unwrap()
+}
+
+fn to_lines(log: &[EventRecord]) -> Vec<String> {
+    log.iter()
+        .map(|rec| serde_json::to_string(rec).unwrap())
+        .collect()
+}
+
+#[test]
+fn restore_continues_call_ids_and_closes_calls_left_open() {
+    let lines = [
+        log_line(1_000, Event::Queued, 7, "k7", None),
+        log_line(2_000, Event::Connected, 7, "k7", Some("a1")),
+        log_line(62_000, Event::Ended, 7, "k7", Some("a1")),
+        log_line(70_000, Event::Queued, 8, "k8", None),
+        log_line(71_000, Event::Connected, 8, "k8", Some("a2")),
+        log_line(80_000, Event::Queued, 9, "k9", None),
+    ];
+    let summary = LogSummary::from_lines(lines.iter().map(String::as_str));
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    hub.q.restore(&summary, t0);
+    let outs = drain(&mut hub.q);
+
+    let closing = |event, call_id, kiosk: &str, agent: Option<&str>| EventRecord {
+        ts_ms: T0_UNIX_MS,
+        event,
+        call_id: Some(call_id),
+        kiosk: Some(kiosk.into()),
+        agent: agent.map(str::to_string),
+        detail: Some("hub_restart".into()),
+        position: None,
+    };
+    let started = EventRecord {
+        ts_ms: T0_UNIX_MS,
+        event: Event::HubStarted,
+        call_id: None,
+        kiosk: None,
+        agent: None,
+        detail: None,
+        position: None,
+    };
+    assert_eq!(
+        events(&outs),
+        [
+            closing(Event::Ended, 8, "k8", Some("a2")),
+            closing(Event::Abandoned, 9, "k9", None),
+            started
+        ]
+    );
+
+    // Replayed, the log has no open call any more.
+    let mut all = lines.to_vec();
+    all.extend(to_lines(&events(&outs)));
+    assert_eq!(
+        LogSummary::from_lines(all.iter().map(String::as_str))
+            .open_calls()
+            .count(),
+        0
+    );
+
+    // Call ids go on after the last one; the estimate uses the measured 60 s handle time.
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let outs = hub.request(k1, t0 + secs(1));
+    assert_eq!(offered(&outs, a1), Some(10));
+    hub.accept(a1, 10, t0 + secs(1));
+    let outs = hub.request(k2, t0 + secs(2));
+    assert_eq!(
+        sent_to(&outs, k2),
+        [HubMsg::Queued {
+            call_id: 11,
+            position: 1,
+            estimated_wait_s: Some(60)
+        }]
+    );
+}
+
+#[test]
+fn replayed_event_log_reports_the_scenario() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2, k3, k4) = (
+        hub.kiosk("k1", t0),
+        hub.kiosk("k2", t0),
+        hub.kiosk("k3", t0),
+        hub.kiosk("k4", t0),
+    );
+
+    hub.request(k1, t0 + secs(10));
+    hub.accept(a1, 1, t0 + secs(15)); // waited 5 s
+    hub.request(k2, t0 + secs(20));
+    hub.hang_up(k2, 2, t0 + secs(50)); // abandoned after 30 s
+    hub.hang_up(a1, 1, t0 + secs(75)); // handled 60 s
+    hub.request(k3, t0 + secs(80));
+    hub.accept(a1, 3, t0 + secs(82)); // waited 2 s
+    hub.hang_up(k3, 3, t0 + secs(112)); // handled 30 s
+    hub.request(k4, t0 + secs(120));
+    hub.tick(t0 + secs(140)); // a1 does not answer: call 4 still waiting
+
+    let text = to_lines(&hub.log).join("\n");
+    let summary = LogSummary::from_lines(text.lines());
+    let report = summary.report();
+    assert_eq!(
+        (
+            report.calls,
+            report.answered,
+            report.abandoned,
+            report.open,
+            report.bad_lines
+        ),
+        (4, 2, 1, 1, 0)
+    );
+    assert_eq!(
+        (report.wait_ms.count, report.wait_ms.p50, report.wait_ms.max),
+        (2, 2_000.0, 5_000.0)
+    );
+    assert_eq!(
+        (
+            report.handle_ms.count,
+            report.handle_ms.p50,
+            report.handle_ms.max
+        ),
+        (2, 30_000.0, 60_000.0)
+    );
+    assert_eq!(summary.calls[&2].waiting(), Some(secs(30)));
+    assert_eq!(summary.calls[&2].reason.as_deref(), Some("kiosk_hung_up"));
+    assert_eq!(summary.calls[&1].agent.as_deref(), Some("a1"));
+    assert_eq!(
+        summary.open_calls().map(|(id, _)| id).collect::<Vec<_>>(),
+        [4]
+    );
+    assert_eq!(summary.next_call_id(), 5);
+    assert_eq!(summary.recent_handle_times(20), [secs(60), secs(30)]);
+}
+
+// ----- random inputs -----
+
+const KIOSKS: usize = 4;
+const AGENTS: usize = 3;
+
+/// One thing that can happen to the hub. `call: None` means the call the peer knows of.
+#[derive(Debug, Clone)]
+enum Op {
+    ConnectKiosk {
+        kiosk: usize,
+        hello: bool,
+    },
+    ConnectAgent {
+        agent: usize,
+        hello: bool,
+    },
+    DisconnectKiosk(usize),
+    DisconnectAgent(usize),
+    Request {
+        kiosk: usize,
+        resume: bool,
+    },
+    KioskHangUp {
+        kiosk: usize,
+        call: Option<CallId>,
+    },
+    Accept {
+        agent: usize,
+        call: Option<CallId>,
+    },
+    Decline {
+        agent: usize,
+        call: Option<CallId>,
+    },
+    AgentHangUp {
+        agent: usize,
+        call: Option<CallId>,
+    },
+    Presence {
+        agent: usize,
+        idle: bool,
+    },
+    KioskText {
+        kiosk: usize,
+        call: Option<CallId>,
+    },
+    AgentText {
+        agent: usize,
+        call: Option<CallId>,
+    },
+    KioskAccepts(usize),
+    /// Time passes by this many milliseconds, then a tick.
+    Advance(u64),
+    /// Time jumps to the core's deadline, then a tick.
+    TickAtDeadline,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let kiosk = 0..KIOSKS;
+    let agent = 0..AGENTS;
+    let call = || prop_oneof![6 => Just(None), 1 => (1..8u64).prop_map(Some)];
+    prop_oneof![
+        3 => (kiosk.clone(), prop::bool::weighted(0.95)).prop_map(|(kiosk, hello)| Op::ConnectKiosk { kiosk, hello }),
+        2 => (agent.clone(), prop::bool::weighted(0.95)).prop_map(|(agent, hello)| Op::ConnectAgent { agent, hello }),
+        1 => kiosk.clone().prop_map(Op::DisconnectKiosk),
+        1 => agent.clone().prop_map(Op::DisconnectAgent),
+        6 => (kiosk.clone(), prop::bool::weighted(0.3)).prop_map(|(kiosk, resume)| Op::Request { kiosk, resume }),
+        2 => (kiosk.clone(), call()).prop_map(|(kiosk, call)| Op::KioskHangUp { kiosk, call }),
+        6 => (agent.clone(), call()).prop_map(|(agent, call)| Op::Accept { agent, call }),
+        2 => (agent.clone(), call()).prop_map(|(agent, call)| Op::Decline { agent, call }),
+        2 => (agent.clone(), call()).prop_map(|(agent, call)| Op::AgentHangUp { agent, call }),
+        5 => (agent.clone(), prop::bool::weighted(0.8)).prop_map(|(agent, idle)| Op::Presence { agent, idle }),
+        2 => (kiosk.clone(), call()).prop_map(|(kiosk, call)| Op::KioskText { kiosk, call }),
+        2 => (agent, call()).prop_map(|(agent, call)| Op::AgentText { agent, call }),
+        1 => kiosk.prop_map(Op::KioskAccepts),
+        3 => (0..2_000u64).prop_map(Op::Advance),
+        2 => (0..30_000u64).prop_map(Op::Advance),
+        2 => Just(Op::TickAtDeadline),
+    ]
+}
+
+fn random_config() -> impl Strategy<Value = QueueConfig> {
+    let maybe_zero = || prop_oneof![Just(0), 1..20u64];
+    (1..30u64, maybe_zero(), maybe_zero(), 1..5usize).prop_map(|(offer, wrap, grace, max_queue)| {
+        QueueConfig {
+            max_queue,
+            offer_timeout: secs(offer),
+            wrap_up: secs(wrap),
+            kiosk_grace: secs(grace),
+            ..QueueConfig::default()
+        }
+    })
+}
+
+/// A peer as a client sees it: what it was told.
+#[derive(Debug)]
+struct Client {
+    role: Role,
+    index: usize,
+    /// Still connected as far as the driver knows.
+    live: bool,
+    /// `Disconnected` was fed for it.
+    gone: bool,
+    /// Agent: the call offered to it or connected.
+    call: Option<CallId>,
+    /// Kiosk: the last (position, estimate) per call.
+    queued: HashMap<CallId, (u32, Option<u32>)>,
+}
+
+/// Drives the core like a hub would (closing peers it is told to close) and checks its
+/// promises after every input.
+struct Driver {
+    hub: Hub,
+    now: Instant,
+    kiosks: [Option<PeerId>; KIOSKS],
+    agents: [Option<PeerId>; AGENTS],
+    /// The call each kiosk last heard of, kept across reconnects for `resume`.
+    kiosk_calls: [Option<CallId>; KIOSKS],
+    clients: HashMap<PeerId, Client>,
+}
+
+impl Driver {
+    fn new(config: QueueConfig) -> Self {
+        let (hub, t0) = Hub::new(config);
+        Driver {
+            hub,
+            now: t0,
+            kiosks: [None; KIOSKS],
+            agents: [None; AGENTS],
+            kiosk_calls: [None; KIOSKS],
+            clients: HashMap::new(),
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::ConnectKiosk { kiosk, hello } => self.connect(Role::Kiosk, kiosk, hello),
+            Op::ConnectAgent { agent, hello } => self.connect(Role::Agent, agent, hello),
+            Op::DisconnectKiosk(i) => {
+                if let Some(peer) = self.kiosks[i] {
+                    self.disconnect(peer);
+                }
+            }
+            Op::DisconnectAgent(i) => {
+                if let Some(peer) = self.agents[i] {
+                    self.disconnect(peer);
+                }
+            }
+            Op::Request { kiosk, resume } => {
+                if let Some(peer) = self.kiosks[kiosk] {
+                    // The hub tells the state again: a repeat is expected.
+                    self.clients.get_mut(&peer).unwrap().queued.clear();
+                    let resume = if resume {
+                        self.kiosk_calls[kiosk]
+                    } else {
+                        None
+                    };
+                    self.message(peer, ClientMsg::RequestAgent { resume });
+                }
+            }
+            Op::KioskHangUp { kiosk, call } => {
+                if let Some(peer) = self.kiosks[kiosk] {
+                    let call_id = call.or(self.kiosk_calls[kiosk]).unwrap_or(1);
+                    self.message(peer, ClientMsg::HangUp { call_id });
+                }
+            }
+            Op::Accept { agent, call } => {
+                self.agent_says(agent, call, |call_id| ClientMsg::Accept { call_id })
+            }
+            Op::Decline { agent, call } => {
+                self.agent_says(agent, call, |call_id| ClientMsg::Decline { call_id })
+            }
+            Op::AgentHangUp { agent, call } => {
+                self.agent_says(agent, call, |call_id| ClientMsg::HangUp { call_id })
+            }
+            Op::Presence { agent, idle } => {
+                if let Some(peer) = self.agents[agent] {
+                    let presence = if idle {
+                        Presence::Idle
+                    } else {
+                        Presence::Close
+                    };
+                    self.message(peer, ClientMsg::SetPresence { presence });
+                }
+            }
+            Op::KioskText { kiosk, call } => {
+                if let Some(peer) = self.kiosks[kiosk] {
+                    let call_id = call.or(self.kiosk_calls[kiosk]).unwrap_or(1);
+                    self.message(
+                        peer,
+                        ClientMsg::Text {
+                            call_id,
+                            id: 1,
+                            body: "hi".into(),
+                        },
+                    );
+                }
+            }
+            Op::AgentText { agent, call } => {
+                self.agent_says(agent, call, |call_id| ClientMsg::Text {
+                    call_id,
+                    id: 1,
+                    body: "hi".into(),
+                })
+            }
+            Op::KioskAccepts(i) => {
+                if let Some(peer) = self.kiosks[i] {
+                    let outs = self.message(peer, ClientMsg::Accept { call_id: 1 });
+                    assert!(closed(&outs, peer), "a kiosk may not accept calls");
+                }
+            }
+            Op::Advance(ms) => {
+                self.now += Duration::from_millis(ms);
+                self.tick();
+            }
+            Op::TickAtDeadline => {
+                if let Some(at) = self.hub.q.poll_timeout() {
+                    self.now = self.now.max(at);
+                }
+                self.tick();
+            }
+        }
+        self.check_state();
+    }
+
+    /// The hub stops: nothing is left, neither waiting nor in a call.
+    fn shut_down(&mut self) {
+        self.feed(Input::Shutdown);
+        self.check_state();
+        assert!(self.hub.q.calls.is_empty() && self.hub.q.queue.is_empty());
+        let snap = self.hub.q.snapshot(self.now);
+        assert_eq!((snap.waiting, snap.calls_connected), (0, 0));
+    }
+
+    fn connect(&mut self, role: Role, index: usize, hello: bool) {
+        let slot = match role {
+            Role::Kiosk => &mut self.kiosks[index],
+            _ => &mut self.agents[index],
+        };
+        // A new connection with the same certificate replaces the old one.
+        if let Some(old) = slot.take() {
+            self.clients.get_mut(&old).unwrap().live = false;
+        }
+        let peer = self.hub.next_peer;
+        let id = match role {
+            Role::Kiosk => format!("k{index}"),
+            _ => format!("a{index}"),
+        };
+        self.clients.insert(
+            peer,
+            Client {
+                role,
+                index,
+                live: true,
+                gone: false,
+                call: None,
+                queued: HashMap::new(),
+            },
+        );
+        match role {
+            Role::Kiosk => self.kiosks[index] = Some(peer),
+            _ => self.agents[index] = Some(peer),
+        }
+        self.hub.next_peer += 1;
+        self.feed(Input::Connected { peer, role, id });
+        if hello {
+            let outs = self.message(
+                peer,
+                ClientMsg::Hello {
+                    role,
+                    software: "proptest".into(),
+                },
+            );
+            assert!(
+                sent_to(&outs, peer)
+                    .first()
+                    .is_some_and(|m| matches!(m, HubMsg::Welcome { .. })),
+                "hello with the right role is welcomed"
+            );
+        }
+    }
+
+    fn disconnect(&mut self, peer: PeerId) {
+        self.forget(peer);
+        self.feed(Input::Disconnected { peer });
+    }
+
+    /// The peer is gone for the driver; true if its `Disconnected` is still to be fed.
+    fn forget(&mut self, peer: PeerId) -> bool {
+        let client = self.clients.get_mut(&peer).unwrap();
+        client.live = false;
+        let slot = match client.role {
+            Role::Kiosk => &mut self.kiosks[client.index],
+            _ => &mut self.agents[client.index],
+        };
+        if *slot == Some(peer) {
+            *slot = None;
+        }
+        !std::mem::replace(&mut client.gone, true)
+    }
+
+    fn agent_says(
+        &mut self,
+        agent: usize,
+        call: Option<CallId>,
+        msg: impl FnOnce(CallId) -> ClientMsg,
+    ) {
+        if let Some(peer) = self.agents[agent] {
+            let call_id = call.or(self.clients[&peer].call).unwrap_or(1);
+            self.message(peer, msg(call_id));
+        }
+    }
+
+    fn message(&mut self, peer: PeerId, msg: ClientMsg) -> Vec<Output> {
+        self.feed(Input::Message { peer, msg })
+    }
+
+    fn tick(&mut self) {
+        self.feed(Input::Tick);
+        let next = self.hub.q.poll_timeout();
+        assert!(
+            next.is_none_or(|at| at > self.now),
+            "deadline {next:?} not after the tick at {:?}",
+            self.now
+        );
+    }
+
+    /// Feeds `input`, then `Disconnected` for every peer the core closed, as a hub would.
+    fn feed(&mut self, input: Input) -> Vec<Output> {
+        let mut inputs = VecDeque::from([input]);
+        let mut all = Vec::new();
+        while let Some(input) = inputs.pop_front() {
+            let outs = self.hub.input(input, self.now);
+            self.observe(&outs);
+            for out in &outs {
+                if let Output::Close { peer, .. } = out
+                    && self.clients.contains_key(peer)
+                    && self.forget(*peer)
+                {
+                    inputs.push_back(Input::Disconnected { peer: *peer });
+                }
+            }
+            all.extend(outs);
+        }
+        all
+    }
+
+    /// Checks what the clients are told, message by message, and updates their view.
+    fn observe(&mut self, outs: &[Output]) {
+        assert_eq!(deadline(outs), self.hub.q.poll_timeout());
+        let queue_len = self.hub.q.queue.len() as u32;
+        for out in outs {
+            let Output::Send { peer, msg } = out else {
+                continue;
+            };
+            let client = &self.clients[peer];
+            let teardown = matches!(
+                msg,
+                HubMsg::CallEnded { .. } | HubMsg::Room { .. } | HubMsg::OfferWithdrawn { .. }
+            );
+            assert!(
+                client.live || teardown,
+                "{msg:?} sent to closed peer {peer}"
+            );
+            match (client.role, msg) {
+                (Role::Agent, HubMsg::Offer { call_id, .. }) => {
+                    assert_eq!(
+                        client.call, None,
+                        "agent {peer} offered {call_id} while holding a call"
+                    );
+                    let others = self.clients.iter().filter(|(p, c)| {
+                        *p != peer && c.live && c.role == Role::Agent && c.call == Some(*call_id)
+                    });
+                    assert_eq!(others.count(), 0, "call {call_id} offered to two agents");
+                    self.clients.get_mut(peer).unwrap().call = Some(*call_id);
+                }
+                (
+                    Role::Agent,
+                    HubMsg::OfferWithdrawn { call_id, .. } | HubMsg::CallEnded { call_id, .. },
+                ) => {
+                    let client = self.clients.get_mut(peer).unwrap();
+                    if client.call == Some(*call_id) {
+                        client.call = None;
+                    }
+                }
+                (
+                    Role::Agent,
+                    HubMsg::Room {
+                        state: RoomState::Idle | RoomState::Close | RoomState::WrapUp,
+                    },
+                ) => {
+                    self.clients.get_mut(peer).unwrap().call = None;
+                }
+                (
+                    Role::Kiosk,
+                    HubMsg::Queued {
+                        call_id,
+                        position,
+                        estimated_wait_s,
+                    },
+                ) => {
+                    assert!(
+                        (1..=queue_len).contains(position),
+                        "position {position} of {queue_len}"
+                    );
+                    let told = (*position, *estimated_wait_s);
+                    let client = self.clients.get_mut(peer).unwrap();
+                    let before = client.queued.insert(*call_id, told);
+                    assert_ne!(before, Some(told), "unchanged position repeated to {peer}");
+                    self.kiosk_calls[client.index] = Some(*call_id);
+                }
+                (Role::Kiosk, HubMsg::Ringing { call_id } | HubMsg::Connected { call_id, .. }) => {
+                    let client = self.clients.get_mut(peer).unwrap();
+                    client.queued.remove(call_id); // back in the queue, the position is told again
+                    self.kiosk_calls[client.index] = Some(*call_id);
+                }
+                (Role::Kiosk, HubMsg::CallEnded { call_id, .. }) => {
+                    let index = client.index;
+                    if self.kiosk_calls[index] == Some(*call_id) {
+                        self.kiosk_calls[index] = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The core's own state agrees with itself and with what the clients were told.
+    fn check_state(&self) {
+        let q = &self.hub.q;
+        let mut in_queue = HashSet::new();
+        for id in &q.queue {
+            assert!(in_queue.insert(*id), "call {id} twice in the queue");
+            assert!(q.calls.contains_key(id), "queued call {id} unknown");
+        }
+        let mut busy_agents = HashSet::new();
+        let mut kiosks_in_calls = HashSet::new();
+        for (id, call) in &q.calls {
+            assert!(
+                kiosks_in_calls.insert(&call.kiosk),
+                "kiosk {} in two calls",
+                call.kiosk
+            );
+            if call.away_until.is_none() {
+                assert!(
+                    q.kiosks.contains_key(&call.kiosk),
+                    "call {id}: kiosk gone but not away"
+                );
+            }
+            match &call.phase {
+                Phase::Queued => {
+                    assert!(in_queue.contains(id), "call {id} waiting outside the queue")
+                }
+                Phase::Offered { agent, .. } => {
+                    assert!(in_queue.contains(id), "offered call {id} left the queue");
+                    assert!(
+                        call.away_until.is_none(),
+                        "call {id} offered while its kiosk is away"
+                    );
+                    assert!(
+                        !call.declined_by.contains(agent),
+                        "call {id} offered to {agent} who declined it"
+                    );
+                    assert!(busy_agents.insert(agent), "agent {agent} has two calls");
+                    let room = &q.rooms[agent];
+                    assert_eq!((room.state, room.call), (RoomState::Offered, Some(*id)));
+                }
+                Phase::Connected { agent, .. } => {
+                    assert!(!in_queue.contains(id), "connected call {id} still queued");
+                    assert!(busy_agents.insert(agent), "agent {agent} has two calls");
+                    let room = &q.rooms[agent];
+                    assert_eq!((room.state, room.call), (RoomState::Busy, Some(*id)));
+                }
+            }
+        }
+        for (agent, room) in &q.rooms {
+            let holds_call = matches!(room.state, RoomState::Offered | RoomState::Busy);
+            assert_eq!(room.call.is_some(), holds_call, "agent {agent}: {room:?}");
+            assert_eq!(
+                room.wrap_until.is_some(),
+                room.state == RoomState::WrapUp,
+                "agent {agent}: {room:?}"
+            );
+        }
+        // Every caller waiting (not ringing, not away) knows its current place.
+        let taking_calls = q.rooms.values().any(|r| r.state != RoomState::Close);
+        for (idx, id) in q.queue.iter().enumerate() {
+            let call = &q.calls[id];
+            if call.phase != Phase::Queued || call.away_until.is_some() {
+                continue;
+            }
+            let peer = q.kiosks[&call.kiosk];
+            let told = self.clients[&peer].queued.get(id).copied();
+            let (position, estimate) =
+                told.unwrap_or_else(|| panic!("call {id}: kiosk never told its place"));
+            assert_eq!(position, idx as u32 + 1, "call {id}: stale position");
+            assert_eq!(
+                estimate.is_some(),
+                taking_calls,
+                "call {id}: estimate {estimate:?}"
+            );
+            assert_eq!(
+                call.told, told,
+                "call {id}: told differs from what was sent"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: RngSeed::Fixed(0x6b69_6f73_6b64),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_inputs_keep_the_queue_consistent(
+        config in random_config(),
+        ops in prop::collection::vec(op(), 1..150),
+        shutdown in any::<bool>(),
+    ) {
+        let mut driver = Driver::new(config);
+        for op in ops {
+            driver.step(op);
+        }
+        if shutdown {
+            driver.shut_down();
+        }
+        eprintln!("STATS {:?}", driver.hub.q.stats());
+    }
+}
