@@ -12,9 +12,7 @@ use crate::net::client::{self, Session};
 use crate::net::close_code;
 use crate::net::control::ControlError;
 use crate::protocol::text::{TextInbox, TextOutbox};
-use crate::protocol::{
-    CallId, ClientMsg, EndReason, HubMsg, Presence, Role, RoomState, WithdrawReason,
-};
+use crate::protocol::{CallId, ClientMsg, EndReason, HubMsg, Presence, Role, RoomState, WithdrawReason};
 
 /// Scripted answering for demos and load tests.
 #[derive(Debug, Clone)]
@@ -68,65 +66,22 @@ impl AgentCommand {
     }
 }
 
-pub const HELP: &str =
-    "commands: idle | close | accept | decline | say <text> | hangup | status | quit";
+pub const HELP: &str = "commands: idle | close | accept | decline | say <text> | hangup | status | quit";
 
 /// What the console reports (demo and tests watch it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
-    Welcome {
-        id: String,
-        at: Instant,
-    },
-    Room {
-        state: RoomState,
-        at: Instant,
-    },
-    Offer {
-        call_id: CallId,
-        kiosk: String,
-        waited_ms: u64,
-        at: Instant,
-    },
-    OfferWithdrawn {
-        call_id: CallId,
-        reason: WithdrawReason,
-        at: Instant,
-    },
-    AcceptSent {
-        call_id: CallId,
-        at: Instant,
-    },
-    Connected {
-        call_id: CallId,
-        kiosk: String,
-        at: Instant,
-    },
-    Ended {
-        call_id: CallId,
-        reason: EndReason,
-        at: Instant,
-    },
-    TextSent {
-        call_id: CallId,
-        id: u64,
-        at: Instant,
-    },
-    TextReceived {
-        call_id: CallId,
-        id: u64,
-        body: String,
-        at: Instant,
-    },
-    TextDelivered {
-        call_id: CallId,
-        id: u64,
-        at: Instant,
-    },
-    Error {
-        message: String,
-        at: Instant,
-    },
+    Welcome { id: String, at: Instant },
+    Room { state: RoomState, at: Instant },
+    Offer { call_id: CallId, kiosk: String, waited_ms: u64, at: Instant },
+    OfferWithdrawn { call_id: CallId, reason: WithdrawReason, at: Instant },
+    AcceptSent { call_id: CallId, at: Instant },
+    Connected { call_id: CallId, kiosk: String, at: Instant },
+    Ended { call_id: CallId, reason: EndReason, at: Instant },
+    TextSent { call_id: CallId, id: u64, at: Instant },
+    TextReceived { call_id: CallId, id: u64, body: String, at: Instant },
+    TextDelivered { call_id: CallId, id: u64, at: Instant },
+    Error { message: String, at: Instant },
 }
 
 pub struct AgentIo {
@@ -165,13 +120,8 @@ pub async fn run(
     let addr = client::resolve(&target.address).await?;
     let endpoint = client::endpoint(target.client.clone(), addr.is_ipv6())
         .map_err(|e| client::ClientError::Connect(addr, e.to_string()))?;
-    let Session {
-        conn,
-        mut writer,
-        mut reader,
-        id,
-        ..
-    } = client::connect(&endpoint, addr, &target.server_name, Role::Agent).await?;
+    let Session { conn, mut writer, mut reader, id, .. } =
+        client::connect(&endpoint, addr, &target.server_name, Role::Agent).await?;
 
     let observe = |io: &AgentIo, ev: AgentEvent| {
         if let Some(o) = &io.observer {
@@ -184,23 +134,12 @@ pub async fn run(
         }
     };
     info!(%id, "agent connected");
-    say(
-        &io,
-        format!("connected to the hub as {id}; your room is CLOSE. {HELP}"),
-    );
-    observe(
-        &io,
-        AgentEvent::Welcome {
-            id: id.clone(),
-            at: Instant::now(),
-        },
-    );
+    say(&io, format!("connected to the hub as {id}; your room is CLOSE. {HELP}"));
+    observe(&io, AgentEvent::Welcome { id: id.clone(), at: Instant::now() });
 
     let mut pending: Vec<ClientMsg> = Vec::new();
     if auto.is_some() {
-        pending.push(ClientMsg::SetPresence {
-            presence: Presence::Idle,
-        });
+        pending.push(ClientMsg::SetPresence { presence: Presence::Idle });
     }
     let mut room = RoomState::Close;
     let mut offer: Option<(CallId, String)> = None;
@@ -211,13 +150,7 @@ pub async fn run(
     let result = loop {
         for msg in pending.drain(..) {
             if let ClientMsg::Accept { call_id } = &msg {
-                observe(
-                    &io,
-                    AgentEvent::AcceptSent {
-                        call_id: *call_id,
-                        at: Instant::now(),
-                    },
-                );
+                observe(&io, AgentEvent::AcceptSent { call_id: *call_id, at: Instant::now() });
             }
             if let Err(e) = writer.send(&msg).await {
                 // The reader sees the connection end and reports why.
@@ -225,10 +158,7 @@ pub async fn run(
                 break;
             }
         }
-        let next_timer = [answer_at.map(|(t, _)| t), hangup_at.map(|(t, _)| t)]
-            .into_iter()
-            .flatten()
-            .min();
+        let next_timer = [answer_at.map(|(t, _)| t), hangup_at.map(|(t, _)| t)].into_iter().flatten().min();
         let timer = async {
             match next_timer {
                 Some(t) => tokio::time::sleep_until(t).await,
@@ -414,10 +344,7 @@ pub async fn run(
         let _ = writer.send(&ClientMsg::HangUp { call_id: c.call_id }).await;
     }
     writer.finish(Duration::from_secs(1)).await;
-    conn.close(
-        quinn::VarInt::from_u32(close_code::NORMAL),
-        b"agent leaving",
-    );
+    conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"agent leaving");
     endpoint.wait_idle().await;
     result
 }

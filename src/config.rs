@@ -29,11 +29,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: &Path, key: &str, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            key: key.to_string(),
-            message: message.into(),
-        }
+        Self { file: file.to_path_buf(), key: key.to_string(), message: message.into() }
     }
 }
 
@@ -50,19 +46,9 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
         .map_err(|e| ConfigError::new(path, "(syntax)", e.to_string().trim().to_string()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." {
-            "(top level)".to_string()
-        } else {
-            key
-        };
+        let key = if key == "." { "(top level)".to_string() } else { key };
         // toml's message repeats the source excerpt; keep its first line only.
-        let message = e
-            .inner()
-            .message()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let message = e.inner().message().lines().next().unwrap_or_default().to_string();
         ConfigError::new(path, &key, message)
     })
 }
@@ -81,26 +67,15 @@ pub struct HubLink {
 impl HubLink {
     pub fn server_name(&self) -> String {
         self.server_name.clone().unwrap_or_else(|| {
-            let host = self
-                .address
-                .rsplit_once(':')
-                .map_or(self.address.as_str(), |(h, _)| h);
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string()
+            let host = self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h);
+            host.trim_start_matches('[').trim_end_matches(']').to_string()
         })
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         match self.address.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-                Ok(())
-            }
-            _ => Err(ConfigError::new(
-                file,
-                "hub.address",
-                format!("`{}` is not host:port", self.address),
-            )),
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+            _ => Err(ConfigError::new(file, "hub.address", format!("`{}` is not host:port", self.address))),
         }
     }
 }
@@ -121,17 +96,14 @@ impl TlsFiles {
     /// Loads the files and checks that the certificate is for `role`.
     pub fn load(&self, file: &Path, role: Role) -> Result<TlsMaterial, ConfigError> {
         let certs = |key: &str, path: &Path| {
-            crate::net::tls::read_certs(path)
-                .map_err(|e| ConfigError::new(file, key, e.to_string()))
+            crate::net::tls::read_certs(path).map_err(|e| ConfigError::new(file, key, e.to_string()))
         };
         let ca = certs("tls.ca", &self.ca)?;
         let chain = certs("tls.cert", &self.cert)?;
         let key = crate::net::tls::read_key(&self.key)
             .map_err(|e| ConfigError::new(file, "tls.key", e.to_string()))?;
         let m = TlsMaterial { ca, chain, key };
-        let ident = m
-            .identity()
-            .map_err(|e: TlsError| ConfigError::new(file, "tls.cert", e.to_string()))?;
+        let ident = m.identity().map_err(|e: TlsError| ConfigError::new(file, "tls.cert", e.to_string()))?;
         if ident.role != role {
             return Err(ConfigError::new(
                 file,
@@ -251,27 +223,15 @@ impl KioskConfig {
         cfg.hub.validate(path)?;
         let b = &cfg.buttons;
         if !(5..=1000).contains(&b.debounce_ms) {
-            return Err(ConfigError::new(
-                path,
-                "buttons.debounce_ms",
-                "must be 5 to 1000",
-            ));
+            return Err(ConfigError::new(path, "buttons.debounce_ms", "must be 5 to 1000"));
         }
         if b.call == b.hangup && b.backend != ButtonBackend::Simulated {
-            return Err(ConfigError::new(
-                path,
-                "buttons.hangup",
-                "CALL and HANGUP cannot share a line",
-            ));
+            return Err(ConfigError::new(path, "buttons.hangup", "CALL and HANGUP cannot share a line"));
         }
         match b.backend {
             ButtonBackend::GpioCdev => check_device(path, "buttons.chip", &b.chip)?,
             ButtonBackend::Rppal if b.call > 53 || b.hangup > 53 => {
-                return Err(ConfigError::new(
-                    path,
-                    "buttons.call",
-                    "BCM pins are 0 to 53",
-                ));
+                return Err(ConfigError::new(path, "buttons.call", "BCM pins are 0 to 53"));
             }
             _ => {}
         }
@@ -352,25 +312,13 @@ impl HubConfig {
         let cfg: Self = load(path)?;
         let q = &cfg.queue;
         if !(1..=100_000).contains(&q.max_queue) {
-            return Err(ConfigError::new(
-                path,
-                "queue.max_queue",
-                "must be 1 to 100000",
-            ));
+            return Err(ConfigError::new(path, "queue.max_queue", "must be 1 to 100000"));
         }
         if !(1..=600).contains(&q.offer_timeout_s) {
-            return Err(ConfigError::new(
-                path,
-                "queue.offer_timeout_s",
-                "must be 1 to 600",
-            ));
+            return Err(ConfigError::new(path, "queue.offer_timeout_s", "must be 1 to 600"));
         }
         if q.default_handle_time_s == 0 {
-            return Err(ConfigError::new(
-                path,
-                "queue.default_handle_time_s",
-                "must be > 0",
-            ));
+            return Err(ConfigError::new(path, "queue.default_handle_time_s", "must be > 0"));
         }
         if let Some(dir) = cfg.event_log.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
@@ -496,15 +444,9 @@ mod tests {
 
     #[test]
     fn server_name_defaults_to_host() {
-        let h = HubLink {
-            address: "hub.example:4433".into(),
-            server_name: None,
-        };
+        let h = HubLink { address: "hub.example:4433".into(), server_name: None };
         assert_eq!(h.server_name(), "hub.example");
-        let h = HubLink {
-            address: "[::1]:4433".into(),
-            server_name: None,
-        };
+        let h = HubLink { address: "[::1]:4433".into(), server_name: None };
         assert_eq!(h.server_name(), "::1");
     }
 }

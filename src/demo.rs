@@ -50,12 +50,7 @@ pub struct Millis {
 impl From<Percentiles> for Millis {
     fn from(p: Percentiles) -> Self {
         let r = |x: f64| (x * 100.0).round() / 100.0;
-        Self {
-            p50: r(p.p50),
-            p95: r(p.p95),
-            p99: r(p.p99),
-            max: r(p.max),
-        }
+        Self { p50: r(p.p50), p95: r(p.p95), p99: r(p.p99), max: r(p.max) }
     }
 }
 
@@ -109,10 +104,7 @@ struct KioskTrack {
 
 /// Runs the demo and returns its report. Progress goes to stdout (timeline) or stderr.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
-    anyhow::ensure!(
-        opts.kiosks >= 1 && opts.agents >= 1,
-        "need at least one kiosk and one agent"
-    );
+    anyhow::ensure!(opts.kiosks >= 1 && opts.agents >= 1, "need at least one kiosk and one agent");
     let started = Instant::now();
     let say = |line: String| {
         if opts.timeline {
@@ -122,13 +114,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
 
     // A deployment CA and certificates for everyone, in memory.
     let ca = Authority::generate("kioskd demo CA", 1)?;
-    let hub_cert = ca.issue(
-        Role::Hub,
-        "hub.demo",
-        &["localhost".into()],
-        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        1,
-    )?;
+    let hub_cert =
+        ca.issue(Role::Hub, "hub.demo", &["localhost".into()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1)?;
     let (log_path, _tmp_dir) = match &opts.event_log {
         Some(p) => (p.clone(), None),
         None => {
@@ -152,10 +139,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         event_log: log_path.clone(),
     })
     .await?;
-    say(format!(
-        "hub listening on {} (QUIC, TLS 1.3, client certificates required)",
-        hub.local_addr
-    ));
+    say(format!("hub listening on {} (QUIC, TLS 1.3, client certificates required)", hub.local_addr));
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Ev>();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -181,21 +165,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         let auto = AutoAnswer {
             answer_delay: opts.answer_delay,
             call_duration: Some(opts.call_duration),
-            greeting: Some(format!(
-                "Good morning, this is {id}. How can I help you today?"
-            )),
+            greeting: Some(format!("Good morning, this is {id}. How can I help you today?")),
         };
-        let io = AgentIo {
-            commands: cmd_rx,
-            observer: Some(obs_tx),
-            print: false,
-        };
+        let io = AgentIo { commands: cmd_rx, observer: Some(obs_tx), print: false };
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let _keep = _cmd_tx;
-            agent::run(target, Some(auto), io, stop)
-                .await
-                .map_err(|e| format!("agent {id}: {e}"))
+            agent::run(target, Some(auto), io, stop).await.map_err(|e| format!("agent {id}: {e}"))
         }));
     }
 
@@ -239,9 +215,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         let stop = stop_rx.clone();
         let name = id.clone();
         tasks.push(tokio::spawn(async move {
-            kiosk::run(target, kopts, io, stop)
-                .await
-                .map_err(|e| format!("kiosk {name}: {e}"))
+            kiosk::run(target, kopts, io, stop).await.map_err(|e| format!("kiosk {name}: {e}"))
         }));
         panels.push((id, panel));
         texts.push(text_tx);
@@ -253,9 +227,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     for c in 0..opts.calls {
         track[c % opts.kiosks].calls_left += 1;
     }
-    let agent_ids: Vec<String> = (0..opts.agents)
-        .map(|a| format!("agent-{}", a + 1))
-        .collect();
+    let agent_ids: Vec<String> = (0..opts.agents).map(|a| format!("agent-{}", a + 1)).collect();
 
     let mut errors: Vec<String> = Vec::new();
     let mut agents_idle = vec![false; opts.agents];
@@ -287,11 +259,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             break;
         }
         let next_hangup = hangups.keys().next().copied();
-        let wake = [Some(limit), settle_until, next_hangup]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(limit);
+        let wake = [Some(limit), settle_until, next_hangup].into_iter().flatten().min().unwrap_or(limit);
         let ev = tokio::select! {
             ev = ev_rx.recv() => match ev { Some(ev) => ev, None => break },
             () = tokio::time::sleep_until(wake) => {
@@ -328,12 +296,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                         say(format!("{} room is {}", agent_ids[a], state.as_str()));
                     }
                 }
-                AgentEvent::Offer {
-                    call_id,
-                    kiosk,
-                    waited_ms,
-                    at,
-                } => {
+                AgentEvent::Offer { call_id, kiosk, waited_ms, at } => {
                     say(format!(
                         "hub offers call {call_id} from {kiosk} to {} (waited {waited_ms} ms)",
                         agent_ids[a]
@@ -351,19 +314,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 AgentEvent::TextDelivered { .. } => texts_delivered += 1,
                 AgentEvent::TextReceived { call_id, body, .. } => {
                     texts_received += 1;
-                    say(format!(
-                        "{} reads in call {call_id}: \"{body}\"",
-                        agent_ids[a]
-                    ));
+                    say(format!("{} reads in call {call_id}: \"{body}\"", agent_ids[a]));
                 }
-                AgentEvent::Ended {
-                    call_id, reason, ..
-                } => {
-                    say(format!(
-                        "{} sees call {call_id} end: {}",
-                        agent_ids[a],
-                        reason.describe()
-                    ));
+                AgentEvent::Ended { call_id, reason, .. } => {
+                    say(format!("{} sees call {call_id} end: {}", agent_ids[a], reason.describe()));
                 }
                 AgentEvent::Error { message, .. } => {
                     errors.push(format!("{}: hub error: {message}", agent_ids[a]))
@@ -385,10 +339,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 KioskEvent::TextDelivered { .. } => texts_delivered += 1,
                 KioskEvent::TextReceived { body, call_id, .. } => {
                     texts_received += 1;
-                    say(format!(
-                        "{} shows in call {call_id}: \"{body}\"",
-                        panels[k].0
-                    ));
+                    say(format!("{} shows in call {call_id}: \"{body}\"", panels[k].0));
                 }
                 KioskEvent::HubUp { .. } => {}
                 KioskEvent::HubDown { reason, .. } => {
@@ -421,32 +372,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                             if let Some(id) = track[k].call_id {
                                 connected_at.entry(id).or_default().0 = Some(at);
                             }
-                            let text = format!(
-                                "Hello, I would like to open an account (from {}).",
-                                panels[k].0
-                            );
+                            let text =
+                                format!("Hello, I would like to open an account (from {}).", panels[k].0);
                             if texts[k].try_send(text).is_err() {
                                 errors.push(format!("{}: could not queue a text", panels[k].0));
                             }
                             if track[k].hangs_up_itself {
-                                hangups.insert(
-                                    now + opts.call_duration / 2 + Duration::from_nanos(k as u64),
-                                    k,
-                                );
+                                hangups
+                                    .insert(now + opts.call_duration / 2 + Duration::from_nanos(k as u64), k);
                             }
                         }
                         KioskState::Ended { reason } => {
                             done += 1;
-                            let ok =
-                                matches!(reason, EndReason::AgentHungUp | EndReason::KioskHungUp);
+                            let ok = matches!(reason, EndReason::AgentHungUp | EndReason::KioskHungUp);
                             if track[k].connected && ok {
                                 completed += 1;
                             } else if track[k].connected {
-                                errors.push(format!(
-                                    "{}: call ended: {}",
-                                    panels[k].0,
-                                    reason.describe()
-                                ));
+                                errors.push(format!("{}: call ended: {}", panels[k].0, reason.describe()));
                             } else {
                                 abandoned += 1;
                                 errors.push(format!(
@@ -503,10 +445,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     }
     let hub_status = hub.shutdown().await;
     if hub_status.event_log_errors > 0 {
-        errors.push(format!(
-            "{} event log write errors",
-            hub_status.event_log_errors
-        ));
+        errors.push(format!("{} event log write errors", hub_status.event_log_errors));
     }
 
     let mut offer_all = Vec::new();
@@ -527,19 +466,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         }
     }
     if texts_delivered < texts_sent {
-        errors.push(format!(
-            "{} of {texts_sent} texts were not delivered",
-            texts_sent - texts_delivered
-        ));
+        errors.push(format!("{} of {texts_sent} texts were not delivered", texts_sent - texts_delivered));
     }
     if texts_received != texts_sent {
-        errors.push(format!(
-            "{texts_received} texts shown for {texts_sent} sent"
-        ));
+        errors.push(format!("{texts_received} texts shown for {texts_sent} sent"));
     }
-    let event_lines = std::fs::read_to_string(&log_path)
-        .map(|s| s.lines().count())
-        .unwrap_or(0);
+    let event_lines = std::fs::read_to_string(&log_path).map(|s| s.lines().count()).unwrap_or(0);
     Ok(DemoReport {
         kiosks: opts.kiosks,
         agents: opts.agents,
@@ -573,11 +505,7 @@ pub fn print_account(r: &DemoReport, out: &mut impl Write) -> std::io::Result<()
         r.calls_requested, r.calls_connected, r.calls_completed, r.calls_abandoned
     )?;
     writeln!(out, "  queue     longest position {}", r.max_queue_position)?;
-    writeln!(
-        out,
-        "  texts     sent {}, delivered {}",
-        r.texts_sent, r.texts_delivered
-    )?;
+    writeln!(out, "  texts     sent {}, delivered {}", r.texts_sent, r.texts_delivered)?;
     writeln!(
         out,
         "  offer     CALL press → agent's offer      p50 {:7.2} ms   p95 {:7.2} ms   (includes waiting in line)",
@@ -598,10 +526,7 @@ pub fn print_account(r: &DemoReport, out: &mut impl Write) -> std::io::Result<()
     writeln!(out, "  hub log   {}", r.event_log)?;
     writeln!(out, "  took      {:.2} s", r.duration_s)?;
     if r.ok() {
-        writeln!(
-            out,
-            "  result    OK: every call completed, every text delivered"
-        )?;
+        writeln!(out, "  result    OK: every call completed, every text delivered")?;
     } else {
         writeln!(out, "  result    FAILED")?;
         for e in &r.errors {

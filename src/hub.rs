@@ -27,9 +27,7 @@ use crate::net::close_code;
 use crate::net::control::{ControlError, ControlReader, ControlWriter};
 use crate::net::tls::{TlsMaterial, peer_identity, server_config};
 use crate::protocol::{ClientMsg, HubMsg, Role};
-use crate::queue::{
-    AgentQueue, Input, LogSummary, Output, PeerId, QueueConfig, QueueStats, Snapshot,
-};
+use crate::queue::{AgentQueue, Input, LogSummary, Output, PeerId, QueueConfig, QueueStats, Snapshot};
 
 /// Messages queued for one peer before it counts as too slow (256 × ≤16 KiB).
 const PEER_QUEUE: usize = 256;
@@ -91,27 +89,16 @@ impl RunningHub {
     pub async fn shutdown(self) -> HubStatus {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
-        self.endpoint
-            .close(VarInt::from_u32(close_code::SHUTDOWN), b"hub shutting down");
+        self.endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"hub shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.status.borrow().clone()
     }
 }
 
 enum CoreCmd {
-    Connected {
-        peer: PeerId,
-        role: Role,
-        id: String,
-        link: PeerLink,
-    },
-    Message {
-        peer: PeerId,
-        msg: ClientMsg,
-    },
-    Disconnected {
-        peer: PeerId,
-    },
+    Connected { peer: PeerId, role: Role, id: String, link: PeerLink },
+    Message { peer: PeerId, msg: ClientMsg },
+    Disconnected { peer: PeerId },
     Refused,
 }
 
@@ -128,24 +115,18 @@ enum WriterCmd {
 /// Binds the endpoint and starts the hub's tasks.
 pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     let server = server_config(&opts.tls)?;
-    let endpoint = quinn::Endpoint::server(server, opts.listen)
-        .map_err(|e| HubError::Listen(opts.listen, e))?;
-    let local_addr = endpoint
-        .local_addr()
-        .map_err(|e| HubError::Listen(opts.listen, e))?;
+    let endpoint =
+        quinn::Endpoint::server(server, opts.listen).map_err(|e| HubError::Listen(opts.listen, e))?;
+    let local_addr = endpoint.local_addr().map_err(|e| HubError::Listen(opts.listen, e))?;
 
-    let summary =
-        read_log(&opts.event_log).map_err(|e| HubError::EventLog(opts.event_log.clone(), e))?;
+    let summary = read_log(&opts.event_log).map_err(|e| HubError::EventLog(opts.event_log.clone(), e))?;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&opts.event_log)
         .map_err(|e| HubError::EventLog(opts.event_log.clone(), e))?;
     if summary.bad_lines > 0 {
-        warn!(
-            lines = summary.bad_lines,
-            "event log has unreadable lines (a crash can tear the last one)"
-        );
+        warn!(lines = summary.bad_lines, "event log has unreadable lines (a crash can tear the last one)");
     }
 
     let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
@@ -169,27 +150,17 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         accept.abort();
     });
     info!(addr = %local_addr, log = %opts.event_log.display(), "hub listening");
-    Ok(RunningHub {
-        local_addr,
-        status: status_rx,
-        shutdown: shutdown_tx,
-        task,
-        endpoint,
-    })
+    Ok(RunningHub { local_addr, status: status_rx, shutdown: shutdown_tx, task, endpoint })
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn read_log(path: &PathBuf) -> std::io::Result<LogSummary> {
     match File::open(path) {
         Ok(f) => {
-            let lines: Vec<String> = std::io::BufReader::new(f)
-                .lines()
-                .collect::<Result<_, _>>()?;
+            let lines: Vec<String> = std::io::BufReader::new(f).lines().collect::<Result<_, _>>()?;
             Ok(LogSummary::from_lines(lines.iter().map(String::as_str)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogSummary::default()),
@@ -224,10 +195,7 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
         Ok(ident) => ident,
         Err(e) => {
             warn!(%remote, reason = %e, "connection refused: certificate identity");
-            conn.close(
-                VarInt::from_u32(close_code::REFUSED),
-                e.to_string().as_bytes(),
-            );
+            conn.close(VarInt::from_u32(close_code::REFUSED), e.to_string().as_bytes());
             let _ = core.send(CoreCmd::Refused).await;
             return;
         }
@@ -246,20 +214,8 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
     };
     info!(role = %ident.role, id = %ident.id, "connected");
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
-    let link = PeerLink {
-        tx,
-        conn: conn.clone(),
-    };
-    if core
-        .send(CoreCmd::Connected {
-            peer,
-            role: ident.role,
-            id: ident.id.clone(),
-            link,
-        })
-        .await
-        .is_err()
-    {
+    let link = PeerLink { tx, conn: conn.clone() };
+    if core.send(CoreCmd::Connected { peer, role: ident.role, id: ident.id.clone(), link }).await.is_err() {
         return; // hub stopping
     }
     tokio::spawn(write_loop(rx, ControlWriter::new(send), conn.clone()).in_current_span());
@@ -273,16 +229,11 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
             }
             Err(ControlError::Decode(e)) => {
                 warn!(%remote, id = %ident.id, reason = %e, "disconnecting peer: protocol error");
-                conn.close(
-                    VarInt::from_u32(close_code::PROTOCOL),
-                    e.to_string().as_bytes(),
-                );
+                conn.close(VarInt::from_u32(close_code::PROTOCOL), e.to_string().as_bytes());
                 break;
             }
             Err(e) => {
-                let reason = conn
-                    .close_reason()
-                    .map_or_else(|| e.to_string(), |r| r.to_string());
+                let reason = conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
                 info!(id = %ident.id, %reason, "disconnected");
                 break;
             }
@@ -291,11 +242,7 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
     let _ = core.send(CoreCmd::Disconnected { peer }).await;
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<WriterCmd>,
-    mut writer: ControlWriter,
-    conn: Connection,
-) {
+async fn write_loop(mut rx: mpsc::Receiver<WriterCmd>, mut writer: ControlWriter, conn: Connection) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             WriterCmd::Msg(msg) => {
@@ -384,13 +331,8 @@ impl Core {
                 Output::Close { peer, reason } => {
                     if let Some(link) = self.links.remove(&peer) {
                         warn!(peer, %reason, "closing peer");
-                        if link
-                            .tx
-                            .try_send(WriterCmd::Close(close_code::REFUSED, reason.clone()))
-                            .is_err()
-                        {
-                            link.conn
-                                .close(VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
+                        if link.tx.try_send(WriterCmd::Close(close_code::REFUSED, reason.clone())).is_err() {
+                            link.conn.close(VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
                         }
                     }
                 }
@@ -425,12 +367,8 @@ impl Core {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = link.tx.try_send(WriterCmd::Msg(msg)) {
-            warn!(
-                peer,
-                "peer cannot keep up with its messages; disconnecting it"
-            );
-            link.conn
-                .close(VarInt::from_u32(close_code::TOO_SLOW), b"too slow");
+            warn!(peer, "peer cannot keep up with its messages; disconnecting it");
+            link.conn.close(VarInt::from_u32(close_code::TOO_SLOW), b"too slow");
             self.links.remove(&peer);
         }
     }

@@ -95,10 +95,7 @@ pub struct KioskOptions {
 }
 
 enum LinkEvent {
-    Up {
-        id: String,
-        out: mpsc::Sender<ClientMsg>,
-    },
+    Up { id: String, out: mpsc::Sender<ClientMsg> },
     Msg(HubMsg),
     Down(String),
 }
@@ -136,9 +133,7 @@ pub async fn run(
                     if let Some(tx) = &out
                         && tx.try_send(msg).is_err()
                     {
-                        warn!(
-                            "hub link is not taking messages; it will resynchronise on reconnect"
-                        );
+                        warn!("hub link is not taking messages; it will resynchronise on reconnect");
                     }
                 }
                 Output::State(state) => {
@@ -149,37 +144,16 @@ pub async fn run(
                     {
                         warn!(error = %e, "LEDs");
                     }
-                    observe(
-                        &io,
-                        KioskEvent::State {
-                            state,
-                            at: Instant::now(),
-                        },
-                    );
+                    observe(&io, KioskEvent::State { state, at: Instant::now() });
                 }
                 Output::TextReceived { call_id, id, body } => {
                     // No screen yet: the agent's text goes to the log.
                     info!(call_id, id, text = %body, "text from the advisor");
-                    observe(
-                        &io,
-                        KioskEvent::TextReceived {
-                            call_id,
-                            id,
-                            body,
-                            at: Instant::now(),
-                        },
-                    );
+                    observe(&io, KioskEvent::TextReceived { call_id, id, body, at: Instant::now() });
                 }
                 Output::TextDelivered { call_id, id } => {
                     debug!(call_id, id, "text delivered");
-                    observe(
-                        &io,
-                        KioskEvent::TextDelivered {
-                            call_id,
-                            id,
-                            at: Instant::now(),
-                        },
-                    );
+                    observe(&io, KioskEvent::TextDelivered { call_id, id, at: Instant::now() });
                 }
                 Output::Wait(deadline) => break deadline,
             }
@@ -256,13 +230,7 @@ pub async fn run(
         if let Some(call_id) = machine.call_id()
             && before != Some(call_id)
         {
-            observe(
-                &io,
-                KioskEvent::CallId {
-                    call_id,
-                    at: Instant::now(),
-                },
-            );
+            observe(&io, KioskEvent::CallId { call_id, at: Instant::now() });
         }
     }
 
@@ -334,19 +302,9 @@ async fn session_loop(
     events: &mpsc::Sender<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {
-    let client::Session {
-        conn,
-        mut writer,
-        mut reader,
-        id,
-        remote,
-    } = session;
+    let client::Session { conn, mut writer, mut reader, id, remote } = session;
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(OUT_QUEUE);
-    if events
-        .send(LinkEvent::Up { id, out: out_tx })
-        .await
-        .is_err()
-    {
+    if events.send(LinkEvent::Up { id, out: out_tx }).await.is_err() {
         return "kiosk stopping".into();
     }
     let _: SocketAddr = remote;
@@ -359,10 +317,7 @@ async fn session_loop(
         }
         // The kiosk dropped its sender: flush and close politely.
         writer.finish(Duration::from_secs(1)).await;
-        writer_conn.close(
-            quinn::VarInt::from_u32(close_code::NORMAL),
-            b"kiosk stopping",
-        );
+        writer_conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"kiosk stopping");
         "kiosk stopping".to_string()
     });
     loop {

@@ -162,15 +162,10 @@ struct ReportArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet_default = matches!(
-        cli.command,
-        Command::Demo(_) | Command::Agent(_) | Command::Certs(_) | Command::Report(_)
-    );
+    let quiet_default =
+        matches!(cli.command, Command::Demo(_) | Command::Agent(_) | Command::Certs(_) | Command::Report(_));
     init_logging(if quiet_default { "warn" } else { "info" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kioskd: cannot start the runtime: {e}");
@@ -195,16 +190,12 @@ fn init_logging(default: &str) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let journald = std::env::var_os("JOURNAL_STREAM")
-        .is_some()
-        .then(|| tracing_journald::layer().ok())
-        .flatten();
+    let journald =
+        std::env::var_os("JOURNAL_STREAM").is_some().then(|| tracing_journald::layer().ok()).flatten();
     let registry = tracing_subscriber::registry().with(filter);
     match journald {
         Some(layer) => registry.with(layer).init(),
-        None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .init(),
+        None => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init(),
     }
 }
 
@@ -307,13 +298,7 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         reconnect_min: Duration::from_millis(cfg.call.reconnect_min_ms),
         reconnect_max: Duration::from_millis(cfg.call.reconnect_max_ms),
     };
-    let io = KioskIo {
-        buttons: presses,
-        texts: None,
-        observer: None,
-        leds,
-        notifier: Notifier::from_env(),
-    };
+    let io = KioskIo { buttons: presses, texts: None, observer: None, leds, notifier: Notifier::from_env() };
     kiosk::run(target, opts, io, shutdown_signal()?).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -368,8 +353,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let auto = args.auto_accept.then(|| AutoAnswer {
         answer_delay: Duration::from_millis(args.answer_delay_ms),
-        call_duration: (args.call_duration_s > 0)
-            .then(|| Duration::from_secs(args.call_duration_s)),
+        call_duration: (args.call_duration_s > 0).then(|| Duration::from_secs(args.call_duration_s)),
         greeting: args.greeting.clone(),
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -377,30 +361,24 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         if std::io::stdin().is_terminal() {
             println!("kioskd agent console — {}", agent::HELP);
         }
-        std::thread::Builder::new()
-            .name("console".into())
-            .spawn(move || {
-                for line in std::io::stdin().lock().lines() {
-                    let Ok(line) = line else { break };
-                    match AgentCommand::parse(&line) {
-                        Ok(Some(cmd)) => {
-                            if cmd_tx.blocking_send(cmd).is_err() {
-                                break;
-                            }
+        std::thread::Builder::new().name("console".into()).spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                match AgentCommand::parse(&line) {
+                    Ok(Some(cmd)) => {
+                        if cmd_tx.blocking_send(cmd).is_err() {
+                            break;
                         }
-                        Ok(None) => {}
-                        Err(msg) => println!("{msg}"),
                     }
+                    Ok(None) => {}
+                    Err(msg) => println!("{msg}"),
                 }
-            })?;
+            }
+        })?;
     } else {
         drop(cmd_tx);
     }
-    let io = AgentIo {
-        commands: cmd_rx,
-        observer: None,
-        print: true,
-    };
+    let io = AgentIo { commands: cmd_rx, observer: None, print: true };
     match agent::run(target, auto, io, shutdown_signal()?).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -437,11 +415,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         use std::io::Write;
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
@@ -449,37 +423,21 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
         CertsCommand::Init { dir, name, days } => {
             let ca = Authority::generate(&name, days)?;
             ca.write(&dir)?;
-            println!(
-                "created CA `{name}`: {0}/ca.pem and {0}/ca.key (keep ca.key offline)",
-                dir.display()
-            );
+            println!("created CA `{name}`: {0}/ca.pem and {0}/ca.key (keep ca.key offline)", dir.display());
         }
-        CertsCommand::Issue {
-            dir,
-            role,
-            id,
-            dns,
-            ip,
-            days,
-            out,
-        } => {
-            let ca = Authority::load(&dir)
-                .with_context(|| format!("loading the CA from {}", dir.display()))?;
+        CertsCommand::Issue { dir, role, id, dns, ip, days, out } => {
+            let ca =
+                Authority::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
             let issued = ca.issue(role, &id, &dns, &ip, days)?;
             let (cert, key) = issued.write(out.as_deref().unwrap_or(&dir), &file_stem(&id))?;
-            println!(
-                "issued {role} certificate for `{id}`: {} and {} (0600)",
-                cert.display(),
-                key.display()
-            );
+            println!("issued {role} certificate for `{id}`: {} and {} (0600)", cert.display(), key.display());
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn report(path: &Path) -> anyhow::Result<ExitCode> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let summary = LogSummary::from_lines(text.lines());
     println!("{}", serde_json::to_string_pretty(&summary.report())?);
     Ok(ExitCode::SUCCESS)

@@ -16,9 +16,7 @@ pub struct Notifier {
 impl Notifier {
     /// Talks to systemd when `NOTIFY_SOCKET` is set.
     pub fn from_env() -> Self {
-        Self {
-            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
-        }
+        Self { enabled: std::env::var_os("NOTIFY_SOCKET").is_some() }
     }
 
     /// Never talks to systemd (demo, tests).
@@ -55,8 +53,6 @@ impl Notifier {
         if !self.enabled {
             return None;
         }
-        sd_notify::watchdog_enabled()
-            .filter(|d| !d.is_zero())
-            .map(|d| d / 2)
+        sd_notify::watchdog_enabled().filter(|d| !d.is_zero()).map(|d| d / 2)
     }
 }

@@ -13,11 +13,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
+        Self { min, max: max.max(min), attempt: 0 }
     }
 
     /// The delay before the next attempt. `random` in `[0, 1)` picks a point in the upper
@@ -26,11 +22,7 @@ impl Backoff {
         let factor = 2u32.saturating_pow(self.attempt.min(20));
         let step = self.min.saturating_mul(factor).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
-        let random = if random.is_finite() {
-            random.clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
+        let random = if random.is_finite() { random.clamp(0.0, 1.0) } else { 0.5 };
         step / 2 + step.mul_f64(random / 2.0)
     }
 

@@ -46,10 +46,7 @@ pub enum KioskState {
     /// Asked for an agent; the hub has not answered yet.
     Requesting,
     /// In the queue.
-    Waiting {
-        position: u32,
-        estimated_wait_s: Option<u32>,
-    },
+    Waiting { position: u32, estimated_wait_s: Option<u32> },
     /// Offered to an agent.
     Ringing,
     /// Talking to `agent`.
@@ -78,24 +75,14 @@ impl KioskState {
     /// A line for a person: the systemd status and the demo's account.
     pub fn describe(&self) -> String {
         match self {
-            KioskState::Offline { resuming: true } => {
-                "offline, reconnecting to resume the call".into()
-            }
-            KioskState::Offline { resuming: false } => {
-                "offline: service temporarily unavailable".into()
-            }
+            KioskState::Offline { resuming: true } => "offline, reconnecting to resume the call".into(),
+            KioskState::Offline { resuming: false } => "offline: service temporarily unavailable".into(),
             KioskState::Idle => "idle: press CALL to talk to an advisor".into(),
             KioskState::Requesting => "asking for an advisor".into(),
-            KioskState::Waiting {
-                position,
-                estimated_wait_s: Some(s),
-            } => {
+            KioskState::Waiting { position, estimated_wait_s: Some(s) } => {
                 format!("waiting: position {position}, about {s} s")
             }
-            KioskState::Waiting {
-                position,
-                estimated_wait_s: None,
-            } => {
+            KioskState::Waiting { position, estimated_wait_s: None } => {
                 format!("waiting: position {position}")
             }
             KioskState::Ringing => "connecting you to an advisor".into(),
@@ -129,10 +116,7 @@ pub struct CallConfig {
 
 impl Default for CallConfig {
     fn default() -> Self {
-        Self {
-            ended_screen: Duration::from_secs(5),
-            busy_screen: Duration::from_secs(10),
-        }
+        Self { ended_screen: Duration::from_secs(5), busy_screen: Duration::from_secs(10) }
     }
 }
 
@@ -159,11 +143,7 @@ pub enum Output {
     /// The kiosk's state changed.
     State(KioskState),
     /// A text from the agent, shown once.
-    TextReceived {
-        call_id: CallId,
-        id: u64,
-        body: String,
-    },
+    TextReceived { call_id: CallId, id: u64, body: String },
     /// The agent showed our text `id`.
     TextDelivered { call_id: CallId, id: u64 },
     /// Nothing to do until then (or the next input).
@@ -255,18 +235,11 @@ impl CallMachine {
         match &self.phase {
             Phase::Idle => KioskState::Idle,
             Phase::Requesting { .. } => KioskState::Requesting,
-            Phase::Waiting {
-                position,
-                estimated_wait_s,
-                ..
-            } => KioskState::Waiting {
-                position: *position,
-                estimated_wait_s: *estimated_wait_s,
-            },
+            Phase::Waiting { position, estimated_wait_s, .. } => {
+                KioskState::Waiting { position: *position, estimated_wait_s: *estimated_wait_s }
+            }
             Phase::Ringing { .. } => KioskState::Ringing,
-            Phase::Connected { agent, .. } => KioskState::Connected {
-                agent: agent.clone(),
-            },
+            Phase::Connected { agent, .. } => KioskState::Connected { agent: agent.clone() },
             Phase::Ended { reason, .. } => KioskState::Ended { reason: *reason },
             Phase::Busy { .. } => KioskState::Busy,
         }
@@ -295,9 +268,7 @@ impl CallMachine {
 
     #[must_use]
     pub fn poll_output(&mut self) -> Output {
-        self.out
-            .pop_front()
-            .unwrap_or_else(|| Output::Wait(self.poll_timeout()))
+        self.out.pop_front().unwrap_or_else(|| Output::Wait(self.poll_timeout()))
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -318,9 +289,7 @@ impl CallMachine {
                     Phase::Requesting { cancel: true } => self.phase = Phase::Idle,
                     _ => {
                         if let Some(call_id) = self.call_id() {
-                            self.send_hub(ClientMsg::RequestAgent {
-                                resume: Some(call_id),
-                            });
+                            self.send_hub(ClientMsg::RequestAgent { resume: Some(call_id) });
                         }
                     }
                 }
@@ -344,10 +313,7 @@ impl CallMachine {
         if !self.hub_up {
             return; // the screen says the service is unavailable
         }
-        if matches!(
-            self.phase,
-            Phase::Idle | Phase::Ended { .. } | Phase::Busy { .. }
-        ) {
+        if matches!(self.phase, Phase::Idle | Phase::Ended { .. } | Phase::Busy { .. }) {
             self.phase = Phase::Requesting { cancel: false };
             self.send_hub(ClientMsg::RequestAgent { resume: None });
         }
@@ -370,43 +336,25 @@ impl CallMachine {
 
     fn on_hub(&mut self, msg: HubMsg, now: Instant) {
         match msg {
-            HubMsg::Queued {
-                call_id,
-                position,
-                estimated_wait_s,
-            } => match self.phase {
+            HubMsg::Queued { call_id, position, estimated_wait_s } => match self.phase {
                 Phase::Requesting { cancel: true } => {
                     self.send_hub(ClientMsg::HangUp { call_id });
                     self.end(EndReason::KioskHungUp, now);
                 }
                 Phase::Requesting { cancel: false } => {
                     self.new_call();
-                    self.phase = Phase::Waiting {
-                        call_id,
-                        position,
-                        estimated_wait_s,
-                    };
+                    self.phase = Phase::Waiting { call_id, position, estimated_wait_s };
                 }
-                Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c }
-                    if c == call_id =>
-                {
-                    self.phase = Phase::Waiting {
-                        call_id,
-                        position,
-                        estimated_wait_s,
-                    };
+                Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if c == call_id => {
+                    self.phase = Phase::Waiting { call_id, position, estimated_wait_s };
                 }
                 // A call we no longer want (hung up while the hub was unreachable).
-                _ if self.call_id() != Some(call_id) => {
-                    self.send_hub(ClientMsg::HangUp { call_id })
-                }
+                _ if self.call_id() != Some(call_id) => self.send_hub(ClientMsg::HangUp { call_id }),
                 _ => {}
             },
             HubMsg::Busy { .. } => {
                 if matches!(self.phase, Phase::Requesting { .. }) {
-                    self.phase = Phase::Busy {
-                        until: now + self.config.busy_screen,
-                    };
+                    self.phase = Phase::Busy { until: now + self.config.busy_screen };
                 }
             }
             HubMsg::Ringing { call_id } => match self.phase {
@@ -414,9 +362,7 @@ impl CallMachine {
                     self.new_call();
                     self.phase = Phase::Ringing { call_id };
                 }
-                Phase::Waiting { call_id: c, .. } if c == call_id => {
-                    self.phase = Phase::Ringing { call_id }
-                }
+                Phase::Waiting { call_id: c, .. } if c == call_id => self.phase = Phase::Ringing { call_id },
                 Phase::Requesting { cancel: true } => {
                     self.send_hub(ClientMsg::HangUp { call_id });
                     self.end(EndReason::KioskHungUp, now);
@@ -426,18 +372,10 @@ impl CallMachine {
             HubMsg::Connected { call_id, peer } => match &self.phase {
                 Phase::Requesting { cancel: false } => {
                     self.new_call();
-                    self.phase = Phase::Connected {
-                        call_id,
-                        agent: peer,
-                    };
+                    self.phase = Phase::Connected { call_id, agent: peer };
                 }
-                Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c }
-                    if *c == call_id =>
-                {
-                    self.phase = Phase::Connected {
-                        call_id,
-                        agent: peer,
-                    };
+                Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if *c == call_id => {
+                    self.phase = Phase::Connected { call_id, agent: peer };
                 }
                 Phase::Requesting { cancel: true } => {
                     self.send_hub(ClientMsg::HangUp { call_id });
@@ -445,11 +383,8 @@ impl CallMachine {
                 }
                 Phase::Connected { call_id: c, .. } if *c == call_id => {
                     // Resumed after a reconnect: what the agent never acknowledged goes again.
-                    let resend: Vec<(u64, String)> = self
-                        .outbox
-                        .unacked()
-                        .map(|(id, b)| (id, b.to_string()))
-                        .collect();
+                    let resend: Vec<(u64, String)> =
+                        self.outbox.unacked().map(|(id, b)| (id, b.to_string())).collect();
                     for (id, body) in resend {
                         self.send_hub(ClientMsg::Text { call_id, id, body });
                     }
@@ -477,8 +412,7 @@ impl CallMachine {
                     // Acknowledge every copy: the first ack may have been lost.
                     self.send_hub(ClientMsg::TextAck { call_id, id });
                     if self.inbox.handle_text(id) {
-                        self.out
-                            .push_back(Output::TextReceived { call_id, id, body });
+                        self.out.push_back(Output::TextReceived { call_id, id, body });
                     }
                 }
             }
@@ -501,10 +435,7 @@ impl CallMachine {
             return Err(CallError::NotInCall);
         };
         crate::protocol::check_text(&body).map_err(CallError::InvalidText)?;
-        let id = self
-            .outbox
-            .push(body.clone())
-            .ok_or(CallError::TextBacklog)?;
+        let id = self.outbox.push(body.clone()).ok_or(CallError::TextBacklog)?;
         self.send_hub(ClientMsg::Text { call_id, id, body });
         Ok(())
     }
@@ -523,10 +454,7 @@ impl CallMachine {
     }
 
     fn end(&mut self, reason: EndReason, now: Instant) {
-        self.phase = Phase::Ended {
-            reason,
-            until: now + self.config.ended_screen,
-        };
+        self.phase = Phase::Ended { reason, until: now + self.config.ended_screen };
     }
 
     fn send_hub(&mut self, msg: ClientMsg) {

@@ -65,39 +65,23 @@ fn states(outputs: &[Output]) -> Vec<KioskState> {
 }
 
 fn queued(call_id: CallId, position: u32, estimated_wait_s: Option<u32>) -> HubMsg {
-    HubMsg::Queued {
-        call_id,
-        position,
-        estimated_wait_s,
-    }
+    HubMsg::Queued { call_id, position, estimated_wait_s }
 }
 
 fn connected_msg(call_id: CallId) -> HubMsg {
-    HubMsg::Connected {
-        call_id,
-        peer: AGENT.into(),
-    }
+    HubMsg::Connected { call_id, peer: AGENT.into() }
 }
 
 fn text_msg(call_id: CallId, id: u64, body: &str) -> ClientMsg {
-    ClientMsg::Text {
-        call_id,
-        id,
-        body: body.into(),
-    }
+    ClientMsg::Text { call_id, id, body: body.into() }
 }
 
 fn waiting_state(position: u32, estimated_wait_s: Option<u32>) -> KioskState {
-    KioskState::Waiting {
-        position,
-        estimated_wait_s,
-    }
+    KioskState::Waiting { position, estimated_wait_s }
 }
 
 fn connected_state() -> KioskState {
-    KioskState::Connected {
-        agent: AGENT.into(),
-    }
+    KioskState::Connected { agent: AGENT.into() }
 }
 
 /// A machine with the hub up, showing idle, all outputs drained.
@@ -146,17 +130,8 @@ fn connected(t0: Instant) -> CallMachine {
 fn new_machine_shows_offline_until_the_hub_is_up() {
     let t0 = Instant::now();
     let mut m = CallMachine::new(CallConfig::default());
-    assert_eq!(
-        drain(&mut m),
-        [
-            Output::State(KioskState::Offline { resuming: false }),
-            Output::Wait(None)
-        ]
-    );
-    assert_eq!(
-        feed(&mut m, Input::HubUp, t0),
-        [Output::State(KioskState::Idle), Output::Wait(None)]
-    );
+    assert_eq!(drain(&mut m), [Output::State(KioskState::Offline { resuming: false }), Output::Wait(None)]);
+    assert_eq!(feed(&mut m, Input::HubUp, t0), [Output::State(KioskState::Idle), Output::Wait(None)]);
 }
 
 #[test]
@@ -178,10 +153,7 @@ fn call_goes_from_idle_through_queue_and_call_back_to_idle() {
     );
     assert_eq!(
         hub(&mut m, queued(CALL, 2, Some(90)), t0 + secs(2)),
-        [
-            Output::State(waiting_state(2, Some(90))),
-            Output::Wait(None)
-        ]
+        [Output::State(waiting_state(2, Some(90))), Output::Wait(None)]
     );
     assert_eq!(m.call_id(), Some(CALL));
     assert_eq!(
@@ -194,18 +166,9 @@ fn call_goes_from_idle_through_queue_and_call_back_to_idle() {
     );
     let hung_up_at = t0 + secs(300);
     assert_eq!(
-        hub(
-            &mut m,
-            HubMsg::CallEnded {
-                call_id: CALL,
-                reason: EndReason::AgentHungUp
-            },
-            hung_up_at
-        ),
+        hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, hung_up_at),
         [
-            Output::State(KioskState::Ended {
-                reason: EndReason::AgentHungUp
-            }),
+            Output::State(KioskState::Ended { reason: EndReason::AgentHungUp }),
             Output::Wait(Some(hung_up_at + ended_screen)),
         ]
     );
@@ -221,39 +184,20 @@ fn ended_screen_stays_on_a_tick_before_its_deadline() {
     let t0 = Instant::now();
     let mut m = connected(t0);
     let deadline = t0 + CallConfig::default().ended_screen;
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
 
     assert_eq!(
         feed(&mut m, Input::Tick, deadline - Duration::from_millis(1)),
         [Output::Wait(Some(deadline))]
     );
-    assert_eq!(
-        m.state(),
-        KioskState::Ended {
-            reason: EndReason::AgentHungUp
-        }
-    );
+    assert_eq!(m.state(), KioskState::Ended { reason: EndReason::AgentHungUp });
 }
 
 #[test]
 fn ended_screen_returns_to_idle_on_a_late_tick() {
     let t0 = Instant::now();
     let mut m = connected(t0);
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
 
     assert_eq!(
         feed(&mut m, Input::Tick, t0 + secs(3600)),
@@ -277,18 +221,9 @@ fn unchanged_state_is_not_shown_again() {
     let t0 = Instant::now();
     let mut m = waiting(t0);
 
-    assert_eq!(
-        hub(&mut m, queued(CALL, 3, Some(60)), t0 + secs(1)),
-        [Output::Wait(None)]
-    );
-    assert_eq!(
-        feed(&mut m, Input::Tick, t0 + secs(2)),
-        [Output::Wait(None)]
-    );
-    assert_eq!(
-        press(&mut m, Button::Call, t0 + secs(3)),
-        [Output::Wait(None)]
-    );
+    assert_eq!(hub(&mut m, queued(CALL, 3, Some(60)), t0 + secs(1)), [Output::Wait(None)]);
+    assert_eq!(feed(&mut m, Input::Tick, t0 + secs(2)), [Output::Wait(None)]);
+    assert_eq!(press(&mut m, Button::Call, t0 + secs(3)), [Output::Wait(None)]);
 }
 
 #[test]
@@ -296,10 +231,7 @@ fn call_button_while_requesting_does_not_ask_twice() {
     let t0 = Instant::now();
     let mut m = requesting(t0);
 
-    assert_eq!(
-        press(&mut m, Button::Call, t0 + secs(1)),
-        [Output::Wait(None)]
-    );
+    assert_eq!(press(&mut m, Button::Call, t0 + secs(1)), [Output::Wait(None)]);
 }
 
 #[test]
@@ -319,10 +251,7 @@ fn connected_straight_after_the_request_shows_the_agent() {
     let t0 = Instant::now();
     let mut m = requesting(t0);
 
-    assert_eq!(
-        hub(&mut m, connected_msg(CALL), t0),
-        [Output::State(connected_state()), Output::Wait(None)]
-    );
+    assert_eq!(hub(&mut m, connected_msg(CALL), t0), [Output::State(connected_state()), Output::Wait(None)]);
     assert_eq!(m.call_id(), Some(CALL));
 }
 
@@ -333,10 +262,7 @@ fn queued_again_while_ringing_goes_back_to_waiting() {
 
     assert_eq!(
         hub(&mut m, queued(CALL, 1, Some(10)), t0 + secs(20)),
-        [
-            Output::State(waiting_state(1, Some(10))),
-            Output::Wait(None)
-        ]
+        [Output::State(waiting_state(1, Some(10))), Output::Wait(None)]
     );
 }
 
@@ -344,14 +270,7 @@ fn queued_again_while_ringing_goes_back_to_waiting() {
 fn call_button_on_the_ended_screen_asks_for_an_agent_again() {
     let t0 = Instant::now();
     let mut m = connected(t0);
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
 
     assert_eq!(
         press(&mut m, Button::Call, t0 + secs(1)),
@@ -375,9 +294,7 @@ fn hangup_while_waiting_leaves_the_queue() {
         press(&mut m, Button::HangUp, at),
         [
             Output::ToHub(ClientMsg::HangUp { call_id: CALL }),
-            Output::State(KioskState::Ended {
-                reason: EndReason::KioskHungUp
-            }),
+            Output::State(KioskState::Ended { reason: EndReason::KioskHungUp }),
             Output::Wait(Some(at + CallConfig::default().ended_screen)),
         ]
     );
@@ -391,12 +308,7 @@ fn hangup_while_ringing_hangs_up_the_call() {
 
     let out = press(&mut m, Button::HangUp, t0);
     assert_eq!(sent(&out), [ClientMsg::HangUp { call_id: CALL }]);
-    assert_eq!(
-        m.state(),
-        KioskState::Ended {
-            reason: EndReason::KioskHungUp
-        }
-    );
+    assert_eq!(m.state(), KioskState::Ended { reason: EndReason::KioskHungUp });
 }
 
 #[test]
@@ -406,12 +318,7 @@ fn hangup_while_connected_hangs_up_the_call() {
 
     let out = press(&mut m, Button::HangUp, t0);
     assert_eq!(sent(&out), [ClientMsg::HangUp { call_id: CALL }]);
-    assert_eq!(
-        m.state(),
-        KioskState::Ended {
-            reason: EndReason::KioskHungUp
-        }
-    );
+    assert_eq!(m.state(), KioskState::Ended { reason: EndReason::KioskHungUp });
 }
 
 #[test]
@@ -441,9 +348,7 @@ fn hangup_while_requesting_hangs_up_the_call_once_queued() {
         hub(&mut m, queued(9, 1, None), t0 + secs(1)),
         [
             Output::ToHub(ClientMsg::HangUp { call_id: 9 }),
-            Output::State(KioskState::Ended {
-                reason: EndReason::KioskHungUp
-            }),
+            Output::State(KioskState::Ended { reason: EndReason::KioskHungUp }),
             Output::Wait(Some(t0 + secs(1) + CallConfig::default().ended_screen)),
         ]
     );
@@ -457,12 +362,7 @@ fn hangup_while_requesting_hangs_up_the_call_once_ringing() {
 
     let out = hub(&mut m, HubMsg::Ringing { call_id: 9 }, t0);
     assert_eq!(sent(&out), [ClientMsg::HangUp { call_id: 9 }]);
-    assert_eq!(
-        m.state(),
-        KioskState::Ended {
-            reason: EndReason::KioskHungUp
-        }
-    );
+    assert_eq!(m.state(), KioskState::Ended { reason: EndReason::KioskHungUp });
 }
 
 #[test]
@@ -474,12 +374,7 @@ fn hangup_while_requesting_hangs_up_the_call_once_connected() {
     let out = hub(&mut m, connected_msg(9), t0);
     assert_eq!(sent(&out), [ClientMsg::HangUp { call_id: 9 }]);
     // Not left in "requesting": the hub's CallEnded for call 9 would not match any call.
-    assert_eq!(
-        m.state(),
-        KioskState::Ended {
-            reason: EndReason::KioskHungUp
-        }
-    );
+    assert_eq!(m.state(), KioskState::Ended { reason: EndReason::KioskHungUp });
 }
 
 #[test]
@@ -527,10 +422,7 @@ fn hub_lost_while_idle_shows_offline_without_a_call() {
 
     assert_eq!(
         feed(&mut m, Input::HubDown, t0),
-        [
-            Output::State(KioskState::Offline { resuming: false }),
-            Output::Wait(None)
-        ]
+        [Output::State(KioskState::Offline { resuming: false }), Output::Wait(None)]
     );
 }
 
@@ -541,10 +433,7 @@ fn hub_lost_while_waiting_shows_offline_resuming() {
 
     assert_eq!(
         feed(&mut m, Input::HubDown, t0 + secs(1)),
-        [
-            Output::State(KioskState::Offline { resuming: true }),
-            Output::Wait(None)
-        ]
+        [Output::State(KioskState::Offline { resuming: true }), Output::Wait(None)]
     );
     assert_eq!(m.call_id(), Some(CALL));
 }
@@ -627,10 +516,7 @@ fn text_while_offline_is_kept_but_not_sent() {
     let mut m = connected(t0);
     feed(&mut m, Input::HubDown, t0);
 
-    assert_eq!(
-        feed(&mut m, Input::SendText("still there?".into()), t0),
-        [Output::Wait(None)]
-    );
+    assert_eq!(feed(&mut m, Input::SendText("still there?".into()), t0), [Output::Wait(None)]);
     assert_eq!(m.unacked_texts(), 1);
 }
 
@@ -642,14 +528,7 @@ fn unknown_call_while_waiting_asks_for_a_new_place() {
     let mut m = waiting(t0);
 
     assert_eq!(
-        hub(
-            &mut m,
-            HubMsg::CallEnded {
-                call_id: CALL,
-                reason: EndReason::Unknown
-            },
-            t0
-        ),
+        hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::Unknown }, t0),
         [
             Output::ToHub(ClientMsg::RequestAgent { resume: None }),
             Output::State(KioskState::Requesting),
@@ -664,14 +543,7 @@ fn unknown_call_while_ringing_asks_for_a_new_place() {
     let t0 = Instant::now();
     let mut m = ringing(t0);
 
-    let out = hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::Unknown,
-        },
-        t0,
-    );
+    let out = hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::Unknown }, t0);
     assert_eq!(sent(&out), [ClientMsg::RequestAgent { resume: None }]);
     assert_eq!(m.state(), KioskState::Requesting);
 }
@@ -681,21 +553,9 @@ fn unknown_call_while_connected_ends_the_call() {
     let t0 = Instant::now();
     let mut m = connected(t0);
 
-    let out = hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::Unknown,
-        },
-        t0,
-    );
+    let out = hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::Unknown }, t0);
     assert_eq!(sent(&out), []);
-    assert_eq!(
-        m.state(),
-        KioskState::Ended {
-            reason: EndReason::Unknown
-        }
-    );
+    assert_eq!(m.state(), KioskState::Ended { reason: EndReason::Unknown });
 }
 
 #[test]
@@ -703,20 +563,8 @@ fn call_ended_while_waiting_ends_with_its_reason() {
     let t0 = Instant::now();
     let mut m = waiting(t0);
 
-    let out = hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::HubShutdown,
-        },
-        t0,
-    );
-    assert_eq!(
-        states(&out),
-        [KioskState::Ended {
-            reason: EndReason::HubShutdown
-        }]
-    );
+    let out = hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::HubShutdown }, t0);
+    assert_eq!(states(&out), [KioskState::Ended { reason: EndReason::HubShutdown }]);
 }
 
 #[test]
@@ -725,14 +573,7 @@ fn call_ended_for_another_call_is_ignored() {
     let mut m = connected(t0);
 
     assert_eq!(
-        hub(
-            &mut m,
-            HubMsg::CallEnded {
-                call_id: CALL + 1,
-                reason: EndReason::AgentHungUp
-            },
-            t0
-        ),
+        hub(&mut m, HubMsg::CallEnded { call_id: CALL + 1, reason: EndReason::AgentHungUp }, t0),
         [Output::Wait(None)]
     );
     assert_eq!(m.state(), connected_state());
@@ -763,10 +604,7 @@ fn busy_screen_returns_to_idle_at_its_deadline() {
         feed(&mut m, Input::Tick, deadline - Duration::from_millis(1)),
         [Output::Wait(Some(deadline))]
     );
-    assert_eq!(
-        feed(&mut m, Input::Tick, deadline),
-        [Output::State(KioskState::Idle), Output::Wait(None)]
-    );
+    assert_eq!(feed(&mut m, Input::Tick, deadline), [Output::State(KioskState::Idle), Output::Wait(None)]);
 }
 
 #[test]
@@ -774,10 +612,7 @@ fn busy_outside_a_request_is_ignored() {
     let t0 = Instant::now();
     let mut m = waiting(t0);
 
-    assert_eq!(
-        hub(&mut m, HubMsg::Busy { retry_after_s: 60 }, t0),
-        [Output::Wait(None)]
-    );
+    assert_eq!(hub(&mut m, HubMsg::Busy { retry_after_s: 60 }, t0), [Output::Wait(None)]);
     assert_eq!(m.state(), waiting_state(3, Some(60)));
 }
 
@@ -788,10 +623,7 @@ fn connected_for_an_unknown_call_is_hung_up() {
 
     assert_eq!(
         hub(&mut m, connected_msg(9), t0),
-        [
-            Output::ToHub(ClientMsg::HangUp { call_id: 9 }),
-            Output::Wait(None)
-        ]
+        [Output::ToHub(ClientMsg::HangUp { call_id: 9 }), Output::Wait(None)]
     );
     assert_eq!(m.state(), KioskState::Idle);
 }
@@ -803,10 +635,7 @@ fn connected_for_another_call_during_a_call_is_hung_up() {
 
     assert_eq!(
         hub(&mut m, connected_msg(CALL + 1), t0),
-        [
-            Output::ToHub(ClientMsg::HangUp { call_id: CALL + 1 }),
-            Output::Wait(None)
-        ]
+        [Output::ToHub(ClientMsg::HangUp { call_id: CALL + 1 }), Output::Wait(None)]
     );
     assert_eq!(m.call_id(), Some(CALL));
 }
@@ -818,10 +647,7 @@ fn queued_for_an_unknown_call_is_hung_up() {
 
     assert_eq!(
         hub(&mut m, queued(9, 1, None), t0),
-        [
-            Output::ToHub(ClientMsg::HangUp { call_id: 9 }),
-            Output::Wait(None)
-        ]
+        [Output::ToHub(ClientMsg::HangUp { call_id: 9 }), Output::Wait(None)]
     );
 }
 
@@ -834,15 +660,9 @@ fn text_in_a_call_is_sent_with_increasing_ids() {
 
     assert_eq!(
         feed(&mut m, Input::SendText("hello".into()), t0),
-        [
-            Output::ToHub(text_msg(CALL, 1, "hello")),
-            Output::Wait(None)
-        ]
+        [Output::ToHub(text_msg(CALL, 1, "hello")), Output::Wait(None)]
     );
-    assert_eq!(
-        sent(&feed(&mut m, Input::SendText("bye".into()), t0)),
-        [text_msg(CALL, 2, "bye")]
-    );
+    assert_eq!(sent(&feed(&mut m, Input::SendText("bye".into()), t0)), [text_msg(CALL, 2, "bye")]);
     assert_eq!(m.unacked_texts(), 2);
 }
 
@@ -851,11 +671,7 @@ fn text_outside_a_call_is_refused() {
     let t0 = Instant::now();
     for mut m in [idle(t0), requesting(t0), waiting(t0), ringing(t0)] {
         let state = m.state();
-        assert_eq!(
-            m.handle_input(Input::SendText("hi".into()), t0),
-            Err(CallError::NotInCall),
-            "{state:?}"
-        );
+        assert_eq!(m.handle_input(Input::SendText("hi".into()), t0), Err(CallError::NotInCall), "{state:?}");
         assert_eq!(drain(&mut m), [Output::Wait(None)], "{state:?}");
     }
 }
@@ -864,19 +680,9 @@ fn text_outside_a_call_is_refused() {
 fn text_after_the_call_ended_is_refused() {
     let t0 = Instant::now();
     let mut m = connected(t0);
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
 
-    assert_eq!(
-        m.handle_input(Input::SendText("hi".into()), t0),
-        Err(CallError::NotInCall)
-    );
+    assert_eq!(m.handle_input(Input::SendText("hi".into()), t0), Err(CallError::NotInCall));
 }
 
 #[test]
@@ -887,10 +693,7 @@ fn invalid_text_is_refused() {
 
     for body in ["", "bell\u{7}", too_long.as_str()] {
         let result = m.handle_input(Input::SendText(body.into()), t0);
-        assert!(
-            matches!(result, Err(CallError::InvalidText(_))),
-            "{body:?}: {result:?}"
-        );
+        assert!(matches!(result, Err(CallError::InvalidText(_))), "{body:?}: {result:?}");
         assert_eq!(drain(&mut m), [Output::Wait(None)]);
     }
     assert_eq!(m.unacked_texts(), 0);
@@ -901,10 +704,7 @@ fn text_with_newline_and_tab_is_accepted() {
     let t0 = Instant::now();
     let mut m = connected(t0);
 
-    assert_eq!(
-        sent(&feed(&mut m, Input::SendText("a\n\tb".into()), t0)),
-        [text_msg(CALL, 1, "a\n\tb")]
-    );
+    assert_eq!(sent(&feed(&mut m, Input::SendText("a\n\tb".into()), t0)), [text_msg(CALL, 1, "a\n\tb")]);
 }
 
 #[test]
@@ -915,10 +715,7 @@ fn texts_past_the_backlog_are_refused() {
         feed(&mut m, Input::SendText("unread".into()), t0);
     }
 
-    assert_eq!(
-        m.handle_input(Input::SendText("one more".into()), t0),
-        Err(CallError::TextBacklog)
-    );
+    assert_eq!(m.handle_input(Input::SendText("one more".into()), t0), Err(CallError::TextBacklog));
     assert_eq!(drain(&mut m), [Output::Wait(None)]);
 }
 
@@ -926,36 +723,19 @@ fn texts_past_the_backlog_are_refused() {
 fn received_text_is_shown_once_and_acknowledged_every_time() {
     let t0 = Instant::now();
     let mut m = connected(t0);
-    let text = HubMsg::Text {
-        call_id: CALL,
-        id: 1,
-        body: "how can I help?".into(),
-    };
+    let text = HubMsg::Text { call_id: CALL, id: 1, body: "how can I help?".into() };
 
     assert_eq!(
         hub(&mut m, text.clone(), t0),
         [
-            Output::ToHub(ClientMsg::TextAck {
-                call_id: CALL,
-                id: 1
-            }),
-            Output::TextReceived {
-                call_id: CALL,
-                id: 1,
-                body: "how can I help?".into()
-            },
+            Output::ToHub(ClientMsg::TextAck { call_id: CALL, id: 1 }),
+            Output::TextReceived { call_id: CALL, id: 1, body: "how can I help?".into() },
             Output::Wait(None),
         ]
     );
     assert_eq!(
         hub(&mut m, text, t0 + secs(1)),
-        [
-            Output::ToHub(ClientMsg::TextAck {
-                call_id: CALL,
-                id: 1
-            }),
-            Output::Wait(None)
-        ]
+        [Output::ToHub(ClientMsg::TextAck { call_id: CALL, id: 1 }), Output::Wait(None)]
     );
 }
 
@@ -965,15 +745,7 @@ fn received_text_for_another_call_is_ignored() {
     let mut m = connected(t0);
 
     assert_eq!(
-        hub(
-            &mut m,
-            HubMsg::Text {
-                call_id: CALL + 1,
-                id: 1,
-                body: "hi".into()
-            },
-            t0
-        ),
+        hub(&mut m, HubMsg::Text { call_id: CALL + 1, id: 1, body: "hi".into() }, t0),
         [Output::Wait(None)]
     );
 }
@@ -983,20 +755,11 @@ fn text_ack_reports_delivery_once() {
     let t0 = Instant::now();
     let mut m = connected(t0);
     feed(&mut m, Input::SendText("hello".into()), t0);
-    let ack = HubMsg::TextAck {
-        call_id: CALL,
-        id: 1,
-    };
+    let ack = HubMsg::TextAck { call_id: CALL, id: 1 };
 
     assert_eq!(
         hub(&mut m, ack.clone(), t0),
-        [
-            Output::TextDelivered {
-                call_id: CALL,
-                id: 1
-            },
-            Output::Wait(None)
-        ]
+        [Output::TextDelivered { call_id: CALL, id: 1 }, Output::Wait(None)]
     );
     assert_eq!(hub(&mut m, ack, t0), [Output::Wait(None)]);
     assert_eq!(m.unacked_texts(), 0);
@@ -1008,17 +771,7 @@ fn text_ack_for_another_call_is_ignored() {
     let mut m = connected(t0);
     feed(&mut m, Input::SendText("hello".into()), t0);
 
-    assert_eq!(
-        hub(
-            &mut m,
-            HubMsg::TextAck {
-                call_id: CALL + 1,
-                id: 1
-            },
-            t0
-        ),
-        [Output::Wait(None)]
-    );
+    assert_eq!(hub(&mut m, HubMsg::TextAck { call_id: CALL + 1, id: 1 }, t0), [Output::Wait(None)]);
     assert_eq!(m.unacked_texts(), 1);
 }
 
@@ -1029,14 +782,7 @@ fn unacknowledged_texts_are_sent_again_after_a_reconnect() {
     for body in ["one", "two", "three"] {
         feed(&mut m, Input::SendText(body.into()), t0);
     }
-    hub(
-        &mut m,
-        HubMsg::TextAck {
-            call_id: CALL,
-            id: 2,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::TextAck { call_id: CALL, id: 2 }, t0);
     feed(&mut m, Input::HubDown, t0 + secs(1));
     feed(&mut m, Input::HubUp, t0 + secs(3));
 
@@ -1055,17 +801,10 @@ fn text_written_while_offline_is_sent_after_the_reconnect() {
     let t0 = Instant::now();
     let mut m = connected(t0);
     feed(&mut m, Input::HubDown, t0);
-    feed(
-        &mut m,
-        Input::SendText("are you there?".into()),
-        t0 + secs(1),
-    );
+    feed(&mut m, Input::SendText("are you there?".into()), t0 + secs(1));
     feed(&mut m, Input::HubUp, t0 + secs(2));
 
-    assert_eq!(
-        sent(&hub(&mut m, connected_msg(CALL), t0 + secs(2))),
-        [text_msg(CALL, 1, "are you there?")]
-    );
+    assert_eq!(sent(&hub(&mut m, connected_msg(CALL), t0 + secs(2))), [text_msg(CALL, 1, "are you there?")]);
 }
 
 #[test]
@@ -1073,24 +812,13 @@ fn next_call_numbers_texts_from_one() {
     let t0 = Instant::now();
     let mut m = connected(t0);
     feed(&mut m, Input::SendText("first call".into()), t0);
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
     press(&mut m, Button::Call, t0 + secs(1));
     hub(&mut m, connected_msg(CALL + 1), t0 + secs(1));
 
     assert_eq!(m.unacked_texts(), 0);
     assert_eq!(
-        sent(&feed(
-            &mut m,
-            Input::SendText("second call".into()),
-            t0 + secs(2)
-        )),
+        sent(&feed(&mut m, Input::SendText("second call".into()), t0 + secs(2))),
         [text_msg(CALL + 1, 1, "second call")]
     );
 }
@@ -1099,41 +827,14 @@ fn next_call_numbers_texts_from_one() {
 fn texts_of_the_next_call_are_shown_even_with_reused_ids() {
     let t0 = Instant::now();
     let mut m = connected(t0);
-    hub(
-        &mut m,
-        HubMsg::Text {
-            call_id: CALL,
-            id: 1,
-            body: "first".into(),
-        },
-        t0,
-    );
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::Text { call_id: CALL, id: 1, body: "first".into() }, t0);
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
     press(&mut m, Button::Call, t0 + secs(1));
     hub(&mut m, connected_msg(CALL + 1), t0 + secs(1));
 
-    let out = hub(
-        &mut m,
-        HubMsg::Text {
-            call_id: CALL + 1,
-            id: 1,
-            body: "second".into(),
-        },
-        t0 + secs(2),
-    );
+    let out = hub(&mut m, HubMsg::Text { call_id: CALL + 1, id: 1, body: "second".into() }, t0 + secs(2));
     assert!(
-        out.contains(&Output::TextReceived {
-            call_id: CALL + 1,
-            id: 1,
-            body: "second".into()
-        }),
+        out.contains(&Output::TextReceived { call_id: CALL + 1, id: 1, body: "second".into() }),
         "{out:?}"
     );
 }
@@ -1144,25 +845,12 @@ fn texts_of_the_next_call_are_shown_even_with_reused_ids() {
 fn any_input_after_the_ended_screen_deadline_returns_to_idle() {
     let t0 = Instant::now();
     let mut m = connected(t0);
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
     let late = t0 + secs(3600);
 
     // The refusal does not keep the machine on a screen whose deadline passed.
-    assert_eq!(
-        m.handle_input(Input::SendText("hi".into()), late),
-        Err(CallError::NotInCall)
-    );
-    assert_eq!(
-        drain(&mut m),
-        [Output::State(KioskState::Idle), Output::Wait(None)]
-    );
+    assert_eq!(m.handle_input(Input::SendText("hi".into()), late), Err(CallError::NotInCall));
+    assert_eq!(drain(&mut m), [Output::State(KioskState::Idle), Output::Wait(None)]);
 }
 
 // ----- in_call -----
@@ -1177,12 +865,7 @@ fn in_call_holds_from_request_to_connected_and_while_resuming() {
         (waiting_state(1, None), true),
         (KioskState::Ringing, true),
         (connected_state(), true),
-        (
-            KioskState::Ended {
-                reason: EndReason::AgentHungUp,
-            },
-            false,
-        ),
+        (KioskState::Ended { reason: EndReason::AgentHungUp }, false),
         (KioskState::Busy, false),
     ];
     for (state, in_call) in cases {
@@ -1201,19 +884,9 @@ fn machine_in_call_follows_the_call() {
 
     let mut m = connected(t0);
     feed(&mut m, Input::HubDown, t0);
-    assert!(
-        m.state().in_call(),
-        "a held call keeps OTA updates away while offline"
-    );
+    assert!(m.state().in_call(), "a held call keeps OTA updates away while offline");
     feed(&mut m, Input::HubUp, t0);
-    hub(
-        &mut m,
-        HubMsg::CallEnded {
-            call_id: CALL,
-            reason: EndReason::AgentHungUp,
-        },
-        t0,
-    );
+    hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::AgentHungUp }, t0);
     assert!(!m.state().in_call());
 }
 
@@ -1241,15 +914,11 @@ fn hub_msg() -> impl Strategy<Value = HubMsg> {
     let call_id = 1..4u64;
     let text_id = 1..4u64;
     prop_oneof![
-        (call_id.clone(), 1..5u32, proptest::option::of(0..120u32))
-            .prop_map(|(c, p, e)| queued(c, p, e)),
+        (call_id.clone(), 1..5u32, proptest::option::of(0..120u32)).prop_map(|(c, p, e)| queued(c, p, e)),
         (0..60u32).prop_map(|retry_after_s| HubMsg::Busy { retry_after_s }),
-        call_id
-            .clone()
-            .prop_map(|call_id| HubMsg::Ringing { call_id }),
+        call_id.clone().prop_map(|call_id| HubMsg::Ringing { call_id }),
         call_id.clone().prop_map(connected_msg),
-        (call_id.clone(), end_reason())
-            .prop_map(|(call_id, reason)| HubMsg::CallEnded { call_id, reason }),
+        (call_id.clone(), end_reason()).prop_map(|(call_id, reason)| HubMsg::CallEnded { call_id, reason }),
         (call_id.clone(), text_id.clone()).prop_map(|(call_id, id)| HubMsg::Text {
             call_id,
             id,

@@ -65,18 +65,12 @@ pub struct Debouncer {
 
 impl Debouncer {
     pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            last_edge: None,
-            down: false,
-        }
+        Self { window, last_edge: None, down: false }
     }
 
     /// Feeds one raw edge of this button; true when it is a press.
     pub fn handle_edge(&mut self, pressed: bool, at: Duration) -> bool {
-        let quiet = self
-            .last_edge
-            .is_none_or(|last| at.saturating_sub(last) >= self.window);
+        let quiet = self.last_edge.is_none_or(|last| at.saturating_sub(last) >= self.window);
         let press = pressed && quiet && !self.down;
         self.last_edge = Some(at);
         // While bouncing the level is unreliable; it is trusted again once quiet.
@@ -91,47 +85,38 @@ impl Debouncer {
 /// Starts the button thread: reads `source`, debounces, and sends presses into the returned
 /// channel. The thread ends when the receiver is dropped or the source fails; its last error is
 /// logged and the channel closes, which the driver treats as the buttons being gone.
-pub fn spawn(
-    mut source: Box<dyn Buttons>,
-    window: Duration,
-) -> std::io::Result<mpsc::Receiver<ButtonEvent>> {
+pub fn spawn(mut source: Box<dyn Buttons>, window: Duration) -> std::io::Result<mpsc::Receiver<ButtonEvent>> {
     // Presses are rare and never dropped: a small channel with back-pressure.
     let (tx, rx) = mpsc::channel(16);
-    std::thread::Builder::new()
-        .name("buttons".into())
-        .spawn(move || {
-            let origin = source.origin();
-            let mut call = Debouncer::new(window);
-            let mut hangup = Debouncer::new(window);
-            loop {
-                let edge = match source.next_edge() {
-                    Ok(edge) => edge,
-                    Err(HwError::Closed(what)) => {
-                        info!(source = what, "button input closed");
-                        return;
-                    }
-                    Err(e) => {
-                        error!(error = %e, "buttons failed");
-                        return;
-                    }
-                };
-                let deb = match edge.button {
-                    Button::Call => &mut call,
-                    Button::HangUp => &mut hangup,
-                };
-                if deb.handle_edge(edge.pressed, edge.at) {
-                    debug!(button = edge.button.as_str(), "press");
-                    let ev = ButtonEvent {
-                        button: edge.button,
-                        at: edge.at,
-                        origin,
-                    };
-                    if tx.blocking_send(ev).is_err() {
-                        return;
-                    }
+    std::thread::Builder::new().name("buttons".into()).spawn(move || {
+        let origin = source.origin();
+        let mut call = Debouncer::new(window);
+        let mut hangup = Debouncer::new(window);
+        loop {
+            let edge = match source.next_edge() {
+                Ok(edge) => edge,
+                Err(HwError::Closed(what)) => {
+                    info!(source = what, "button input closed");
+                    return;
+                }
+                Err(e) => {
+                    error!(error = %e, "buttons failed");
+                    return;
+                }
+            };
+            let deb = match edge.button {
+                Button::Call => &mut call,
+                Button::HangUp => &mut hangup,
+            };
+            if deb.handle_edge(edge.pressed, edge.at) {
+                debug!(button = edge.button.as_str(), "press");
+                let ev = ButtonEvent { button: edge.button, at: edge.at, origin };
+                if tx.blocking_send(ev).is_err() {
+                    return;
                 }
             }
-        })?;
+        }
+    })?;
     Ok(rx)
 }
 
@@ -179,10 +164,8 @@ mod tests {
     #[test]
     fn thirty_ms_bounce_gives_one_press() {
         let mut d = Debouncer::new(ms(50));
-        let presses = bouncy_press(1000, 30, 200, 3)
-            .into_iter()
-            .filter(|&(p, t)| d.handle_edge(p, t))
-            .count();
+        let presses =
+            bouncy_press(1000, 30, 200, 3).into_iter().filter(|&(p, t)| d.handle_edge(p, t)).count();
         assert_eq!(presses, 1);
     }
 

@@ -21,12 +21,7 @@ pub struct GpioLeds {
 }
 
 impl GpioLeds {
-    pub fn open(
-        chip: PathBuf,
-        call: Offset,
-        busy: Offset,
-        active_low: bool,
-    ) -> Result<Self, HwError> {
+    pub fn open(chip: PathBuf, call: Offset, busy: Offset, active_low: bool) -> Result<Self, HwError> {
         let mut builder = Request::builder();
         builder
             .on_chip(chip.clone())
@@ -41,11 +36,7 @@ impl GpioLeds {
             path: chip,
             source: Box::new(e),
         })?;
-        Ok(Self {
-            request,
-            call,
-            busy,
-        })
+        Ok(Self { request, call, busy })
     }
 }
 
@@ -57,10 +48,7 @@ impl Leds for GpioLeds {
         for (line, value) in [(self.call, on(ready)), (self.busy, on(busy))] {
             self.request
                 .set_value(line, value)
-                .map_err(|e| HwError::Io {
-                    what: "setting a GPIO LED",
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| HwError::Io { what: "setting a GPIO LED", source: Box::new(e) })?;
         }
         Ok(())
     }

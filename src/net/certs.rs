@@ -10,8 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration as TimeDuration, OffsetDateTime};
@@ -66,10 +66,7 @@ impl Authority {
     pub fn generate(name: &str, days: i64) -> Result<Self, CertError> {
         let key = KeyPair::generate()?;
         let cert = ca_params(name, days).self_signed(&key)?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            key,
-        })
+        Ok(Self { cert_pem: cert.pem(), key })
     }
 
     /// Loads a CA written by [`Authority::write`].
@@ -81,10 +78,7 @@ impl Authority {
 
     /// Writes `ca.pem` (0644) and `ca.key` (0600) into `dir`; refuses to overwrite a CA.
     pub fn write(&self, dir: &Path) -> Result<(), CertError> {
-        fs::create_dir_all(dir).map_err(|source| CertError::Io {
-            path: dir.into(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.into(), source })?;
         let key_path = dir.join("ca.key");
         if key_path.exists() {
             return Err(CertError::Invalid(format!(
@@ -110,12 +104,8 @@ impl Authority {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "kioskd");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, role.as_str());
+        params.distinguished_name.push(DnType::OrganizationName, "kioskd");
+        params.distinguished_name.push(DnType::OrganizationalUnitName, role.as_str());
         params.distinguished_name.push(DnType::CommonName, id);
         let now = OffsetDateTime::now_utc();
         params.not_before = now - TimeDuration::hours(1);
@@ -126,14 +116,13 @@ impl Authority {
             Role::Hub => {
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
                 for name in dns {
-                    let name = name.clone().try_into().map_err(|e: rcgen::Error| {
-                        CertError::Invalid(format!("DNS name `{name}`: {e}"))
-                    })?;
+                    let name = name
+                        .clone()
+                        .try_into()
+                        .map_err(|e: rcgen::Error| CertError::Invalid(format!("DNS name `{name}`: {e}")))?;
                     params.subject_alt_names.push(SanType::DnsName(name));
                 }
-                params
-                    .subject_alt_names
-                    .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+                params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
                 if params.subject_alt_names.is_empty() {
                     return Err(CertError::Invalid(
                         "a hub certificate needs at least one --dns name or --ip".into(),
@@ -146,24 +135,15 @@ impl Authority {
         }
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
 impl Issued {
     /// Writes `<name>.pem` (0644) and `<name>.key` (0600) into `dir`.
     pub fn write(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
-        fs::create_dir_all(dir).map_err(|source| CertError::Io {
-            path: dir.into(),
-            source,
-        })?;
-        let (cert, key) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
+        fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.into(), source })?;
+        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
         write_file(&key, &self.key_pem, 0o600)?;
         write_file(&cert, &self.cert_pem, 0o644)?;
         Ok((cert, key))
@@ -178,9 +158,7 @@ pub fn file_stem(id: &str) -> String {
 fn ca_params(name: &str, days: i64) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "kioskd");
+    params.distinguished_name.push(DnType::OrganizationName, "kioskd");
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -191,24 +169,13 @@ fn ca_params(name: &str, days: i64) -> CertificateParams {
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
-    fs::read_to_string(path).map_err(|source| CertError::Io {
-        path: path.into(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| CertError::Io { path: path.into(), source })
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertError> {
-    let io = |source| CertError::Io {
-        path: path.into(),
-        source,
-    };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io)?;
+    let io = |source| CertError::Io { path: path.into(), source };
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;
     // `mode` applies only when the file is created: enforce it for an existing file too.
     use std::os::unix::fs::PermissionsExt;
@@ -223,19 +190,11 @@ mod tests {
     #[test]
     fn issued_certificates_carry_role_and_id() {
         let ca = Authority::generate("test CA", 30).unwrap();
-        let kiosk = ca
-            .issue(Role::Kiosk, "branch-12/kiosk-3", &[], &[], 30)
-            .unwrap();
+        let kiosk = ca.issue(Role::Kiosk, "branch-12/kiosk-3", &[], &[], 30).unwrap();
         let m = kiosk.material(&ca).unwrap();
         let ident = identity_from_cert(&m.chain[0]).unwrap();
-        assert_eq!(
-            (ident.role, ident.id.as_str()),
-            (Role::Kiosk, "branch-12/kiosk-3")
-        );
-        assert!(
-            ca.issue(Role::Hub, "hub", &[], &[], 30).is_err(),
-            "hub needs a name"
-        );
+        assert_eq!((ident.role, ident.id.as_str()), (Role::Kiosk, "branch-12/kiosk-3"));
+        assert!(ca.issue(Role::Hub, "hub", &[], &[], 30).is_err(), "hub needs a name");
         assert!(ca.issue(Role::Agent, "bad id!", &[], &[], 30).is_err());
     }
 
@@ -246,17 +205,11 @@ mod tests {
         let ca = Authority::generate("test CA", 30).unwrap();
         ca.write(dir.path()).unwrap();
         assert!(ca.write(dir.path()).is_err(), "never overwrites a CA");
-        let mode = fs::metadata(dir.path().join("ca.key"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let back = Authority::load(dir.path()).unwrap();
         let agent = back.issue(Role::Agent, "agent-1", &[], &[], 30).unwrap();
         let (_, key) = agent.write(dir.path(), "agent-1").unwrap();
-        assert_eq!(
-            fs::metadata(key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

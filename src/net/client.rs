@@ -42,9 +42,8 @@ pub struct Session {
 
 /// A client endpoint bound to an ephemeral port of the right address family.
 pub fn endpoint(config: quinn::ClientConfig, ipv6: bool) -> std::io::Result<Endpoint> {
-    let bind: SocketAddr = if ipv6 { "[::]:0" } else { "0.0.0.0:0" }
-        .parse()
-        .map_err(std::io::Error::other)?;
+    let bind: SocketAddr =
+        if ipv6 { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(std::io::Error::other)?;
     let mut ep = Endpoint::client(bind)?;
     ep.set_default_client_config(config);
     Ok(ep)
@@ -66,12 +65,9 @@ pub async fn connect(
     server_name: &str,
     role: Role,
 ) -> Result<Session, ClientError> {
-    let connecting = endpoint
-        .connect(addr, server_name)
-        .map_err(|e| ClientError::Connect(addr, e.to_string()))?;
-    let conn = connecting
-        .await
-        .map_err(|e| ClientError::Connect(addr, e.to_string()))?;
+    let connecting =
+        endpoint.connect(addr, server_name).map_err(|e| ClientError::Connect(addr, e.to_string()))?;
+    let conn = connecting.await.map_err(|e| ClientError::Connect(addr, e.to_string()))?;
     let (send, recv) = conn.open_bi().await?;
     let mut writer = ControlWriter::new(send);
     let mut reader = ControlReader::new(recv);
@@ -81,19 +77,12 @@ pub async fn connect(
         .await
         .map_err(|_| ClientError::NoWelcome)?;
     match first {
-        Ok(HubMsg::Welcome { id, .. }) => Ok(Session {
-            conn,
-            writer,
-            reader,
-            id,
-            remote: addr,
-        }),
+        Ok(HubMsg::Welcome { id, .. }) => Ok(Session { conn, writer, reader, id, remote: addr }),
         Ok(HubMsg::Error { message, .. }) => Err(ClientError::Refused(message)),
         Ok(other) => Err(ClientError::Unexpected(other.kind())),
         Err(ControlError::Read(_) | ControlError::Closed) => {
-            let reason = conn
-                .close_reason()
-                .map_or_else(|| "connection closed".to_string(), |r| r.to_string());
+            let reason =
+                conn.close_reason().map_or_else(|| "connection closed".to_string(), |r| r.to_string());
             Err(ClientError::Refused(reason))
         }
         Err(e) => Err(e.into()),

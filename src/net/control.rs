@@ -28,10 +28,7 @@ pub struct ControlReader {
 
 impl ControlReader {
     pub fn new(recv: RecvStream) -> Self {
-        Self {
-            recv,
-            decoder: FrameDecoder::new(),
-        }
+        Self { recv, decoder: FrameDecoder::new() }
     }
 
     /// The next message; `Err(Closed)` at a clean end of stream.
@@ -57,10 +54,7 @@ pub struct ControlWriter {
 
 impl ControlWriter {
     pub fn new(send: SendStream) -> Self {
-        Self {
-            send,
-            buf: Vec::with_capacity(512),
-        }
+        Self { send, buf: Vec::with_capacity(512) }
     }
 
     pub async fn send<M: Message>(&mut self, msg: &M) -> Result<(), ControlError> {

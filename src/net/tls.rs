@@ -58,39 +58,25 @@ pub struct TlsMaterial {
 
 impl Clone for TlsMaterial {
     fn clone(&self) -> Self {
-        Self {
-            ca: self.ca.clone(),
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
+        Self { ca: self.ca.clone(), chain: self.chain.clone(), key: self.key.clone_key() }
     }
 }
 
 impl TlsMaterial {
     /// Loads PEM files: the CA certificate(s), this process's certificate chain and its key.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        Ok(Self {
-            ca: read_certs(ca)?,
-            chain: read_certs(cert)?,
-            key: read_key(key)?,
-        })
+        Ok(Self { ca: read_certs(ca)?, chain: read_certs(cert)?, key: read_key(key)? })
     }
 
     /// The identity written in this process's own certificate.
     pub fn identity(&self) -> Result<Identity, TlsError> {
-        let leaf = self
-            .chain
-            .first()
-            .ok_or_else(|| TlsError::NoCertificate("chain".into()))?;
+        let leaf = self.chain.first().ok_or_else(|| TlsError::NoCertificate("chain".into()))?;
         identity_from_cert(leaf)
     }
 }
 
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read_err = |source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    };
+    let read_err = |source| TlsError::Read { path: path.display().to_string(), source };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(read_err)?
         .collect::<Result<Vec<_>, _>>()
@@ -102,16 +88,13 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })
 }
 
 /// Reads role (OU) and id (CN) from a DER certificate.
 pub fn identity_from_cert(der: &[u8]) -> Result<Identity, TlsError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Parse(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Parse(e.to_string()))?;
     let subject = cert.subject();
     let role = subject
         .iter_organizational_unit()
@@ -124,10 +107,7 @@ pub fn identity_from_cert(der: &[u8]) -> Result<Identity, TlsError> {
         .and_then(|cn| cn.as_str().ok())
         .ok_or_else(|| TlsError::BadId("no common name".into()))?;
     validate_id(id).map_err(TlsError::BadId)?;
-    Ok(Identity {
-        role,
-        id: id.to_string(),
-    })
+    Ok(Identity { role, id: id.to_string() })
 }
 
 /// Ids are printable names such as `branch-12/kiosk-3`: letters, digits and `-_./@`,
@@ -136,13 +116,8 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_ID_BYTES {
         return Err(format!("`{id}` must be 1 to {MAX_ID_BYTES} bytes"));
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_./@".contains(*c)))
-    {
-        return Err(format!(
-            "`{id}` contains `{c}`; use letters, digits and - _ . / @"
-        ));
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_./@".contains(*c))) {
+        return Err(format!("`{id}` contains `{c}`; use letters, digits and - _ . / @"));
     }
     Ok(())
 }
@@ -163,9 +138,7 @@ fn roots(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsError> {
 /// "offline" within seconds), keep-alives below the idle timeout.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-        6_000,
-    ))));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6_000))));
     t.keep_alive_interval(Some(Duration::from_secs(1)));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
@@ -176,16 +149,15 @@ pub fn transport_config() -> quinn::TransportConfig {
 pub fn server_config(m: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider.clone())
-            .build()?;
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider.clone()).build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(m.chain.clone(), m.key.clone_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0; // no 0-RTT: every connection proves its identity first
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config()));
     Ok(config)
@@ -206,8 +178,8 @@ pub fn client_config(m: &TlsMaterial) -> Result<quinn::ClientConfig, TlsError> {
         .with_custom_certificate_verifier(Arc::new(HubVerifier { inner }))
         .with_client_auth_cert(m.chain.clone(), m.key.clone_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config()));
     Ok(config)
@@ -229,16 +201,12 @@ impl ServerCertVerifier for HubVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         match identity_from_cert(end_entity) {
-            Ok(Identity {
-                role: Role::Hub, ..
-            }) => Ok(verified),
-            _ => Err(rustls::Error::General(
-                "the server's certificate is not a kioskd hub certificate".into(),
-            )),
+            Ok(Identity { role: Role::Hub, .. }) => Ok(verified),
+            _ => {
+                Err(rustls::Error::General("the server's certificate is not a kioskd hub certificate".into()))
+            }
         }
     }
 
@@ -271,8 +239,6 @@ pub fn peer_identity(conn: &quinn::Connection) -> Result<Identity, TlsError> {
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| TlsError::NoCertificate("the peer".into()))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| TlsError::NoCertificate("the peer".into()))?;
+    let leaf = certs.first().ok_or_else(|| TlsError::NoCertificate("the peer".into()))?;
     identity_from_cert(leaf)
 }

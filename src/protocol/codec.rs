@@ -150,23 +150,14 @@ mod tests {
     #[test]
     fn round_trip_every_client_kind() {
         let msgs = [
-            ClientMsg::Hello {
-                role: Role::Agent,
-                software: "kioskd 0.1".into(),
-            },
+            ClientMsg::Hello { role: Role::Agent, software: "kioskd 0.1".into() },
             ClientMsg::RequestAgent { resume: Some(7) },
             ClientMsg::RequestAgent { resume: None },
             ClientMsg::HangUp { call_id: 3 },
-            ClientMsg::SetPresence {
-                presence: Presence::Close,
-            },
+            ClientMsg::SetPresence { presence: Presence::Close },
             ClientMsg::Accept { call_id: 1 },
             ClientMsg::Decline { call_id: 1 },
-            ClientMsg::Text {
-                call_id: 1,
-                id: 1,
-                body: "héllo\nyou 你好".into(),
-            },
+            ClientMsg::Text { call_id: 1, id: 1, body: "héllo\nyou 你好".into() },
             ClientMsg::TextAck { call_id: 1, id: 1 },
         ];
         for msg in msgs {
@@ -181,11 +172,7 @@ mod tests {
     fn partial_frames_need_more() {
         let bytes = frame(&ClientMsg::Accept { call_id: 42 });
         for cut in 0..bytes.len() {
-            assert_eq!(
-                decode_frame::<ClientMsg>(&bytes[..cut]),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(decode_frame::<ClientMsg>(&bytes[..cut]), Ok(None), "cut at {cut}");
         }
     }
 
@@ -201,13 +188,7 @@ mod tests {
                 got.push(m);
             }
         }
-        assert_eq!(
-            got,
-            [
-                ClientMsg::Accept { call_id: 1 },
-                ClientMsg::HangUp { call_id: 2 }
-            ]
-        );
+        assert_eq!(got, [ClientMsg::Accept { call_id: 1 }, ClientMsg::HangUp { call_id: 2 }]);
         assert_eq!(dec.buffered(), 0);
     }
 
@@ -215,18 +196,12 @@ mod tests {
     fn oversized_length_refused_before_body_arrives() {
         let mut bytes = vec![PROTOCOL_VERSION];
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(
-            decode_frame::<ClientMsg>(&bytes),
-            Err(DecodeError::TooLong(u32::MAX as usize))
-        );
+        assert_eq!(decode_frame::<ClientMsg>(&bytes), Err(DecodeError::TooLong(u32::MAX as usize)));
     }
 
     #[test]
     fn wrong_version_refused() {
-        assert_eq!(
-            decode_frame::<ClientMsg>(&[9, 0, 0, 0, 2]),
-            Err(DecodeError::Version(9))
-        );
+        assert_eq!(decode_frame::<ClientMsg>(&[9, 0, 0, 0, 2]), Err(DecodeError::Version(9)));
     }
 
     #[test]
@@ -242,34 +217,17 @@ mod tests {
         let mut bytes = vec![PROTOCOL_VERSION];
         bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
         bytes.extend_from_slice(body);
-        assert!(matches!(
-            decode_frame::<ClientMsg>(&bytes),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_frame::<ClientMsg>(&bytes), Err(DecodeError::Malformed(_))));
     }
 
     #[test]
     fn text_bounds_enforced() {
         let long = "x".repeat(crate::protocol::MAX_TEXT_BYTES + 1);
-        let msg = ClientMsg::Text {
-            call_id: 1,
-            id: 1,
-            body: long,
-        };
+        let msg = ClientMsg::Text { call_id: 1, id: 1, body: long };
         let bytes = frame(&msg);
-        assert!(matches!(
-            decode_frame::<ClientMsg>(&bytes),
-            Err(DecodeError::Invalid(_))
-        ));
-        let msg = ClientMsg::Text {
-            call_id: 1,
-            id: 1,
-            body: "bell\u{7}".into(),
-        };
-        assert!(matches!(
-            decode_frame::<ClientMsg>(&frame(&msg)),
-            Err(DecodeError::Invalid(_))
-        ));
+        assert!(matches!(decode_frame::<ClientMsg>(&bytes), Err(DecodeError::Invalid(_))));
+        let msg = ClientMsg::Text { call_id: 1, id: 1, body: "bell\u{7}".into() };
+        assert!(matches!(decode_frame::<ClientMsg>(&frame(&msg)), Err(DecodeError::Invalid(_))));
     }
 
     proptest! {

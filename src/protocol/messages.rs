@@ -43,9 +43,7 @@ impl std::str::FromStr for Role {
             "kiosk" => Ok(Role::Kiosk),
             "agent" => Ok(Role::Agent),
             "hub" => Ok(Role::Hub),
-            other => Err(format!(
-                "unknown role `{other}` (expected kiosk, agent or hub)"
-            )),
+            other => Err(format!("unknown role `{other}` (expected kiosk, agent or hub)")),
         }
     }
 }
@@ -161,11 +159,7 @@ pub enum ClientMsg {
     /// Agent: refuse the offered call; it goes to the next IDLE agent.
     Decline { call_id: CallId },
     /// Either party: a text message in a call. `id` counts from 1 per sender and call.
-    Text {
-        call_id: CallId,
-        id: u64,
-        body: String,
-    },
+    Text { call_id: CallId, id: u64, body: String },
     /// Either party: the text `id` from the other party was shown.
     TextAck { call_id: CallId, id: u64 },
 }
@@ -220,17 +214,9 @@ pub enum HubMsg {
     /// Kiosk: an agent is being offered this call.
     Ringing { call_id: CallId },
     /// Agent: a call is offered. Answer with `accept` or `decline` within `timeout_ms`.
-    Offer {
-        call_id: CallId,
-        kiosk: String,
-        waited_ms: u64,
-        timeout_ms: u64,
-    },
+    Offer { call_id: CallId, kiosk: String, waited_ms: u64, timeout_ms: u64 },
     /// Agent: the offer is no longer valid.
-    OfferWithdrawn {
-        call_id: CallId,
-        reason: WithdrawReason,
-    },
+    OfferWithdrawn { call_id: CallId, reason: WithdrawReason },
     /// Both: the call is connected. `peer` is the other party's id.
     Connected { call_id: CallId, peer: String },
     /// Agent: the kiosk's connection is lost (`present: false`) or back (`true`).
@@ -240,11 +226,7 @@ pub enum HubMsg {
     /// Agent: the room's state changed.
     Room { state: RoomState },
     /// Both: a text from the other party.
-    Text {
-        call_id: CallId,
-        id: u64,
-        body: String,
-    },
+    Text { call_id: CallId, id: u64, body: String },
     /// Both: the other party showed the text `id`.
     TextAck { call_id: CallId, id: u64 },
     /// The hub refuses what the peer did; `fatal` means the connection is closed next.
@@ -295,14 +277,8 @@ pub fn check_text(body: &str) -> Result<(), String> {
         return Err("empty text".into());
     }
     check_len("text", body, MAX_TEXT_BYTES)?;
-    if let Some(c) = body
-        .chars()
-        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
-    {
-        return Err(format!(
-            "text contains control character U+{:04X}",
-            c as u32
-        ));
+    if let Some(c) = body.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+        return Err(format!("text contains control character U+{:04X}", c as u32));
     }
     Ok(())
 }

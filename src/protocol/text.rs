@@ -19,10 +19,7 @@ pub struct TextOutbox {
 
 impl TextOutbox {
     pub fn new() -> Self {
-        Self {
-            next_id: 1,
-            unacked: BTreeMap::new(),
-        }
+        Self { next_id: 1, unacked: BTreeMap::new() }
     }
 
     /// Stores `body` and gives its id, or `None` when [`MAX_UNACKED`] texts are still

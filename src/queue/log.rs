@@ -82,9 +82,7 @@ impl CallHistory {
     /// Time from connected to ended.
     pub fn handle_time(&self) -> Option<Duration> {
         let ended = self.finished_ms?;
-        Some(Duration::from_millis(
-            ended.checked_sub(self.connected_ms?)?,
-        ))
+        Some(Duration::from_millis(ended.checked_sub(self.connected_ms?)?))
     }
 
     pub fn is_open(&self) -> bool {
@@ -144,28 +142,16 @@ impl LogSummary {
 
     /// Handle times of the most recent `n` answered calls, oldest first.
     pub fn recent_handle_times(&self, n: usize) -> Vec<Duration> {
-        let mut answered: Vec<_> = self
-            .calls
-            .values()
-            .filter_map(|c| Some((c.finished_ms?, c.handle_time()?)))
-            .collect();
+        let mut answered: Vec<_> =
+            self.calls.values().filter_map(|c| Some((c.finished_ms?, c.handle_time()?))).collect();
         answered.sort();
-        answered
-            .iter()
-            .rev()
-            .take(n)
-            .rev()
-            .map(|(_, d)| *d)
-            .collect()
+        answered.iter().rev().take(n).rev().map(|(_, d)| *d).collect()
     }
 
     /// Calls that were queued or in progress when the log ends (the hub stopped without
     /// closing them).
     pub fn open_calls(&self) -> impl Iterator<Item = (CallId, &CallHistory)> {
-        self.calls
-            .iter()
-            .filter(|(_, c)| c.is_open())
-            .map(|(id, c)| (*id, c))
+        self.calls.iter().filter(|(_, c)| c.is_open()).map(|(id, c)| (*id, c))
     }
 
     pub fn report(&self) -> Report {
@@ -194,11 +180,7 @@ impl LogSummary {
             }
         }
         Report {
-            calls: self
-                .calls
-                .values()
-                .filter(|c| c.queued_ms.is_some())
-                .count(),
+            calls: self.calls.values().filter(|c| c.queued_ms.is_some()).count(),
             answered,
             abandoned,
             open,
@@ -246,13 +228,7 @@ impl Percentiles {
             let idx = ((p / 100.0) * v.len() as f64).ceil() as usize;
             v[idx.clamp(1, v.len()) - 1]
         };
-        Percentiles {
-            count: v.len(),
-            p50: rank(50.0),
-            p95: rank(95.0),
-            p99: rank(99.0),
-            max: v[v.len() - 1],
-        }
+        Percentiles { count: v.len(), p50: rank(50.0), p95: rank(95.0), p99: rank(99.0), max: v[v.len() - 1] }
     }
 }
 
@@ -286,10 +262,7 @@ mod tests {
         ];
         let s = LogSummary::from_lines(lines.iter().map(String::as_str));
         let r = s.report();
-        assert_eq!(
-            (r.calls, r.answered, r.abandoned, r.open, r.bad_lines),
-            (3, 1, 1, 1, 1)
-        );
+        assert_eq!((r.calls, r.answered, r.abandoned, r.open, r.bad_lines), (3, 1, 1, 1, 1));
         assert_eq!(r.wait_ms.p50, 2000.0);
         assert_eq!(r.handle_ms.p50, 60000.0);
         assert_eq!(s.next_call_id(), 4);

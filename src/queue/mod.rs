@@ -20,9 +20,7 @@ pub mod log;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{
-    CallId, ClientMsg, EndReason, HubMsg, Presence, Role, RoomState, WithdrawReason,
-};
+use crate::protocol::{CallId, ClientMsg, EndReason, HubMsg, Presence, Role, RoomState, WithdrawReason};
 pub use log::{Event, EventRecord, LogSummary};
 
 /// A connection, numbered by the driver. Never reused within a hub's life.
@@ -70,11 +68,7 @@ const MAX_PENDING_OUTPUTS: usize = 100_000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// A peer completed mutual TLS. `role` and `id` come from its certificate.
-    Connected {
-        peer: PeerId,
-        role: Role,
-        id: String,
-    },
+    Connected { peer: PeerId, role: Role, id: String },
     /// A decoded control message from a peer.
     Message { peer: PeerId, msg: ClientMsg },
     /// The peer's connection ended (closed, timed out or refused).
@@ -219,18 +213,8 @@ impl AgentQueue {
         self.next_call = self.next_call.max(summary.next_call_id());
         self.handle_times = summary.recent_handle_times(HANDLE_WINDOW).into();
         for (id, call) in summary.open_calls() {
-            let event = if call.connected_ms.is_some() {
-                Event::Ended
-            } else {
-                Event::Abandoned
-            };
-            let mut rec = self.record(
-                now,
-                event,
-                Some(id),
-                call.kiosk.as_deref(),
-                call.agent.as_deref(),
-            );
+            let event = if call.connected_ms.is_some() { Event::Ended } else { Event::Abandoned };
+            let mut rec = self.record(now, event, Some(id), call.kiosk.as_deref(), call.agent.as_deref());
             rec.detail = Some("hub_restart".into());
             self.out.push_back(Output::Event(rec));
         }
@@ -252,17 +236,9 @@ impl AgentQueue {
             .front()
             .and_then(|id| self.calls.get(id))
             .map(|c| now.saturating_duration_since(c.requested_at));
-        let calls_connected = self
-            .calls
-            .values()
-            .filter(|c| matches!(c.phase, Phase::Connected { .. }))
-            .count();
-        Snapshot {
-            waiting,
-            oldest_wait,
-            agents,
-            calls_connected,
-        }
+        let calls_connected =
+            self.calls.values().filter(|c| matches!(c.phase, Phase::Connected { .. })).count();
+        Snapshot { waiting, oldest_wait, agents, calls_connected }
     }
 
     /// Feeds one input. Drain [`AgentQueue::poll_output`] to `Wait` afterwards.
@@ -286,9 +262,7 @@ impl AgentQueue {
     /// The next thing to do; `Output::Wait` when there is nothing until the deadline.
     #[must_use]
     pub fn poll_output(&mut self) -> Output {
-        self.out
-            .pop_front()
-            .unwrap_or_else(|| Output::Wait(self.poll_timeout()))
+        self.out.pop_front().unwrap_or_else(|| Output::Wait(self.poll_timeout()))
     }
 
     /// The earliest deadline: an offer, a wrap-up or a kiosk's grace period.
@@ -311,26 +285,12 @@ impl AgentQueue {
         }
         // A second connection with the same identity replaces the first (a kiosk that
         // reconnects before the hub noticed the old connection was gone).
-        let old = self
-            .peers
-            .iter()
-            .find(|(_, p)| p.id == id && p.role == role)
-            .map(|(&old, _)| old);
+        let old = self.peers.iter().find(|(_, p)| p.id == id && p.role == role).map(|(&old, _)| old);
         if let Some(old) = old {
-            self.close(
-                old,
-                "replaced by a new connection with the same certificate".into(),
-            );
+            self.close(old, "replaced by a new connection with the same certificate".into());
             self.on_disconnected(old, now);
         }
-        self.peers.insert(
-            peer,
-            Peer {
-                role,
-                id,
-                greeted: false,
-            },
-        );
+        self.peers.insert(peer, Peer { role, id, greeted: false });
     }
 
     fn on_message(&mut self, peer: PeerId, msg: ClientMsg, now: Instant) {
@@ -344,13 +304,7 @@ impl AgentQueue {
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.greeted = true;
                     }
-                    self.send(
-                        peer,
-                        HubMsg::Welcome {
-                            id: id.clone(),
-                            role,
-                        },
-                    );
+                    self.send(peer, HubMsg::Welcome { id: id.clone(), role });
                     match role {
                         Role::Kiosk => {
                             self.kiosks.insert(id, peer);
@@ -359,67 +313,28 @@ impl AgentQueue {
                         Role::Hub => {}
                     }
                 }
-                ClientMsg::Hello { role: claimed, .. } => self.refuse(
-                    peer,
-                    format!("certificate is for a {role}; it cannot act as {claimed}"),
-                ),
-                other => self.refuse(peer, format!("expected hello, got {}", other.kind())),
+                ClientMsg::Hello { role: claimed, .. } => {
+                    self.refuse(now, peer, format!("certificate is for a {role}; it cannot act as {claimed}"))
+                }
+                other => self.refuse(now, peer, format!("expected hello, got {}", other.kind())),
             }
             return;
         }
         match (role, msg) {
-            (_, ClientMsg::Hello { .. }) => self.refuse(peer, "hello sent twice".into()),
-            (Role::Kiosk, ClientMsg::RequestAgent { resume }) => {
-                self.on_request(peer, id, resume, now)
-            }
-            (Role::Kiosk, ClientMsg::HangUp { call_id }) => {
-                self.on_kiosk_hangup(peer, &id, call_id, now)
-            }
-            (Role::Agent, ClientMsg::SetPresence { presence }) => {
-                self.on_presence(&id, presence, now)
-            }
+            (_, ClientMsg::Hello { .. }) => self.refuse(now, peer, "hello sent twice".into()),
+            (Role::Kiosk, ClientMsg::RequestAgent { resume }) => self.on_request(peer, id, resume, now),
+            (Role::Kiosk, ClientMsg::HangUp { call_id }) => self.on_kiosk_hangup(peer, &id, call_id, now),
+            (Role::Agent, ClientMsg::SetPresence { presence }) => self.on_presence(&id, presence, now),
             (Role::Agent, ClientMsg::Accept { call_id }) => self.on_accept(peer, &id, call_id, now),
-            (Role::Agent, ClientMsg::Decline { call_id }) => {
-                self.on_decline(peer, &id, call_id, now)
+            (Role::Agent, ClientMsg::Decline { call_id }) => self.on_decline(peer, &id, call_id, now),
+            (Role::Agent, ClientMsg::HangUp { call_id }) => self.on_agent_hangup(peer, &id, call_id, now),
+            (_, ClientMsg::Text { call_id, id: text_id, body }) => {
+                self.relay(peer, role, &id, call_id, HubMsg::Text { call_id, id: text_id, body })
             }
-            (Role::Agent, ClientMsg::HangUp { call_id }) => {
-                self.on_agent_hangup(peer, &id, call_id, now)
+            (_, ClientMsg::TextAck { call_id, id: text_id }) => {
+                self.relay(peer, role, &id, call_id, HubMsg::TextAck { call_id, id: text_id })
             }
-            (
-                _,
-                ClientMsg::Text {
-                    call_id,
-                    id: text_id,
-                    body,
-                },
-            ) => self.relay(
-                peer,
-                role,
-                &id,
-                call_id,
-                HubMsg::Text {
-                    call_id,
-                    id: text_id,
-                    body,
-                },
-            ),
-            (
-                _,
-                ClientMsg::TextAck {
-                    call_id,
-                    id: text_id,
-                },
-            ) => self.relay(
-                peer,
-                role,
-                &id,
-                call_id,
-                HubMsg::TextAck {
-                    call_id,
-                    id: text_id,
-                },
-            ),
-            (role, msg) => self.refuse(peer, format!("a {role} may not send {}", msg.kind())),
+            (role, msg) => self.refuse(now, peer, format!("a {role} may not send {}", msg.kind())),
         }
     }
 
@@ -456,13 +371,7 @@ impl AgentQueue {
         if let Some(call_id) = resume {
             let owned = self.calls.get(&call_id).is_some_and(|c| c.kiosk == kiosk);
             if !owned {
-                self.send(
-                    peer,
-                    HubMsg::CallEnded {
-                        call_id,
-                        reason: EndReason::Unknown,
-                    },
-                );
+                self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
                 return;
             }
             self.kiosk_back(peer, &kiosk, call_id, now);
@@ -509,46 +418,23 @@ impl AgentQueue {
         call.told = None; // make tell_positions send the position again
         let phase = call.phase.clone();
         if was_away {
-            self.emit(
-                now,
-                Event::KioskBack,
-                Some(call_id),
-                Some(kiosk),
-                None,
-                None,
-            );
+            self.emit(now, Event::KioskBack, Some(call_id), Some(kiosk), None, None);
         }
         match phase {
             Phase::Queued => {} // tell_positions sends it
             Phase::Offered { .. } => self.send(peer, HubMsg::Ringing { call_id }),
             Phase::Connected { agent, .. } => {
-                self.send(
-                    peer,
-                    HubMsg::Connected {
-                        call_id,
-                        peer: agent.clone(),
-                    },
-                );
+                self.send(peer, HubMsg::Connected { call_id, peer: agent.clone() });
                 if was_away && let Some(agent_peer) = self.rooms.get(&agent).map(|r| r.peer) {
-                    self.send(
-                        agent_peer,
-                        HubMsg::PeerPresence {
-                            call_id,
-                            present: true,
-                        },
-                    );
+                    self.send(agent_peer, HubMsg::PeerPresence { call_id, present: true });
                 }
             }
         }
     }
 
     fn kiosk_away(&mut self, kiosk: &str, now: Instant) {
-        let ids: Vec<CallId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.kiosk == kiosk)
-            .map(|(&id, _)| id)
-            .collect();
+        let ids: Vec<CallId> =
+            self.calls.iter().filter(|(_, c)| c.kiosk == kiosk).map(|(&id, _)| id).collect();
         for call_id in ids {
             if self.config.kiosk_grace.is_zero() {
                 self.end_call(call_id, EndReason::KioskDisconnected, now);
@@ -560,14 +446,7 @@ impl AgentQueue {
             call.away_until = Some(now + self.config.kiosk_grace);
             call.told = None;
             let phase = call.phase.clone();
-            self.emit(
-                now,
-                Event::KioskAway,
-                Some(call_id),
-                Some(kiosk),
-                None,
-                None,
-            );
+            self.emit(now, Event::KioskAway, Some(call_id), Some(kiosk), None, None);
             match phase {
                 Phase::Queued => {}
                 Phase::Offered { agent, .. } => {
@@ -575,13 +454,7 @@ impl AgentQueue {
                 }
                 Phase::Connected { agent, .. } => {
                     if let Some(p) = self.rooms.get(&agent).map(|r| r.peer) {
-                        self.send(
-                            p,
-                            HubMsg::PeerPresence {
-                                call_id,
-                                present: false,
-                            },
-                        );
+                        self.send(p, HubMsg::PeerPresence { call_id, present: false });
                     }
                 }
             }
@@ -593,13 +466,7 @@ impl AgentQueue {
             self.end_call(call_id, EndReason::KioskHungUp, now);
         } else {
             // Already over (the agent hung up at the same moment): confirm, so the kiosk settles.
-            self.send(
-                peer,
-                HubMsg::CallEnded {
-                    call_id,
-                    reason: EndReason::Unknown,
-                },
-            );
+            self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
         }
     }
 
@@ -617,12 +484,7 @@ impl AgentQueue {
                 close_after: false,
             },
         );
-        self.send(
-            peer,
-            HubMsg::Room {
-                state: RoomState::Close,
-            },
-        );
+        self.send(peer, HubMsg::Room { state: RoomState::Close });
         self.emit(now, Event::AgentOnline, None, None, Some(&id), None);
     }
 
@@ -701,48 +563,23 @@ impl AgentQueue {
         if !offered {
             self.send(
                 peer,
-                HubMsg::Error {
-                    message: format!("call {call_id} is not offered to you"),
-                    fatal: false,
-                },
+                HubMsg::Error { message: format!("call {call_id} is not offered to you"), fatal: false },
             );
             return;
         }
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        call.phase = Phase::Connected {
-            agent: agent.to_string(),
-            since: now,
-        };
+        call.phase = Phase::Connected { agent: agent.to_string(), since: now };
         let kiosk = call.kiosk.clone();
         self.queue.retain(|&id| id != call_id);
         self.stats.connected += 1;
         self.set_room(agent, RoomState::Busy, now);
-        self.send(
-            peer,
-            HubMsg::Connected {
-                call_id,
-                peer: kiosk.clone(),
-            },
-        );
+        self.send(peer, HubMsg::Connected { call_id, peer: kiosk.clone() });
         if let Some(&kp) = self.kiosks.get(&kiosk) {
-            self.send(
-                kp,
-                HubMsg::Connected {
-                    call_id,
-                    peer: agent.to_string(),
-                },
-            );
+            self.send(kp, HubMsg::Connected { call_id, peer: agent.to_string() });
         }
-        self.emit(
-            now,
-            Event::Connected,
-            Some(call_id),
-            Some(&kiosk),
-            Some(agent),
-            None,
-        );
+        self.emit(now, Event::Connected, Some(call_id), Some(&kiosk), Some(agent), None);
     }
 
     fn on_decline(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
@@ -753,10 +590,7 @@ impl AgentQueue {
         if !offered {
             self.send(
                 peer,
-                HubMsg::Error {
-                    message: format!("call {call_id} is not offered to you"),
-                    fatal: false,
-                },
+                HubMsg::Error { message: format!("call {call_id} is not offered to you"), fatal: false },
             );
             return;
         }
@@ -776,14 +610,7 @@ impl AgentQueue {
         }
         self.stats.declined += 1;
         let kiosk = self.calls.get(&call_id).map(|c| c.kiosk.clone());
-        self.emit(
-            now,
-            Event::Declined,
-            Some(call_id),
-            kiosk.as_deref(),
-            Some(agent),
-            None,
-        );
+        self.emit(now, Event::Declined, Some(call_id), kiosk.as_deref(), Some(agent), None);
     }
 
     fn on_agent_hangup(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
@@ -791,16 +618,18 @@ impl AgentQueue {
             .calls
             .get(&call_id)
             .is_some_and(|c| matches!(&c.phase, Phase::Connected { agent: a, .. } if a == agent));
+        let offered = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| matches!(&c.phase, Phase::Offered { agent: a, .. } if a == agent));
         if ours {
             self.end_call(call_id, EndReason::AgentHungUp, now);
+        } else if offered {
+            // Hanging up on an offer is declining it.
+            self.decline(call_id, agent, now);
+            self.set_room(agent, RoomState::Idle, now);
         } else {
-            self.send(
-                peer,
-                HubMsg::CallEnded {
-                    call_id,
-                    reason: EndReason::Unknown,
-                },
-            );
+            self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
         }
     }
 
@@ -808,22 +637,13 @@ impl AgentQueue {
 
     fn relay(&mut self, peer: PeerId, role: Role, from: &str, call_id: CallId, msg: HubMsg) {
         let Some(call) = self.calls.get(&call_id) else {
-            self.send(
-                peer,
-                HubMsg::Error {
-                    message: format!("call {call_id} is over"),
-                    fatal: false,
-                },
-            );
+            self.send(peer, HubMsg::Error { message: format!("call {call_id} is over"), fatal: false });
             return;
         };
         let Phase::Connected { agent, .. } = &call.phase else {
             self.send(
                 peer,
-                HubMsg::Error {
-                    message: format!("call {call_id} is not connected"),
-                    fatal: false,
-                },
+                HubMsg::Error { message: format!("call {call_id} is not connected"), fatal: false },
             );
             return;
         };
@@ -838,10 +658,7 @@ impl AgentQueue {
             _ => {
                 self.send(
                     peer,
-                    HubMsg::Error {
-                        message: format!("you are not in call {call_id}"),
-                        fatal: false,
-                    },
+                    HubMsg::Error { message: format!("you are not in call {call_id}"), fatal: false },
                 );
                 return;
             }
@@ -874,24 +691,11 @@ impl AgentQueue {
                 call.told = None;
             }
             let kiosk = self.calls.get(&call_id).map(|c| c.kiosk.clone());
-            self.emit(
-                now,
-                Event::OfferTimeout,
-                Some(call_id),
-                kiosk.as_deref(),
-                Some(&agent),
-                None,
-            );
+            self.emit(now, Event::OfferTimeout, Some(call_id), kiosk.as_deref(), Some(&agent), None);
             if let Some(room) = self.rooms.get_mut(&agent) {
                 room.call = None;
                 let peer = room.peer;
-                self.send(
-                    peer,
-                    HubMsg::OfferWithdrawn {
-                        call_id,
-                        reason: WithdrawReason::Timeout,
-                    },
-                );
+                self.send(peer, HubMsg::OfferWithdrawn { call_id, reason: WithdrawReason::Timeout });
                 // An agent who does not answer is presumed away from the desk.
                 self.set_room(&agent, RoomState::Close, now);
             }
@@ -914,11 +718,7 @@ impl AgentQueue {
         for agent in wrapped {
             if let Some(room) = self.rooms.get_mut(&agent) {
                 room.wrap_until = None;
-                let next = if room.close_after {
-                    RoomState::Close
-                } else {
-                    RoomState::Idle
-                };
+                let next = if room.close_after { RoomState::Close } else { RoomState::Idle };
                 room.close_after = false;
                 self.set_room(&agent, next, now);
             }
@@ -962,10 +762,7 @@ impl AgentQueue {
             return;
         };
         let deadline = now + self.config.offer_timeout;
-        call.phase = Phase::Offered {
-            agent: agent.to_string(),
-            deadline,
-        };
+        call.phase = Phase::Offered { agent: agent.to_string(), deadline };
         let kiosk = call.kiosk.clone();
         let waited_ms = now.saturating_duration_since(call.requested_at).as_millis() as u64;
         if let Some(room) = self.rooms.get_mut(agent) {
@@ -986,14 +783,7 @@ impl AgentQueue {
             self.send(kp, HubMsg::Ringing { call_id });
         }
         self.stats.offered += 1;
-        self.emit(
-            now,
-            Event::Offered,
-            Some(call_id),
-            Some(&kiosk),
-            Some(agent),
-            None,
-        );
+        self.emit(now, Event::Offered, Some(call_id), Some(&kiosk), Some(agent), None);
     }
 
     /// Takes an offer back from an agent who did nothing wrong; the agent keeps its idle rank.
@@ -1004,11 +794,7 @@ impl AgentQueue {
         if let Some(room) = self.rooms.get_mut(agent) {
             room.call = None;
             let (peer, since) = (room.peer, room.idle_since);
-            let next = if room.close_after {
-                RoomState::Close
-            } else {
-                RoomState::Idle
-            };
+            let next = if room.close_after { RoomState::Close } else { RoomState::Idle };
             room.close_after = false;
             self.send(peer, HubMsg::OfferWithdrawn { call_id, reason });
             self.set_room(agent, next, now);
@@ -1021,14 +807,7 @@ impl AgentQueue {
             WithdrawReason::CallerLeft => "caller_left",
             WithdrawReason::CallerAway => "caller_away",
         };
-        self.emit(
-            now,
-            Event::OfferWithdrawn,
-            Some(call_id),
-            None,
-            Some(agent),
-            Some(detail),
-        );
+        self.emit(now, Event::OfferWithdrawn, Some(call_id), None, Some(agent), Some(detail));
     }
 
     /// Ends a call in any phase, telling both sides and logging it.
@@ -1078,25 +857,14 @@ impl AgentQueue {
             }
             Phase::Queued | Phase::Offered { .. } => {
                 self.stats.abandoned += 1;
-                self.emit(
-                    now,
-                    Event::Abandoned,
-                    Some(call_id),
-                    Some(&kiosk),
-                    None,
-                    Some(reason.as_str()),
-                );
+                self.emit(now, Event::Abandoned, Some(call_id), Some(&kiosk), None, Some(reason.as_str()));
             }
         }
     }
 
     /// Sends each waiting kiosk its position and estimate when either changed.
     fn tell_positions(&mut self) {
-        let agents = self
-            .rooms
-            .values()
-            .filter(|r| r.state != RoomState::Close)
-            .count() as u32;
+        let agents = self.rooms.values().filter(|r| r.state != RoomState::Close).count() as u32;
         let handle = if self.handle_times.is_empty() {
             self.config.default_handle_time
         } else {
@@ -1121,14 +889,7 @@ impl AgentQueue {
             call.told = Some((position, estimate));
             let kiosk = call.kiosk.clone();
             if let Some(&kp) = self.kiosks.get(&kiosk) {
-                self.send(
-                    kp,
-                    HubMsg::Queued {
-                        call_id,
-                        position,
-                        estimated_wait_s: estimate,
-                    },
-                );
+                self.send(kp, HubMsg::Queued { call_id, position, estimated_wait_s: estimate });
             }
         }
     }
@@ -1146,26 +907,16 @@ impl AgentQueue {
         room.state = state;
         let peer = room.peer;
         self.send(peer, HubMsg::Room { state });
-        self.emit(
-            now,
-            Event::AgentState,
-            None,
-            None,
-            Some(agent),
-            Some(state.as_str()),
-        );
+        self.emit(now, Event::AgentState, None, None, Some(agent), Some(state.as_str()));
     }
 
-    fn refuse(&mut self, peer: PeerId, reason: String) {
+    fn refuse(&mut self, now: Instant, peer: PeerId, reason: String) {
         self.stats.protocol_errors += 1;
-        self.send(
-            peer,
-            HubMsg::Error {
-                message: reason.clone(),
-                fatal: true,
-            },
-        );
+        self.send(peer, HubMsg::Error { message: reason.clone(), fatal: true });
         self.close(peer, reason);
+        // From now on the peer is gone: later messages from it are ignored, and what it held
+        // (a place in the queue, a call) is handled as for a lost connection.
+        self.on_disconnected(peer, now);
     }
 
     fn close(&mut self, peer: PeerId, reason: String) {

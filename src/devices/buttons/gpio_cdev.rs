@@ -53,21 +53,17 @@ impl GpioButtons {
             path: chip,
             source: Box::new(e),
         })?;
-        Ok(Self {
-            request,
-            call,
-            hangup,
-        })
+        Ok(Self { request, call, hangup })
     }
 }
 
 impl Buttons for GpioButtons {
     fn next_edge(&mut self) -> Result<RawEdge, HwError> {
         loop {
-            let ev = self.request.read_edge_event().map_err(|e| HwError::Io {
-                what: "reading GPIO button events",
-                source: Box::new(e),
-            })?;
+            let ev = self
+                .request
+                .read_edge_event()
+                .map_err(|e| HwError::Io { what: "reading GPIO button events", source: Box::new(e) })?;
             let button = if ev.offset == self.call {
                 Button::Call
             } else if ev.offset == self.hangup {
@@ -77,11 +73,7 @@ impl Buttons for GpioButtons {
             };
             // Values are logical: with active-low applied, rising means pressed.
             let pressed = ev.kind == EdgeKind::Rising;
-            return Ok(RawEdge {
-                button,
-                pressed,
-                at: Duration::from_nanos(ev.timestamp_ns),
-            });
+            return Ok(RawEdge { button, pressed, at: Duration::from_nanos(ev.timestamp_ns) });
         }
     }
 

@@ -35,12 +35,7 @@ impl RpiButtons {
         };
         let call = input(call)?;
         let hangup = input(hangup)?;
-        Ok(Self {
-            gpio,
-            call,
-            hangup,
-            active_low,
-        })
+        Ok(Self { gpio, call, hangup, active_low })
     }
 }
 
@@ -50,23 +45,12 @@ impl Buttons for RpiButtons {
             let polled = self
                 .gpio
                 .poll_interrupts(&[&self.call, &self.hangup], false, None)
-                .map_err(|e| HwError::Io {
-                    what: "polling Raspberry Pi GPIO",
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| HwError::Io { what: "polling Raspberry Pi GPIO", source: Box::new(e) })?;
             let Some((pin, event)) = polled else { continue };
-            let button = if pin.pin() == self.call.pin() {
-                Button::Call
-            } else {
-                Button::HangUp
-            };
+            let button = if pin.pin() == self.call.pin() { Button::Call } else { Button::HangUp };
             let high = event.trigger == Trigger::RisingEdge;
             let at: Duration = event.timestamp;
-            return Ok(RawEdge {
-                button,
-                pressed: high != self.active_low,
-                at,
-            });
+            return Ok(RawEdge { button, pressed: high != self.active_low, at });
         }
     }
 

@@ -34,17 +34,9 @@ impl Panel {
         if self.bounce {
             // 30 ms of contact bounce, edges 3 ms apart, on the way down and up.
             for i in 0..10u64 {
-                edges.push(RawEdge {
-                    button,
-                    pressed: i % 2 == 0,
-                    at: now + Duration::from_millis(i * 3),
-                });
+                edges.push(RawEdge { button, pressed: i % 2 == 0, at: now + Duration::from_millis(i * 3) });
             }
-            edges.push(RawEdge {
-                button,
-                pressed: true,
-                at: now + Duration::from_millis(30),
-            });
+            edges.push(RawEdge { button, pressed: true, at: now + Duration::from_millis(30) });
             for i in 0..10u64 {
                 edges.push(RawEdge {
                     button,
@@ -53,17 +45,9 @@ impl Panel {
                 });
             }
         } else {
-            edges.push(RawEdge {
-                button,
-                pressed: true,
-                at: now,
-            });
+            edges.push(RawEdge { button, pressed: true, at: now });
         }
-        edges.push(RawEdge {
-            button,
-            pressed: false,
-            at: now + Duration::from_millis(160),
-        });
+        edges.push(RawEdge { button, pressed: false, at: now + Duration::from_millis(160) });
         edges.into_iter().all(|e| self.tx.send(e).is_ok())
     }
 }
@@ -77,31 +61,22 @@ impl SimulatedButtons {
     /// A backend and the panel that drives it. `bounce` adds 30 ms of contact bounce.
     pub fn new(bounce: bool) -> (Self, Panel) {
         let (tx, rx) = std_mpsc::sync_channel(64);
-        (
-            Self { rx },
-            Panel {
-                tx,
-                epoch: Instant::now(),
-                bounce,
-            },
-        )
+        (Self { rx }, Panel { tx, epoch: Instant::now(), bounce })
     }
 
     /// A backend fed by lines from stdin (`c` = CALL, `h` = HANGUP).
     pub fn stdin() -> std::io::Result<Self> {
         let (me, panel) = Self::new(false);
-        std::thread::Builder::new()
-            .name("buttons-stdin".into())
-            .spawn(move || {
-                for line in std::io::stdin().lock().lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(b) = parse_key(&line)
-                        && !panel.press(b)
-                    {
-                        break;
-                    }
+        std::thread::Builder::new().name("buttons-stdin".into()).spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if let Some(b) = parse_key(&line)
+                    && !panel.press(b)
+                {
+                    break;
                 }
-            })?;
+            }
+        })?;
         Ok(me)
     }
 
@@ -115,11 +90,7 @@ impl SimulatedButtons {
             source: Box::new(e),
         })?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-            HwError::Open {
-                what: "simulated button socket",
-                path: path.to_path_buf(),
-                source: Box::new(e),
-            }
+            HwError::Open { what: "simulated button socket", path: path.to_path_buf(), source: Box::new(e) }
         })?;
         let (me, panel) = Self::new(false);
         std::thread::Builder::new()
@@ -137,19 +108,14 @@ impl SimulatedButtons {
                     }
                 }
             })
-            .map_err(|e| HwError::Io {
-                what: "starting the button socket thread",
-                source: Box::new(e),
-            })?;
+            .map_err(|e| HwError::Io { what: "starting the button socket thread", source: Box::new(e) })?;
         Ok(me)
     }
 }
 
 impl Buttons for SimulatedButtons {
     fn next_edge(&mut self) -> Result<RawEdge, HwError> {
-        self.rx
-            .recv()
-            .map_err(|_| HwError::Closed("simulated buttons"))
+        self.rx.recv().map_err(|_| HwError::Closed("simulated buttons"))
     }
 
     fn origin(&self) -> Origin {

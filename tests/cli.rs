@@ -1,0 +1,187 @@
+//! The `kioskd` binary as a person uses it: certificates, configuration checks, the demo.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kioskd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kioskd")).args(args).output().expect("kioskd runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A deployment in `dir`: CA, hub, agent and kiosk certificates.
+fn deployment(dir: &Path) {
+    let d = dir.to_str().expect("utf-8 path");
+    let o = kioskd(&["certs", "init", "--dir", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    for args in [
+        vec!["--role", "hub", "--id", "hub.test", "--dns", "localhost", "--ip", "127.0.0.1"],
+        vec!["--role", "agent", "--id", "agent-1"],
+        vec!["--role", "kiosk", "--id", "branch-1/kiosk-1"],
+    ] {
+        let mut all = vec!["certs", "issue", "--dir", d];
+        all.extend(args);
+        let o = kioskd(&all);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+}
+
+fn hub_toml(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let d = dir.display();
+    let path = dir.join("hub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nevent_log = \"{d}/events.jsonl\"\n{extra}\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/hub.test.pem\"\nkey = \"{d}/hub.test.key\"\n"
+        ),
+    )
+    .expect("write");
+    path
+}
+
+#[test]
+fn certs_are_issued_with_private_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    for key in ["ca.key", "hub.test.key", "agent-1.key", "branch-1_kiosk-1.key"] {
+        let mode = std::fs::metadata(dir.path().join(key)).expect(key).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let again = kioskd(&["certs", "init", "--dir", dir.path().to_str().expect("utf-8")]);
+    assert!(!again.status.success(), "a CA is never overwritten");
+}
+
+#[test]
+fn good_configs_check_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    let hub = hub_toml(dir.path(), "");
+    let o = kioskd(&["hub", "--config", hub.to_str().expect("utf-8"), "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let d = dir.path().display();
+    let kiosk = dir.path().join("kiosk.toml");
+    std::fs::write(
+        &kiosk,
+        format!(
+            "[hub]\naddress = \"127.0.0.1:4433\"\nserver_name = \"localhost\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/branch-1_kiosk-1.pem\"\nkey = \"{d}/branch-1_kiosk-1.key\"\n[buttons]\nbackend = \"simulated\"\ninput = \"{d}/buttons.sock\"\n"
+        ),
+    )
+    .expect("write");
+    let o = kioskd(&["run", "--config", kiosk.to_str().expect("utf-8"), "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("branch-1/kiosk-1"), "{}", text(&o));
+}
+
+#[test]
+fn bad_configs_exit_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    let cases = [
+        ("[queue]\nmax_queue = \"lots\"", "queue.max_queue"),
+        ("[queue]\noffer_timeout_s = 0", "queue.offer_timeout_s"),
+        ("colour = \"blue\"", "colour"),
+    ];
+    for (extra, key) in cases {
+        let path = hub_toml(dir.path(), extra);
+        let o = kioskd(&["hub", "--config", path.to_str().expect("utf-8"), "--check"]);
+        assert_eq!(o.status.code(), Some(2), "{extra}: {}", text(&o));
+        let msg = text(&o);
+        assert!(msg.contains("hub.toml") && msg.contains(key), "{extra}: {msg}");
+    }
+    // A missing certificate names tls.cert.
+    let path = hub_toml(dir.path(), "");
+    let body = std::fs::read_to_string(&path).expect("read").replace("hub.test.pem", "missing.pem");
+    std::fs::write(&path, body).expect("write");
+    let o = kioskd(&["hub", "--config", path.to_str().expect("utf-8"), "--check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("tls.cert"), "{}", text(&o));
+    // A kiosk certificate in the hub's place is refused up front.
+    let body = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("missing.pem", "branch-1_kiosk-1.pem")
+        .replace("hub.test.key", "branch-1_kiosk-1.key");
+    std::fs::write(&path, body).expect("write");
+    let o = kioskd(&["hub", "--config", path.to_str().expect("utf-8"), "--check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("needs a hub certificate"), "{}", text(&o));
+    // An unreadable GPIO chip names buttons.chip.
+    let d = dir.path().display();
+    let kiosk = dir.path().join("kiosk.toml");
+    std::fs::write(
+        &kiosk,
+        format!(
+            "[hub]\naddress = \"127.0.0.1:4433\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/branch-1_kiosk-1.pem\"\nkey = \"{d}/branch-1_kiosk-1.key\"\n[buttons]\nbackend = \"gpio-cdev\"\nchip = \"/dev/gpiochip-none\"\n"
+        ),
+    )
+    .expect("write");
+    let o = kioskd(&["run", "--config", kiosk.to_str().expect("utf-8"), "--check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("buttons.chip"), "{}", text(&o));
+    // A file that does not exist.
+    let o = kioskd(&["run", "--config", "/nonexistent/kiosk.toml", "--check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn demo_places_queued_calls_and_reports_json() {
+    let o = kioskd(&[
+        "demo",
+        "--kiosks",
+        "5",
+        "--agents",
+        "2",
+        "--calls",
+        "7",
+        "--call-duration-ms",
+        "400",
+        "--json",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    let last = out.lines().last().expect("output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(v["calls_requested"], 7);
+    assert_eq!(v["calls_connected"], 7);
+    assert_eq!(v["calls_completed"], 7);
+    assert_eq!(v["calls_abandoned"], 0);
+    assert_eq!(v["texts_sent"], 14);
+    assert_eq!(v["texts_delivered"], 14);
+    assert!(v["max_queue_position"].as_u64().expect("number") >= 2, "callers waited: {last}");
+    for k in ["offer_ms", "connect_ms"] {
+        assert!(v[k]["p50"].as_f64().is_some() && v[k]["p95"].as_f64().is_some(), "{k}: {last}");
+    }
+    assert_eq!(v["errors"], serde_json::json!([]));
+}
+
+#[test]
+fn report_computes_from_the_event_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("events.jsonl");
+    let o = kioskd(&[
+        "demo",
+        "--kiosks",
+        "2",
+        "--agents",
+        "1",
+        "--calls",
+        "2",
+        "--call-duration-ms",
+        "300",
+        "--json",
+        "--event-log",
+        log.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kioskd(&["report", log.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    assert_eq!(
+        (v["calls"].as_u64(), v["answered"].as_u64(), v["abandoned"].as_u64()),
+        (Some(2), Some(2), Some(0))
+    );
+    assert!(v["handle_ms"]["p50"].as_f64().expect("number") >= 150.0, "{v}");
+}

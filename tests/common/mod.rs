@@ -1,0 +1,203 @@
+//! Shared helpers for the integration tests: a deployment CA, a hub on 127.0.0.1, kiosks and
+//! agents driven through their real drivers over real QUIC.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kioskd::agent::{self, AgentCommand, AgentEvent, AgentIo, AutoAnswer};
+use kioskd::call::{CallConfig, KioskState};
+use kioskd::devices::buttons::{self, simulated::Panel, simulated::SimulatedButtons};
+use kioskd::hub::{self, HubOptions, RunningHub};
+use kioskd::kiosk::{self, HubTarget, KioskEvent, KioskIo, KioskOptions};
+use kioskd::net::certs::Authority;
+use kioskd::net::tls::{TlsMaterial, client_config};
+use kioskd::protocol::Role;
+use kioskd::queue::QueueConfig;
+use kioskd::systemd::Notifier;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Long enough for a loaded 2-core machine; tests wait on events, never sleep.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub struct Pki {
+    pub ca: Authority,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        Self { ca: Authority::generate("test CA", 1).expect("CA") }
+    }
+
+    pub fn material(&self, role: Role, id: &str) -> TlsMaterial {
+        let (dns, ips) = if role == Role::Hub {
+            (vec!["localhost".to_string()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        } else {
+            (vec![], vec![])
+        };
+        self.ca.issue(role, id, &dns, &ips, 1).expect("issue").material(&self.ca).expect("material")
+    }
+
+    pub fn target(&self, hub: SocketAddr, role: Role, id: &str) -> HubTarget {
+        HubTarget {
+            address: hub.to_string(),
+            server_name: "localhost".into(),
+            client: client_config(&self.material(role, id)).expect("client config"),
+        }
+    }
+}
+
+pub struct TestHub {
+    pub hub: RunningHub,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start_hub(pki: &Pki, queue: QueueConfig) -> TestHub {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("events.jsonl");
+    let hub = hub::start(HubOptions {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        tls: pki.material(Role::Hub, "hub.test"),
+        queue,
+        event_log: log.clone(),
+    })
+    .await
+    .expect("hub starts");
+    TestHub { hub, log, _dir: dir }
+}
+
+impl TestHub {
+    pub fn addr(&self) -> SocketAddr {
+        self.hub.local_addr
+    }
+
+    /// Waits until the hub's status satisfies `pred`.
+    pub async fn wait_status(&self, what: &str, pred: impl Fn(&hub::HubStatus) -> bool) {
+        let mut rx = self.hub.watch_status();
+        tokio::time::timeout(WAIT, rx.wait_for(|s| pred(s)))
+            .await
+            .unwrap_or_else(|_| panic!("hub never reached: {what}"))
+            .expect("hub status channel");
+    }
+
+    /// The event log's lines as JSON values.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .expect("event log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+            .collect()
+    }
+}
+
+pub struct TestKiosk {
+    pub id: String,
+    pub panel: Panel,
+    pub events: mpsc::UnboundedReceiver<KioskEvent>,
+    pub texts: mpsc::Sender<String>,
+    pub stop: watch::Sender<bool>,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn start_kiosk(pki: &Pki, hub: SocketAddr, id: &str) -> TestKiosk {
+    let (backend, panel) = SimulatedButtons::new(true);
+    let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50)).expect("button thread");
+    let (obs_tx, events) = mpsc::unbounded_channel();
+    let (texts, text_rx) = mpsc::channel(8);
+    let (stop, stop_rx) = watch::channel(false);
+    let io = KioskIo {
+        buttons: presses,
+        texts: Some(text_rx),
+        observer: Some(obs_tx),
+        leds: None,
+        notifier: Notifier::disabled(),
+    };
+    let opts = KioskOptions {
+        call: CallConfig {
+            ended_screen: Duration::from_millis(200),
+            busy_screen: Duration::from_millis(500),
+        },
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+    };
+    let task = tokio::spawn(kiosk::run(pki.target(hub, Role::Kiosk, id), opts, io, stop_rx));
+    TestKiosk { id: id.into(), panel, events, texts, stop, task }
+}
+
+impl TestKiosk {
+    /// Waits for the first event satisfying `pred`, skipping others.
+    pub async fn wait_for(&mut self, what: &str, mut pred: impl FnMut(&KioskEvent) -> bool) -> KioskEvent {
+        let id = self.id.clone();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.recv().await {
+                    Some(ev) if pred(&ev) => return ev,
+                    Some(_) => {}
+                    None => panic!("{id}: kiosk stopped while waiting for {what}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id}: timed out waiting for {what}"))
+    }
+
+    pub async fn wait_state(&mut self, what: &str, pred: impl Fn(&KioskState) -> bool) -> KioskState {
+        match self.wait_for(what, |e| matches!(e, KioskEvent::State { state, .. } if pred(state))).await {
+            KioskEvent::State { state, .. } => state,
+            _ => unreachable!("filtered above"),
+        }
+    }
+}
+
+pub struct TestAgent {
+    pub id: String,
+    pub commands: mpsc::Sender<AgentCommand>,
+    pub events: mpsc::UnboundedReceiver<AgentEvent>,
+    pub stop: watch::Sender<bool>,
+    pub task: JoinHandle<Result<(), agent::AgentError>>,
+}
+
+pub fn start_agent(pki: &Pki, hub: SocketAddr, id: &str, auto: Option<AutoAnswer>) -> TestAgent {
+    start_agent_with(pki.target(hub, Role::Agent, id), id, auto)
+}
+
+pub fn start_agent_with(target: HubTarget, id: &str, auto: Option<AutoAnswer>) -> TestAgent {
+    let (commands, cmd_rx) = mpsc::channel(16);
+    let (obs_tx, events) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(false);
+    let io = AgentIo { commands: cmd_rx, observer: Some(obs_tx), print: false };
+    let task = tokio::spawn(agent::run(target, auto, io, stop_rx));
+    TestAgent { id: id.into(), commands, events, stop, task }
+}
+
+impl TestAgent {
+    pub async fn wait_for(&mut self, what: &str, mut pred: impl FnMut(&AgentEvent) -> bool) -> AgentEvent {
+        let id = self.id.clone();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.recv().await {
+                    Some(ev) if pred(&ev) => return ev,
+                    Some(_) => {}
+                    None => panic!("{id}: agent stopped while waiting for {what}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{id}: timed out waiting for {what}"))
+    }
+
+    pub async fn command(&self, cmd: AgentCommand) {
+        self.commands.send(cmd).await.expect("agent takes commands");
+    }
+}
+
+pub fn auto(call_duration_ms: Option<u64>) -> AutoAnswer {
+    AutoAnswer {
+        answer_delay: Duration::from_millis(20),
+        call_duration: call_duration_ms.map(Duration::from_millis),
+        greeting: Some("hello from the agent".into()),
+    }
+}
