@@ -263,6 +263,7 @@ pub async fn run(
                         say(&io, format!("[hub] {message}"));
                         observe(&io, AgentEvent::Error { message, at: now });
                     }
+                    HubMsg::KeyframeRequest { .. } => {}
                     HubMsg::Welcome { .. } | HubMsg::Queued { .. } | HubMsg::Busy { .. } | HubMsg::Ringing { .. } => {}
                 }
             }

@@ -26,8 +26,11 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::net::close_code;
 use crate::net::control::{ControlError, ControlReader, ControlWriter};
 use crate::net::tls::{TlsMaterial, peer_identity, server_config};
-use crate::protocol::{ClientMsg, HubMsg, Role};
+use crate::protocol::{CallId, ClientMsg, HubMsg, Role};
+use relay::Leg;
 use crate::queue::{AgentQueue, Input, LogSummary, Output, PeerId, QueueConfig, QueueStats, Snapshot};
+
+pub mod relay;
 
 /// Messages queued for one peer before it counts as too slow (256 × ≤16 KiB).
 const PEER_QUEUE: usize = 256;
@@ -64,6 +67,8 @@ pub struct HubStatus {
     pub connections: usize,
     pub refused: u64,
     pub event_log_errors: u64,
+    /// Media relayed, over all calls so far.
+    pub media: relay::LegTotals,
 }
 
 /// A running hub.
@@ -104,7 +109,11 @@ enum CoreCmd {
 
 struct PeerLink {
     tx: mpsc::Sender<WriterCmd>,
+    /// Where this peer's media goes (set by the core's `Route` outputs).
+    route: watch::Sender<Option<Leg>>,
     conn: Connection,
+    remote: SocketAddr,
+    id: String,
 }
 
 enum WriterCmd {
@@ -144,6 +153,9 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         status: status_tx,
         log_errors: 0,
         refused: 0,
+        routes: HashMap::new(),
+        media: HashMap::new(),
+        media_totals: relay::LegTotals::default(),
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, shutdown_rx).await;
@@ -214,11 +226,13 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
     };
     info!(role = %ident.role, id = %ident.id, "connected");
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
-    let link = PeerLink { tx, conn: conn.clone() };
+    let (route, route_rx) = watch::channel(None);
+    let link = PeerLink { tx, route, conn: conn.clone(), remote, id: ident.id.clone() };
     if core.send(CoreCmd::Connected { peer, role: ident.role, id: ident.id.clone(), link }).await.is_err() {
         return; // hub stopping
     }
     tokio::spawn(write_loop(rx, ControlWriter::new(send), conn.clone()).in_current_span());
+    let relay = tokio::spawn(relay::forward(conn.clone(), route_rx).in_current_span());
     let mut reader = ControlReader::new(recv);
     loop {
         match reader.recv::<ClientMsg>().await {
@@ -239,6 +253,7 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
             }
         }
     }
+    relay.abort();
     let _ = core.send(CoreCmd::Disconnected { peer }).await;
 }
 
@@ -268,6 +283,12 @@ struct Core {
     status: watch::Sender<HubStatus>,
     log_errors: u64,
     refused: u64,
+    /// Which call each routed peer's media belongs to.
+    routes: HashMap<PeerId, CallId>,
+    /// Media counters of calls with at least one routed leg.
+    media: HashMap<CallId, relay::CallMedia>,
+    /// Counters of finished calls, added up.
+    media_totals: relay::LegTotals,
 }
 
 impl Core {
@@ -294,6 +315,9 @@ impl Core {
                     Some(CoreCmd::Message { peer, msg }) => self.input(Input::Message { peer, msg }),
                     Some(CoreCmd::Disconnected { peer }) => {
                         self.links.remove(&peer);
+                        if let Some(call_id) = self.routes.remove(&peer) {
+                            self.finish_media(call_id);
+                        }
                         self.input(Input::Disconnected { peer });
                     }
                     Some(CoreCmd::Refused) => self.refused += 1,
@@ -330,7 +354,7 @@ impl Core {
                 Output::Send { peer, msg } => self.send(peer, msg),
                 Output::Close { peer, reason } => {
                     if let Some(link) = self.links.remove(&peer) {
-                        warn!(peer, %reason, "closing peer");
+                        warn!(peer, remote = %link.remote, id = %link.id, %reason, "refusing peer");
                         if link.tx.try_send(WriterCmd::Close(close_code::REFUSED, reason.clone())).is_err() {
                             link.conn.close(VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
                         }
@@ -344,6 +368,7 @@ impl Core {
                         error!(error = %e, "event log write failed");
                     }
                 }
+                Output::Route { peer, to } => self.route(peer, to),
                 Output::Wait(deadline) => break deadline,
             }
         };
@@ -358,8 +383,54 @@ impl Core {
             connections: self.links.len(),
             refused: self.refused,
             event_log_errors: self.log_errors,
+            media: {
+                let mut t = self.media_totals.clone();
+                for m in self.media.values() {
+                    t.add(&m.totals());
+                }
+                t
+            },
         });
         deadline
+    }
+
+    /// Points `peer`'s media at its partner's connection, or nowhere.
+    fn route(&mut self, peer: PeerId, to: Option<(PeerId, CallId)>) {
+        let leg = to.and_then(|(partner, call_id)| {
+            let conn = self.links.get(&partner)?.conn.clone();
+            let counters = self.media.entry(call_id).or_default().leg(peer);
+            Some(Leg { call_id, conn, counters })
+        });
+        if let Some(old) = self.routes.remove(&peer) {
+            self.finish_media(old);
+        }
+        if let Some(leg) = &leg {
+            self.routes.insert(peer, leg.call_id);
+        }
+        if let Some(link) = self.links.get(&peer) {
+            link.route.send_replace(leg);
+        }
+    }
+
+    /// Logs a call's media counters once neither leg is routed any more.
+    fn finish_media(&mut self, call_id: CallId) {
+        if self.routes.values().any(|&c| c == call_id) {
+            return;
+        }
+        if let Some(media) = self.media.remove(&call_id) {
+            let t = media.totals();
+            info!(
+                call_id,
+                audio_forwarded = t.audio_forwarded,
+                audio_dropped = t.audio_dropped,
+                video_forwarded = t.video_forwarded,
+                video_dropped = t.video_dropped,
+                invalid = t.invalid,
+                kbytes = t.bytes / 1000,
+                "call media relayed"
+            );
+            self.media_totals.add(&t);
+        }
     }
 
     fn send(&mut self, peer: PeerId, msg: HubMsg) {
@@ -367,7 +438,7 @@ impl Core {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = link.tx.try_send(WriterCmd::Msg(msg)) {
-            warn!(peer, "peer cannot keep up with its messages; disconnecting it");
+            warn!(peer, remote = %link.remote, id = %link.id, "peer cannot keep up with its messages; disconnecting it");
             link.conn.close(VarInt::from_u32(close_code::TOO_SLOW), b"too slow");
             self.links.remove(&peer);
         }

@@ -13,3 +13,4 @@ pub mod net;
 pub mod protocol;
 pub mod queue;
 pub mod systemd;
+pub mod media;

@@ -298,3 +298,34 @@ async fn texts_survive_a_kiosk_reconnect_and_are_shown_once() {
     }
     assert_eq!(shown, 1, "a duplicate is never shown twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_survives_a_hub_restart() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("events.jsonl");
+    for round in 1..=2u64 {
+        let hub = start_hub_at(&pki, queue(10_000), log.clone()).await;
+        let mut a = start_agent(&pki, hub.local_addr, "agent-1", Some(auto(Some(200))));
+        a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+        let mut k = start_kiosk(&pki, hub.local_addr, "branch-6/kiosk-1");
+        k.wait_state("idle", |s| *s == KioskState::Idle).await;
+        k.panel.press(Button::Call);
+        match k.wait_for("call id", |e| matches!(e, KioskEvent::CallId { .. })).await {
+            KioskEvent::CallId { call_id, .. } => {
+                assert_eq!(call_id, round, "call ids go on after a restart")
+            }
+            _ => unreachable!(),
+        }
+        k.wait_state("ended", |s| matches!(s, KioskState::Ended { .. })).await;
+        let _ = k.stop.send(true);
+        let _ = a.stop.send(true);
+        let _ = k.task.await;
+        let _ = a.task.await;
+        hub.shutdown().await;
+    }
+    let text = std::fs::read_to_string(&log).expect("log");
+    let report = kioskd::queue::LogSummary::from_lines(text.lines()).report();
+    assert_eq!((report.calls, report.answered, report.abandoned, report.open), (2, 2, 0, 0));
+    assert_eq!(text.lines().filter(|l| l.contains("\"hub_started\"")).count(), 2);
+}

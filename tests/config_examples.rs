@@ -9,8 +9,8 @@ use kioskd::config::{
 
 fn example(rel: &str) -> (PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     (path, text)
 }
 
@@ -38,10 +38,7 @@ fn hub_example_parses_with_the_documented_defaults() {
     assert_eq!(q.offer_timeout_s, d.offer_timeout_s, "offer_timeout_s");
     assert_eq!(q.wrap_up_s, d.wrap_up_s, "wrap_up_s");
     assert_eq!(q.kiosk_grace_s, d.kiosk_grace_s, "kiosk_grace_s");
-    assert_eq!(
-        q.default_handle_time_s, d.default_handle_time_s,
-        "default_handle_time_s"
-    );
+    assert_eq!(q.default_handle_time_s, d.default_handle_time_s, "default_handle_time_s");
     assert_eq!(q.busy_retry_after_s, d.busy_retry_after_s, "busy_retry_after_s");
 }
 
@@ -50,8 +47,7 @@ fn agent_example_parses_with_and_without_optional_keys() {
     let (path, text) = example("docs/agent.example.toml");
     let cfg: AgentConfig = parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.hub.server_name(), "hub.bank.example");
-    let full: AgentConfig =
-        parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
+    let full: AgentConfig = parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(full.hub.server_name.as_deref(), Some("hub.bank.example"));
 }
 
@@ -81,8 +77,7 @@ fn kiosk_example_parses_with_the_documented_defaults() {
     assert_eq!(c.reconnect_max_ms, d.reconnect_max_ms, "call.reconnect_max_ms");
 
     // With the optional [leds] section and server_name switched on.
-    let full: KioskConfig =
-        parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
+    let full: KioskConfig = parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
     let leds = full.leds.expect("[leds] uncommented");
     assert_eq!((leds.call, leds.busy, leds.active_low), (22, 23, false));
     assert_eq!(leds.chip, Path::new("/dev/gpiochip0"));

@@ -426,7 +426,9 @@ impl CallMachine {
             | HubMsg::OfferWithdrawn { .. }
             | HubMsg::PeerPresence { .. }
             | HubMsg::Room { .. }
-            | HubMsg::Error { .. } => {}
+            | HubMsg::Error { .. }
+            // Handled by the media driver, which owns the encoder.
+            | HubMsg::KeyframeRequest { .. } => {}
         }
     }
 

@@ -6,6 +6,13 @@ pub mod leds;
 
 use std::path::PathBuf;
 
+use crate::media::UnixMicros;
+
+/// The wall clock in microseconds. Only edges read it; cores take times as arguments.
+pub fn unix_micros_now() -> UnixMicros {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 /// A device failed. Wraps the OS error and says which device.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -140,7 +140,8 @@ pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6_000))));
     t.keep_alive_interval(Some(Duration::from_secs(1)));
-    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    // Media: each video frame travels on its own unidirectional stream (a few are open at once).
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(64));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
     t
 }

@@ -162,6 +162,9 @@ pub enum ClientMsg {
     Text { call_id: CallId, id: u64, body: String },
     /// Either party: the text `id` from the other party was shown.
     TextAck { call_id: CallId, id: u64 },
+    /// Either party: the video from the other party cannot be decoded until a keyframe;
+    /// the hub relays this to the other party's encoder.
+    KeyframeRequest { call_id: CallId },
 }
 
 impl ClientMsg {
@@ -176,6 +179,7 @@ impl ClientMsg {
             ClientMsg::Decline { .. } => "decline",
             ClientMsg::Text { .. } => "text",
             ClientMsg::TextAck { .. } => "text_ack",
+            ClientMsg::KeyframeRequest { .. } => "keyframe_request",
         }
     }
 
@@ -229,6 +233,8 @@ pub enum HubMsg {
     Text { call_id: CallId, id: u64, body: String },
     /// Both: the other party showed the text `id`.
     TextAck { call_id: CallId, id: u64 },
+    /// Both: the other party needs a keyframe: encode the next frame as one.
+    KeyframeRequest { call_id: CallId },
     /// The hub refuses what the peer did; `fatal` means the connection is closed next.
     Error { message: String, fatal: bool },
 }
@@ -248,6 +254,7 @@ impl HubMsg {
             HubMsg::Room { .. } => "room",
             HubMsg::Text { .. } => "text",
             HubMsg::TextAck { .. } => "text_ack",
+            HubMsg::KeyframeRequest { .. } => "keyframe_request",
             HubMsg::Error { .. } => "error",
         }
     }

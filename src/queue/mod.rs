@@ -93,6 +93,10 @@ pub enum Output {
     },
     /// Append to the event log.
     Event(EventRecord),
+    /// Media from `peer` goes to `to` (the other party's connection, in call `call_id`), or
+    /// nowhere (`None`) — set when a call connects or resumes, cleared when it ends or a party
+    /// is away.
+    Route { peer: PeerId, to: Option<(PeerId, CallId)> },
     /// Nothing more to do until this time (or the next input).
     Wait(Option<Instant>),
 }
@@ -334,6 +338,9 @@ impl AgentQueue {
             (_, ClientMsg::TextAck { call_id, id: text_id }) => {
                 self.relay(peer, role, &id, call_id, HubMsg::TextAck { call_id, id: text_id })
             }
+            (_, ClientMsg::KeyframeRequest { call_id }) => {
+                self.relay(peer, role, &id, call_id, HubMsg::KeyframeRequest { call_id })
+            }
             (role, msg) => self.refuse(now, peer, format!("a {role} may not send {}", msg.kind())),
         }
     }
@@ -428,6 +435,7 @@ impl AgentQueue {
                 if was_away && let Some(agent_peer) = self.rooms.get(&agent).map(|r| r.peer) {
                     self.send(agent_peer, HubMsg::PeerPresence { call_id, present: true });
                 }
+                self.route(call_id);
             }
         }
     }
@@ -455,6 +463,7 @@ impl AgentQueue {
                 Phase::Connected { agent, .. } => {
                     if let Some(p) = self.rooms.get(&agent).map(|r| r.peer) {
                         self.send(p, HubMsg::PeerPresence { call_id, present: false });
+                        self.out.push_back(Output::Route { peer: p, to: None });
                     }
                 }
             }
@@ -580,6 +589,7 @@ impl AgentQueue {
             self.send(kp, HubMsg::Connected { call_id, peer: agent.to_string() });
         }
         self.emit(now, Event::Connected, Some(call_id), Some(&kiosk), Some(agent), None);
+        self.route(call_id);
     }
 
     fn on_decline(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
@@ -819,6 +829,12 @@ impl AgentQueue {
         if let Phase::Offered { agent, .. } = &phase {
             self.withdraw(call_id, agent, WithdrawReason::CallerLeft, now);
         }
+        if let Phase::Connected { agent, .. } = &phase {
+            let legs = [self.kiosks.get(&kiosk).copied(), self.rooms.get(agent).map(|r| r.peer)];
+            for peer in legs.into_iter().flatten() {
+                self.out.push_back(Output::Route { peer, to: None });
+            }
+        }
         self.calls.remove(&call_id);
         self.queue.retain(|&id| id != call_id);
         if let Some(&kp) = self.kiosks.get(&kiosk) {
@@ -908,6 +924,21 @@ impl AgentQueue {
         let peer = room.peer;
         self.send(peer, HubMsg::Room { state });
         self.emit(now, Event::AgentState, None, None, Some(agent), Some(state.as_str()));
+    }
+
+    /// Connects the media of a call's two legs, when both are present.
+    fn route(&mut self, call_id: CallId) {
+        let Some(call) = self.calls.get(&call_id) else { return };
+        let Phase::Connected { agent, .. } = &call.phase else { return };
+        if call.away_until.is_some() {
+            return;
+        }
+        let kiosk = self.kiosks.get(&call.kiosk).copied();
+        let agent = self.rooms.get(agent).map(|r| r.peer);
+        if let (Some(k), Some(a)) = (kiosk, agent) {
+            self.out.push_back(Output::Route { peer: k, to: Some((a, call_id)) });
+            self.out.push_back(Output::Route { peer: a, to: Some((k, call_id)) });
+        }
     }
 
     fn refuse(&mut self, now: Instant, peer: PeerId, reason: String) {

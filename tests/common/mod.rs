@@ -58,15 +58,20 @@ pub struct TestHub {
 pub async fn start_hub(pki: &Pki, queue: QueueConfig) -> TestHub {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("events.jsonl");
-    let hub = hub::start(HubOptions {
+    let hub = start_hub_at(pki, queue, log.clone()).await;
+    TestHub { hub, log, _dir: dir }
+}
+
+/// A hub writing (or continuing) the event log at `log`.
+pub async fn start_hub_at(pki: &Pki, queue: QueueConfig, log: PathBuf) -> RunningHub {
+    hub::start(HubOptions {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         tls: pki.material(Role::Hub, "hub.test"),
         queue,
-        event_log: log.clone(),
+        event_log: log,
     })
     .await
-    .expect("hub starts");
-    TestHub { hub, log, _dir: dir }
+    .expect("hub starts")
 }
 
 impl TestHub {

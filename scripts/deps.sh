@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs what building and testing kioskd needs, and only what is missing:
+# Debian packages (checked with dpkg -s), then the Rust toolchain's rustfmt and clippy.
+set -euo pipefail
+
+PACKAGES=(
+    build-essential
+    pkg-config
+    libclang-dev
+    libasound2-dev
+    libopus-dev
+    nasm
+    cmake
+)
+
+say() { printf 'deps.sh: %s\n' "$*"; }
+
+# --- Debian packages -------------------------------------------------------------------------
+if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    missing=()
+    for pkg in "${PACKAGES[@]}"; do
+        if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]} > 0)); then
+        if [[ $(id -u) -eq 0 ]]; then
+            SUDO=()
+        elif command -v sudo >/dev/null 2>&1; then
+            SUDO=(sudo)
+        else
+            say "missing packages: ${missing[*]}"
+            say "run as root or install sudo, then run this script again"
+            exit 1
+        fi
+        say "installing ${missing[*]}"
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends "${missing[@]}"
+    else
+        say "Debian packages present"
+    fi
+else
+    say "not a Debian system: make sure these (or their equivalents) are installed:"
+    say "  ${PACKAGES[*]}"
+fi
+
+# --- Rust ------------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo not found. Install the Rust toolchain with rustup:"
+    say "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y"
+    say "  . \"\$HOME/.cargo/env\""
+    say "then run this script again (kioskd needs Rust $(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' \
+        "$(dirname "$0")/../Cargo.toml") or newer)."
+    exit 1
+fi
+for component in rustfmt clippy; do
+    sub=$([[ $component == rustfmt ]] && echo fmt || echo clippy)
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            say "adding the $component component"
+            rustup component add "$component"
+        else
+            say "cargo $sub is missing and rustup is not available to add $component"
+            exit 1
+        fi
+    fi
+done
+say "$(cargo --version)"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every check the project has: formatting, lints, all tests, and a small demo over real QUIC.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step=""
+trap 'echo; echo "test.sh: FAILED during: ${step}"' ERR
+run() {
+    step="$*"
+    printf '\n==> %s\n' "$*"
+    "$@"
+}
+
+run ./scripts/deps.sh
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+run cargo fmt --check
+run cargo clippy --all-targets -- -D warnings
+run cargo test --all-targets
+run cargo build
+
+step="demo smoke run"
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
+printf '\n==> %s\n' "target/debug/kioskd demo --kiosks 5 --agents 2 --calls 8 --json"
+target/debug/kioskd demo --kiosks 5 --agents 2 --calls 8 --json | tee "$report"
+last=$(tail -n 1 "$report")
+if [[ $last != *'"calls_completed":8'* || $last != *'"errors":[]'* ]]; then
+    echo "test.sh: the demo's last line is not the expected report: $last"
+    false
+fi
+
+trap - ERR
+echo
+echo "test.sh: OK — formatting, clippy, all tests and the demo smoke run passed"

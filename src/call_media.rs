@@ -1,0 +1,628 @@
+//! The media of one call, on one side (kiosk or agent): capture → encode → QUIC, and
+//! QUIC → jitter buffer → decode → play. Started when a call connects, stopped when it ends.
+//!
+//! ```text
+//! camera thread ─► PictureQueue ─► video-send thread (H.264) ─┐           ┌─► uni stream per frame
+//! mic thread ─────────────────────► (Opus in the mic thread) ─┼─► net task ┤
+//!                                                             │           └─► datagram per 20 ms
+//! datagrams ─► AudioJitterBuffer ◄── audio-play thread (Opus/PLC ─► speaker, every 20 ms)
+//! uni streams ─► video-recv thread (VideoPlayout, H.264 ─► screen at render time)
+//! ```
+//! Every queue is bounded and drops old media when a consumer is slow; the threads stop when
+//! the session is dropped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use quinn::Connection;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::devices::audio::{Microphone, Speaker};
+use crate::devices::camera::{self, Camera};
+use crate::devices::screen::Screen;
+use crate::devices::{HwError, unix_micros_now};
+use crate::media::audio_jitter::{AudioJitterBuffer, JitterConfig, Playout};
+use crate::media::codec::{AudioDecoder, AudioEncoder, AudioSettings, VideoDecoder, VideoEncoder, VideoSettings};
+use crate::media::packet::{self, MediaHeader, MediaKind};
+use crate::media::stats::{LatencyHistogram, Quantiles};
+use crate::media::video_playout::{FrameAction, VideoPlayout};
+use crate::media::{FRAME_US, Picture, UnixMicros};
+use crate::protocol::CallId;
+
+/// Opens a device for a call. Called at the start of every call, so that a device that was
+/// missing comes back by itself, and so that the camera runs only during calls.
+pub type Opener<T> = Arc<dyn Fn() -> Result<Box<T>, HwError> + Send + Sync>;
+
+/// The devices one side of a call uses. `None`: this side has no such device.
+#[derive(Clone, Default)]
+pub struct MediaDevices {
+    pub camera: Option<Opener<dyn Camera>>,
+    pub microphone: Option<Opener<dyn Microphone>>,
+    pub speaker: Option<Opener<dyn Speaker>>,
+    pub screen: Option<Opener<dyn Screen>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MediaOptions {
+    pub video: VideoSettings,
+    pub audio: AudioSettings,
+    pub jitter: JitterConfig,
+}
+
+impl Default for MediaOptions {
+    fn default() -> Self {
+        Self { video: VideoSettings::default(), audio: AudioSettings::default(), jitter: JitterConfig::default() }
+    }
+}
+
+/// Pictures waiting for the encoder; more means the encoder is behind: drop the oldest.
+const CAMERA_QUEUE: usize = 2;
+/// Encoded frames waiting for the network (a quarter second at 30 fps).
+const VIDEO_OUT_QUEUE: usize = 8;
+/// Encoded audio frames waiting for the network (one second).
+const AUDIO_OUT_QUEUE: usize = 50;
+/// Received video frames waiting for the decoder.
+const VIDEO_IN_QUEUE: usize = 16;
+/// A video frame not delivered within this time is abandoned: a newer one matters more.
+const VIDEO_SEND_DEADLINE: Duration = Duration::from_millis(500);
+/// Most frame numbers kept for verification (an hour at 30 fps would be 108 000).
+const MAX_FRAME_LOG: usize = 20_000;
+/// Played audio kept for measuring its pitch (2 s).
+const PLAYED_AUDIO_KEPT: usize = 96_000;
+
+/// Figures of one side of a call. Sender figures describe what this side sent; receiver
+/// figures what it played.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MediaStats {
+    pub audio_frames_sent: u64,
+    pub audio_frames_played: u64,
+    pub audio_frames_concealed: u64,
+    pub audio_frames_recovered_fec: u64,
+    pub video_frames_captured: u64,
+    pub video_frames_capture_dropped: u64,
+    pub video_frames_sent: u64,
+    pub video_frames_send_dropped: u64,
+    pub video_frames_received: u64,
+    pub video_frames_decoded: u64,
+    pub video_frames_displayed: u64,
+    pub video_frames_verified: u64,
+    pub keyframe_requests: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub audio_latency_ms: Quantiles,
+    pub video_latency_ms: Quantiles,
+    /// What this side could not use (camera missing, ...).
+    pub problems: Vec<String>,
+    #[serde(skip)]
+    pub sent_frame_numbers: Vec<u32>,
+    #[serde(skip)]
+    pub verified_frame_numbers: Vec<u32>,
+    #[serde(skip)]
+    pub played_audio: VecDeque<i16>,
+    #[serde(skip)]
+    pub started_us: UnixMicros,
+    #[serde(skip)]
+    pub audio_latency: LatencyHistogram,
+    #[serde(skip)]
+    pub video_latency: LatencyHistogram,
+}
+
+impl MediaStats {
+    /// Fills the quantiles from the histograms.
+    pub fn finish(&mut self) {
+        self.audio_latency_ms = self.audio_latency.quantiles();
+        self.video_latency_ms = self.video_latency.quantiles();
+    }
+}
+
+type Shared = Arc<Mutex<MediaStats>>;
+
+fn with<R>(stats: &Shared, f: impl FnOnce(&mut MediaStats) -> R) -> R {
+    // A thread that panicked while holding the lock left counters that are still usable.
+    let mut guard = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut guard)
+}
+
+/// One side of a call's media. Dropping it stops everything.
+pub struct MediaSession {
+    pub call_id: CallId,
+    stop: Arc<AtomicBool>,
+    keyframe: Arc<AtomicBool>,
+    stats: Shared,
+    threads: Vec<JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MediaSession {
+    /// Starts sending and receiving on `conn`. `keyframe_requests` receives the call id each
+    /// time this side needs a keyframe from the other (the driver sends it to the hub).
+    pub fn start(
+        conn: Connection,
+        call_id: CallId,
+        devices: &MediaDevices,
+        opts: MediaOptions,
+        keyframe_requests: mpsc::Sender<CallId>,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let keyframe = Arc::new(AtomicBool::new(false));
+        let stats: Shared = Arc::new(Mutex::new(MediaStats { started_us: unix_micros_now(), ..Default::default() }));
+        let mut s = Self { call_id, stop, keyframe, stats, threads: Vec::new(), tasks: Vec::new() };
+        let (audio_tx, audio_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(AUDIO_OUT_QUEUE);
+        let (video_tx, video_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(VIDEO_OUT_QUEUE);
+        let audio_delay = Arc::new(AtomicU64::new(0));
+        let jitter = Arc::new(Mutex::new(AudioJitterBuffer::new(opts.jitter)));
+
+        // Sending.
+        match devices.camera.as_ref().map(|open| open()) {
+            Some(Ok(cam)) => s.spawn_video_send(cam, opts.video, video_tx),
+            Some(Err(e)) => s.problem(format!("camera: {e}")),
+            None => {}
+        }
+        match devices.microphone.as_ref().map(|open| open()) {
+            Some(Ok(mic)) => s.spawn_audio_send(mic, opts.audio, audio_tx),
+            Some(Err(e)) => s.problem(format!("microphone: {e}")),
+            None => {}
+        }
+        s.tasks.push(tokio::spawn(send_task(conn.clone(), audio_rx, video_rx, s.stats.clone())));
+
+        // Receiving.
+        let speaker = match devices.speaker.as_ref().map(|open| open()) {
+            Some(Ok(sp)) => Some(sp),
+            Some(Err(e)) => {
+                s.problem(format!("speaker: {e}"));
+                None
+            }
+            None => None,
+        };
+        s.spawn_audio_play(speaker, jitter.clone(), audio_delay.clone());
+        let screen = match devices.screen.as_ref().map(|open| open()) {
+            Some(Ok(sc)) => Some(sc),
+            Some(Err(e)) => {
+                s.problem(format!("screen: {e}"));
+                None
+            }
+            None => None,
+        };
+        let (frames_tx, frames_rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
+        s.spawn_video_recv(screen, frames_rx, audio_delay, keyframe_requests);
+        s.tasks.push(tokio::spawn(recv_datagrams(conn.clone(), jitter, s.stats.clone())));
+        s.tasks.push(tokio::spawn(recv_streams(conn, frames_tx, s.stats.clone())));
+        s
+    }
+
+    /// The other side asked for a keyframe.
+    pub fn request_keyframe(&self) {
+        self.keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// A snapshot of the figures so far.
+    pub fn stats(&self) -> MediaStats {
+        let mut s = with(&self.stats, |s| s.clone());
+        s.finish();
+        s
+    }
+
+    /// Stops all threads and tasks and returns the final figures.
+    pub fn stop(mut self) -> MediaStats {
+        self.shutdown();
+        self.stats()
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn problem(&mut self, what: String) {
+        warn!(call_id = self.call_id, "{what}");
+        with(&self.stats, |s| s.problems.push(what));
+    }
+
+    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) {
+        match std::thread::Builder::new().name(name.into()).spawn(f) {
+            Ok(t) => self.threads.push(t),
+            Err(e) => self.problem(format!("cannot start the {name} thread: {e}")),
+        }
+    }
+
+    fn spawn_video_send(&mut self, cam: Box<dyn Camera>, settings: VideoSettings, out: mpsc::Sender<(MediaHeader, Vec<u8>)>) {
+        let (stop, keyframe, stats) = (self.stop.clone(), self.keyframe.clone(), self.stats.clone());
+        let call_id = self.call_id;
+        let queue = camera::spawn_camera(cam, CAMERA_QUEUE);
+        self.spawn("video-send", move || {
+            let (pictures, cam_stats) = queue;
+            let mut enc = match VideoEncoder::new(settings) {
+                Ok(e) => e,
+                Err(e) => {
+                    with(&stats, |s| s.problems.push(format!("video encoder: {e}")));
+                    return;
+                }
+            };
+            let mut seq: u32 = 0;
+            let mut camera_lost = false;
+            while !stop.load(Ordering::Relaxed) {
+                let pic = match pictures.pop_timeout(Duration::from_millis(100)) {
+                    Some(pic) => pic,
+                    None => {
+                        if let Some(e) = cam_stats.error()
+                            && !camera_lost
+                        {
+                            camera_lost = true;
+                            warn!(call_id, error = %e, "camera lost; the call goes on with audio");
+                            with(&stats, |s| s.problems.push(format!("camera: {e}")));
+                        }
+                        continue;
+                    }
+                };
+                let pic = fit(pic, settings.width, settings.height);
+                if keyframe.swap(false, Ordering::Relaxed) {
+                    enc.request_keyframe();
+                }
+                let frame = match enc.encode(&pic) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        debug!(error = %e, "encode failed");
+                        continue;
+                    }
+                };
+                let stamp = camera::synthetic::read_stamp(&pic).map(|(n, _)| n);
+                let header = MediaHeader { kind: MediaKind::Video, keyframe: frame.keyframe, seq, captured_us: pic.captured_us };
+                seq = seq.wrapping_add(1);
+                let sent = out.try_send((header, frame.data)).is_ok();
+                with(&stats, |s| {
+                    let c = cam_stats.snapshot();
+                    s.video_frames_captured = c.captured;
+                    s.video_frames_capture_dropped = c.dropped;
+                    if sent {
+                        s.video_frames_sent += 1;
+                        if let Some(n) = stamp
+                            && s.sent_frame_numbers.len() < MAX_FRAME_LOG
+                        {
+                            s.sent_frame_numbers.push(n);
+                        }
+                    } else {
+                        s.video_frames_send_dropped += 1;
+                    }
+                });
+                if !sent {
+                    // The receiver will miss this frame; start the next group with a keyframe.
+                    enc.request_keyframe();
+                }
+            }
+        });
+    }
+
+    fn spawn_audio_send(&mut self, mut mic: Box<dyn Microphone>, settings: AudioSettings, out: mpsc::Sender<(MediaHeader, Vec<u8>)>) {
+        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        self.spawn("audio-send", move || {
+            let mut enc = match AudioEncoder::new(settings) {
+                Ok(e) => e,
+                Err(e) => {
+                    with(&stats, |s| s.problems.push(format!("audio encoder: {e}")));
+                    return;
+                }
+            };
+            let mut seq: u32 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let chunk = match mic.next_chunk() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(error = %e, "microphone lost; the call goes on with video");
+                        with(&stats, |s| s.problems.push(format!("microphone: {e}")));
+                        return;
+                    }
+                };
+                let Ok(payload) = enc.encode(&chunk.samples) else { continue };
+                let header = MediaHeader { kind: MediaKind::Audio, keyframe: false, seq, captured_us: chunk.captured_us };
+                seq = seq.wrapping_add(1);
+                if out.try_send((header, payload)).is_ok() {
+                    with(&stats, |s| s.audio_frames_sent += 1);
+                }
+            }
+        });
+    }
+
+    fn spawn_audio_play(&mut self, mut speaker: Option<Box<dyn Speaker>>, jitter: Arc<Mutex<AudioJitterBuffer>>, delay: Arc<AtomicU64>) {
+        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        self.spawn("audio-play", move || {
+            let mut dec = match AudioDecoder::new() {
+                Ok(d) => d,
+                Err(e) => {
+                    with(&stats, |s| s.problems.push(format!("audio decoder: {e}")));
+                    return;
+                }
+            };
+            let start = std::time::Instant::now();
+            let mut tick: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Pace by the clock; a real speaker's blocking write paces too, and the two agree
+                // because both run at 48 kHz.
+                let due = start + Duration::from_micros(tick * FRAME_US);
+                if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                tick += 1;
+                let now = unix_micros_now();
+                let (playout, next, target) = {
+                    let mut j = jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let p = j.poll_playout(now);
+                    let next = match &p {
+                        Playout::Conceal { seq } => j.peek(seq.wrapping_add(1)).map(<[u8]>::to_vec),
+                        _ => None,
+                    };
+                    (p, next, j.stats().target_ms)
+                };
+                delay.store((target * 1000.0) as u64, Ordering::Relaxed);
+                let samples = match playout {
+                    Playout::Wait => continue,
+                    Playout::Frame { captured_us, payload, .. } => match dec.decode(&payload) {
+                        Ok(s) => {
+                            with(&stats, |st| {
+                                st.audio_frames_played += 1;
+                                st.audio_latency.record(now.saturating_sub(captured_us));
+                            });
+                            s
+                        }
+                        Err(_) => {
+                            with(&stats, |st| st.audio_frames_concealed += 1);
+                            dec.conceal().unwrap_or_default()
+                        }
+                    },
+                    Playout::Conceal { .. } => {
+                        let fec = next.as_deref().and_then(|n| dec.decode_fec(n).ok());
+                        with(&stats, |st| {
+                            if fec.is_some() {
+                                st.audio_frames_recovered_fec += 1;
+                            } else {
+                                st.audio_frames_concealed += 1;
+                            }
+                        });
+                        match fec {
+                            Some(s) => s,
+                            None => dec.conceal().unwrap_or_default(),
+                        }
+                    }
+                };
+                with(&stats, |st| {
+                    st.played_audio.extend(samples.iter().copied());
+                    while st.played_audio.len() > PLAYED_AUDIO_KEPT {
+                        st.played_audio.pop_front();
+                    }
+                });
+                if let Some(sp) = speaker.as_mut()
+                    && let Err(e) = sp.play(&samples)
+                {
+                    warn!(error = %e, "speaker failed; audio is no longer played");
+                    with(&stats, |st| st.problems.push(format!("speaker: {e}")));
+                    speaker = None;
+                }
+            }
+        });
+    }
+
+    fn spawn_video_recv(
+        &mut self,
+        mut screen: Option<Box<dyn Screen>>,
+        frames: std_mpsc::Receiver<(MediaHeader, Vec<u8>)>,
+        audio_delay: Arc<AtomicU64>,
+        keyframe_requests: mpsc::Sender<CallId>,
+    ) {
+        let (stop, stats, call_id) = (self.stop.clone(), self.stats.clone(), self.call_id);
+        self.spawn("video-recv", move || {
+            let mut dec = match VideoDecoder::new() {
+                Ok(d) => d,
+                Err(e) => {
+                    with(&stats, |s| s.problems.push(format!("video decoder: {e}")));
+                    return;
+                }
+            };
+            let mut playout = VideoPlayout::new();
+            let mut pending: VecDeque<(u32, Picture)> = VecDeque::new();
+            let mut last_verified: Option<u32> = None;
+            let ask = |stats: &Shared| {
+                with(stats, |s| s.keyframe_requests += 1);
+                let _ = keyframe_requests.try_send(call_id);
+            };
+            while !stop.load(Ordering::Relaxed) {
+                // Wake at least every 5 ms to show pictures on time.
+                match frames.recv_timeout(Duration::from_millis(5)) {
+                    Ok((h, data)) => {
+                        let now = unix_micros_now();
+                        with(&stats, |s| s.video_frames_received += 1);
+                        playout.set_audio_delay(audio_delay.load(Ordering::Relaxed));
+                        match playout.handle_frame(h.seq, h.keyframe, h.captured_us, now) {
+                            FrameAction::Decode => match dec.decode(&data, h.captured_us) {
+                                Ok(Some(pic)) => {
+                                    with(&stats, |s| s.video_frames_decoded += 1);
+                                    playout.handle_decoded(h.seq, h.captured_us, now);
+                                    pending.push_back((h.seq, pic));
+                                    while pending.len() > 8 {
+                                        pending.pop_front();
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(_) => {
+                                    if playout.handle_decode_error(now) {
+                                        ask(&stats);
+                                    }
+                                }
+                            },
+                            FrameAction::RequestKeyframe => ask(&stats),
+                            FrameAction::DropUntilKeyframe | FrameAction::Stale => {}
+                        }
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                let now = unix_micros_now();
+                if let Some(seq) = playout.poll_display(now) {
+                    // Older pictures were skipped by the playout: drop them.
+                    while pending.front().is_some_and(|(s, _)| *s != seq) {
+                        pending.pop_front();
+                    }
+                    let Some((_, pic)) = pending.pop_front() else { continue };
+                    let stamp = camera::synthetic::read_stamp(&pic);
+                    with(&stats, |s| {
+                        s.video_frames_displayed += 1;
+                        s.video_latency.record(now.saturating_sub(pic.captured_us));
+                        if let Some((n, ms)) = stamp
+                            && ms == (pic.captured_us / 1000) as u32
+                            && last_verified.is_none_or(|l| n > l)
+                        {
+                            last_verified = Some(n);
+                            s.video_frames_verified += 1;
+                            if s.verified_frame_numbers.len() < MAX_FRAME_LOG {
+                                s.verified_frame_numbers.push(n);
+                            }
+                        }
+                    });
+                    if let Some(sc) = screen.as_mut()
+                        && let Err(e) = sc.show(&pic)
+                    {
+                        warn!(error = %e, "screen failed; video is no longer shown");
+                        with(&stats, |s| s.problems.push(format!("screen: {e}")));
+                        screen = None;
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Scales a picture to the encoder's size when the camera delivers another (nearest pixel).
+fn fit(pic: Picture, width: u32, height: u32) -> Picture {
+    if pic.width == width && pic.height == height {
+        return pic;
+    }
+    let mut out = Picture::black(width, height, pic.captured_us);
+    let (sw, sh) = (pic.width as usize, pic.height as usize);
+    let (dw, dh) = (width as usize, height as usize);
+    let (sy, su, sv) = pic.planes();
+    let (dy, rest) = out.data.split_at_mut(dw * dh);
+    let (du, dv) = rest.split_at_mut((dw / 2) * (dh / 2));
+    for y in 0..dh {
+        let srow = y * sh / dh;
+        for x in 0..dw {
+            dy[y * dw + x] = sy[srow * sw + x * sw / dw];
+        }
+    }
+    for y in 0..dh / 2 {
+        let srow = y * (sh / 2) / (dh / 2);
+        for x in 0..dw / 2 {
+            let sx = x * (sw / 2) / (dw / 2);
+            du[y * (dw / 2) + x] = su[srow * (sw / 2) + sx];
+            dv[y * (dw / 2) + x] = sv[srow * (sw / 2) + sx];
+        }
+    }
+    out
+}
+
+async fn send_task(
+    conn: Connection,
+    mut audio: mpsc::Receiver<(MediaHeader, Vec<u8>)>,
+    mut video: mpsc::Receiver<(MediaHeader, Vec<u8>)>,
+    stats: Shared,
+) {
+    let mut buf = Vec::with_capacity(1500);
+    loop {
+        tokio::select! {
+            biased; // audio first: it is small and late audio is worse than late video
+            a = audio.recv() => {
+                let Some((h, payload)) = a else { return };
+                buf.clear();
+                h.encode(&payload, &mut buf);
+                let fits = conn.max_datagram_size().is_some_and(|m| buf.len() <= m);
+                if !fits {
+                    debug!(len = buf.len(), "audio frame larger than a datagram; dropped");
+                    continue;
+                }
+                let len = buf.len() as u64;
+                if conn.send_datagram(bytes::Bytes::copy_from_slice(&buf)).is_ok() {
+                    with(&stats, |s| s.bytes_sent += len);
+                }
+            }
+            v = video.recv() => {
+                let Some((h, payload)) = v else { return };
+                let mut frame = Vec::with_capacity(payload.len() + 16);
+                h.encode(&payload, &mut frame);
+                let conn = conn.clone();
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let len = frame.len() as u64;
+                    let send = async {
+                        let mut s = conn.open_uni().await.ok()?;
+                        let _ = s.set_priority(if h.keyframe { 1 } else { 0 });
+                        s.write_all(&frame).await.ok()?;
+                        s.finish().ok()?;
+                        Some(s)
+                    };
+                    match tokio::time::timeout(VIDEO_SEND_DEADLINE, send).await {
+                        Ok(Some(_)) => with(&stats, |s| s.bytes_sent += len),
+                        _ => with(&stats, |s| s.video_frames_send_dropped += 1),
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn recv_datagrams(conn: Connection, jitter: Arc<Mutex<AudioJitterBuffer>>, stats: Shared) {
+    while let Ok(d) = conn.read_datagram().await {
+        let Ok((h, payload)) = packet::decode(&d) else { continue };
+        if h.kind != MediaKind::Audio {
+            continue;
+        }
+        let now = unix_micros_now();
+        with(&stats, |s| s.bytes_received += d.len() as u64);
+        jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle_packet(h.seq, h.captured_us, payload.to_vec(), now);
+    }
+}
+
+async fn recv_streams(conn: Connection, frames: std_mpsc::SyncSender<(MediaHeader, Vec<u8>)>, stats: Shared) {
+    // Frames arrive in order of completion; each is read on its own task so a slow one does
+    // not hold back the next.
+    let (done_tx, mut done_rx) = mpsc::channel::<Vec<u8>>(VIDEO_IN_QUEUE);
+    let reader = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            while let Ok(mut recv) = conn.accept_uni().await {
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(data)) =
+                        tokio::time::timeout(Duration::from_secs(2), recv.read_to_end(packet::MAX_VIDEO_FRAME + 16)).await
+                    {
+                        let _ = done.send(data).await;
+                    }
+                });
+            }
+        })
+    };
+    while let Some(data) = done_rx.recv().await {
+        let Ok((h, payload)) = packet::decode(&data) else { continue };
+        if h.kind != MediaKind::Video {
+            continue;
+        }
+        with(&stats, |s| s.bytes_received += data.len() as u64);
+        if frames.try_send((h, payload.to_vec())).is_err() {
+            info!("video decoder behind; frame dropped");
+        }
+    }
+    reader.abort();
+}
