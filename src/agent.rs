@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::call_media::{MediaDevices, MediaOptions, MediaSession, MediaStats};
 use crate::kiosk::HubTarget;
 use crate::net::client::{self, Session};
 use crate::net::close_code;
@@ -69,19 +70,67 @@ impl AgentCommand {
 pub const HELP: &str = "commands: idle | close | accept | decline | say <text> | hangup | status | quit";
 
 /// What the console reports (demo and tests watch it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum AgentEvent {
-    Welcome { id: String, at: Instant },
-    Room { state: RoomState, at: Instant },
-    Offer { call_id: CallId, kiosk: String, waited_ms: u64, at: Instant },
-    OfferWithdrawn { call_id: CallId, reason: WithdrawReason, at: Instant },
-    AcceptSent { call_id: CallId, at: Instant },
-    Connected { call_id: CallId, kiosk: String, at: Instant },
-    Ended { call_id: CallId, reason: EndReason, at: Instant },
-    TextSent { call_id: CallId, id: u64, at: Instant },
-    TextReceived { call_id: CallId, id: u64, body: String, at: Instant },
-    TextDelivered { call_id: CallId, id: u64, at: Instant },
-    Error { message: String, at: Instant },
+    Welcome {
+        id: String,
+        at: Instant,
+    },
+    Room {
+        state: RoomState,
+        at: Instant,
+    },
+    Offer {
+        call_id: CallId,
+        kiosk: String,
+        waited_ms: u64,
+        at: Instant,
+    },
+    OfferWithdrawn {
+        call_id: CallId,
+        reason: WithdrawReason,
+        at: Instant,
+    },
+    AcceptSent {
+        call_id: CallId,
+        at: Instant,
+    },
+    Connected {
+        call_id: CallId,
+        kiosk: String,
+        at: Instant,
+    },
+    Ended {
+        call_id: CallId,
+        reason: EndReason,
+        at: Instant,
+    },
+    TextSent {
+        call_id: CallId,
+        id: u64,
+        at: Instant,
+    },
+    TextReceived {
+        call_id: CallId,
+        id: u64,
+        body: String,
+        at: Instant,
+    },
+    TextDelivered {
+        call_id: CallId,
+        id: u64,
+        at: Instant,
+    },
+    Error {
+        message: String,
+        at: Instant,
+    },
+    /// A call's media stopped; its figures.
+    Media {
+        call_id: CallId,
+        stats: Box<MediaStats>,
+        at: Instant,
+    },
 }
 
 pub struct AgentIo {
@@ -90,6 +139,9 @@ pub struct AgentIo {
     pub observer: Option<mpsc::UnboundedSender<AgentEvent>>,
     /// Print a readable line for each event (the interactive console).
     pub print: bool,
+    /// The agent's camera, microphone, and where the kiosk's picture and sound go.
+    pub media: MediaDevices,
+    pub media_options: MediaOptions,
 }
 
 struct Call {
@@ -145,6 +197,17 @@ pub async fn run(
     let mut offer: Option<(CallId, String)> = None;
     let mut call: Option<Call> = None;
     let mut answer_at: Option<(Instant, CallId)> = None;
+    let mut media: Option<MediaSession> = None;
+    let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<CallId>(4);
+    let stop_media = |media: &mut Option<MediaSession>, io: &AgentIo| {
+        if let Some(m) = media.take() {
+            let call_id = m.call_id;
+            let stats = m.stop();
+            if let Some(o) = &io.observer {
+                let _ = o.send(AgentEvent::Media { call_id, stats: Box::new(stats), at: Instant::now() });
+            }
+        }
+    };
     let mut hangup_at: Option<(Instant, CallId)> = None;
 
     let result = loop {
@@ -207,6 +270,8 @@ pub async fn run(
                         offer = None;
                         say(&io, format!("[call {call_id}] connected with {peer}"));
                         observe(&io, AgentEvent::Connected { call_id, kiosk: peer.clone(), at: now });
+                        stop_media(&mut media, &io);
+                        media = Some(MediaSession::start(conn.clone(), call_id, &io.media, io.media_options.clone(), keyframe_tx.clone()));
                         let mut c = Call { call_id, kiosk: peer, outbox: TextOutbox::new(), inbox: TextInbox::new(), kiosk_present: true };
                         if let Some(a) = &auto {
                             if let Some(d) = a.call_duration {
@@ -237,6 +302,7 @@ pub async fn run(
                         if call.as_ref().is_some_and(|c| c.call_id == call_id) {
                             call = None;
                             hangup_at = None;
+                            stop_media(&mut media, &io);
                             say(&io, format!("[call {call_id}] ended: {}", reason.describe()));
                             observe(&io, AgentEvent::Ended { call_id, reason, at: now });
                         }
@@ -263,7 +329,11 @@ pub async fn run(
                         say(&io, format!("[hub] {message}"));
                         observe(&io, AgentEvent::Error { message, at: now });
                     }
-                    HubMsg::KeyframeRequest { .. } => {}
+                    HubMsg::KeyframeRequest { call_id } => {
+                        if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
+                            m.request_keyframe();
+                        }
+                    }
                     HubMsg::Welcome { .. } | HubMsg::Queued { .. } | HubMsg::Busy { .. } | HubMsg::Ringing { .. } => {}
                 }
             }
@@ -337,9 +407,13 @@ pub async fn run(
                     }
                 }
             }
+            Some(call_id) = keyframe_rx.recv() => {
+                pending.push(ClientMsg::KeyframeRequest { call_id });
+            }
             _ = shutdown.changed() => break Ok(()),
         }
     };
+    stop_media(&mut media, &io);
     // A person leaving the console mid-call hangs up rather than leaving the customer alone.
     if let Some(c) = &call {
         let _ = writer.send(&ClientMsg::HangUp { call_id: c.call_id }).await;

@@ -22,12 +22,19 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::devices::audio::{Microphone, Speaker};
-use crate::devices::camera::{self, Camera};
-use crate::devices::screen::Screen;
+use crate::config::{CameraBackend, CaptureBackend, MediaSections, PlaybackBackend, ScreenBackend};
+use crate::devices::audio::alsa::{AlsaMicrophone, AlsaSpeaker, PcmConfig};
+use crate::devices::audio::{Microphone, Speaker, SyntheticMicrophone, WavSpeaker};
+use crate::devices::camera::{self, Camera, CameraConfig, CameraSwitch, SyntheticCamera, V4l2Camera};
+use crate::devices::screen::drm::DrmScreen;
+use crate::devices::screen::fbdev::FbdevScreen;
+use crate::devices::screen::file::Y4mScreen;
+use crate::devices::screen::{self, Screen};
 use crate::devices::{HwError, unix_micros_now};
 use crate::media::audio_jitter::{AudioJitterBuffer, JitterConfig, Playout};
-use crate::media::codec::{AudioDecoder, AudioEncoder, AudioSettings, VideoDecoder, VideoEncoder, VideoSettings};
+use crate::media::codec::{
+    AudioDecoder, AudioEncoder, AudioSettings, VideoDecoder, VideoEncoder, VideoSettings,
+};
 use crate::media::packet::{self, MediaHeader, MediaKind};
 use crate::media::stats::{LatencyHistogram, Quantiles};
 use crate::media::video_playout::{FrameAction, VideoPlayout};
@@ -47,7 +54,7 @@ pub struct MediaDevices {
     pub screen: Option<Opener<dyn Screen>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MediaOptions {
     pub video: VideoSettings,
     pub audio: AudioSettings,
@@ -56,7 +63,11 @@ pub struct MediaOptions {
 
 impl Default for MediaOptions {
     fn default() -> Self {
-        Self { video: VideoSettings::default(), audio: AudioSettings::default(), jitter: JitterConfig::default() }
+        Self {
+            video: VideoSettings::default(),
+            audio: AudioSettings::default(),
+            jitter: JitterConfig::default(),
+        }
     }
 }
 
@@ -96,6 +107,8 @@ pub struct MediaStats {
     pub bytes_received: u64,
     pub audio_latency_ms: Quantiles,
     pub video_latency_ms: Quantiles,
+    /// How long the media ran, in seconds.
+    pub duration_s: f64,
     /// What this side could not use (camera missing, ...).
     pub problems: Vec<String>,
     #[serde(skip)]
@@ -150,12 +163,13 @@ impl MediaSession {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(false));
-        let stats: Shared = Arc::new(Mutex::new(MediaStats { started_us: unix_micros_now(), ..Default::default() }));
+        let stats: Shared =
+            Arc::new(Mutex::new(MediaStats { started_us: unix_micros_now(), ..Default::default() }));
         let mut s = Self { call_id, stop, keyframe, stats, threads: Vec::new(), tasks: Vec::new() };
         let (audio_tx, audio_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(AUDIO_OUT_QUEUE);
         let (video_tx, video_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(VIDEO_OUT_QUEUE);
         let audio_delay = Arc::new(AtomicU64::new(0));
-        let jitter = Arc::new(Mutex::new(AudioJitterBuffer::new(opts.jitter)));
+        let jitter = Arc::new(Mutex::new(AudioJitterBuffer::new(opts.jitter.clone())));
 
         // Sending.
         match devices.camera.as_ref().map(|open| open()) {
@@ -203,6 +217,7 @@ impl MediaSession {
     /// A snapshot of the figures so far.
     pub fn stats(&self) -> MediaStats {
         let mut s = with(&self.stats, |s| s.clone());
+        s.duration_s = unix_micros_now().saturating_sub(s.started_us) as f64 / 1e6;
         s.finish();
         s
     }
@@ -235,12 +250,22 @@ impl MediaSession {
         }
     }
 
-    fn spawn_video_send(&mut self, cam: Box<dyn Camera>, settings: VideoSettings, out: mpsc::Sender<(MediaHeader, Vec<u8>)>) {
+    fn spawn_video_send(
+        &mut self,
+        cam: Box<dyn Camera>,
+        settings: VideoSettings,
+        out: mpsc::Sender<(MediaHeader, Vec<u8>)>,
+    ) {
         let (stop, keyframe, stats) = (self.stop.clone(), self.keyframe.clone(), self.stats.clone());
         let call_id = self.call_id;
-        let queue = camera::spawn_camera(cam, CAMERA_QUEUE);
+        let (pictures, cam_stats) = match camera::spawn_camera(cam, CAMERA_QUEUE) {
+            Ok(q) => q,
+            Err(e) => {
+                self.problem(format!("cannot start the camera thread: {e}"));
+                return;
+            }
+        };
         self.spawn("video-send", move || {
-            let (pictures, cam_stats) = queue;
             let mut enc = match VideoEncoder::new(settings) {
                 Ok(e) => e,
                 Err(e) => {
@@ -249,19 +274,17 @@ impl MediaSession {
                 }
             };
             let mut seq: u32 = 0;
-            let mut camera_lost = false;
             while !stop.load(Ordering::Relaxed) {
-                let pic = match pictures.pop_timeout(Duration::from_millis(100)) {
-                    Some(pic) => pic,
-                    None => {
-                        if let Some(e) = cam_stats.error()
-                            && !camera_lost
-                        {
-                            camera_lost = true;
-                            warn!(call_id, error = %e, "camera lost; the call goes on with audio");
-                            with(&stats, |s| s.problems.push(format!("camera: {e}")));
-                        }
-                        continue;
+                let pic = match pictures.pop_blocking(Duration::from_millis(100)) {
+                    Ok(Some(pic)) => pic,
+                    // Nothing within the timeout: a stalled camera may come back.
+                    Ok(None) => continue,
+                    Err(_) => {
+                        // The camera thread ended: the call goes on without video.
+                        let e = cam_stats.error().unwrap_or_else(|| "stopped".into());
+                        warn!(call_id, error = %e, "camera lost; the call goes on with audio");
+                        with(&stats, |s| s.problems.push(format!("camera: {e}")));
+                        break;
                     }
                 };
                 let pic = fit(pic, settings.width, settings.height);
@@ -277,13 +300,17 @@ impl MediaSession {
                     }
                 };
                 let stamp = camera::synthetic::read_stamp(&pic).map(|(n, _)| n);
-                let header = MediaHeader { kind: MediaKind::Video, keyframe: frame.keyframe, seq, captured_us: pic.captured_us };
+                let header = MediaHeader {
+                    kind: MediaKind::Video,
+                    keyframe: frame.keyframe,
+                    seq,
+                    captured_us: pic.captured_us,
+                };
                 seq = seq.wrapping_add(1);
                 let sent = out.try_send((header, frame.data)).is_ok();
                 with(&stats, |s| {
-                    let c = cam_stats.snapshot();
-                    s.video_frames_captured = c.captured;
-                    s.video_frames_capture_dropped = c.dropped;
+                    s.video_frames_captured = cam_stats.delivered();
+                    s.video_frames_capture_dropped = cam_stats.dropped();
                     if sent {
                         s.video_frames_sent += 1;
                         if let Some(n) = stamp
@@ -303,7 +330,12 @@ impl MediaSession {
         });
     }
 
-    fn spawn_audio_send(&mut self, mut mic: Box<dyn Microphone>, settings: AudioSettings, out: mpsc::Sender<(MediaHeader, Vec<u8>)>) {
+    fn spawn_audio_send(
+        &mut self,
+        mut mic: Box<dyn Microphone>,
+        settings: AudioSettings,
+        out: mpsc::Sender<(MediaHeader, Vec<u8>)>,
+    ) {
         let (stop, stats) = (self.stop.clone(), self.stats.clone());
         self.spawn("audio-send", move || {
             let mut enc = match AudioEncoder::new(settings) {
@@ -324,7 +356,12 @@ impl MediaSession {
                     }
                 };
                 let Ok(payload) = enc.encode(&chunk.samples) else { continue };
-                let header = MediaHeader { kind: MediaKind::Audio, keyframe: false, seq, captured_us: chunk.captured_us };
+                let header = MediaHeader {
+                    kind: MediaKind::Audio,
+                    keyframe: false,
+                    seq,
+                    captured_us: chunk.captured_us,
+                };
                 seq = seq.wrapping_add(1);
                 if out.try_send((header, payload)).is_ok() {
                     with(&stats, |s| s.audio_frames_sent += 1);
@@ -333,7 +370,12 @@ impl MediaSession {
         });
     }
 
-    fn spawn_audio_play(&mut self, mut speaker: Option<Box<dyn Speaker>>, jitter: Arc<Mutex<AudioJitterBuffer>>, delay: Arc<AtomicU64>) {
+    fn spawn_audio_play(
+        &mut self,
+        mut speaker: Option<Box<dyn Speaker>>,
+        jitter: Arc<Mutex<AudioJitterBuffer>>,
+        delay: Arc<AtomicU64>,
+    ) {
         let (stop, stats) = (self.stop.clone(), self.stats.clone());
         self.spawn("audio-play", move || {
             let mut dec = match AudioDecoder::new() {
@@ -361,9 +403,9 @@ impl MediaSession {
                         Playout::Conceal { seq } => j.peek(seq.wrapping_add(1)).map(<[u8]>::to_vec),
                         _ => None,
                     };
-                    (p, next, j.stats().target_ms)
+                    (p, next, j.playout_delay_us())
                 };
-                delay.store((target * 1000.0) as u64, Ordering::Relaxed);
+                delay.store(target, Ordering::Relaxed);
                 let samples = match playout {
                     Playout::Wait => continue,
                     Playout::Frame { captured_us, payload, .. } => match dec.decode(&payload) {
@@ -413,12 +455,22 @@ impl MediaSession {
 
     fn spawn_video_recv(
         &mut self,
-        mut screen: Option<Box<dyn Screen>>,
+        screen: Option<Box<dyn Screen>>,
         frames: std_mpsc::Receiver<(MediaHeader, Vec<u8>)>,
         audio_delay: Arc<AtomicU64>,
         keyframe_requests: mpsc::Sender<CallId>,
     ) {
         let (stop, stats, call_id) = (self.stop.clone(), self.stats.clone(), self.call_id);
+        // The display runs on its own thread (a page flip waits for vertical blank); one picture
+        // waits at most, older ones are dropped.
+        let mut screen = match screen.map(|sc| screen::spawn_screen(sc, 1)) {
+            Some(Ok((feed, st))) => Some((feed, st)),
+            Some(Err(e)) => {
+                self.problem(format!("cannot start the screen thread: {e}"));
+                None
+            }
+            None => None,
+        };
         self.spawn("video-recv", move || {
             let mut dec = match VideoDecoder::new() {
                 Ok(d) => d,
@@ -487,9 +539,10 @@ impl MediaSession {
                             }
                         }
                     });
-                    if let Some(sc) = screen.as_mut()
-                        && let Err(e) = sc.show(&pic)
+                    if let Some((feed, st)) = screen.as_ref()
+                        && feed.push(pic).is_err()
                     {
+                        let e = st.error().unwrap_or_else(|| "stopped".into());
                         warn!(error = %e, "screen failed; video is no longer shown");
                         with(&stats, |s| s.problems.push(format!("screen: {e}")));
                         screen = None;
@@ -547,7 +600,9 @@ async fn send_task(
             a = audio.recv() => {
                 let Some((h, payload)) = a else { return };
                 buf.clear();
-                h.encode(&payload, &mut buf);
+                if h.encode(&payload, &mut buf).is_err() {
+                    continue;
+                }
                 let fits = conn.max_datagram_size().is_some_and(|m| buf.len() <= m);
                 if !fits {
                     debug!(len = buf.len(), "audio frame larger than a datagram; dropped");
@@ -561,7 +616,10 @@ async fn send_task(
             v = video.recv() => {
                 let Some((h, payload)) = v else { return };
                 let mut frame = Vec::with_capacity(payload.len() + 16);
-                h.encode(&payload, &mut frame);
+                if h.encode(&payload, &mut frame).is_err() {
+                    with(&stats, |s| s.video_frames_send_dropped += 1);
+                    continue;
+                }
                 let conn = conn.clone();
                 let stats = stats.clone();
                 tokio::spawn(async move {
@@ -591,7 +649,12 @@ async fn recv_datagrams(conn: Connection, jitter: Arc<Mutex<AudioJitterBuffer>>,
         }
         let now = unix_micros_now();
         with(&stats, |s| s.bytes_received += d.len() as u64);
-        jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle_packet(h.seq, h.captured_us, payload.to_vec(), now);
+        jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle_packet(
+            h.seq,
+            h.captured_us,
+            payload.to_vec(),
+            now,
+        );
     }
 }
 
@@ -605,8 +668,11 @@ async fn recv_streams(conn: Connection, frames: std_mpsc::SyncSender<(MediaHeade
             while let Ok(mut recv) = conn.accept_uni().await {
                 let done = done_tx.clone();
                 tokio::spawn(async move {
-                    if let Ok(Ok(data)) =
-                        tokio::time::timeout(Duration::from_secs(2), recv.read_to_end(packet::MAX_VIDEO_FRAME + 16)).await
+                    if let Ok(Ok(data)) = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        recv.read_to_end(packet::MAX_VIDEO_FRAME + 16),
+                    )
+                    .await
                     {
                         let _ = done.send(data).await;
                     }
@@ -625,4 +691,134 @@ async fn recv_streams(conn: Connection, frames: std_mpsc::SyncSender<(MediaHeade
         }
     }
     reader.abort();
+}
+
+/// Synthetic devices for the demo and tests: a stamped test pattern, a tone at `tone_hz`,
+/// sound and pictures measured but not played.
+pub fn synthetic_devices(tone_hz: f64, video: VideoSettings) -> MediaDevices {
+    synthetic_devices_with(tone_hz, video, None)
+}
+
+/// As [`synthetic_devices`], with a switch that stops and restarts the camera mid-call.
+pub fn synthetic_devices_with(
+    tone_hz: f64,
+    video: VideoSettings,
+    switch: Option<CameraSwitch>,
+) -> MediaDevices {
+    let (w, h, fps) = (video.width, video.height, video.fps.round() as u32);
+    MediaDevices {
+        camera: Some(Arc::new(move || {
+            let cam = SyntheticCamera::new(w, h, fps)?;
+            if let Some(sw) = &switch {
+                sw.set_running(true);
+            }
+            let cam = match &switch {
+                Some(sw) => cam.with_switch(sw.clone()),
+                None => cam,
+            };
+            Ok(Box::new(cam) as Box<dyn Camera>)
+        })),
+        microphone: Some(Arc::new(move || {
+            Ok(Box::new(SyntheticMicrophone::new(tone_hz)) as Box<dyn Microphone>)
+        })),
+        speaker: None,
+        screen: None,
+    }
+}
+
+/// The devices named by a configuration. Each is tried once now: what fails is reported (the
+/// role runs on without it — audio-only or video-only) and tried again at every call.
+pub fn devices_from_config(media: &MediaSections) -> (MediaDevices, MediaOptions, Vec<String>) {
+    let mut problems = Vec::new();
+    let c = media.camera.clone();
+    let camera: Option<Opener<dyn Camera>> = match c.backend {
+        CameraBackend::None => None,
+        CameraBackend::Synthetic => {
+            let (w, h, fps) = (c.width, c.height, c.fps);
+            Some(Arc::new(move || Ok(Box::new(SyntheticCamera::new(w, h, fps)?) as Box<dyn Camera>)))
+        }
+        CameraBackend::V4l2 => {
+            let cfg = CameraConfig {
+                device: c.device.clone(),
+                width: c.width,
+                height: c.height,
+                fps: c.fps,
+                format: c.format,
+            };
+            Some(Arc::new(move || Ok(Box::new(V4l2Camera::open(&cfg)?) as Box<dyn Camera>)))
+        }
+    };
+    let a = media.audio.clone();
+    let period = Duration::from_millis(u64::from(a.period_ms));
+    let microphone: Option<Opener<dyn Microphone>> = match a.capture {
+        CaptureBackend::None => None,
+        CaptureBackend::Synthetic => {
+            let hz = a.tone_hz;
+            Some(Arc::new(move || Ok(Box::new(SyntheticMicrophone::new(hz)) as Box<dyn Microphone>)))
+        }
+        CaptureBackend::Alsa => {
+            let cfg = PcmConfig { device: a.capture_device.clone(), period };
+            Some(Arc::new(move || Ok(Box::new(AlsaMicrophone::open(&cfg)?) as Box<dyn Microphone>)))
+        }
+    };
+    let speaker: Option<Opener<dyn Speaker>> = match a.playback {
+        PlaybackBackend::None => None,
+        PlaybackBackend::Wav => {
+            let path = a.wav_path.clone().unwrap_or_default();
+            Some(Arc::new(move || Ok(Box::new(WavSpeaker::create(path.clone())?) as Box<dyn Speaker>)))
+        }
+        PlaybackBackend::Alsa => {
+            let cfg = PcmConfig { device: a.playback_device.clone(), period };
+            Some(Arc::new(move || Ok(Box::new(AlsaSpeaker::open(&cfg)?) as Box<dyn Speaker>)))
+        }
+    };
+    let sc = media.screen.clone();
+    let fps = c.fps;
+    let screen: Option<Opener<dyn Screen>> = match sc.backend {
+        ScreenBackend::None => None,
+        ScreenBackend::Y4m => {
+            let path = sc.path.clone().unwrap_or_default();
+            Some(Arc::new(move || Ok(Box::new(Y4mScreen::create(path.clone(), fps)) as Box<dyn Screen>)))
+        }
+        ScreenBackend::Drm => {
+            let path = sc.path.clone().unwrap_or_else(|| "/dev/dri/card0".into());
+            Some(Arc::new(move || Ok(Box::new(DrmScreen::open(&path)?) as Box<dyn Screen>)))
+        }
+        ScreenBackend::Fbdev => {
+            let path = sc.path.clone().unwrap_or_else(|| "/dev/fb0".into());
+            Some(Arc::new(move || Ok(Box::new(FbdevScreen::open(&path)?) as Box<dyn Screen>)))
+        }
+    };
+    // Try the capture devices once, so that a missing or busy one is reported at start.
+    if let Some(open) = &camera
+        && let Err(e) = open()
+    {
+        problems.push(format!("camera: {e}"));
+    }
+    if let Some(open) = &microphone
+        && let Err(e) = open()
+    {
+        problems.push(format!("microphone: {e}"));
+    }
+    if let Some(open) = &speaker
+        && media.audio.playback == PlaybackBackend::Alsa
+        && let Err(e) = open()
+    {
+        problems.push(format!("speaker: {e}"));
+    }
+    let video = VideoSettings {
+        width: c.width,
+        height: c.height,
+        fps: c.fps as f32,
+        bitrate_bps: media.video.bitrate_kbps * 1000,
+        keyframe_interval: media.video.keyframe_interval,
+    };
+    let audio = AudioSettings {
+        bitrate_bps: (a.bitrate_kbps * 1000) as i32,
+        fec: a.fec,
+        dtx: a.dtx,
+        ..AudioSettings::default()
+    };
+    let options = MediaOptions { video, audio, ..MediaOptions::default() };
+    (MediaDevices { camera, microphone, speaker, screen }, options, problems)
 }

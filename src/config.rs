@@ -202,6 +202,223 @@ impl KioskCallConfig {
     }
 }
 
+/// Which camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CameraBackend {
+    /// A V4L2 device (USB or CSI camera).
+    V4l2,
+    /// A moving test pattern that carries its frame number (demo, tests).
+    Synthetic,
+    /// No camera: audio only.
+    #[default]
+    None,
+}
+
+pub use crate::devices::camera::PixelFormat;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSection {
+    #[serde(default)]
+    pub backend: CameraBackend,
+    #[serde(default = "default_video_device")]
+    pub device: PathBuf,
+    #[serde(default = "default_width")]
+    pub width: u32,
+    #[serde(default = "default_height")]
+    pub height: u32,
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    #[serde(default)]
+    pub format: PixelFormat,
+}
+
+impl Default for CameraSection {
+    fn default() -> Self {
+        Self {
+            backend: CameraBackend::None,
+            device: default_video_device(),
+            width: default_width(),
+            height: default_height(),
+            fps: default_fps(),
+            format: PixelFormat::Auto,
+        }
+    }
+}
+
+/// Where sound comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureBackend {
+    Alsa,
+    /// A tone with a marker blip every second (demo, tests).
+    Synthetic,
+    #[default]
+    None,
+}
+
+/// Where sound goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlaybackBackend {
+    Alsa,
+    /// A WAV file at `audio.wav_path`.
+    Wav,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSection {
+    #[serde(default)]
+    pub capture: CaptureBackend,
+    #[serde(default = "default_pcm")]
+    pub capture_device: String,
+    #[serde(default)]
+    pub playback: PlaybackBackend,
+    #[serde(default = "default_pcm")]
+    pub playback_device: String,
+    /// ALSA period in milliseconds.
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u32,
+    /// Synthetic capture: the tone's frequency in Hz.
+    #[serde(default = "default_tone_hz")]
+    pub tone_hz: f64,
+    /// playback = "wav": the file to write.
+    #[serde(default)]
+    pub wav_path: Option<PathBuf>,
+    /// Opus bitrate in kbit/s.
+    #[serde(default = "default_opus_kbps")]
+    pub bitrate_kbps: u32,
+    /// Opus in-band forward error correction.
+    #[serde(default = "yes")]
+    pub fec: bool,
+    /// Opus discontinuous transmission (near-silent packets during silence).
+    #[serde(default)]
+    pub dtx: bool,
+}
+
+impl Default for AudioSection {
+    fn default() -> Self {
+        Self {
+            capture: CaptureBackend::None,
+            capture_device: default_pcm(),
+            playback: PlaybackBackend::None,
+            playback_device: default_pcm(),
+            period_ms: default_period_ms(),
+            tone_hz: default_tone_hz(),
+            wav_path: None,
+            bitrate_kbps: default_opus_kbps(),
+            fec: true,
+            dtx: false,
+        }
+    }
+}
+
+/// Where the other party's video is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScreenBackend {
+    /// Linux DRM/KMS dumb buffers with page flipping.
+    Drm,
+    /// The framebuffer device (boards without DRM).
+    Fbdev,
+    /// A Y4M file at `screen.path`.
+    Y4m,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenSection {
+    #[serde(default)]
+    pub backend: ScreenBackend,
+    /// drm: /dev/dri/card0; fbdev: /dev/fb0; y4m: the file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for ScreenSection {
+    fn default() -> Self {
+        Self { backend: ScreenBackend::None, path: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoSection {
+    /// H.264 target bitrate in kbit/s.
+    #[serde(default = "default_video_kbps")]
+    pub bitrate_kbps: u32,
+    /// A keyframe at least every this many frames.
+    #[serde(default = "default_keyframe_interval")]
+    pub keyframe_interval: u32,
+}
+
+impl Default for VideoSection {
+    fn default() -> Self {
+        Self { bitrate_kbps: default_video_kbps(), keyframe_interval: default_keyframe_interval() }
+    }
+}
+
+/// Media devices and codec settings, shared by the kiosk and the agent console (the
+/// `[camera]`, `[audio]`, `[screen]` and `[video]` sections).
+#[derive(Debug, Clone, Default)]
+pub struct MediaSections {
+    pub camera: CameraSection,
+    pub audio: AudioSection,
+    pub screen: ScreenSection,
+    pub video: VideoSection,
+}
+
+impl MediaSections {
+    /// Checks values; devices are tried when the role starts.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let c = &self.camera;
+        if c.width % 2 != 0
+            || c.height % 2 != 0
+            || !(160..=1920).contains(&c.width)
+            || !(120..=1080).contains(&c.height)
+        {
+            return Err(ConfigError::new(
+                file,
+                "camera.width",
+                "width 160..1920 and height 120..1080, both even",
+            ));
+        }
+        if !(1..=60).contains(&c.fps) {
+            return Err(ConfigError::new(file, "camera.fps", "must be 1 to 60"));
+        }
+        let a = &self.audio;
+        if !(5..=100).contains(&a.period_ms) {
+            return Err(ConfigError::new(file, "audio.period_ms", "must be 5 to 100"));
+        }
+        if !(50.0..=8000.0).contains(&a.tone_hz) {
+            return Err(ConfigError::new(file, "audio.tone_hz", "must be 50 to 8000"));
+        }
+        if a.playback == PlaybackBackend::Wav && a.wav_path.is_none() {
+            return Err(ConfigError::new(file, "audio.wav_path", "needed when audio.playback = \"wav\""));
+        }
+        if !(6..=256).contains(&a.bitrate_kbps) {
+            return Err(ConfigError::new(file, "audio.bitrate_kbps", "must be 6 to 256"));
+        }
+        if self.screen.backend == ScreenBackend::Y4m && self.screen.path.is_none() {
+            return Err(ConfigError::new(file, "screen.path", "needed when screen.backend = \"y4m\""));
+        }
+        let v = &self.video;
+        if !(50..=8000).contains(&v.bitrate_kbps) {
+            return Err(ConfigError::new(file, "video.bitrate_kbps", "must be 50 to 8000"));
+        }
+        if !(1..=3000).contains(&v.keyframe_interval) {
+            return Err(ConfigError::new(file, "video.keyframe_interval", "must be 1 to 3000"));
+        }
+        Ok(())
+    }
+}
+
 /// `kioskd run`: the kiosk daemon.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,9 +430,26 @@ pub struct KioskConfig {
     pub leds: Option<LedsConfig>,
     #[serde(default)]
     pub call: KioskCallConfig,
+    #[serde(default)]
+    pub camera: CameraSection,
+    #[serde(default)]
+    pub audio: AudioSection,
+    #[serde(default)]
+    pub screen: ScreenSection,
+    #[serde(default)]
+    pub video: VideoSection,
 }
 
 impl KioskConfig {
+    pub fn media(&self) -> MediaSections {
+        MediaSections {
+            camera: self.camera.clone(),
+            audio: self.audio.clone(),
+            screen: self.screen.clone(),
+            video: self.video.clone(),
+        }
+    }
+
     /// Loads and checks everything that can be checked without the hub: keys, values,
     /// certificates, and that the configured devices can be opened for reading.
     pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
@@ -230,8 +464,11 @@ impl KioskConfig {
         }
         match b.backend {
             ButtonBackend::GpioCdev => check_device(path, "buttons.chip", &b.chip)?,
-            ButtonBackend::Rppal if b.call > 53 || b.hangup > 53 => {
+            ButtonBackend::Rppal if b.call > 53 => {
                 return Err(ConfigError::new(path, "buttons.call", "BCM pins are 0 to 53"));
+            }
+            ButtonBackend::Rppal if b.hangup > 53 => {
+                return Err(ConfigError::new(path, "buttons.hangup", "BCM pins are 0 to 53"));
             }
             _ => {}
         }
@@ -246,6 +483,7 @@ impl KioskConfig {
                 "must be > 0 and at most call.reconnect_max_ms",
             ));
         }
+        cfg.media().validate(path)?;
         let tls = cfg.tls.load(path, Role::Kiosk)?;
         Ok((cfg, tls))
     }
@@ -302,6 +540,9 @@ pub struct HubConfig {
     pub listen: SocketAddr,
     /// Append-only JSON-lines event log.
     pub event_log: PathBuf,
+    /// Serve Prometheus metrics on this TCP address (`GET /metrics`); off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsFiles,
     #[serde(default)]
     pub queue: HubQueueConfig,
@@ -340,12 +581,30 @@ impl HubConfig {
 pub struct AgentConfig {
     pub hub: HubLink,
     pub tls: TlsFiles,
+    #[serde(default)]
+    pub camera: CameraSection,
+    #[serde(default)]
+    pub audio: AudioSection,
+    #[serde(default)]
+    pub screen: ScreenSection,
+    #[serde(default)]
+    pub video: VideoSection,
 }
 
 impl AgentConfig {
+    pub fn media(&self) -> MediaSections {
+        MediaSections {
+            camera: self.camera.clone(),
+            audio: self.audio.clone(),
+            screen: self.screen.clone(),
+            video: self.video.clone(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
         let cfg: Self = load(path)?;
         cfg.hub.validate(path)?;
+        cfg.media().validate(path)?;
         let tls = cfg.tls.load(path, Role::Agent)?;
         Ok((cfg, tls))
     }
@@ -359,6 +618,36 @@ fn check_device(file: &Path, key: &str, dev: &Path) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new(file, key, format!("cannot open {}: {e}", dev.display())))
 }
 
+fn default_video_device() -> PathBuf {
+    "/dev/video0".into()
+}
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    480
+}
+fn default_fps() -> u32 {
+    30
+}
+fn default_pcm() -> String {
+    "default".into()
+}
+fn default_period_ms() -> u32 {
+    20
+}
+fn default_tone_hz() -> f64 {
+    440.0
+}
+fn default_opus_kbps() -> u32 {
+    32
+}
+fn default_video_kbps() -> u32 {
+    1000
+}
+fn default_keyframe_interval() -> u32 {
+    150
+}
 fn yes() -> bool {
     true
 }

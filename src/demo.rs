@@ -14,14 +14,30 @@ use tokio::time::Instant;
 
 use crate::agent::{self, AgentCommand, AgentEvent, AgentIo, AutoAnswer};
 use crate::call::{Button, CallConfig, KioskState};
+use crate::call_media::{MediaDevices, MediaOptions, MediaStats, synthetic_devices};
+use crate::devices::audio;
 use crate::devices::buttons::{self, simulated::SimulatedButtons};
 use crate::hub::{self, HubOptions};
 use crate::kiosk::{self, HubTarget, KioskEvent, KioskIo, KioskOptions};
+use crate::media::codec::VideoSettings;
+use crate::media::stats::{LatencyHistogram, Quantiles};
 use crate::net::certs::Authority;
 use crate::net::tls::client_config;
 use crate::protocol::{CallId, EndReason, Role, RoomState};
 use crate::queue::QueueConfig;
 use crate::queue::log::Percentiles;
+
+/// The kiosk's synthetic microphone plays this tone; the agent's another, so that each side
+/// can tell it hears the other.
+pub const KIOSK_TONE_HZ: f64 = 440.0;
+pub const AGENT_TONE_HZ: f64 = 660.0;
+
+/// Pairs each call's stats from the sending side with the receiving side's.
+fn pair(tx: &HashMap<CallId, MediaStats>, rx: &HashMap<CallId, MediaStats>) -> Vec<(MediaStats, MediaStats)> {
+    let mut ids: Vec<&CallId> = tx.keys().filter(|id| rx.contains_key(id)).collect();
+    ids.sort();
+    ids.into_iter().filter_map(|id| Some((tx.get(id)?.clone(), rx.get(id)?.clone()))).collect()
+}
 use crate::systemd::Notifier;
 
 #[derive(Debug, Clone)]
@@ -36,6 +52,9 @@ pub struct DemoOptions {
     pub timeline: bool,
     /// Keep the event log here instead of a temporary folder.
     pub event_log: Option<PathBuf>,
+    /// Two-way audio and video in every call (synthetic camera and microphone).
+    pub media: bool,
+    pub video: VideoSettings,
 }
 
 /// p50/p95 in milliseconds.
@@ -74,7 +93,62 @@ pub struct DemoReport {
     pub connect_ms: Millis,
     pub duration_s: f64,
     pub event_log: String,
+    /// Media figures, kiosk → agent (present when the demo ran with media).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kiosk_to_agent: Option<Direction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_to_kiosk: Option<Direction>,
     pub errors: Vec<String>,
+}
+
+/// Media figures of one direction, summed over the demo's calls.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Direction {
+    pub audio_frames_sent: u64,
+    pub audio_frames_played: u64,
+    pub audio_frames_concealed: u64,
+    pub video_frames_sent: u64,
+    pub video_frames_displayed: u64,
+    pub video_frames_verified: u64,
+    pub audio_latency_ms: Quantiles,
+    pub video_latency_ms: Quantiles,
+    pub bitrate_kbps: f64,
+    /// Pitch of the sound played at the receiving end (the sender's tone), in Hz.
+    pub tone_hz: f64,
+}
+
+impl Direction {
+    /// Sender's figures from `sent`, receiver's from `received` (pairs of the same call).
+    fn from_pairs(pairs: &[(MediaStats, MediaStats)]) -> Self {
+        let mut d = Direction::default();
+        let mut audio = LatencyHistogram::default();
+        let mut video = LatencyHistogram::default();
+        let (mut bits, mut secs) = (0.0, 0.0);
+        for (tx, rx) in pairs {
+            d.audio_frames_sent += tx.audio_frames_sent;
+            d.video_frames_sent += tx.video_frames_sent;
+            d.audio_frames_played += rx.audio_frames_played;
+            d.audio_frames_concealed += rx.audio_frames_concealed;
+            d.video_frames_displayed += rx.video_frames_displayed;
+            d.video_frames_verified += rx.video_frames_verified;
+            audio.merge(&rx.audio_latency);
+            video.merge(&rx.video_latency);
+            bits += tx.bytes_sent as f64 * 8.0;
+            secs += tx.duration_s;
+        }
+        d.audio_latency_ms = audio.quantiles();
+        d.video_latency_ms = video.quantiles();
+        d.bitrate_kbps = if secs > 0.0 { (bits / secs / 1000.0).round() } else { 0.0 };
+        if let Some((_, rx)) = pairs.last() {
+            let played: Vec<i16> = rx.played_audio.iter().copied().collect();
+            if played.len() >= 24_000 {
+                d.tone_hz = (audio::synthetic::dominant_frequency(&played, crate::media::SAMPLE_RATE) * 10.0)
+                    .round()
+                    / 10.0;
+            }
+        }
+        d
+    }
 }
 
 impl DemoReport {
@@ -116,7 +190,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let ca = Authority::generate("kioskd demo CA", 1)?;
     let hub_cert =
         ca.issue(Role::Hub, "hub.demo", &["localhost".into()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1)?;
-    let (log_path, _tmp_dir) = match &opts.event_log {
+    let (log_path, tmp_dir) = match &opts.event_log {
         Some(p) => (p.clone(), None),
         None => {
             let dir = std::env::temp_dir().join(format!("kioskd-demo-{}", std::process::id()));
@@ -137,6 +211,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         tls: hub_cert.material(&ca)?,
         queue,
         event_log: log_path.clone(),
+        metrics: None,
     })
     .await?;
     say(format!("hub listening on {} (QUIC, TLS 1.3, client certificates required)", hub.local_addr));
@@ -167,7 +242,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             call_duration: Some(opts.call_duration),
             greeting: Some(format!("Good morning, this is {id}. How can I help you today?")),
         };
-        let io = AgentIo { commands: cmd_rx, observer: Some(obs_tx), print: false };
+        let media =
+            if opts.media { synthetic_devices(AGENT_TONE_HZ, opts.video) } else { MediaDevices::default() };
+        let media_options = MediaOptions { video: opts.video, ..MediaOptions::default() };
+        let io = AgentIo { commands: cmd_rx, observer: Some(obs_tx), print: false, media, media_options };
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let _keep = _cmd_tx;
@@ -203,6 +281,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             observer: Some(obs_tx),
             leds: None,
             notifier: Notifier::disabled(),
+            media: if opts.media {
+                synthetic_devices(KIOSK_TONE_HZ, opts.video)
+            } else {
+                MediaDevices::default()
+            },
+            media_options: MediaOptions { video: opts.video, ..MediaOptions::default() },
+            device_problems: Vec::new(),
         };
         let kopts = KioskOptions {
             call: CallConfig {
@@ -243,6 +328,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let mut hangups: BTreeMap<Instant, usize> = BTreeMap::new();
     let mut unqueued: HashMap<CallId, bool> = HashMap::new();
     let mut done = 0usize;
+    let mut kiosk_media: HashMap<CallId, MediaStats> = HashMap::new();
+    let mut agent_media: HashMap<CallId, MediaStats> = HashMap::new();
     let mut settle_until: Option<Instant> = None;
 
     let per_round = opts.call_duration + opts.answer_delay + Duration::from_secs(2);
@@ -255,7 +342,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         if done == opts.calls && settle_until.is_none() {
             settle_until = Some(Instant::now() + Duration::from_secs(5));
         }
-        if settle_until.is_some() && texts_delivered >= texts_sent && texts_received >= texts_sent {
+        let media_in = !opts.media || (kiosk_media.len() >= connected && agent_media.len() >= connected);
+        if settle_until.is_some() && texts_delivered >= texts_sent && texts_received >= texts_sent && media_in
+        {
             break;
         }
         let next_hangup = hangups.keys().next().copied();
@@ -322,6 +411,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                 AgentEvent::Error { message, .. } => {
                     errors.push(format!("{}: hub error: {message}", agent_ids[a]))
                 }
+                AgentEvent::Media { call_id, stats, .. } => {
+                    for p in &stats.problems {
+                        errors.push(format!("{} media: {p}", agent_ids[a]));
+                    }
+                    agent_media.insert(call_id, *stats);
+                }
                 AgentEvent::Welcome { .. } | AgentEvent::OfferWithdrawn { .. } => {}
             },
             Ev::Kiosk(k, ev) => match ev {
@@ -342,6 +437,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
                     say(format!("{} shows in call {call_id}: \"{body}\"", panels[k].0));
                 }
                 KioskEvent::HubUp { .. } => {}
+                KioskEvent::Media { call_id, stats, .. } => {
+                    for p in &stats.problems {
+                        errors.push(format!("{} media: {p}", panels[k].0));
+                    }
+                    if opts.timeline {
+                        say(format!(
+                            "{} call {call_id} media: sent {} video / {} audio frames, showed {} pictures, played {} audio frames",
+                            panels[k].0,
+                            stats.video_frames_sent,
+                            stats.audio_frames_sent,
+                            stats.video_frames_displayed,
+                            stats.audio_frames_played
+                        ));
+                    }
+                    kiosk_media.insert(call_id, *stats);
+                }
                 KioskEvent::HubDown { reason, .. } => {
                     if !*stop_rx.borrow() {
                         errors.push(format!("{}: lost the hub: {reason}", panels[k].0));
@@ -472,6 +583,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         errors.push(format!("{texts_received} texts shown for {texts_sent} sent"));
     }
     let event_lines = std::fs::read_to_string(&log_path).map(|s| s.lines().count()).unwrap_or(0);
+    let event_log = match &tmp_dir {
+        Some(dir) => {
+            let _ = std::fs::remove_dir_all(dir);
+            format!("{event_lines} events (keep them with --event-log PATH)")
+        }
+        None => format!("{} ({event_lines} events)", log_path.display()),
+    };
     Ok(DemoReport {
         kiosks: opts.kiosks,
         agents: opts.agents,
@@ -485,8 +603,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         offer_ms: Percentiles::of_f64(offer_all).into(),
         offer_unqueued_ms: Percentiles::of_f64(offer_unqueued).into(),
         connect_ms: Percentiles::of_f64(connect).into(),
+        kiosk_to_agent: opts.media.then(|| Direction::from_pairs(&pair(&kiosk_media, &agent_media))),
+        agent_to_kiosk: opts.media.then(|| Direction::from_pairs(&pair(&agent_media, &kiosk_media))),
         duration_s: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
-        event_log: format!("{} ({event_lines} events)", log_path.display()),
+        event_log,
         errors,
     })
 }

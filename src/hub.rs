@@ -23,12 +23,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::metrics::HubMetrics;
 use crate::net::close_code;
 use crate::net::control::{ControlError, ControlReader, ControlWriter};
 use crate::net::tls::{TlsMaterial, peer_identity, server_config};
 use crate::protocol::{CallId, ClientMsg, HubMsg, Role};
-use relay::Leg;
 use crate::queue::{AgentQueue, Input, LogSummary, Output, PeerId, QueueConfig, QueueStats, Snapshot};
+use relay::Leg;
 
 pub mod relay;
 
@@ -48,6 +49,8 @@ pub enum HubError {
     Listen(SocketAddr, std::io::Error),
     #[error("event log {0}: {1}")]
     EventLog(PathBuf, std::io::Error),
+    #[error("cannot serve metrics on {0}: {1}")]
+    Metrics(SocketAddr, std::io::Error),
 }
 
 /// What the hub needs to run.
@@ -57,6 +60,8 @@ pub struct HubOptions {
     pub queue: QueueConfig,
     /// JSON-lines event log; continued if it exists.
     pub event_log: PathBuf,
+    /// Serve Prometheus metrics here (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What the hub reports while it runs.
@@ -69,11 +74,15 @@ pub struct HubStatus {
     pub event_log_errors: u64,
     /// Media relayed, over all calls so far.
     pub media: relay::LegTotals,
+    /// Advances every second while the core loop runs (systemd's watchdog is fed from it).
+    pub heartbeat: u64,
 }
 
 /// A running hub.
 pub struct RunningHub {
     pub local_addr: SocketAddr,
+    /// Where the metrics are served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
     status: watch::Receiver<HubStatus>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -142,6 +151,16 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     let (status_tx, status_rx) = watch::channel(HubStatus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let m = Arc::new(std::sync::Mutex::new(HubMetrics::new()));
+            let bound =
+                crate::metrics::serve(addr, m.clone()).await.map_err(|e| HubError::Metrics(addr, e))?;
+            Some((m, bound))
+        }
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(|(_, a)| *a);
     let accept = tokio::spawn(accept_loop(endpoint.clone(), core_tx));
     let now = Instant::now().into_std();
     let mut queue = AgentQueue::new(opts.queue, now, unix_ms());
@@ -156,13 +175,15 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         routes: HashMap::new(),
         media: HashMap::new(),
         media_totals: relay::LegTotals::default(),
+        metrics: metrics.map(|(m, _)| m),
+        heartbeat: 0,
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, shutdown_rx).await;
         accept.abort();
     });
     info!(addr = %local_addr, log = %opts.event_log.display(), "hub listening");
-    Ok(RunningHub { local_addr, status: status_rx, shutdown: shutdown_tx, task, endpoint })
+    Ok(RunningHub { local_addr, metrics_addr, status: status_rx, shutdown: shutdown_tx, task, endpoint })
 }
 
 fn unix_ms() -> u64 {
@@ -234,8 +255,23 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
     tokio::spawn(write_loop(rx, ControlWriter::new(send), conn.clone()).in_current_span());
     let relay = tokio::spawn(relay::forward(conn.clone(), route_rx).in_current_span());
     let mut reader = ControlReader::new(recv);
+    let mut first = true;
     loop {
-        match reader.recv::<ClientMsg>().await {
+        // The first message (hello) must come quickly; a silent peer holds no slot for long.
+        let next = if first {
+            first = false;
+            match tokio::time::timeout(STREAM_TIMEOUT, reader.recv::<ClientMsg>()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(%remote, id = %ident.id, "refused: no hello within {STREAM_TIMEOUT:?}");
+                    conn.close(VarInt::from_u32(close_code::PROTOCOL), b"no hello");
+                    break;
+                }
+            }
+        } else {
+            reader.recv::<ClientMsg>().await
+        };
+        match next {
             Ok(msg) => {
                 if core.send(CoreCmd::Message { peer, msg }).await.is_err() {
                     break;
@@ -289,10 +325,14 @@ struct Core {
     media: HashMap<CallId, relay::CallMedia>,
     /// Counters of finished calls, added up.
     media_totals: relay::LegTotals,
+    metrics: Option<Arc<std::sync::Mutex<HubMetrics>>>,
+    heartbeat: u64,
 }
 
 impl Core {
     async fn run(mut self, mut rx: mpsc::Receiver<CoreCmd>, mut shutdown: watch::Receiver<bool>) {
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.drain();
             let now = Instant::now();
@@ -324,6 +364,7 @@ impl Core {
                     None => break,
                 },
                 () = sleep => self.input(Input::Tick),
+                _ = heartbeat.tick() => self.heartbeat += 1,
                 _ = shutdown.changed() => {
                     self.input(Input::Shutdown);
                     self.drain();
@@ -362,6 +403,11 @@ impl Core {
                 }
                 Output::Event(rec) => {
                     wrote = true;
+                    if let Some(m) = &self.metrics
+                        && let Ok(mut m) = m.lock()
+                    {
+                        m.observe_event(&rec);
+                    }
                     let line = serde_json::to_string(&rec).unwrap_or_default();
                     if let Err(e) = writeln!(self.log, "{line}") {
                         self.log_errors += 1;
@@ -377,7 +423,7 @@ impl Core {
             error!(error = %e, "event log flush failed");
         }
         let now = Instant::now().into_std();
-        self.status.send_replace(HubStatus {
+        let status = HubStatus {
             stats: self.queue.stats().clone(),
             snapshot: self.queue.snapshot(now),
             connections: self.links.len(),
@@ -390,7 +436,14 @@ impl Core {
                 }
                 t
             },
-        });
+            heartbeat: self.heartbeat,
+        };
+        if let Some(m) = &self.metrics
+            && let Ok(mut m) = m.lock()
+        {
+            m.observe_status(&status);
+        }
+        self.status.send_replace(status);
         deadline
     }
 

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::backoff::Backoff;
 use crate::call::{CallConfig, CallMachine, Input, KioskState, Output};
+use crate::call_media::{MediaDevices, MediaOptions, MediaSession, MediaStats};
 use crate::devices::buttons::ButtonEvent;
 use crate::devices::leds::Leds;
 use crate::net::client::{self, ClientError};
@@ -27,7 +28,7 @@ use crate::systemd::Notifier;
 const OUT_QUEUE: usize = 64;
 
 /// What the kiosk reports to whoever watches it (the demo, tests).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum KioskEvent {
     State {
         state: KioskState,
@@ -64,6 +65,12 @@ pub enum KioskEvent {
         reason: String,
         at: Instant,
     },
+    /// A call's media stopped (the call ended or the link dropped); its figures.
+    Media {
+        call_id: CallId,
+        stats: Box<MediaStats>,
+        at: Instant,
+    },
 }
 
 /// Where the hub is and how to reach it.
@@ -84,6 +91,12 @@ pub struct KioskIo {
     pub observer: Option<mpsc::UnboundedSender<KioskEvent>>,
     pub leds: Option<Box<dyn Leds>>,
     pub notifier: Notifier,
+    /// Camera, microphone, speaker and screen for calls, and codec settings.
+    pub media: MediaDevices,
+    pub media_options: MediaOptions,
+    /// What did not work when the devices were checked at start ("camera: ..."); shown in the
+    /// status line so that a kiosk running audio-only says so.
+    pub device_problems: Vec<String>,
 }
 
 /// Reconnect pacing.
@@ -95,7 +108,7 @@ pub struct KioskOptions {
 }
 
 enum LinkEvent {
-    Up { id: String, out: mpsc::Sender<ClientMsg> },
+    Up { id: String, out: mpsc::Sender<ClientMsg>, conn: quinn::Connection },
     Msg(HubMsg),
     Down(String),
 }
@@ -113,6 +126,14 @@ pub async fn run(
 
     let mut machine = CallMachine::new(opts.call.clone());
     let mut out: Option<mpsc::Sender<ClientMsg>> = None;
+    let mut conn: Option<quinn::Connection> = None;
+    let mut media: Option<MediaSession> = None;
+    let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<CallId>(4);
+    let status_suffix = if io.device_problems.is_empty() {
+        String::new()
+    } else {
+        format!(" — degraded: {}", io.device_problems.join("; "))
+    };
     let mut texts = io.texts.take();
     let observe = |io: &KioskIo, ev: KioskEvent| {
         if let Some(o) = &io.observer {
@@ -138,7 +159,39 @@ pub async fn run(
                 }
                 Output::State(state) => {
                     info!(state = state.name(), "{}", state.describe());
-                    io.notifier.status(&state.describe());
+                    io.notifier.status(&format!("{}{status_suffix}", state.describe()));
+                    // Media runs exactly while the state is Connected on a live link.
+                    let want = match (&state, machine.call_id(), &conn) {
+                        (KioskState::Connected { .. }, Some(id), Some(c)) => Some((id, c.clone())),
+                        _ => None,
+                    };
+                    if media.as_ref().is_some_and(|m| want.as_ref().is_none_or(|(id, _)| *id != m.call_id))
+                        && let Some(m) = media.take()
+                    {
+                        let call_id = m.call_id;
+                        let stats = m.stop();
+                        info!(
+                            call_id,
+                            audio_played = stats.audio_frames_played,
+                            video_shown = stats.video_frames_displayed,
+                            "call media stopped"
+                        );
+                        observe(
+                            &io,
+                            KioskEvent::Media { call_id, stats: Box::new(stats), at: Instant::now() },
+                        );
+                    }
+                    if media.is_none()
+                        && let Some((call_id, c)) = want
+                    {
+                        media = Some(MediaSession::start(
+                            c,
+                            call_id,
+                            &io.media,
+                            io.media_options.clone(),
+                            keyframe_tx.clone(),
+                        ));
+                    }
                     if let Some(leds) = io.leds.as_mut()
                         && let Err(e) = leds.show(&state)
                     {
@@ -199,15 +252,23 @@ pub async fn run(
                 }
             },
             ev = link_rx.recv() => match ev {
-                Some(LinkEvent::Up { id, out: tx }) => {
+                Some(LinkEvent::Up { id, out: tx, conn: c }) => {
                     info!(%id, "connected to the hub");
                     out = Some(tx);
+                    conn = Some(c);
                     observe(&io, KioskEvent::HubUp { at: Instant::now() });
                     (Input::HubUp, Instant::now())
+                }
+                Some(LinkEvent::Msg(HubMsg::KeyframeRequest { call_id })) => {
+                    if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
+                        m.request_keyframe();
+                    }
+                    continue;
                 }
                 Some(LinkEvent::Msg(msg)) => (Input::FromHub(msg), Instant::now()),
                 Some(LinkEvent::Down(reason)) => {
                     out = None;
+                    conn = None;
                     observe(&io, KioskEvent::HubDown { reason, at: Instant::now() });
                     (Input::HubDown, Instant::now())
                 }
@@ -216,6 +277,12 @@ pub async fn run(
             Some(body) = text => {
                 observe(&io, KioskEvent::TextSent { call_id: machine.call_id(), at: Instant::now() });
                 (Input::SendText(body), Instant::now())
+            }
+            Some(call_id) = keyframe_rx.recv() => {
+                if let Some(tx) = &out {
+                    let _ = tx.try_send(ClientMsg::KeyframeRequest { call_id });
+                }
+                continue;
             }
             () = sleep => (Input::Tick, Instant::now()),
             () = tick => {
@@ -236,6 +303,11 @@ pub async fn run(
 
     // Shutting down: hang up a call in progress so the agent is not left waiting.
     io.notifier.stopping();
+    if let Some(m) = media.take() {
+        let call_id = m.call_id;
+        let stats = m.stop();
+        observe(&io, KioskEvent::Media { call_id, stats: Box::new(stats), at: Instant::now() });
+    }
     if let (Some(call_id), Some(tx)) = (machine.call_id(), &out) {
         info!(call_id, "hanging up before exit");
         let _ = tx.send(ClientMsg::HangUp { call_id }).await;
@@ -304,7 +376,7 @@ async fn session_loop(
 ) -> String {
     let client::Session { conn, mut writer, mut reader, id, remote } = session;
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(OUT_QUEUE);
-    if events.send(LinkEvent::Up { id, out: out_tx }).await.is_err() {
+    if events.send(LinkEvent::Up { id, out: out_tx, conn: conn.clone() }).await.is_err() {
         return "kiosk stopping".into();
     }
     let _: SocketAddr = remote;

@@ -4,13 +4,15 @@
 
 pub mod agent;
 pub mod call;
+pub mod call_media;
 pub mod config;
 pub mod demo;
 pub mod devices;
 pub mod hub;
 pub mod kiosk;
+pub mod media;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod queue;
 pub mod systemd;
-pub mod media;

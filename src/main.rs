@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
 use kioskd::agent::{self, AgentCommand, AgentIo, AutoAnswer};
+use kioskd::call_media::devices_from_config;
 use kioskd::config::{AgentConfig, ButtonBackend, ConfigError, HubConfig, KioskConfig};
 use kioskd::devices::buttons::{
     self, Buttons, gpio_cdev::GpioButtons, rpi::RpiButtons, simulated::SimulatedButtons,
@@ -100,9 +101,20 @@ struct DemoArgs {
     /// Calls to place in all (spread over the kiosks).
     #[arg(long, default_value_t = 1)]
     calls: usize,
-    /// How long each call lasts, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    call_duration_ms: u64,
+    /// How long each call lasts, in milliseconds [default: 6000 with media, 2000 without].
+    #[arg(long)]
+    call_duration_ms: Option<u64>,
+    /// Two-way audio and video in every call: on, off, or auto (on with at most 2 agents,
+    /// as every call encodes and decodes video twice).
+    #[arg(long, default_value = "auto")]
+    media: MediaMode,
+    /// Video size and rate of the synthetic cameras.
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    #[arg(long, default_value_t = 480)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
     /// How long agents take to answer, in milliseconds.
     #[arg(long, default_value_t = 300)]
     answer_delay_ms: u64,
@@ -115,6 +127,13 @@ struct DemoArgs {
     /// Keep the hub's event log at this path.
     #[arg(long)]
     event_log: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MediaMode {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -298,7 +317,20 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         reconnect_min: Duration::from_millis(cfg.call.reconnect_min_ms),
         reconnect_max: Duration::from_millis(cfg.call.reconnect_max_ms),
     };
-    let io = KioskIo { buttons: presses, texts: None, observer: None, leds, notifier: Notifier::from_env() };
+    let (media, media_options, device_problems) = devices_from_config(&cfg.media());
+    for p in &device_problems {
+        tracing::warn!("{p}; the kiosk runs on without it");
+    }
+    let io = KioskIo {
+        buttons: presses,
+        texts: None,
+        observer: None,
+        leds,
+        notifier: Notifier::from_env(),
+        media,
+        media_options,
+        device_problems,
+    };
     kiosk::run(target, opts, io, shutdown_signal()?).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -320,15 +352,34 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         tls,
         queue: cfg.queue.queue_config(),
         event_log: cfg.event_log.clone(),
+        metrics: cfg.metrics_listen,
     })
     .await
     .context("starting the hub")?;
     let notifier = Notifier::from_env();
     notifier.ready();
     let mut status = hub.watch_status();
+    // The watchdog is fed only while the hub's core loop shows progress (its heartbeat).
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    let mut fed_at = 0u64;
     loop {
+        let tick = async {
+            match watchdog.as_mut() {
+                Some(w) => {
+                    w.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => break,
+            () = tick => {
+                let beat = status.borrow().heartbeat;
+                if beat != fed_at {
+                    fed_at = beat;
+                    notifier.watchdog();
+                }
+            }
             changed = status.changed() => {
                 if changed.is_err() { break; }
                 let s = status.borrow().clone();
@@ -339,6 +390,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    notifier.stopping();
     let s = hub.shutdown().await;
     info!(calls = s.stats.connected, "hub stopped");
     Ok(ExitCode::SUCCESS)
@@ -378,7 +430,11 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     } else {
         drop(cmd_tx);
     }
-    let io = AgentIo { commands: cmd_rx, observer: None, print: true };
+    let (media, media_options, problems) = devices_from_config(&cfg.media());
+    for p in &problems {
+        println!("{p}; calls go on without it");
+    }
+    let io = AgentIo { commands: cmd_rx, observer: None, print: true, media, media_options };
     match agent::run(target, auto, io, shutdown_signal()?).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -390,11 +446,32 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let timeline = args.timeline || (args.calls <= 3 && !args.json);
+    let media = match args.media {
+        MediaMode::On => true,
+        MediaMode::Off => false,
+        MediaMode::Auto => args.agents <= 2,
+    };
+    anyhow::ensure!(
+        args.width % 2 == 0
+            && args.height % 2 == 0
+            && (160..=1920).contains(&args.width)
+            && (120..=1080).contains(&args.height),
+        "--width 160..1920 and --height 120..1080, both even"
+    );
+    anyhow::ensure!((1..=60).contains(&args.fps), "--fps must be 1 to 60");
+    let call_ms = args.call_duration_ms.unwrap_or(if media { 6000 } else { 2000 });
     let opts = demo::DemoOptions {
         kiosks: args.kiosks,
         agents: args.agents,
         calls: args.calls,
-        call_duration: Duration::from_millis(args.call_duration_ms),
+        call_duration: Duration::from_millis(call_ms),
+        media,
+        video: kioskd::media::codec::VideoSettings {
+            width: args.width,
+            height: args.height,
+            fps: args.fps as f32,
+            ..Default::default()
+        },
         answer_delay: Duration::from_millis(args.answer_delay_ms),
         timeline,
         event_log: args.event_log,

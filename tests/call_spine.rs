@@ -329,3 +329,36 @@ async fn the_event_log_survives_a_hub_restart() {
     assert_eq!((report.calls, report.answered, report.abandoned, report.open), (2, 2, 0, 0));
     assert_eq!(text.lines().filter(|l| l.contains("\"hub_started\"")).count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_serves_prometheus_metrics() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics_at: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let hub = start_hub_full(&pki, queue(10_000), dir.path().join("events.jsonl"), Some(metrics_at)).await;
+    let mut a = start_agent(&pki, hub.local_addr, "agent-1", Some(auto(Some(200))));
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let mut k = start_kiosk(&pki, hub.local_addr, "branch-7/kiosk-1");
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    k.wait_state("ended", |s| matches!(s, KioskState::Ended { .. })).await;
+    let mut rx = hub.watch_status();
+    tokio::time::timeout(WAIT, rx.wait_for(|s| s.stats.ended == 1)).await.expect("ended").expect("status");
+    let addr = hub.metrics_addr.expect("metrics enabled");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: hub\r\n\r\n").await.expect("request");
+    let mut body = String::new();
+    tokio::time::timeout(WAIT, sock.read_to_string(&mut body)).await.expect("answer").expect("read");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for line in [
+        "kioskd_hub_calls_answered_total 1",
+        "kioskd_hub_calls_offered_total 1",
+        "kioskd_hub_handle_seconds_count 1",
+        "kioskd_hub_wait_seconds_count 1",
+        "kioskd_hub_agents{state=\"IDLE\"} 1",
+        "kioskd_hub_queue_length 0",
+    ] {
+        assert!(body.contains(line), "missing `{line}` in:\n{body}");
+    }
+}

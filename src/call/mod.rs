@@ -202,6 +202,8 @@ pub struct CallMachine {
     outbox: TextOutbox,
     inbox: TextInbox,
     shown: Option<KioskState>,
+    /// A call hung up while the hub was unreachable; the hub is told on reconnect.
+    pending_hangup: Option<CallId>,
     out: VecDeque<Output>,
 }
 
@@ -214,6 +216,7 @@ impl CallMachine {
             outbox: TextOutbox::new(),
             inbox: TextInbox::new(),
             shown: None,
+            pending_hangup: None,
             out: VecDeque::new(),
         };
         m.show();
@@ -282,6 +285,9 @@ impl CallMachine {
         match input {
             Input::HubUp => {
                 self.hub_up = true;
+                if let Some(call_id) = self.pending_hangup.take() {
+                    self.send_hub(ClientMsg::HangUp { call_id });
+                }
                 match self.phase {
                     Phase::Requesting { cancel: false } => {
                         self.send_hub(ClientMsg::RequestAgent { resume: None })
@@ -325,9 +331,13 @@ impl CallMachine {
             Phase::Waiting { call_id, .. }
             | Phase::Ringing { call_id }
             | Phase::Connected { call_id, .. } => {
-                // If the hub is down the message is lost; the hub ends the call when its grace
-                // period for this kiosk runs out.
-                self.send_hub(ClientMsg::HangUp { call_id });
+                if self.hub_up {
+                    self.send_hub(ClientMsg::HangUp { call_id });
+                } else {
+                    // Told as soon as the hub is back, so the agent is not left holding the call
+                    // for the whole grace period.
+                    self.pending_hangup = Some(call_id);
+                }
                 self.end(EndReason::KioskHungUp, now);
             }
             Phase::Idle | Phase::Ended { .. } | Phase::Busy { .. } => {}

@@ -1,8 +1,12 @@
 //! Hardware edges. Each device kind is a trait in domain terms with a real backend and a
 //! synthetic one, chosen at run time from the configuration.
 
+pub mod audio;
 pub mod buttons;
+pub mod camera;
+pub mod feed;
 pub mod leds;
+pub mod screen;
 
 use std::path::PathBuf;
 
@@ -38,4 +42,21 @@ pub enum HwError {
     /// The source has no more events (the simulated input was closed).
     #[error("{0} closed")]
     Closed(&'static str),
+}
+
+impl HwError {
+    /// The device delivered nothing within its timeout. Not fatal by itself: a camera that
+    /// stalls may come back, so the media threads count it and keep waiting.
+    pub fn timeout(what: &'static str) -> Self {
+        HwError::Io {
+            what,
+            source: Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "nothing within the timeout")),
+        }
+    }
+
+    /// True for [`HwError::timeout`] and any I/O error of kind `TimedOut`.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, HwError::Io { source, .. }
+            if source.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut))
+    }
 }

@@ -15,35 +15,8 @@ use quinn::Connection;
 use tokio::sync::{Semaphore, watch};
 use tracing::debug;
 
+use crate::media::packet::{MAX_VIDEO_FRAME, MediaKind, decode as decode_header};
 use crate::protocol::CallId;
-
-/// Largest video frame the relay forwards (2 MiB).
-const MAX_VIDEO_FRAME: usize = 2 * 1024 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MediaKind {
-    Audio,
-    Video,
-}
-
-struct Header {
-    kind: MediaKind,
-    keyframe: bool,
-}
-
-/// Checks the fixed media header (version, kind, reserved) without touching the payload.
-fn decode_header(buf: &[u8]) -> Result<(Header, &[u8]), ()> {
-    let (head, rest) = buf.split_at_checked(16).ok_or(())?;
-    if head[0] != 1 || head[3] != 0 {
-        return Err(());
-    }
-    let kind = match head[1] {
-        1 => MediaKind::Audio,
-        2 => MediaKind::Video,
-        _ => return Err(()),
-    };
-    Ok((Header { kind, keyframe: head[2] & 1 == 1 }, rest))
-}
 
 /// Video frames being forwarded to one leg at once (about half a second at 30 fps).
 pub const MAX_INFLIGHT_FRAMES: usize = 16;

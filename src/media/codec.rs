@@ -59,8 +59,11 @@ impl VideoEncoder {
             .max_frame_rate(FrameRate::from_hz(settings.fps))
             .usage_type(UsageType::CameraVideoRealTime)
             .rate_control_mode(RateControlMode::Bitrate)
-            .intra_frame_period(openh264::encoder::IntraFramePeriod::from_num_frames(settings.keyframe_interval))
-            .skip_frames(false);
+            .intra_frame_period(openh264::encoder::IntraFramePeriod::from_num_frames(
+                settings.keyframe_interval,
+            ))
+            // Rate control needs leave to skip a frame when the budget is spent.
+            .skip_frames(true);
         let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| CodecError::H264(e.to_string()))?;
         Ok(Self { enc, settings })
@@ -141,7 +144,9 @@ impl VideoDecoder {
         for (plane, stride) in [(u, us), (v, vs)] {
             for row in 0..h2 / 2 {
                 let row = row.min(ch - 1);
-                data.extend_from_slice(plane.get(row * stride..row * stride + (w2 / 2).min(cw)).ok_or_else(short)?);
+                data.extend_from_slice(
+                    plane.get(row * stride..row * stride + (w2 / 2).min(cw)).ok_or_else(short)?,
+                );
             }
         }
         Ok(Some(Picture { width: w2 as u32, height: h2 as u32, data, captured_us }))
@@ -261,7 +266,8 @@ mod tests {
 
     #[test]
     fn h264_round_trip_keeps_size_and_content() {
-        let mut enc = VideoEncoder::new(VideoSettings { width: 320, height: 240, ..VideoSettings::default() }).unwrap();
+        let mut enc =
+            VideoEncoder::new(VideoSettings { width: 320, height: 240, ..VideoSettings::default() }).unwrap();
         let mut dec = VideoDecoder::new().unwrap();
         let mut decoded = 0;
         for t in 0..10 {
@@ -288,7 +294,8 @@ mod tests {
     fn garbage_does_not_crash_the_decoder() {
         let mut dec = VideoDecoder::new().unwrap();
         for seed in 0..50u32 {
-            let junk: Vec<u8> = (0..500).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as u8).collect();
+            let junk: Vec<u8> =
+                (0..500).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as u8).collect();
             let _ = dec.decode(&junk, 0);
         }
     }
@@ -297,7 +304,9 @@ mod tests {
     fn opus_round_trip_fec_and_plc() {
         let mut enc = AudioEncoder::new(AudioSettings::default()).unwrap();
         let mut dec = AudioDecoder::new().unwrap();
-        let tone: Vec<i16> = (0..FRAME_SAMPLES).map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 48000.0).sin() * 8000.0) as i16).collect();
+        let tone: Vec<i16> = (0..FRAME_SAMPLES)
+            .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 48000.0).sin() * 8000.0) as i16)
+            .collect();
         let a = enc.encode(&tone).unwrap();
         let b = enc.encode(&tone).unwrap();
         assert!(!a.is_empty() && a.len() <= MAX_OPUS_PACKET);

@@ -4,8 +4,11 @@
 //! `packet` frames media for the wire, `audio_jitter` and `video_playout` decide what to play
 //! when, given the time as an argument.
 
+pub mod audio_jitter;
 pub mod codec;
 pub mod packet;
+pub mod stats;
+pub mod video_playout;
 
 /// Audio sample rate: Opus at 48 kHz, mono, 16-bit.
 pub const SAMPLE_RATE: u32 = 48_000;

@@ -1,0 +1,326 @@
+//! The media header in front of every audio datagram and every video frame on the wire.
+//!
+//! Layout, 16 bytes, big-endian, then the payload (one Opus packet or one H.264 access unit):
+//!
+//! ```text
+//!  0        1        2        3        4                 8                                16
+//! +--------+--------+--------+--------+-----------------+--------------------------------+
+//! |version | kind   | flags  |reserved| seq (u32)       | capture_us (u64)               |
+//! +--------+--------+--------+--------+-----------------+--------------------------------+
+//! version = 1; kind: 1 audio, 2 video; flags: bit0 keyframe, bit1 redundant/FEC copy
+//! (reserved, not sent yet); reserved = 0; seq per sender and kind, wrapping.
+//! ```
+//!
+//! Use:
+//!
+//! 1. Sender: `MediaHeader { .. }.encode(payload, &mut out)?`, then send `out` as one QUIC
+//!    datagram (audio) or write it to a unidirectional stream and finish it (video).
+//! 2. Receiver: `decode(&datagram)` or `decode(&stream_bytes)` (read the stream with a limit of
+//!    [`HEADER_BYTES`] + [`MAX_VIDEO_FRAME`]), then feed the jitter buffer or the decoder.
+//!
+//! ```no_run
+//! use kioskd::media::packet::{MediaHeader, MediaKind, decode};
+//! let header = MediaHeader { kind: MediaKind::Audio, keyframe: false, seq: 7, captured_us: 1 };
+//! let mut datagram = Vec::new();
+//! header.encode(b"opus bytes", &mut datagram)?;
+//! let (back, payload) = decode(&datagram)?;
+//! assert_eq!((back, payload), (header, &b"opus bytes"[..]));
+//! # Ok::<(), kioskd::media::packet::PacketError>(())
+//! ```
+//!
+//! The decoder reads nothing before checking the length and allocates nothing: the payload is
+//! a slice of the input.
+
+use super::UnixMicros;
+
+/// Bytes of the header before the payload.
+pub const HEADER_BYTES: usize = 16;
+
+/// Version byte of this layout. Another value is refused: the layout may differ.
+pub const MEDIA_VERSION: u8 = 1;
+
+/// Largest audio payload in bytes. An audio packet travels as one QUIC datagram, which must
+/// stay under `max_datagram_size()`: about 1162 bytes at QUIC's minimum path MTU (1200) once
+/// the short header and the datagram frame are paid; 1000 + 16 leaves room for both. Opus at
+/// 20 ms needs about 160 bytes at 64 kbit/s.
+pub const MAX_AUDIO_PAYLOAD: usize = 1000;
+
+/// Largest video frame (one H.264 access unit) in bytes: 2 MiB. A 1080p keyframe at high quality
+/// is a few hundred KiB; anything larger is a broken or hostile sender, and the receiver must
+/// not buffer it.
+pub const MAX_VIDEO_FRAME: usize = 2 * 1024 * 1024;
+
+/// Flag bit: the video frame is a keyframe (IDR), decodable on its own.
+const FLAG_KEYFRAME: u8 = 0b0000_0001;
+
+/// What the payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MediaKind {
+    /// One 20 ms Opus packet.
+    Audio = 1,
+    /// One H.264 access unit (Annex B).
+    Video = 2,
+}
+
+impl MediaKind {
+    /// The largest payload of this kind, in bytes.
+    pub const fn max_payload(self) -> usize {
+        match self {
+            Self::Audio => MAX_AUDIO_PAYLOAD,
+            Self::Video => MAX_VIDEO_FRAME,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Audio),
+            2 => Some(Self::Video),
+            _ => None,
+        }
+    }
+}
+
+/// The decoded header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaHeader {
+    pub kind: MediaKind,
+    /// Video only: the frame decodes without earlier frames. Always false for audio.
+    pub keyframe: bool,
+    /// Per sender and kind, +1 per packet (audio) or frame (video), wrapping at `u32::MAX`.
+    pub seq: u32,
+    /// When the first sample or the picture was captured, on the sender's clock.
+    pub captured_us: UnixMicros,
+}
+
+/// Why a packet could not be encoded or decoded. On receive, drop the packet and count it; the
+/// connection stays up (a broken media packet does not break the call).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PacketError {
+    /// Fewer than [`HEADER_BYTES`] bytes: a truncated packet.
+    #[error("media packet of {0} bytes is shorter than the {HEADER_BYTES}-byte header")]
+    Short(usize),
+    /// Another header version; the peer runs an incompatible build.
+    #[error("unsupported media header version {0} (this build speaks {MEDIA_VERSION})")]
+    Version(u8),
+    /// Unknown media kind byte.
+    #[error("unknown media kind {0}")]
+    Kind(u8),
+    /// The reserved byte is not 0: a newer layout or garbage.
+    #[error("reserved byte of the media header is {0}, not 0")]
+    Reserved(u8),
+    /// The payload is over the limit of its kind ([`MAX_AUDIO_PAYLOAD`], [`MAX_VIDEO_FRAME`]).
+    /// On encode, the local encoder produced too much: lower its bitrate.
+    #[error("{kind:?} payload of {len} bytes is over the {limit}-byte limit")]
+    TooLong { kind: MediaKind, len: usize, limit: usize },
+}
+
+impl MediaHeader {
+    /// Appends the header and `payload` to `out`. Refuses a payload over the limit of its kind,
+    /// which the receiver would refuse too.
+    pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), PacketError> {
+        let limit = self.kind.max_payload();
+        if payload.len() > limit {
+            return Err(PacketError::TooLong { kind: self.kind, len: payload.len(), limit });
+        }
+        let flags = if self.keyframe { FLAG_KEYFRAME } else { 0 };
+        out.reserve(HEADER_BYTES + payload.len());
+        out.extend_from_slice(&[MEDIA_VERSION, self.kind as u8, flags, 0]);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.captured_us.to_be_bytes());
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+}
+
+/// Decodes one whole packet: the header and the payload (the rest of `buf`).
+///
+/// Flag bits other than the keyframe bit are ignored, so that a later sender can mark redundant
+/// copies without breaking this receiver (a copy then reads as a duplicate seq, which the
+/// jitter buffer ignores).
+pub fn decode(buf: &[u8]) -> Result<(MediaHeader, &[u8]), PacketError> {
+    let Some(&version) = buf.first() else {
+        return Err(PacketError::Short(0));
+    };
+    if version != MEDIA_VERSION {
+        return Err(PacketError::Version(version));
+    }
+    let (Some(head), Some(payload)) = (buf.get(..HEADER_BYTES), buf.get(HEADER_BYTES..)) else {
+        return Err(PacketError::Short(buf.len()));
+    };
+    let kind = MediaKind::from_byte(head[1]).ok_or(PacketError::Kind(head[1]))?;
+    let flags = head[2];
+    if head[3] != 0 {
+        return Err(PacketError::Reserved(head[3]));
+    }
+    let limit = kind.max_payload();
+    if payload.len() > limit {
+        return Err(PacketError::TooLong { kind, len: payload.len(), limit });
+    }
+    let mut seq = [0u8; 4];
+    seq.copy_from_slice(&head[4..8]);
+    let mut captured = [0u8; 8];
+    captured.copy_from_slice(&head[8..16]);
+    let header = MediaHeader {
+        kind,
+        keyframe: kind == MediaKind::Video && flags & FLAG_KEYFRAME != 0,
+        seq: u32::from_be_bytes(seq),
+        captured_us: u64::from_be_bytes(captured),
+    };
+    Ok((header, payload))
+}
+
+/// `later − earlier` for wrapping sequence numbers: positive when `later` is newer, within
+/// ±2³¹. Both jitter buffers unwrap seq with it.
+pub fn seq_delta(later: u32, earlier: u32) -> i32 {
+    later.wrapping_sub(earlier) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn packet(header: MediaHeader, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        header.encode(payload, &mut out).unwrap();
+        out
+    }
+
+    fn audio(seq: u32) -> MediaHeader {
+        MediaHeader { kind: MediaKind::Audio, keyframe: false, seq, captured_us: 1_700_000_000_000_000 }
+    }
+
+    #[test]
+    fn layout_is_big_endian_16_bytes() {
+        let header = MediaHeader {
+            kind: MediaKind::Video,
+            keyframe: true,
+            seq: 0x0102_0304,
+            captured_us: 0x1112_1314_1516_1718,
+        };
+        let bytes = packet(header, b"xy");
+        assert_eq!(
+            bytes,
+            [1, 2, 1, 0, 1, 2, 3, 4, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, b'x', b'y']
+        );
+        assert_eq!(decode(&bytes), Ok((header, &b"xy"[..])));
+    }
+
+    #[test]
+    fn empty_payload_round_trips() {
+        let bytes = packet(audio(u32::MAX), b"");
+        assert_eq!(bytes.len(), HEADER_BYTES);
+        assert_eq!(decode(&bytes), Ok((audio(u32::MAX), &b""[..])));
+    }
+
+    #[test]
+    fn short_packets_refused() {
+        let bytes = packet(audio(1), b"abc");
+        assert_eq!(decode(&[]), Err(PacketError::Short(0)));
+        for cut in 1..HEADER_BYTES {
+            assert_eq!(decode(&bytes[..cut]), Err(PacketError::Short(cut)), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn bad_version_kind_reserved_refused() {
+        let mut bytes = packet(audio(1), b"abc");
+        bytes[0] = 2;
+        assert_eq!(decode(&bytes), Err(PacketError::Version(2)));
+        bytes[0] = 1;
+        bytes[1] = 3;
+        assert_eq!(decode(&bytes), Err(PacketError::Kind(3)));
+        bytes[1] = 0;
+        assert_eq!(decode(&bytes), Err(PacketError::Kind(0)));
+        bytes[1] = 1;
+        bytes[3] = 9;
+        assert_eq!(decode(&bytes), Err(PacketError::Reserved(9)));
+    }
+
+    #[test]
+    fn unknown_flags_ignored_and_audio_never_keyframe() {
+        let mut bytes = packet(audio(5), b"a");
+        bytes[2] = 0xff;
+        let (header, _) = decode(&bytes).unwrap();
+        assert_eq!(header, audio(5));
+    }
+
+    #[test]
+    fn payload_limits_per_kind() {
+        let big = vec![0u8; MAX_AUDIO_PAYLOAD + 1];
+        let mut out = Vec::new();
+        assert_eq!(
+            audio(1).encode(&big, &mut out),
+            Err(PacketError::TooLong { kind: MediaKind::Audio, len: 1001, limit: MAX_AUDIO_PAYLOAD })
+        );
+        assert!(out.is_empty(), "nothing written on error");
+        audio(1).encode(&big[..MAX_AUDIO_PAYLOAD], &mut out).unwrap();
+        assert_eq!(decode(&out).unwrap().1.len(), MAX_AUDIO_PAYLOAD);
+
+        // A hand-made oversized audio datagram is refused; the same size is fine as video.
+        let mut bytes = vec![1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        bytes.extend_from_slice(&big);
+        assert!(matches!(decode(&bytes), Err(PacketError::TooLong { kind: MediaKind::Audio, .. })));
+        bytes[1] = 2;
+        assert!(decode(&bytes).is_ok());
+
+        let video = MediaHeader { kind: MediaKind::Video, keyframe: false, seq: 0, captured_us: 0 };
+        let huge = vec![0u8; MAX_VIDEO_FRAME + 1];
+        assert!(matches!(video.encode(&huge, &mut out), Err(PacketError::TooLong { .. })));
+    }
+
+    #[test]
+    fn seq_delta_wraps() {
+        assert_eq!(seq_delta(0, u32::MAX), 1);
+        assert_eq!(seq_delta(u32::MAX, 0), -1);
+        assert_eq!(seq_delta(5, 3), 2);
+        assert_eq!(seq_delta(3, 5), -2);
+    }
+
+    fn any_header() -> impl Strategy<Value = MediaHeader> {
+        (any::<bool>(), any::<bool>(), any::<u32>(), any::<u64>()).prop_map(
+            |(video, keyframe, seq, captured_us)| MediaHeader {
+                kind: if video { MediaKind::Video } else { MediaKind::Audio },
+                keyframe: video && keyframe,
+                seq,
+                captured_us,
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Any bytes: no panic; a decoded payload is the tail of the input, within its limit.
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok((header, payload)) = decode(&bytes) {
+                prop_assert_eq!(HEADER_BYTES + payload.len(), bytes.len());
+                prop_assert!(payload.len() <= header.kind.max_payload());
+            }
+        }
+
+        /// A plausible header (right version, any other bytes) with any payload never panics.
+        #[test]
+        fn decoder_never_panics_after_version(
+            rest in proptest::collection::vec(any::<u8>(), 0..1100),
+        ) {
+            let mut bytes = vec![MEDIA_VERSION];
+            bytes.extend_from_slice(&rest);
+            let _ = decode(&bytes);
+        }
+
+        /// encode then decode gives back the header and the payload, consuming everything.
+        #[test]
+        fn round_trip(header in any_header(), payload in proptest::collection::vec(any::<u8>(), 0..1000)) {
+            let bytes = packet(header, &payload);
+            prop_assert_eq!(bytes.len(), HEADER_BYTES + payload.len());
+            let (back, rest) = decode(&bytes).unwrap();
+            prop_assert_eq!(back, header);
+            prop_assert_eq!(rest, &payload[..]);
+        }
+    }
+}

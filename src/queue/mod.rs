@@ -96,7 +96,10 @@ pub enum Output {
     /// Media from `peer` goes to `to` (the other party's connection, in call `call_id`), or
     /// nowhere (`None`) — set when a call connects or resumes, cleared when it ends or a party
     /// is away.
-    Route { peer: PeerId, to: Option<(PeerId, CallId)> },
+    Route {
+        peer: PeerId,
+        to: Option<(PeerId, CallId)>,
+    },
     /// Nothing more to do until this time (or the next input).
     Wait(Option<Instant>),
 }
@@ -384,10 +387,17 @@ impl AgentQueue {
             self.kiosk_back(peer, &kiosk, call_id, now);
             return;
         }
-        // Asking again while already in a call or the queue: tell the state again.
-        if let Some((&call_id, _)) = self.calls.iter().find(|(_, c)| c.kiosk == kiosk) {
-            self.kiosk_back(peer, &kiosk, call_id, now);
-            return;
+        // Asking again while already waiting: the same request (its answer was lost), so it
+        // keeps its place. But a kiosk that asks afresh while the hub still holds a connected
+        // call for it no longer knows that call (it hung up while offline, or restarted): the
+        // next customer must never land in the previous customer's conversation.
+        if let Some((&call_id, call)) = self.calls.iter().find(|(_, c)| c.kiosk == kiosk) {
+            if matches!(call.phase, Phase::Connected { .. }) {
+                self.end_call(call_id, EndReason::KioskHungUp, now);
+            } else {
+                self.kiosk_back(peer, &kiosk, call_id, now);
+                return;
+            }
         }
         if self.queue.len() >= self.config.max_queue {
             self.stats.rejected_busy += 1;

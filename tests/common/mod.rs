@@ -64,11 +64,22 @@ pub async fn start_hub(pki: &Pki, queue: QueueConfig) -> TestHub {
 
 /// A hub writing (or continuing) the event log at `log`.
 pub async fn start_hub_at(pki: &Pki, queue: QueueConfig, log: PathBuf) -> RunningHub {
+    start_hub_full(pki, queue, log, None).await
+}
+
+/// A hub with every option.
+pub async fn start_hub_full(
+    pki: &Pki,
+    queue: QueueConfig,
+    log: PathBuf,
+    metrics: Option<SocketAddr>,
+) -> RunningHub {
     hub::start(HubOptions {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         tls: pki.material(Role::Hub, "hub.test"),
         queue,
         event_log: log,
+        metrics,
     })
     .await
     .expect("hub starts")
