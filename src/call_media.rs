@@ -54,21 +54,11 @@ pub struct MediaDevices {
     pub screen: Option<Opener<dyn Screen>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MediaOptions {
     pub video: VideoSettings,
     pub audio: AudioSettings,
     pub jitter: JitterConfig,
-}
-
-impl Default for MediaOptions {
-    fn default() -> Self {
-        Self {
-            video: VideoSettings::default(),
-            audio: AudioSettings::default(),
-            jitter: JitterConfig::default(),
-        }
-    }
 }
 
 /// Pictures waiting for the encoder; more means the encoder is behind: drop the oldest.
@@ -287,6 +277,8 @@ impl MediaSession {
                         break;
                     }
                 };
+                // The sender's frame number, read from the camera's own picture.
+                let stamp = camera::synthetic::read_stamp(&pic).map(|(n, _)| n);
                 let pic = fit(pic, settings.width, settings.height);
                 if keyframe.swap(false, Ordering::Relaxed) {
                     enc.request_keyframe();
@@ -299,7 +291,6 @@ impl MediaSession {
                         continue;
                     }
                 };
-                let stamp = camera::synthetic::read_stamp(&pic).map(|(n, _)| n);
                 let header = MediaHeader {
                     kind: MediaKind::Video,
                     keyframe: frame.keyframe,
@@ -594,11 +585,16 @@ async fn send_task(
     stats: Shared,
 ) {
     let mut buf = Vec::with_capacity(1500);
-    loop {
+    // A side without a microphone or camera closes that channel at once; the other goes on.
+    let (mut audio_open, mut video_open) = (true, true);
+    while audio_open || video_open {
         tokio::select! {
             biased; // audio first: it is small and late audio is worse than late video
-            a = audio.recv() => {
-                let Some((h, payload)) = a else { return };
+            a = audio.recv(), if audio_open => {
+                let Some((h, payload)) = a else {
+                    audio_open = false;
+                    continue;
+                };
                 buf.clear();
                 if h.encode(&payload, &mut buf).is_err() {
                     continue;
@@ -613,8 +609,11 @@ async fn send_task(
                     with(&stats, |s| s.bytes_sent += len);
                 }
             }
-            v = video.recv() => {
-                let Some((h, payload)) = v else { return };
+            v = video.recv(), if video_open => {
+                let Some((h, payload)) = v else {
+                    video_open = false;
+                    continue;
+                };
                 let mut frame = Vec::with_capacity(payload.len() + 16);
                 if h.encode(&payload, &mut frame).is_err() {
                     with(&stats, |s| s.video_frames_send_dropped += 1);

@@ -378,8 +378,8 @@ impl MediaSections {
     /// Checks values; devices are tried when the role starts.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let c = &self.camera;
-        if c.width % 2 != 0
-            || c.height % 2 != 0
+        if !c.width.is_multiple_of(2)
+            || !c.height.is_multiple_of(2)
             || !(160..=1920).contains(&c.width)
             || !(120..=1080).contains(&c.height)
         {

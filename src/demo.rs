@@ -644,6 +644,29 @@ pub fn print_account(r: &DemoReport, out: &mut impl Write) -> std::io::Result<()
         r.connect_ms.p50, r.connect_ms.p95
     )?;
     writeln!(out, "  hub log   {}", r.event_log)?;
+    for (name, d) in [("kiosk→agent", &r.kiosk_to_agent), ("agent→kiosk", &r.agent_to_kiosk)] {
+        let Some(d) = d else { continue };
+        writeln!(
+            out,
+            "  {name} video {}/{} frames shown, {} verified by their stamp, latency p50 {:.1} ms p95 {:.1} ms",
+            d.video_frames_displayed,
+            d.video_frames_sent,
+            d.video_frames_verified,
+            d.video_latency_ms.p50,
+            d.video_latency_ms.p95
+        )?;
+        writeln!(
+            out,
+            "              audio {}/{} frames played, {} concealed, latency p50 {:.1} ms p95 {:.1} ms, tone {:.0} Hz; {:.0} kbit/s",
+            d.audio_frames_played,
+            d.audio_frames_sent,
+            d.audio_frames_concealed,
+            d.audio_latency_ms.p50,
+            d.audio_latency_ms.p95,
+            d.tone_hz,
+            d.bitrate_kbps
+        )?;
+    }
     writeln!(out, "  took      {:.2} s", r.duration_s)?;
     if r.ok() {
         writeln!(out, "  result    OK: every call completed, every text delivered")?;

@@ -452,8 +452,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         MediaMode::Auto => args.agents <= 2,
     };
     anyhow::ensure!(
-        args.width % 2 == 0
-            && args.height % 2 == 0
+        args.width.is_multiple_of(2)
+            && args.height.is_multiple_of(2)
             && (160..=1920).contains(&args.width)
             && (120..=1080).contains(&args.height),
         "--width 160..1920 and --height 120..1080, both even"

@@ -76,7 +76,7 @@ impl VideoEncoder {
     /// Encodes one picture. `None` when the encoder skipped it (rate control).
     pub fn encode(&mut self, pic: &Picture) -> Result<Option<EncodedFrame>, CodecError> {
         let expected = Picture::i420_len(pic.width, pic.height);
-        if pic.data.len() != expected || pic.width % 2 != 0 || pic.height % 2 != 0 {
+        if pic.data.len() != expected || !pic.width.is_multiple_of(2) || !pic.height.is_multiple_of(2) {
             return Err(CodecError::BadPicture { got: pic.data.len(), width: pic.width, height: pic.height });
         }
         let yuv = YUVBuffer::from_vec(pic.data.clone(), pic.width as usize, pic.height as usize);

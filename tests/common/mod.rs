@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kioskd::agent::{self, AgentCommand, AgentEvent, AgentIo, AutoAnswer};
 use kioskd::call::{CallConfig, KioskState};
+use kioskd::call_media::{MediaDevices, MediaOptions};
 use kioskd::devices::buttons::{self, simulated::Panel, simulated::SimulatedButtons};
 use kioskd::hub::{self, HubOptions, RunningHub};
 use kioskd::kiosk::{self, HubTarget, KioskEvent, KioskIo, KioskOptions};
@@ -119,6 +120,28 @@ pub struct TestKiosk {
 }
 
 pub fn start_kiosk(pki: &Pki, hub: SocketAddr, id: &str) -> TestKiosk {
+    start_kiosk_with(pki, hub, id, MediaDevices::default(), Vec::new())
+}
+
+/// A kiosk with media devices (and the problems found when they were checked).
+pub fn start_kiosk_with(
+    pki: &Pki,
+    hub: SocketAddr,
+    id: &str,
+    media: MediaDevices,
+    device_problems: Vec<String>,
+) -> TestKiosk {
+    start_kiosk_full(pki, hub, id, media, MediaOptions::default(), device_problems)
+}
+
+pub fn start_kiosk_full(
+    pki: &Pki,
+    hub: SocketAddr,
+    id: &str,
+    media: MediaDevices,
+    media_options: MediaOptions,
+    device_problems: Vec<String>,
+) -> TestKiosk {
     let (backend, panel) = SimulatedButtons::new(true);
     let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50)).expect("button thread");
     let (obs_tx, events) = mpsc::unbounded_channel();
@@ -130,6 +153,9 @@ pub fn start_kiosk(pki: &Pki, hub: SocketAddr, id: &str) -> TestKiosk {
         observer: Some(obs_tx),
         leds: None,
         notifier: Notifier::disabled(),
+        media,
+        media_options,
+        device_problems,
     };
     let opts = KioskOptions {
         call: CallConfig {
@@ -181,10 +207,30 @@ pub fn start_agent(pki: &Pki, hub: SocketAddr, id: &str, auto: Option<AutoAnswer
 }
 
 pub fn start_agent_with(target: HubTarget, id: &str, auto: Option<AutoAnswer>) -> TestAgent {
+    start_agent_media(target, id, auto, MediaDevices::default())
+}
+
+/// An agent with media devices.
+pub fn start_agent_media(
+    target: HubTarget,
+    id: &str,
+    auto: Option<AutoAnswer>,
+    media: MediaDevices,
+) -> TestAgent {
+    start_agent_full(target, id, auto, media, MediaOptions::default())
+}
+
+pub fn start_agent_full(
+    target: HubTarget,
+    id: &str,
+    auto: Option<AutoAnswer>,
+    media: MediaDevices,
+    media_options: MediaOptions,
+) -> TestAgent {
     let (commands, cmd_rx) = mpsc::channel(16);
     let (obs_tx, events) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
-    let io = AgentIo { commands: cmd_rx, observer: Some(obs_tx), print: false };
+    let io = AgentIo { commands: cmd_rx, observer: Some(obs_tx), print: false, media, media_options };
     let task = tokio::spawn(agent::run(target, auto, io, stop_rx));
     TestAgent { id: id.into(), commands, events, stop, task }
 }

@@ -1,0 +1,165 @@
+//! Two-way audio and video through the hub over real QUIC, with the real codecs and the
+//! synthetic camera and microphone (whose pictures carry their frame number).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kioskd::agent::AgentEvent;
+use kioskd::call::{Button, KioskState};
+use kioskd::call_media::{
+    MediaDevices, MediaOptions, MediaStats, devices_from_config, synthetic_devices, synthetic_devices_with,
+};
+use kioskd::config::{CameraBackend, CaptureBackend, MediaSections};
+use kioskd::devices::audio::dominant_frequency;
+use kioskd::devices::camera::CameraSwitch;
+use kioskd::kiosk::KioskEvent;
+use kioskd::media::SAMPLE_RATE;
+use kioskd::media::codec::VideoSettings;
+use kioskd::protocol::{Role, RoomState};
+use kioskd::queue::QueueConfig;
+
+/// Small pictures keep the test light on a loaded 2-core machine; the demo runs 640×480.
+fn video() -> VideoSettings {
+    VideoSettings { width: 320, height: 240, fps: 30.0, bitrate_bps: 400_000, ..VideoSettings::default() }
+}
+
+fn opts() -> MediaOptions {
+    MediaOptions { video: video(), ..MediaOptions::default() }
+}
+
+async fn kiosk_media(k: &mut TestKiosk) -> MediaStats {
+    match k.wait_for("media figures", |e| matches!(e, KioskEvent::Media { .. })).await {
+        KioskEvent::Media { stats, .. } => *stats,
+        _ => unreachable!(),
+    }
+}
+
+async fn agent_media(a: &mut TestAgent) -> MediaStats {
+    match a.wait_for("media figures", |e| matches!(e, AgentEvent::Media { .. })).await {
+        AgentEvent::Media { stats, .. } => *stats,
+        _ => unreachable!(),
+    }
+}
+
+/// Every frame the sender encoded arrives decoded, stamped with the same number, in order;
+/// only the last few (in flight when the call ended) may be missing.
+fn assert_frames_arrived(direction: &str, sent: &MediaStats, received: &MediaStats) {
+    let (s, r) = (&sent.sent_frame_numbers, &received.verified_frame_numbers);
+    assert!(s.len() >= 60, "{direction}: only {} frames sent", s.len());
+    assert_eq!(&s[..r.len()], &r[..], "{direction}: received frames differ from those sent");
+    assert!(s.len() - r.len() <= 3, "{direction}: {} of {} frames missing", s.len() - r.len(), s.len());
+}
+
+fn assert_tone(direction: &str, received: &MediaStats, hz: f64) {
+    let played: Vec<i16> = received.played_audio.iter().copied().collect();
+    assert!(played.len() >= SAMPLE_RATE as usize, "{direction}: only {} samples played", played.len());
+    let f = dominant_frequency(&played, SAMPLE_RATE);
+    assert!((f - hz).abs() < hz * 0.01, "{direction}: heard {f:.1} Hz, sent {hz} Hz");
+    assert!(
+        received.audio_frames_played >= 100,
+        "{direction}: {} audio frames",
+        received.audio_frames_played
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_parties_see_every_frame_in_order_and_hear_each_others_tone() {
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a = start_agent_full(
+        target,
+        "agent-1",
+        Some(auto(Some(4000))),
+        synthetic_devices(660.0, video()),
+        opts(),
+    );
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let mut k = start_kiosk_full(
+        &pki,
+        hub.addr(),
+        "branch-1/kiosk-1",
+        synthetic_devices(440.0, video()),
+        opts(),
+        vec![],
+    );
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    let kiosk = kiosk_media(&mut k).await;
+    let agent = agent_media(&mut a).await;
+    assert!(
+        kiosk.problems.is_empty() && agent.problems.is_empty(),
+        "{:?} {:?}",
+        kiosk.problems,
+        agent.problems
+    );
+    assert_frames_arrived("kiosk → agent", &kiosk, &agent);
+    assert_frames_arrived("agent → kiosk", &agent, &kiosk);
+    assert_tone("kiosk → agent", &agent, 440.0);
+    assert_tone("agent → kiosk", &kiosk, 660.0);
+    let relayed = hub.hub.status().media;
+    assert!(relayed.video_forwarded >= 200 && relayed.audio_forwarded >= 300, "{relayed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_stops_mid_call_leaves_audio_running_and_comes_back() {
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a =
+        start_agent_full(target, "agent-1", Some(auto(None)), synthetic_devices(660.0, video()), opts());
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let switch = CameraSwitch::new();
+    let devices = synthetic_devices_with(440.0, video(), Some(switch.clone()));
+    let mut k = start_kiosk_full(&pki, hub.addr(), "branch-1/kiosk-2", devices, opts(), vec![]);
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
+    // The scenario's timing: one second of video, 1.5 s without a camera, 1.5 s with it again.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    switch.set_running(false);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    switch.set_running(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    k.panel.press(Button::HangUp);
+    let kiosk = kiosk_media(&mut k).await;
+    let agent = agent_media(&mut a).await;
+    // Audio ran the whole 4 s (200 frames) without a gap.
+    assert!(agent.audio_frames_played >= 180, "audio played {}", agent.audio_frames_played);
+    assert!(agent.audio_frames_concealed <= 5, "audio concealed {}", agent.audio_frames_concealed);
+    // Video stopped for 1.5 s and came back: frames from both sides of the gap arrived.
+    let got = &agent.verified_frame_numbers;
+    assert!(got.len() >= 50 && got.len() <= 90, "{} frames verified", got.len());
+    let before = got.iter().filter(|&&n| n < 25).count();
+    let after = got.iter().filter(|&&n| n > 40).count();
+    assert!(before >= 20 && after >= 20, "before the gap {before}, after it {after}: {got:?}");
+    assert_frames_arrived("kiosk → agent", &kiosk, &agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_camera_is_reported_and_the_call_goes_on_audio_only() {
+    let mut sections = MediaSections::default();
+    sections.camera.backend = CameraBackend::V4l2;
+    sections.camera.device = "/dev/video-missing".into();
+    sections.audio.capture = CaptureBackend::Synthetic;
+    let (devices, _, problems) = devices_from_config(&sections);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("camera:") && problems[0].contains("/dev/video-missing"), "{problems:?}");
+
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a = start_agent_media(target, "agent-1", Some(auto(Some(3000))), MediaDevices::default());
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let mut k = start_kiosk_with(&pki, hub.addr(), "branch-1/kiosk-3", devices, problems);
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    let kiosk = kiosk_media(&mut k).await;
+    let agent = agent_media(&mut a).await;
+    assert!(kiosk.problems.iter().any(|p| p.contains("/dev/video-missing")), "{:?}", kiosk.problems);
+    assert_eq!(kiosk.video_frames_sent, 0);
+    assert!(agent.audio_frames_played >= 130, "audio-only call played {}", agent.audio_frames_played);
+    assert_tone("kiosk → agent", &agent, 440.0);
+}
