@@ -10,7 +10,6 @@ PACKAGES=(
     libasound2-dev
     libopus-dev
     nasm
-    cmake
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }
