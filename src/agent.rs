@@ -199,13 +199,17 @@ pub async fn run(
     let mut answer_at: Option<(Instant, CallId)> = None;
     let mut media: Option<MediaSession> = None;
     let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<CallId>(4);
+    // Finishing waits for media in flight (on its own task); the console goes on meanwhile.
     let stop_media = |media: &mut Option<MediaSession>, io: &AgentIo| {
         if let Some(m) = media.take() {
             let call_id = m.call_id;
-            let stats = m.stop();
-            if let Some(o) = &io.observer {
-                let _ = o.send(AgentEvent::Media { call_id, stats: Box::new(stats), at: Instant::now() });
-            }
+            let observer = io.observer.clone();
+            tokio::spawn(async move {
+                let stats = m.finish().await;
+                if let Some(o) = observer {
+                    let _ = o.send(AgentEvent::Media { call_id, stats: Box::new(stats), at: Instant::now() });
+                }
+            });
         }
     };
     let mut hangup_at: Option<(Instant, CallId)> = None;

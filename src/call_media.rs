@@ -71,6 +71,9 @@ const AUDIO_OUT_QUEUE: usize = 50;
 const VIDEO_IN_QUEUE: usize = 16;
 /// A video frame not delivered within this time is abandoned: a newer one matters more.
 const VIDEO_SEND_DEADLINE: Duration = Duration::from_millis(500);
+/// How long a finished call still receives what was already sent (capture to playout is
+/// about 100 ms on a good network; the hub keeps relaying for as long).
+pub const DRAIN: Duration = Duration::from_millis(300);
 /// Most frame numbers kept for verification (an hour at 30 fps would be 108 000).
 const MAX_FRAME_LOG: usize = 20_000;
 /// Played audio kept for measuring its pitch (2 s).
@@ -134,6 +137,9 @@ fn with<R>(stats: &Shared, f: impl FnOnce(&mut MediaStats) -> R) -> R {
 /// One side of a call's media. Dropping it stops everything.
 pub struct MediaSession {
     pub call_id: CallId,
+    /// Stops capture and sending (set first when a call ends).
+    stop_send: Arc<AtomicBool>,
+    /// Stops everything.
     stop: Arc<AtomicBool>,
     keyframe: Arc<AtomicBool>,
     stats: Shared,
@@ -155,7 +161,9 @@ impl MediaSession {
         let keyframe = Arc::new(AtomicBool::new(false));
         let stats: Shared =
             Arc::new(Mutex::new(MediaStats { started_us: unix_micros_now(), ..Default::default() }));
-        let mut s = Self { call_id, stop, keyframe, stats, threads: Vec::new(), tasks: Vec::new() };
+        let stop_send = Arc::new(AtomicBool::new(false));
+        let mut s =
+            Self { call_id, stop_send, stop, keyframe, stats, threads: Vec::new(), tasks: Vec::new() };
         let (audio_tx, audio_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(AUDIO_OUT_QUEUE);
         let (video_tx, video_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(VIDEO_OUT_QUEUE);
         let audio_delay = Arc::new(AtomicU64::new(0));
@@ -212,13 +220,24 @@ impl MediaSession {
         s
     }
 
-    /// Stops all threads and tasks and returns the final figures.
+    /// Stops all threads and tasks at once and returns the final figures.
     pub fn stop(mut self) -> MediaStats {
         self.shutdown();
         self.stats()
     }
 
+    /// Ends the call's media gracefully: capture stops now; what is already on its way
+    /// (about a tenth of a second of sound and pictures) is still received and played for
+    /// [`DRAIN`], then everything stops. Returns the final figures.
+    pub async fn finish(mut self) -> MediaStats {
+        self.stop_send.store(true, Ordering::Relaxed);
+        tokio::time::sleep(DRAIN).await;
+        self.shutdown();
+        self.stats()
+    }
+
     fn shutdown(&mut self) {
+        self.stop_send.store(true, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks.drain(..) {
             t.abort();
@@ -246,7 +265,7 @@ impl MediaSession {
         settings: VideoSettings,
         out: mpsc::Sender<(MediaHeader, Vec<u8>)>,
     ) {
-        let (stop, keyframe, stats) = (self.stop.clone(), self.keyframe.clone(), self.stats.clone());
+        let (stop, keyframe, stats) = (self.stop_send.clone(), self.keyframe.clone(), self.stats.clone());
         let call_id = self.call_id;
         let (pictures, cam_stats) = match camera::spawn_camera(cam, CAMERA_QUEUE) {
             Ok(q) => q,
@@ -327,7 +346,7 @@ impl MediaSession {
         settings: AudioSettings,
         out: mpsc::Sender<(MediaHeader, Vec<u8>)>,
     ) {
-        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        let (stop, stats) = (self.stop_send.clone(), self.stats.clone());
         self.spawn("audio-send", move || {
             let mut enc = match AudioEncoder::new(settings) {
                 Ok(e) => e,

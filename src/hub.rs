@@ -461,7 +461,28 @@ impl Core {
             self.routes.insert(peer, leg.call_id);
         }
         if let Some(link) = self.links.get(&peer) {
-            link.route.send_replace(leg);
+            // Read first: the watch's read guard must be gone before it is written.
+            let current = link.route.borrow().as_ref().map(|l| l.call_id);
+            match (&leg, current) {
+                // A call ended: keep relaying what is already on its way for a moment (the
+                // senders stopped capturing), then stop, unless a new call took the route.
+                (None, Some(ended)) => {
+                    let route = link.route.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(crate::call_media::DRAIN).await;
+                        route.send_if_modified(|r| {
+                            let stale = r.as_ref().is_some_and(|l| l.call_id == ended);
+                            if stale {
+                                *r = None;
+                            }
+                            stale
+                        });
+                    });
+                }
+                _ => {
+                    link.route.send_replace(leg);
+                }
+            }
         }
     }
 

@@ -169,17 +169,24 @@ pub async fn run(
                         && let Some(m) = media.take()
                     {
                         let call_id = m.call_id;
-                        let stats = m.stop();
-                        info!(
-                            call_id,
-                            audio_played = stats.audio_frames_played,
-                            video_shown = stats.video_frames_displayed,
-                            "call media stopped"
-                        );
-                        observe(
-                            &io,
-                            KioskEvent::Media { call_id, stats: Box::new(stats), at: Instant::now() },
-                        );
+                        let observer = io.observer.clone();
+                        // Finishing waits for media in flight; the kiosk goes on meanwhile.
+                        tokio::spawn(async move {
+                            let stats = m.finish().await;
+                            info!(
+                                call_id,
+                                audio_played = stats.audio_frames_played,
+                                video_shown = stats.video_frames_displayed,
+                                "call media stopped"
+                            );
+                            if let Some(o) = observer {
+                                let _ = o.send(KioskEvent::Media {
+                                    call_id,
+                                    stats: Box::new(stats),
+                                    at: Instant::now(),
+                                });
+                            }
+                        });
                     }
                     if media.is_none()
                         && let Some((call_id, c)) = want

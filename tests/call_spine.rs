@@ -25,10 +25,12 @@ fn queue(offer_timeout_ms: u64) -> QueueConfig {
 async fn five_kiosks_two_agents_complete_all_calls_in_arrival_order() {
     let pki = Pki::new();
     let hub = start_hub(&pki, queue(10_000)).await;
-    let mut agents: Vec<TestAgent> =
-        (1..=2).map(|a| start_agent(&pki, hub.addr(), &format!("agent-{a}"), Some(auto(None)))).collect();
-    for a in &mut agents {
-        a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    // agent-1 goes IDLE before agent-2, so it has been idle longest.
+    let mut agents: Vec<TestAgent> = Vec::new();
+    for a in 1..=2 {
+        let mut agent = start_agent(&pki, hub.addr(), &format!("agent-{a}"), Some(auto(None)));
+        agent.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+        agents.push(agent);
     }
     let mut kiosks: Vec<TestKiosk> =
         (1..=5).map(|k| start_kiosk(&pki, hub.addr(), &format!("branch-1/kiosk-{k}"))).collect();

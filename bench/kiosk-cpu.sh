@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# CPU used by the kiosk side of a two-way call (capture, encode, decode, transport), measured
+# on a separate `kioskd run` process while a hub and an auto-answering agent run in others.
+# Prints one JSON line. Usage: bench/kiosk-cpu.sh [seconds] [width] [height] [fps]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-15}
+width=${2:-640}
+height=${3:-480}
+fps=${4:-30}
+
+cargo build --release --quiet
+bin=$PWD/target/release/kioskd
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+"$bin" certs init --dir "$dir" >/dev/null
+"$bin" certs issue --dir "$dir" --role hub --id hub.bench --dns localhost --ip 127.0.0.1 >/dev/null
+"$bin" certs issue --dir "$dir" --role agent --id agent-1 >/dev/null
+"$bin" certs issue --dir "$dir" --role kiosk --id branch-1/kiosk-1 >/dev/null
+port=$((20000 + RANDOM % 20000))
+media="[camera]
+backend = \"synthetic\"
+width = $width
+height = $height
+fps = $fps
+[audio]
+capture = \"synthetic\""
+cat >"$dir/hub.toml" <<TOML
+listen = "127.0.0.1:$port"
+event_log = "$dir/events.jsonl"
+[tls]
+ca = "$dir/ca.pem"
+cert = "$dir/hub.bench.pem"
+key = "$dir/hub.bench.key"
+TOML
+cat >"$dir/agent.toml" <<TOML
+[hub]
+address = "127.0.0.1:$port"
+server_name = "localhost"
+[tls]
+ca = "$dir/ca.pem"
+cert = "$dir/agent-1.pem"
+key = "$dir/agent-1.key"
+$media
+TOML
+cat >"$dir/kiosk.toml" <<TOML
+[hub]
+address = "127.0.0.1:$port"
+server_name = "localhost"
+[tls]
+ca = "$dir/ca.pem"
+cert = "$dir/branch-1_kiosk-1.pem"
+key = "$dir/branch-1_kiosk-1.key"
+[buttons]
+backend = "simulated"
+input = "$dir/buttons.sock"
+$media
+TOML
+
+"$bin" hub --config "$dir/hub.toml" 2>"$dir/hub.log" & pids+=($!)
+"$bin" agent --config "$dir/agent.toml" --auto-accept --answer-delay-ms 100 --call-duration-s 0 >"$dir/agent.out" 2>&1 & pids+=($!)
+RUST_LOG=info "$bin" run --config "$dir/kiosk.toml" 2>"$dir/kiosk.log" & kiosk=$!; pids+=($kiosk)
+
+wait_for() { # file pattern what
+    for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    echo "bench: $3 did not happen; see $1" >&2
+    cat "$1" >&2
+    exit 1
+}
+wait_for "$dir/kiosk.log" 'state="idle"' "the kiosk reaching idle"
+python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'c\n'); s.close()" "$dir/buttons.sock"
+wait_for "$dir/kiosk.log" 'state="connected"' "the call connecting"
+
+ticks() { awk '{print $14 + $15}' "/proc/$kiosk/stat"; }
+hz=$(getconf CLK_TCK)
+sleep 2   # let the encoders settle
+t0=$(ticks); s0=$(date +%s.%N)
+sleep "$secs"
+t1=$(ticks); s1=$(date +%s.%N)
+python3 - "$t0" "$t1" "$s0" "$s1" "$hz" "$width" "$height" "$fps" <<'PY'
+import json, sys
+t0, t1, s0, s1, hz = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+cores = (t1 - t0) / hz / (s1 - s0)
+print(json.dumps({"bench": "kiosk_cpu", "video": f"{sys.argv[6]}x{sys.argv[7]}@{sys.argv[8]}",
+                  "duration_s": round(s1 - s0, 2), "kiosk_cpu_cores": round(cores, 3)}))
+PY
