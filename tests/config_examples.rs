@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use kioskd::config::{
-    AgentConfig, ButtonBackend, HubConfig, HubQueueConfig, KioskCallConfig, KioskConfig, parse,
+    AgentConfig, AudioSection, ButtonBackend, CameraBackend, CameraSection, CaptureBackend, HubConfig,
+    HubQueueConfig, KioskCallConfig, KioskConfig, MediaSections, PlaybackBackend, ScreenBackend,
+    VideoSection, parse,
 };
 
 fn example(rel: &str) -> (PathBuf, String) {
@@ -26,6 +28,49 @@ fn uncomment_optional(text: &str) -> String {
         .join("\n")
 }
 
+/// The media keys an example writes, all but the device backends, are the code's defaults.
+fn assert_media_defaults(file: &str, m: &MediaSections) {
+    let (c, d) = (&m.camera, CameraSection::default());
+    assert_eq!(c.device, d.device, "{file}: camera.device");
+    assert_eq!((c.width, c.height), (d.width, d.height), "{file}: camera.width/height");
+    assert_eq!(c.fps, d.fps, "{file}: camera.fps");
+    assert_eq!(c.format, d.format, "{file}: camera.format");
+    let (a, d) = (&m.audio, AudioSection::default());
+    assert_eq!(a.capture_device, d.capture_device, "{file}: audio.capture_device");
+    assert_eq!(a.playback_device, d.playback_device, "{file}: audio.playback_device");
+    assert_eq!(a.period_ms, d.period_ms, "{file}: audio.period_ms");
+    assert_eq!(a.tone_hz, d.tone_hz, "{file}: audio.tone_hz");
+    assert_eq!(a.wav_path, d.wav_path, "{file}: audio.wav_path");
+    assert_eq!(a.bitrate_kbps, d.bitrate_kbps, "{file}: audio.bitrate_kbps");
+    assert_eq!(a.fec, d.fec, "{file}: audio.fec");
+    assert_eq!(a.dtx, d.dtx, "{file}: audio.dtx");
+    assert_eq!(m.screen.path, None, "{file}: screen.path");
+    let (v, d) = (&m.video, VideoSection::default());
+    assert_eq!(v.bitrate_kbps, d.bitrate_kbps, "{file}: video.bitrate_kbps");
+    assert_eq!(v.keyframe_interval, d.keyframe_interval, "{file}: video.keyframe_interval");
+}
+
+#[test]
+fn media_defaults_of_a_minimal_file_are_the_documented_ones() {
+    // Without the sections: no devices, and every other key at the default the examples show.
+    let minimal = "[hub]\naddress = \"hub.bank.example:4433\"\n\
+                   [tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+    let agent: AgentConfig = parse(Path::new("minimal.toml"), minimal).unwrap();
+    let m = agent.media();
+    assert_media_defaults("minimal.toml", &m);
+    assert_eq!(m.camera.backend, CameraBackend::None);
+    assert_eq!(m.audio.capture, CaptureBackend::None);
+    assert_eq!(m.audio.playback, PlaybackBackend::None);
+    assert_eq!(m.screen.backend, ScreenBackend::None);
+    m.validate(Path::new("minimal.toml")).unwrap_or_else(|e| panic!("{e}"));
+
+    // Empty sections give the same defaults as absent ones.
+    let empty = format!("{minimal}[camera]\n[audio]\n[screen]\n[video]\n");
+    let agent: AgentConfig = parse(Path::new("empty.toml"), &empty).unwrap();
+    assert_media_defaults("empty.toml", &agent.media());
+    assert_eq!(agent.camera.backend, CameraBackend::None);
+}
+
 #[test]
 fn hub_example_parses_with_the_documented_defaults() {
     let (path, text) = example("docs/hub.example.toml");
@@ -40,6 +85,10 @@ fn hub_example_parses_with_the_documented_defaults() {
     assert_eq!(q.kiosk_grace_s, d.kiosk_grace_s, "kiosk_grace_s");
     assert_eq!(q.default_handle_time_s, d.default_handle_time_s, "default_handle_time_s");
     assert_eq!(q.busy_retry_after_s, d.busy_retry_after_s, "busy_retry_after_s");
+    assert_eq!(cfg.metrics_listen, None, "metrics are off unless metrics_listen is set");
+
+    let full: HubConfig = parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(full.metrics_listen, Some("127.0.0.1:9464".parse::<std::net::SocketAddr>().unwrap()));
 }
 
 #[test]
@@ -47,8 +96,37 @@ fn agent_example_parses_with_and_without_optional_keys() {
     let (path, text) = example("docs/agent.example.toml");
     let cfg: AgentConfig = parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.hub.server_name(), "hub.bank.example");
-    let full: AgentConfig = parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
+    // A desk with a V4L2 camera and ALSA sound, no screen; every other media key at its default.
+    let m = cfg.media();
+    assert_eq!(m.camera.backend, CameraBackend::V4l2);
+    assert_eq!(m.audio.capture, CaptureBackend::Alsa);
+    assert_eq!(m.audio.playback, PlaybackBackend::Alsa);
+    assert_eq!(m.screen.backend, ScreenBackend::None);
+    assert_media_defaults("agent.example.toml", &m);
+    m.validate(&path).unwrap_or_else(|e| panic!("{e}"));
+
+    let full_text = uncomment_optional(&text);
+    let full: AgentConfig = parse(&path, &full_text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(full.hub.server_name.as_deref(), Some("hub.bank.example"));
+    assert_eq!(full.audio.wav_path.as_deref(), Some(Path::new("/var/tmp/kioskd-kiosk.wav")));
+    assert_eq!(full.screen.path.as_deref(), Some(Path::new("/var/tmp/kioskd-kiosk.y4m")));
+    full.media().validate(&path).unwrap_or_else(|e| panic!("{e}"));
+
+    // Recording the kiosk's picture and sound to files, as the example's comment says.
+    let rec = full_text.replacen("backend = \"none\"", "backend = \"y4m\"", 1);
+    let rec = rec.replacen("playback = \"alsa\"", "playback = \"wav\"", 1);
+    let rec: AgentConfig = parse(&path, &rec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rec.screen.backend, ScreenBackend::Y4m);
+    assert_eq!(rec.audio.playback, PlaybackBackend::Wav);
+    rec.media().validate(&path).unwrap_or_else(|e| panic!("{e}"));
+
+    // The files are required by those backends.
+    let no_file = text.replacen("playback = \"alsa\"", "playback = \"wav\"", 1);
+    let no_file: AgentConfig = parse(&path, &no_file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(no_file.media().validate(&path).unwrap_err().key, "audio.wav_path");
+    let no_file = text.replacen("backend = \"none\"", "backend = \"y4m\"", 1);
+    let no_file: AgentConfig = parse(&path, &no_file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(no_file.media().validate(&path).unwrap_err().key, "screen.path");
 }
 
 #[test]
@@ -76,12 +154,25 @@ fn kiosk_example_parses_with_the_documented_defaults() {
     assert_eq!(c.reconnect_min_ms, d.reconnect_min_ms, "call.reconnect_min_ms");
     assert_eq!(c.reconnect_max_ms, d.reconnect_max_ms, "call.reconnect_max_ms");
 
-    // With the optional [leds] section and server_name switched on.
+    // A board: V4L2 camera, ALSA sound, DRM screen; every other media key at its default.
+    let m = cfg.media();
+    assert_eq!(m.camera.backend, CameraBackend::V4l2);
+    assert_eq!(m.audio.capture, CaptureBackend::Alsa);
+    assert_eq!(m.audio.playback, PlaybackBackend::Alsa);
+    assert_eq!(m.screen.backend, ScreenBackend::Drm);
+    assert_media_defaults("kiosk.example.toml", &m);
+    m.validate(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_media_defaults("minimal.toml", &min.media());
+
+    // With the optional [leds] section, server_name, wav_path and screen.path switched on.
     let full: KioskConfig = parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(full.hub.server_name.as_deref(), Some("hub.bank.example"));
+    assert!(full.audio.wav_path.is_some(), "audio.wav_path uncommented");
+    assert_eq!(full.screen.path.as_deref(), Some(Path::new("/dev/dri/card0")));
+    full.media().validate(&path).unwrap_or_else(|e| panic!("{e}"));
     let leds = full.leds.expect("[leds] uncommented");
     assert_eq!((leds.call, leds.busy, leds.active_low), (22, 23, false));
     assert_eq!(leds.chip, Path::new("/dev/gpiochip0"));
-    assert_eq!(full.hub.server_name.as_deref(), Some("hub.bank.example"));
 }
 
 #[test]
@@ -91,6 +182,16 @@ fn simulated_kiosk_parses() {
     assert_eq!(cfg.buttons.backend, ButtonBackend::Simulated);
     assert_eq!(cfg.buttons.input, "stdin");
     assert_eq!(cfg.hub.server_name(), "localhost");
+
+    // Synthetic camera and microphone; what the kiosk receives is written under /tmp.
+    let m = cfg.media();
+    assert_eq!(m.camera.backend, CameraBackend::Synthetic);
+    assert_eq!(m.audio.capture, CaptureBackend::Synthetic);
+    assert_eq!(m.audio.playback, PlaybackBackend::Wav);
+    assert!(m.audio.wav_path.as_ref().is_some_and(|p| p.starts_with("/tmp")), "{:?}", m.audio.wav_path);
+    assert_eq!(m.screen.backend, ScreenBackend::Y4m);
+    assert!(m.screen.path.as_ref().is_some_and(|p| p.starts_with("/tmp")), "{:?}", m.screen.path);
+    m.validate(&path).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -107,6 +208,13 @@ fn kiosk_load_names_a_misspelt_key() {
     assert!(shown.contains("debounce_msec"), "{shown}");
     assert!(shown.contains("buttons"), "{shown}");
     assert!(shown.starts_with(&file.display().to_string()), "{shown}");
+
+    let file = dir.path().join("kiosk-media.toml");
+    let bad = text.replacen("keyframe_interval = 150", "keyframe_every = 150", 1);
+    assert_ne!(bad, text, "the example sets video.keyframe_interval");
+    std::fs::write(&file, bad).unwrap();
+    let e = KioskConfig::load(&file).expect_err("a misspelt media key must be refused");
+    assert!(e.to_string().contains("keyframe_every") && e.key.starts_with("video"), "{e}");
 
     let file = dir.path().join("kiosk-top.toml");
     std::fs::write(&file, format!("bogus_key = 1\n{text}")).unwrap();

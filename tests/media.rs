@@ -164,3 +164,73 @@ async fn a_missing_camera_is_reported_and_the_call_goes_on_audio_only() {
     assert!(agent.audio_frames_played >= 130, "audio-only call played {}", agent.audio_frames_played);
     assert_tone("kiosk → agent", &agent, 440.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_microphone_is_reported_and_the_call_goes_on_video_only() {
+    let mut sections = MediaSections::default();
+    sections.camera.backend = CameraBackend::Synthetic;
+    sections.camera.width = 320;
+    sections.camera.height = 240;
+    sections.audio.capture = CaptureBackend::Alsa;
+    sections.audio.capture_device = "hw:NoSuchCard".into();
+    let (devices, _, problems) = devices_from_config(&sections);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("microphone:") && problems[0].contains("NoSuchCard"), "{problems:?}");
+
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a = start_agent_full(target, "agent-1", Some(auto(Some(3000))), MediaDevices::default(), opts());
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let mut k = start_kiosk_full(&pki, hub.addr(), "branch-1/kiosk-4", devices, opts(), problems);
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    let kiosk = kiosk_media(&mut k).await;
+    let agent = agent_media(&mut a).await;
+    assert!(kiosk.problems.iter().any(|p| p.contains("NoSuchCard")), "{:?}", kiosk.problems);
+    assert_eq!(kiosk.audio_frames_sent, 0);
+    assert_frames_arrived("kiosk → agent", &kiosk, &agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_saves_the_kiosks_video_and_sound_to_files() {
+    use kioskd::devices::audio::wav::read_wav;
+    use kioskd::devices::screen::file::read_y4m;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sections = MediaSections::default();
+    sections.screen.backend = kioskd::config::ScreenBackend::Y4m;
+    sections.screen.path = Some(dir.path().join("kiosk.y4m"));
+    sections.audio.playback = kioskd::config::PlaybackBackend::Wav;
+    sections.audio.wav_path = Some(dir.path().join("kiosk.wav"));
+    let (sinks, _, problems) = devices_from_config(&sections);
+    assert!(problems.is_empty(), "{problems:?}");
+
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a = start_agent_full(target, "agent-1", Some(auto(Some(3000))), sinks, opts());
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let mut k = start_kiosk_full(
+        &pki,
+        hub.addr(),
+        "branch-1/kiosk-5",
+        synthetic_devices(440.0, video()),
+        opts(),
+        vec![],
+    );
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    let kiosk = kiosk_media(&mut k).await;
+    let agent = agent_media(&mut a).await;
+    let pictures = read_y4m(&dir.path().join("kiosk.y4m")).expect("a Y4M file");
+    let stamps: Vec<u32> =
+        pictures.iter().filter_map(|p| kioskd::devices::camera::read_stamp(p).map(|(n, _)| n)).collect();
+    assert_eq!(stamps, agent.verified_frame_numbers, "the file holds exactly the pictures shown");
+    assert!(stamps.len() >= 60, "{} pictures saved", stamps.len());
+    assert_frames_arrived("kiosk → agent", &kiosk, &agent);
+    let (rate, samples) = read_wav(&dir.path().join("kiosk.wav")).expect("a WAV file");
+    assert_eq!(rate, SAMPLE_RATE);
+    assert!(samples.len() as u64 >= agent.audio_frames_played * 960 - 960, "{} samples", samples.len());
+    let f = dominant_frequency(&samples, SAMPLE_RATE);
+    assert!((f - 440.0).abs() < 4.4, "the saved sound is at {f:.1} Hz");
+}
