@@ -423,6 +423,9 @@ impl MediaSections {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KioskConfig {
+    /// Where the daemon writes its health for `kioskd health` (and the OTA side).
+    #[serde(default = "default_health_file")]
+    pub health_file: PathBuf,
     pub hub: HubLink,
     pub tls: TlsFiles,
     pub buttons: ButtonsConfig,
@@ -647,6 +650,9 @@ fn default_video_kbps() -> u32 {
 }
 fn default_keyframe_interval() -> u32 {
     150
+}
+fn default_health_file() -> PathBuf {
+    crate::health::DEFAULT_PATH.into()
 }
 fn yes() -> bool {
     true

@@ -18,11 +18,16 @@ use crate::call::{CallConfig, CallMachine, Input, KioskState, Output};
 use crate::call_media::{MediaDevices, MediaOptions, MediaSession, MediaStats};
 use crate::devices::buttons::ButtonEvent;
 use crate::devices::leds::Leds;
+use crate::health::Health;
 use crate::net::client::{self, ClientError};
 use crate::net::close_code;
 use crate::net::control::ControlError;
 use crate::protocol::{CallId, ClientMsg, HubMsg, Role};
 use crate::systemd::Notifier;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// Messages to the hub waiting for the link (control messages are few and small).
 const OUT_QUEUE: usize = 64;
@@ -97,6 +102,8 @@ pub struct KioskIo {
     /// What did not work when the devices were checked at start ("camera: ..."); shown in the
     /// status line so that a kiosk running audio-only says so.
     pub device_problems: Vec<String>,
+    /// Where to write the health file (`kioskd health` reads it); none in demos and tests.
+    pub health_file: Option<std::path::PathBuf>,
 }
 
 /// Reconnect pacing.
@@ -142,6 +149,23 @@ pub async fn run(
     };
     io.notifier.ready();
     let mut watchdog = io.notifier.watchdog_interval().map(tokio::time::interval);
+    let mut health = Health {
+        pid: std::process::id(),
+        started_unix: unix_now(),
+        state: machine.state().name().into(),
+        problems: io.device_problems.clone(),
+        ..Health::default()
+    };
+    // The health file is refreshed at least this often, so that a stuck daemon shows as stale.
+    let mut health_tick = tokio::time::interval(Duration::from_secs(10));
+    let write_health = |io: &KioskIo, health: &mut Health| {
+        if let Some(path) = &io.health_file {
+            health.updated_unix = unix_now();
+            if let Err(e) = health.write(path) {
+                debug!(error = %e, path = %path.display(), "health file not written");
+            }
+        }
+    };
 
     loop {
         // Drain the machine.
@@ -159,6 +183,9 @@ pub async fn run(
                 }
                 Output::State(state) => {
                     info!(state = state.name(), "{}", state.describe());
+                    health.state = state.name().into();
+                    health.in_call = state.in_call();
+                    write_health(&io, &mut health);
                     io.notifier.status(&format!("{}{status_suffix}", state.describe()));
                     // Media runs exactly while the state is Connected on a live link.
                     let want = match (&state, machine.call_id(), &conn) {
@@ -261,6 +288,7 @@ pub async fn run(
             ev = link_rx.recv() => match ev {
                 Some(LinkEvent::Up { id, out: tx, conn: c }) => {
                     info!(%id, "connected to the hub");
+                    health.hub_reached = true;
                     out = Some(tx);
                     conn = Some(c);
                     observe(&io, KioskEvent::HubUp { at: Instant::now() });
@@ -294,6 +322,11 @@ pub async fn run(
             () = sleep => (Input::Tick, Instant::now()),
             () = tick => {
                 io.notifier.watchdog();
+                write_health(&io, &mut health);
+                continue;
+            }
+            _ = health_tick.tick() => {
+                write_health(&io, &mut health);
                 continue;
             }
             _ = shutdown.changed() => break,

@@ -8,6 +8,8 @@ pub mod call_media;
 pub mod config;
 pub mod demo;
 pub mod devices;
+pub mod doctor;
+pub mod health;
 pub mod hub;
 pub mod kiosk;
 pub mod media;

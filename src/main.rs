@@ -49,6 +49,29 @@ enum Command {
     Certs(CertsCommand),
     /// Waiting time, handle time and abandoned calls from a hub's event log.
     Report(ReportArgs),
+    /// List cameras, sound devices and GPIO lines; check the configured devices, the
+    /// certificates and the hub. Exits non-zero naming what fails.
+    Doctor(DoctorArgs),
+    /// Exit 0 only when the kiosk daemon runs, its devices work and it reached the hub
+    /// (for boot-complete.target and OTA updates).
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// Kiosk configuration file.
+    #[arg(short, long, default_value = "/etc/kioskd/kiosk.toml")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The daemon's health file.
+    #[arg(long, default_value = kioskd::health::DEFAULT_PATH)]
+    file: PathBuf,
+    /// Also require that no call is in progress (an update waits for this).
+    #[arg(long)]
+    idle: bool,
 }
 
 #[derive(Args)]
@@ -181,8 +204,15 @@ struct ReportArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet_default =
-        matches!(cli.command, Command::Demo(_) | Command::Agent(_) | Command::Certs(_) | Command::Report(_));
+    let quiet_default = matches!(
+        cli.command,
+        Command::Demo(_)
+            | Command::Agent(_)
+            | Command::Certs(_)
+            | Command::Report(_)
+            | Command::Doctor(_)
+            | Command::Health(_)
+    );
     init_logging(if quiet_default { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -232,6 +262,36 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => run_demo(args).await,
         Command::Certs(cmd) => certs(cmd),
         Command::Report(args) => report(&args.events),
+        Command::Doctor(args) => {
+            let r = kioskd::doctor::run(&args.config).await;
+            print!("{}", r.text);
+            if r.failures.is_empty() {
+                println!("doctor: all checks passed ({} warnings)", r.warnings.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("doctor: {} failed: {}", r.failures.len(), r.failures.join("; "));
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Health(args) => {
+            use kioskd::health::{Health, Verdict, pid_alive};
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let verdict = match Health::read(&args.file) {
+                Ok(h) => h.verdict(now, pid_alive, args.idle),
+                Err(e) => Verdict::Unhealthy(e),
+            };
+            match verdict {
+                Verdict::Healthy => {
+                    println!("healthy");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Verdict::Unhealthy(why) => {
+                    println!("unhealthy: {why}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
     }
 }
 
@@ -336,6 +396,7 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         media,
         media_options,
         device_problems,
+        health_file: Some(cfg.health_file.clone()),
     };
     kiosk::run(target, opts, io, shutdown_signal()?).await?;
     Ok(ExitCode::SUCCESS)

@@ -185,3 +185,90 @@ fn report_computes_from_the_event_log() {
     );
     assert!(v["handle_ms"]["p50"].as_f64().expect("number") >= 150.0, "{v}");
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or 15 s pass.
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn health_and_doctor_report_on_a_running_kiosk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    let d = dir.path().display();
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let hub = dir.path().join("hub.toml");
+    std::fs::write(
+        &hub,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nevent_log = \"{d}/events.jsonl\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/hub.test.pem\"\nkey = \"{d}/hub.test.key\"\n"
+        ),
+    )
+    .expect("write");
+    let kiosk = dir.path().join("kiosk.toml");
+    let kiosk_text = |camera: &str| {
+        format!(
+            "health_file = \"{d}/health.json\"\n[hub]\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/branch-1_kiosk-1.pem\"\nkey = \"{d}/branch-1_kiosk-1.key\"\n[buttons]\nbackend = \"simulated\"\ninput = \"{d}/buttons.sock\"\n[camera]\n{camera}\n[audio]\ncapture = \"synthetic\"\n"
+        )
+    };
+    std::fs::write(&kiosk, kiosk_text("backend = \"synthetic\"")).expect("write");
+    let health = dir.path().join("health.json");
+    let health_arg = health.to_str().expect("utf-8");
+
+    let o = kioskd(&["health", "--file", health_arg]);
+    assert_eq!(o.status.code(), Some(1), "no daemon, not healthy: {}", text(&o));
+
+    let spawn = |args: &[&str]| {
+        Child(
+            Command::new(env!("CARGO_BIN_EXE_kioskd"))
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+    let _hub = spawn(&["hub", "--config", hub.to_str().expect("utf-8")]);
+    let mut daemon = spawn(&["run", "--config", kiosk.to_str().expect("utf-8")]);
+    wait_until("the kiosk to reach the hub", || {
+        std::fs::read_to_string(&health).is_ok_and(|t| t.contains("\"hub_reached\": true"))
+    });
+    let o = kioskd(&["health", "--file", health_arg]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kioskd(&["health", "--file", health_arg, "--idle"]);
+    assert!(o.status.success(), "idle kiosk: {}", text(&o));
+
+    let o = kioskd(&["doctor", "--config", kiosk.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("hub: 127.0.0.1") && text(&o).contains("chain: signed by the configured CA"),
+        "{}",
+        text(&o)
+    );
+
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+    let o = kioskd(&["health", "--file", health_arg]);
+    assert_eq!(o.status.code(), Some(1), "daemon gone: {}", text(&o));
+    assert!(text(&o).contains("not running"), "{}", text(&o));
+
+    // A camera that is not there: the doctor names it and fails.
+    std::fs::write(&kiosk, kiosk_text("backend = \"v4l2\"\ndevice = \"/dev/video-none\"")).expect("write");
+    let o = kioskd(&["doctor", "--config", kiosk.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("FAIL  camera") && text(&o).contains("/dev/video-none"), "{}", text(&o));
+}

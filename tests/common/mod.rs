@@ -156,6 +156,7 @@ pub fn start_kiosk_full(
         media,
         media_options,
         device_problems,
+        health_file: None,
     };
     let opts = KioskOptions {
         call: CallConfig {
