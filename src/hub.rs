@@ -8,7 +8,7 @@
 //! The core task is the only owner of the queue. Per-peer writer channels are bounded: a
 //! peer that cannot keep up is disconnected rather than allowed to hold back the others.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufWriter, Write};
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use crate::metrics::HubMetrics;
 use crate::net::close_code;
 use crate::net::control::{ControlError, ControlReader, ControlWriter};
 use crate::net::tls::{TlsMaterial, peer_identity, server_config};
-use crate::protocol::{CallId, ClientMsg, HubMsg, Role};
+use crate::protocol::{CallId, ClientMsg, HubMsg, KioskHealth, Role};
 use crate::queue::{AgentQueue, Input, LogSummary, Output, PeerId, QueueConfig, QueueStats, Snapshot};
 use relay::Leg;
 
@@ -76,6 +76,15 @@ pub struct HubStatus {
     pub media: relay::LegTotals,
     /// Advances every second while the core loop runs (systemd's watchdog is fed from it).
     pub heartbeat: u64,
+    /// Each kiosk's last reported health, by id.
+    pub kiosks: BTreeMap<String, KioskStatus>,
+}
+
+/// A kiosk as the hub knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KioskStatus {
+    pub connected: bool,
+    pub health: KioskHealth,
 }
 
 /// A running hub.
@@ -110,6 +119,7 @@ impl RunningHub {
 }
 
 enum CoreCmd {
+    Health { id: String, health: KioskHealth },
     Connected { peer: PeerId, role: Role, id: String, link: PeerLink },
     Message { peer: PeerId, msg: ClientMsg },
     Disconnected { peer: PeerId },
@@ -177,6 +187,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         media_totals: relay::LegTotals::default(),
         metrics: metrics.map(|(m, _)| m),
         heartbeat: 0,
+        kiosks: BTreeMap::new(),
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, shutdown_rx).await;
@@ -273,6 +284,11 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
         };
         match next {
             Ok(msg) => {
+                if let ClientMsg::Health(health) = &msg
+                    && ident.role == Role::Kiosk
+                {
+                    let _ = core.send(CoreCmd::Health { id: ident.id.clone(), health: health.clone() }).await;
+                }
                 if core.send(CoreCmd::Message { peer, msg }).await.is_err() {
                     break;
                 }
@@ -327,6 +343,8 @@ struct Core {
     media_totals: relay::LegTotals,
     metrics: Option<Arc<std::sync::Mutex<HubMetrics>>>,
     heartbeat: u64,
+    /// The last health each kiosk reported.
+    kiosks: BTreeMap<String, KioskStatus>,
 }
 
 impl Core {
@@ -354,13 +372,21 @@ impl Core {
                     }
                     Some(CoreCmd::Message { peer, msg }) => self.input(Input::Message { peer, msg }),
                     Some(CoreCmd::Disconnected { peer }) => {
-                        self.links.remove(&peer);
+                        if let Some(link) = self.links.remove(&peer)
+                            && let Some(k) = self.kiosks.get_mut(&link.id)
+                            && self.links.values().all(|l| l.id != link.id)
+                        {
+                            k.connected = false;
+                        }
                         if let Some(call_id) = self.routes.remove(&peer) {
                             self.finish_media(call_id);
                         }
                         self.input(Input::Disconnected { peer });
                     }
                     Some(CoreCmd::Refused) => self.refused += 1,
+                    Some(CoreCmd::Health { id, health }) => {
+                        self.kiosks.insert(id, KioskStatus { connected: true, health });
+                    }
                     None => break,
                 },
                 () = sleep => self.input(Input::Tick),
@@ -437,6 +463,7 @@ impl Core {
                 t
             },
             heartbeat: self.heartbeat,
+            kiosks: self.kiosks.clone(),
         };
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()

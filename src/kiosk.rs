@@ -22,8 +22,22 @@ use crate::health::Health;
 use crate::net::client::{self, ClientError};
 use crate::net::close_code;
 use crate::net::control::ControlError;
-use crate::protocol::{CallId, ClientMsg, HubMsg, Role};
+use crate::protocol::{CallId, ClientMsg, HubMsg, KioskHealth, MAX_PROBLEMS, Role};
 use crate::systemd::Notifier;
+
+/// Tells the hub how this kiosk is (devices, network figures), for its per-kiosk metrics.
+fn report_health(out: &Option<mpsc::Sender<ClientMsg>>, conn: &Option<quinn::Connection>, health: &Health) {
+    let (Some(out), Some(conn)) = (out, conn) else { return };
+    let stats = conn.stats();
+    let report = KioskHealth {
+        state: health.state.clone(),
+        problems: health.problems.iter().take(MAX_PROBLEMS).map(|p| p.chars().take(500).collect()).collect(),
+        rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
+        sent_packets: stats.path.sent_packets,
+        lost_packets: stats.path.lost_packets,
+    };
+    let _ = out.try_send(ClientMsg::Health(report));
+}
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -289,6 +303,7 @@ pub async fn run(
                 Some(LinkEvent::Up { id, out: tx, conn: c }) => {
                     info!(%id, "connected to the hub");
                     health.hub_reached = true;
+                    report_health(&Some(tx.clone()), &Some(c.clone()), &health);
                     out = Some(tx);
                     conn = Some(c);
                     observe(&io, KioskEvent::HubUp { at: Instant::now() });
@@ -327,6 +342,7 @@ pub async fn run(
             }
             _ = health_tick.tick() => {
                 write_health(&io, &mut health);
+                report_health(&out, &conn, &health);
                 continue;
             }
             _ = shutdown.changed() => break,

@@ -29,6 +29,11 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KioskLabel {
+    kiosk: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -53,6 +58,11 @@ pub struct HubMetrics {
     handle_seconds: Histogram,
     media_packets: Family<KindLabel, Gauge>,
     media_bytes: Gauge,
+    kiosk_connected: Family<KioskLabel, Gauge>,
+    kiosk_healthy: Family<KioskLabel, Gauge>,
+    kiosk_rtt_ms: Family<KioskLabel, Gauge>,
+    kiosk_lost_packets: Family<KioskLabel, Gauge>,
+    kiosk_sent_packets: Family<KioskLabel, Gauge>,
     /// call id → (queued ms, connected ms)
     open: HashMap<CallId, (Option<u64>, Option<u64>)>,
 }
@@ -82,6 +92,11 @@ impl HubMetrics {
             handle_seconds: Histogram::new(exponential_buckets(15.0, 2.0, 10)),
             media_packets: Family::default(),
             media_bytes: Gauge::default(),
+            kiosk_connected: Family::default(),
+            kiosk_healthy: Family::default(),
+            kiosk_rtt_ms: Family::default(),
+            kiosk_lost_packets: Family::default(),
+            kiosk_sent_packets: Family::default(),
             open: HashMap::new(),
             registry: Registry::default(),
         };
@@ -128,6 +143,27 @@ impl HubMetrics {
             "Media bytes relayed between call legs",
             m.media_bytes.clone(),
         );
+        registry.register(
+            "kiosk_connected",
+            "Kiosk connected to the hub (1) or not (0)",
+            m.kiosk_connected.clone(),
+        );
+        registry.register(
+            "kiosk_healthy",
+            "Kiosk reports all its devices working (1) or not (0)",
+            m.kiosk_healthy.clone(),
+        );
+        registry.register("kiosk_rtt_ms", "Round trip from the kiosk to the hub", m.kiosk_rtt_ms.clone());
+        registry.register(
+            "kiosk_lost_packets",
+            "Packets the kiosk's connection lost",
+            m.kiosk_lost_packets.clone(),
+        );
+        registry.register(
+            "kiosk_sent_packets",
+            "Packets the kiosk's connection sent",
+            m.kiosk_sent_packets.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -153,6 +189,14 @@ impl HubMetrics {
             self.media_packets.get_or_create(&KindLabel { kind: kind.into() }).set(v as i64);
         }
         self.media_bytes.set(m.bytes as i64);
+        for (id, k) in &s.kiosks {
+            let l = KioskLabel { kiosk: id.clone() };
+            self.kiosk_connected.get_or_create(&l).set(i64::from(k.connected));
+            self.kiosk_healthy.get_or_create(&l).set(i64::from(k.health.problems.is_empty()));
+            self.kiosk_rtt_ms.get_or_create(&l).set(i64::from(k.health.rtt_ms));
+            self.kiosk_lost_packets.get_or_create(&l).set(k.health.lost_packets as i64);
+            self.kiosk_sent_packets.get_or_create(&l).set(k.health.sent_packets as i64);
+        }
     }
 
     /// Counts an event record.

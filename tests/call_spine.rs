@@ -360,6 +360,9 @@ async fn the_hub_serves_prometheus_metrics() {
         "kioskd_hub_wait_seconds_count 1",
         "kioskd_hub_agents{state=\"IDLE\"} 1",
         "kioskd_hub_queue_length 0",
+        "kioskd_hub_kiosk_connected{kiosk=\"branch-7/kiosk-1\"} 1",
+        "kioskd_hub_kiosk_healthy{kiosk=\"branch-7/kiosk-1\"} 1",
+        "kioskd_hub_kiosk_rtt_ms{kiosk=\"branch-7/kiosk-1\"}",
     ] {
         assert!(body.contains(line), "missing `{line}` in:\n{body}");
     }

@@ -165,7 +165,31 @@ pub enum ClientMsg {
     /// Either party: the video from the other party cannot be decoded until a keyframe;
     /// the hub relays this to the other party's encoder.
     KeyframeRequest { call_id: CallId },
+    /// Kiosk: its health, sent on connecting and every few seconds; the hub exposes it per
+    /// kiosk in its metrics.
+    Health(KioskHealth),
 }
+
+/// A kiosk's health as it reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KioskHealth {
+    /// The call state (`idle`, `connected`, ...).
+    pub state: String,
+    /// Devices that do not work; at most [`MAX_PROBLEMS`] lines.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// Round-trip time to the hub in milliseconds, as QUIC measures it.
+    #[serde(default)]
+    pub rtt_ms: u32,
+    /// Packets sent and declared lost on this connection.
+    #[serde(default)]
+    pub sent_packets: u64,
+    #[serde(default)]
+    pub lost_packets: u64,
+}
+
+/// Most device problems a kiosk reports at once.
+pub const MAX_PROBLEMS: usize = 8;
 
 impl ClientMsg {
     /// The message kind as written on the wire, for logs.
@@ -180,6 +204,7 @@ impl ClientMsg {
             ClientMsg::Text { .. } => "text",
             ClientMsg::TextAck { .. } => "text_ack",
             ClientMsg::KeyframeRequest { .. } => "keyframe_request",
+            ClientMsg::Health(_) => "health",
         }
     }
 
@@ -187,6 +212,13 @@ impl ClientMsg {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             ClientMsg::Hello { software, .. } => check_len("software", software, MAX_ID_BYTES),
+            ClientMsg::Health(h) => {
+                check_len("state", &h.state, 32)?;
+                if h.problems.len() > MAX_PROBLEMS {
+                    return Err(format!("{} problems, at most {MAX_PROBLEMS}", h.problems.len()));
+                }
+                h.problems.iter().try_for_each(|p| check_len("problem", p, 512))
+            }
             ClientMsg::Text { body, id, .. } => {
                 check_text(body)?;
                 if *id == 0 {

@@ -344,6 +344,8 @@ impl AgentQueue {
             (_, ClientMsg::KeyframeRequest { call_id }) => {
                 self.relay(peer, role, &id, call_id, HubMsg::KeyframeRequest { call_id })
             }
+            // The driver turns a kiosk's health into metrics; the queue has nothing to do.
+            (Role::Kiosk, ClientMsg::Health(_)) => {}
             (role, msg) => self.refuse(now, peer, format!("a {role} may not send {}", msg.kind())),
         }
     }
