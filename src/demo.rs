@@ -289,6 +289,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             media_options: MediaOptions { video: opts.video, ..MediaOptions::default() },
             device_problems: Vec::new(),
             health_file: None,
+            reload: None,
         };
         let kopts = KioskOptions {
             call: CallConfig {

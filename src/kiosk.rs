@@ -118,6 +118,16 @@ pub struct KioskIo {
     pub device_problems: Vec<String>,
     /// Where to write the health file (`kioskd health` reads it); none in demos and tests.
     pub health_file: Option<std::path::PathBuf>,
+    /// New settings after a configuration reload (SIGHUP).
+    pub reload: Option<mpsc::Receiver<Reload>>,
+}
+
+/// Settings that change without dropping a call: they apply from the next call or screen on.
+pub struct Reload {
+    pub call: CallConfig,
+    pub media: MediaDevices,
+    pub media_options: MediaOptions,
+    pub device_problems: Vec<String>,
 }
 
 /// Reconnect pacing.
@@ -156,6 +166,7 @@ pub async fn run(
         format!(" — degraded: {}", io.device_problems.join("; "))
     };
     let mut texts = io.texts.take();
+    let mut reload = io.reload.take();
     let observe = |io: &KioskIo, ev: KioskEvent| {
         if let Some(o) = &io.observer {
             let _ = o.send(ev);
@@ -284,6 +295,12 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let reloaded = async {
+            match reload.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let before = machine.call_id();
         let (input, at) = tokio::select! {
             press = io.buttons.recv() => match press {
@@ -337,6 +354,16 @@ pub async fn run(
             () = sleep => (Input::Tick, Instant::now()),
             () = tick => {
                 io.notifier.watchdog();
+                write_health(&io, &mut health);
+                continue;
+            }
+            Some(new) = reloaded => {
+                machine.set_config(new.call);
+                io.media = new.media;
+                io.media_options = new.media_options;
+                health.problems = new.device_problems.clone();
+                io.device_problems = new.device_problems;
+                info!("configuration reloaded: screen timings now, media settings from the next call");
                 write_health(&io, &mut health);
                 continue;
             }

@@ -397,9 +397,46 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         media_options,
         device_problems,
         health_file: Some(cfg.health_file.clone()),
+        reload: Some(reload_on_sighup(args.config.clone(), cfg.clone())?),
     };
     kiosk::run(target, opts, io, shutdown_signal()?).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the kiosk configuration on SIGHUP. A bad file is reported and ignored (the kiosk
+/// keeps running with what it had); settings that need a restart are named in the log.
+fn reload_on_sighup(
+    path: PathBuf,
+    mut current: KioskConfig,
+) -> anyhow::Result<mpsc::Receiver<kiosk::Reload>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match KioskConfig::load(&path) {
+                Ok((cfg, _)) => {
+                    if cfg.hub.address != current.hub.address || cfg.tls.cert != current.tls.cert {
+                        tracing::warn!("hub address and certificates change at the next restart");
+                    }
+                    if cfg.buttons.backend != current.buttons.backend
+                        || cfg.buttons.call != current.buttons.call
+                    {
+                        tracing::warn!("button settings change at the next restart");
+                    }
+                    let (media, media_options, device_problems) = devices_from_config(&cfg.media());
+                    let reload =
+                        kiosk::Reload { call: cfg.call.call_config(), media, media_options, device_problems };
+                    current = cfg;
+                    if tx.send(reload).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!("configuration not reloaded: {e}"),
+            }
+        }
+    });
+    Ok(rx)
 }
 
 async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {

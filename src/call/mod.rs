@@ -223,6 +223,11 @@ impl CallMachine {
         m
     }
 
+    /// New screen timings (a configuration reload); they apply from the next screen on.
+    pub fn set_config(&mut self, config: CallConfig) {
+        self.config = config;
+    }
+
     /// The state as shown to the customer.
     pub fn state(&self) -> KioskState {
         let held = matches!(

@@ -157,6 +157,7 @@ pub fn start_kiosk_full(
         media_options,
         device_problems,
         health_file: None,
+        reload: None,
     };
     let opts = KioskOptions {
         call: CallConfig {
