@@ -386,7 +386,7 @@ impl MediaSession {
         jitter: Arc<Mutex<AudioJitterBuffer>>,
         delay: Arc<AtomicU64>,
     ) {
-        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        let (stop, stats, draining) = (self.stop.clone(), self.stats.clone(), self.stop_send.clone());
         self.spawn("audio-play", move || {
             let mut dec = match AudioDecoder::new() {
                 Ok(d) => d,
@@ -408,6 +408,11 @@ impl MediaSession {
                 let now = unix_micros_now();
                 let (playout, next, target) = {
                     let mut j = jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // The call ended and everything that arrived was played: nothing is missing,
+                    // the sound just stopped.
+                    if draining.load(Ordering::Relaxed) && j.is_empty() {
+                        break;
+                    }
                     let p = j.poll_playout(now);
                     let next = match &p {
                         Playout::Conceal { seq } => j.peek(seq.wrapping_add(1)).map(<[u8]>::to_vec),
@@ -642,16 +647,23 @@ async fn send_task(
                 let stats = stats.clone();
                 tokio::spawn(async move {
                     let len = frame.len() as u64;
-                    let send = async {
-                        let mut s = conn.open_uni().await.ok()?;
-                        let _ = s.set_priority(if h.keyframe { 1 } else { 0 });
-                        s.write_all(&frame).await.ok()?;
-                        s.finish().ok()?;
-                        Some(s)
+                    // A frame not delivered by its deadline is reset, never finished: a finished
+                    // stream would hand the receiver a truncated frame as if it were whole.
+                    let deadline = tokio::time::Instant::now() + VIDEO_SEND_DEADLINE;
+                    let Ok(Ok(mut s)) = tokio::time::timeout_at(deadline, conn.open_uni()).await else {
+                        with(&stats, |s| s.video_frames_send_dropped += 1);
+                        return;
                     };
-                    match tokio::time::timeout(VIDEO_SEND_DEADLINE, send).await {
-                        Ok(Some(_)) => with(&stats, |s| s.bytes_sent += len),
-                        _ => with(&stats, |s| s.video_frames_send_dropped += 1),
+                    let _ = s.set_priority(if h.keyframe { 1 } else { 0 });
+                    match tokio::time::timeout_at(deadline, s.write_all(&frame)).await {
+                        Ok(Ok(())) => {
+                            let _ = s.finish();
+                            with(&stats, |s| s.bytes_sent += len);
+                        }
+                        _ => {
+                            let _ = s.reset(quinn::VarInt::from_u32(0));
+                            with(&stats, |s| s.video_frames_send_dropped += 1);
+                        }
                     }
                 });
             }

@@ -378,16 +378,11 @@ impl MediaSections {
     /// Checks values; devices are tried when the role starts.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let c = &self.camera;
-        if !c.width.is_multiple_of(2)
-            || !c.height.is_multiple_of(2)
-            || !(160..=1920).contains(&c.width)
-            || !(120..=1080).contains(&c.height)
-        {
-            return Err(ConfigError::new(
-                file,
-                "camera.width",
-                "width 160..1920 and height 120..1080, both even",
-            ));
+        if !c.width.is_multiple_of(2) || !(160..=1920).contains(&c.width) {
+            return Err(ConfigError::new(file, "camera.width", "must be even, 160 to 1920"));
+        }
+        if !c.height.is_multiple_of(2) || !(120..=1080).contains(&c.height) {
+            return Err(ConfigError::new(file, "camera.height", "must be even, 120 to 1080"));
         }
         if !(1..=60).contains(&c.fps) {
             return Err(ConfigError::new(file, "camera.fps", "must be 1 to 60"));

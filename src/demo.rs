@@ -153,7 +153,13 @@ impl Direction {
 
 impl DemoReport {
     pub fn ok(&self) -> bool {
+        // With media, each direction must have shown verified pictures and played sound.
+        let media_ok = [&self.kiosk_to_agent, &self.agent_to_kiosk]
+            .into_iter()
+            .flatten()
+            .all(|d| d.video_frames_verified > 0 && d.audio_frames_played > 0);
         self.errors.is_empty()
+            && media_ok
             && self.calls_completed == self.calls_requested
             && self.texts_delivered == self.texts_sent
     }

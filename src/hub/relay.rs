@@ -174,20 +174,24 @@ async fn forward_streams(conn: Connection, route: watch::Receiver<Option<Leg>>) 
                 return;
             };
             let len = frame.len() as u64;
-            let send = async {
-                let mut out = leg.conn.open_uni().await.ok()?;
-                // Keyframes first: a receiver waiting for one can decode again.
-                let _ = out.set_priority(if keyframe { 1 } else { 0 });
-                out.write_all(&frame).await.ok()?;
-                out.finish().ok()?;
-                Some(out)
+            // Reset, never finish, a frame that misses its deadline (see call_media).
+            let deadline = tokio::time::Instant::now() + FRAME_DEADLINE;
+            let Ok(Ok(mut out)) = tokio::time::timeout_at(deadline, leg.conn.open_uni()).await else {
+                bump(&leg.counters.video_dropped);
+                return;
             };
-            match tokio::time::timeout(FRAME_DEADLINE, send).await {
-                Ok(Some(_)) => {
+            // Keyframes first: a receiver waiting for one can decode again.
+            let _ = out.set_priority(if keyframe { 1 } else { 0 });
+            match tokio::time::timeout_at(deadline, out.write_all(&frame)).await {
+                Ok(Ok(())) => {
+                    let _ = out.finish();
                     bump(&leg.counters.video_forwarded);
                     leg.counters.bytes.fetch_add(len, Ordering::Relaxed);
                 }
-                _ => bump(&leg.counters.video_dropped),
+                _ => {
+                    let _ = out.reset(quinn::VarInt::from_u32(0));
+                    bump(&leg.counters.video_dropped);
+                }
             }
         });
     }

@@ -658,6 +658,11 @@ impl AgentQueue {
     // ----- text -----
 
     fn relay(&mut self, peer: PeerId, role: Role, from: &str, call_id: CallId, msg: HubMsg) {
+        // Acknowledgements and keyframe requests that cross a hang-up are moot: no error.
+        let moot = matches!(msg, HubMsg::TextAck { .. } | HubMsg::KeyframeRequest { .. });
+        if moot && !self.calls.get(&call_id).is_some_and(|c| matches!(c.phase, Phase::Connected { .. })) {
+            return;
+        }
         let Some(call) = self.calls.get(&call_id) else {
             self.send(peer, HubMsg::Error { message: format!("call {call_id} is over"), fatal: false });
             return;
