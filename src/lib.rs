@@ -15,6 +15,7 @@ pub mod kiosk;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod netsim;
 pub mod protocol;
 pub mod queue;
 pub mod systemd;
