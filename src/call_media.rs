@@ -108,6 +108,9 @@ pub struct MediaStats {
     pub sent_frame_numbers: Vec<u32>,
     #[serde(skip)]
     pub verified_frame_numbers: Vec<u32>,
+    /// When each picture was shown (for freezes and recovery times).
+    #[serde(skip)]
+    pub display_times_us: Vec<UnixMicros>,
     #[serde(skip)]
     pub played_audio: VecDeque<i16>,
     #[serde(skip)]
@@ -542,6 +545,9 @@ impl MediaSession {
                     let stamp = camera::synthetic::read_stamp(&pic);
                     with(&stats, |s| {
                         s.video_frames_displayed += 1;
+                        if s.display_times_us.len() < MAX_FRAME_LOG {
+                            s.display_times_us.push(now);
+                        }
                         s.video_latency.record(now.saturating_sub(pic.captured_us));
                         if let Some((n, ms)) = stamp
                             && ms == (pic.captured_us / 1000) as u32

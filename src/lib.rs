@@ -19,3 +19,4 @@ pub mod netsim;
 pub mod protocol;
 pub mod queue;
 pub mod systemd;
+pub mod bench;

@@ -55,6 +55,39 @@ enum Command {
     /// Exit 0 only when the kiosk daemon runs, its devices work and it reached the hub
     /// (for boot-complete.target and OTA updates).
     Health(HealthArgs),
+    /// A two-way call through a network impairment proxy per scenario; one JSON line each.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// clean, rtt80, loss5, loss20, burst, cap500, outage3s, mobile (repeatable; all when none
+    /// and no parameter below is given).
+    #[arg(long)]
+    scenario: Vec<String>,
+    /// Custom scenario: random loss in percent (each direction).
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Custom scenario: round-trip time in milliseconds.
+    #[arg(long)]
+    rtt: Option<u64>,
+    /// Custom scenario: jitter in milliseconds (each direction).
+    #[arg(long)]
+    jitter: Option<u64>,
+    /// Custom scenario: rate limit in kbit/s (each direction).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Custom scenario: an outage of this many seconds, 8 s into the call.
+    #[arg(long)]
+    outage: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds per call.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Print JSON lines only (the default also prints them; kept for scripts).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -212,6 +245,7 @@ fn main() -> ExitCode {
             | Command::Report(_)
             | Command::Doctor(_)
             | Command::Health(_)
+            | Command::Bench(_)
     );
     init_logging(if quiet_default { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -273,6 +307,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Bench(args) => bench(args).await,
         Command::Health(args) => {
             use kioskd::health::{Health, Verdict, pid_alive};
             let now =
@@ -597,6 +632,42 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    use kioskd::bench::{SCENARIOS, Scenario, named};
+    use kioskd::netsim::link::LinkConfig;
+    let custom = args.loss.is_some() || args.rtt.is_some() || args.jitter.is_some() || args.rate.is_some() || args.outage.is_some();
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for name in &args.scenario {
+        scenarios.push(named(name, args.seed).ok_or_else(|| anyhow::anyhow!("unknown scenario `{name}` (one of {})", SCENARIOS.join(", ")))?);
+    }
+    if custom {
+        let link = LinkConfig {
+            loss: args.loss.unwrap_or(0.0) / 100.0,
+            delay: Duration::from_millis(args.rtt.unwrap_or(0) / 2),
+            jitter: Duration::from_millis(args.jitter.unwrap_or(0)),
+            rate_bps: args.rate.map(|k| k * 1000),
+            queue_bytes: 64 * 1024,
+            seed: args.seed,
+            ..LinkConfig::default()
+        };
+        let outage = args.outage.map(|s| (Duration::from_secs(8), Duration::from_secs_f64(s)));
+        scenarios.push(Scenario { name: "custom".into(), link, outage });
+    }
+    if scenarios.is_empty() {
+        scenarios = SCENARIOS.iter().filter_map(|n| named(n, args.seed)).collect();
+    }
+    anyhow::ensure!(args.duration >= 12 || scenarios.iter().all(|s| s.outage.is_none()), "--duration must be at least 12 s with an outage");
+    let video = kioskd::media::codec::VideoSettings::default();
+    let mut ok = true;
+    for sc in &scenarios {
+        eprintln!("bench: {} ({} s call) …", sc.name, args.duration);
+        let r = kioskd::bench::run(sc, Duration::from_secs(args.duration), video).await?;
+        ok &= r.errors.is_empty();
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
