@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing kioskd needs, and only what is missing:
-# Debian packages (checked with dpkg -s), then the Rust toolchain's rustfmt and clippy.
+# Debian packages (checked with dpkg -s), oelint-adv (pip, for the Yocto recipes), then the Rust
+# toolchain's rustfmt and clippy.
 set -euo pipefail
 
 PACKAGES=(
@@ -10,6 +11,10 @@ PACKAGES=(
     libasound2-dev
     libopus-dev
     nasm
+    # tests/fleet.rs: systemd-analyze (verify, security) for the units, python3 (3.11+, tomllib)
+    # for scripts/yocto-crates.py.
+    systemd
+    python3
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }
@@ -42,6 +47,20 @@ if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
 else
     say "not a Debian system: make sure these (or their equivalents) are installed:"
     say "  ${PACKAGES[*]}"
+fi
+
+# --- oelint-adv -----------------------------------------------------------------------------
+# Lints the recipes of yocto/meta-kioskd (tests/fleet.rs; skipped there when it is missing).
+# pip --user puts it in ~/.local/bin, which may not be on PATH: the test looks there too.
+if command -v oelint-adv >/dev/null 2>&1 || [[ -x "$HOME/.local/bin/oelint-adv" ]]; then
+    say "oelint-adv present"
+elif command -v python3 >/dev/null 2>&1; then
+    say "installing oelint-adv (pip install --user)"
+    python3 -m pip install --user --quiet oelint-adv ||
+        python3 -m pip install --user --quiet --break-system-packages oelint-adv ||
+        say "could not install oelint-adv: the recipe lint in tests/fleet.rs will be skipped"
+else
+    say "python3 not found: the recipe lint in tests/fleet.rs will be skipped"
 fi
 
 # --- Rust ------------------------------------------------------------------------------------

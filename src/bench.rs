@@ -66,7 +66,8 @@ pub fn named(name: &str, seed: u64) -> Option<Scenario> {
     Some(Scenario { name: name.into(), link, outage })
 }
 
-pub const SCENARIOS: [&str; 8] = ["clean", "rtt80", "loss5", "loss20", "burst", "cap500", "outage3s", "mobile"];
+pub const SCENARIOS: [&str; 8] =
+    ["clean", "rtt80", "loss5", "loss20", "burst", "cap500", "outage3s", "mobile"];
 
 /// The figures of one scenario.
 #[derive(Debug, Clone, Serialize)]
@@ -92,11 +93,16 @@ fn pct(a: u64, b: u64) -> f64 {
 }
 
 /// Runs one call of `duration` under `scenario`.
-pub async fn run(scenario: &Scenario, duration: Duration, video: VideoSettings) -> anyhow::Result<BenchResult> {
+pub async fn run(
+    scenario: &Scenario,
+    duration: Duration,
+    video: VideoSettings,
+) -> anyhow::Result<BenchResult> {
     let ca = Authority::generate("kioskd bench CA", 1)?;
     let dir = std::env::temp_dir().join(format!("kioskd-bench-{}-{}", std::process::id(), scenario.name));
     std::fs::create_dir_all(&dir)?;
-    let hub_cert = ca.issue(Role::Hub, "hub.bench", &["localhost".into()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1)?;
+    let hub_cert =
+        ca.issue(Role::Hub, "hub.bench", &["localhost".into()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1)?;
     let hub = hub::start(HubOptions {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         tls: hub_cert.material(&ca)?,
@@ -107,7 +113,13 @@ pub async fn run(scenario: &Scenario, duration: Duration, video: VideoSettings) 
     .await?;
     let mut down = scenario.link.clone();
     down.seed = scenario.link.seed.wrapping_add(1);
-    let proxy = UdpProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), hub.local_addr, scenario.link.clone(), down).await?;
+    let proxy = UdpProxy::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        hub.local_addr,
+        scenario.link.clone(),
+        down,
+    )
+    .await?;
     let opts = MediaOptions { video, ..MediaOptions::default() };
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -120,7 +132,8 @@ pub async fn run(scenario: &Scenario, duration: Duration, video: VideoSettings) 
     };
     let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
     let (_cmd_tx, cmd_rx) = mpsc::channel::<AgentCommand>(1);
-    let auto = AutoAnswer { answer_delay: Duration::from_millis(50), call_duration: Some(duration), greeting: None };
+    let auto =
+        AutoAnswer { answer_delay: Duration::from_millis(50), call_duration: Some(duration), greeting: None };
     let io = AgentIo {
         commands: cmd_rx,
         observer: Some(agent_tx),
@@ -128,7 +141,12 @@ pub async fn run(scenario: &Scenario, duration: Duration, video: VideoSettings) 
         media: synthetic_devices(660.0, video),
         media_options: opts.clone(),
     };
-    let agent = tokio::spawn(agent::run(target(Role::Agent, "agent-1", hub.local_addr)?, Some(auto), io, stop_rx.clone()));
+    let agent = tokio::spawn(agent::run(
+        target(Role::Agent, "agent-1", hub.local_addr)?,
+        Some(auto),
+        io,
+        stop_rx.clone(),
+    ));
 
     let (backend, panel) = SimulatedButtons::new(false);
     let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50))?;
@@ -150,7 +168,12 @@ pub async fn run(scenario: &Scenario, duration: Duration, video: VideoSettings) 
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_millis(1000),
     };
-    let kiosk = tokio::spawn(kiosk::run(target(Role::Kiosk, "branch-1/kiosk-1", proxy.local_addr())?, kopts, io, stop_rx));
+    let kiosk = tokio::spawn(kiosk::run(
+        target(Role::Kiosk, "branch-1/kiosk-1", proxy.local_addr())?,
+        kopts,
+        io,
+        stop_rx,
+    ));
 
     let mut errors = Vec::new();
     let limit = tokio::time::Instant::now() + duration + Duration::from_secs(40);

@@ -3,6 +3,7 @@
 //! hardware edges around them.
 
 pub mod agent;
+pub mod bench;
 pub mod call;
 pub mod call_media;
 pub mod config;
@@ -19,4 +20,3 @@ pub mod netsim;
 pub mod protocol;
 pub mod queue;
 pub mod systemd;
-pub mod bench;

@@ -637,10 +637,18 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     use kioskd::bench::{SCENARIOS, Scenario, named};
     use kioskd::netsim::link::LinkConfig;
-    let custom = args.loss.is_some() || args.rtt.is_some() || args.jitter.is_some() || args.rate.is_some() || args.outage.is_some();
+    let custom = args.loss.is_some()
+        || args.rtt.is_some()
+        || args.jitter.is_some()
+        || args.rate.is_some()
+        || args.outage.is_some();
     let mut scenarios: Vec<Scenario> = Vec::new();
     for name in &args.scenario {
-        scenarios.push(named(name, args.seed).ok_or_else(|| anyhow::anyhow!("unknown scenario `{name}` (one of {})", SCENARIOS.join(", ")))?);
+        scenarios.push(
+            named(name, args.seed).ok_or_else(|| {
+                anyhow::anyhow!("unknown scenario `{name}` (one of {})", SCENARIOS.join(", "))
+            })?,
+        );
     }
     if custom {
         let link = LinkConfig {
@@ -658,7 +666,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if scenarios.is_empty() {
         scenarios = SCENARIOS.iter().filter_map(|n| named(n, args.seed)).collect();
     }
-    anyhow::ensure!(args.duration >= 12 || scenarios.iter().all(|s| s.outage.is_none()), "--duration must be at least 12 s with an outage");
+    anyhow::ensure!(
+        args.duration >= 12 || scenarios.iter().all(|s| s.outage.is_none()),
+        "--duration must be at least 12 s with an outage"
+    );
     let video = kioskd::media::codec::VideoSettings::default();
     let mut ok = true;
     for sc in &scenarios {
