@@ -84,6 +84,11 @@ pub struct BenchResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<f64>,
     pub mean_bitrate_kbps: f64,
+    /// Video frames received and decoded (both directions), and keyframes asked for.
+    pub video_frames_received: u64,
+    pub video_frames_decoded: u64,
+    pub keyframe_requests: u64,
+    pub video_frames_send_dropped: u64,
     pub call_dropped: bool,
     pub errors: Vec<String>,
 }
@@ -247,6 +252,10 @@ pub async fn run(
         kiosk.audio_frames_concealed += k.audio_frames_concealed;
         kiosk.video_frames_sent += k.video_frames_sent;
         kiosk.video_frames_displayed += k.video_frames_displayed;
+        kiosk.video_frames_received += k.video_frames_received;
+        kiosk.video_frames_decoded += k.video_frames_decoded;
+        kiosk.keyframe_requests += k.keyframe_requests;
+        kiosk.video_frames_send_dropped += k.video_frames_send_dropped;
         kiosk.bytes_sent += k.bytes_sent;
         kiosk.duration_s += k.duration_s;
         kiosk.audio_latency.merge(&k.audio_latency);
@@ -298,6 +307,10 @@ pub async fn run(
         longest_freeze_ms: longest as f64 / 1000.0,
         recovery_ms: recovery.or(outage_end_us.map(|_| f64::NAN)).filter(|r| r.is_finite()),
         mean_bitrate_kbps: ((kiosk.bytes_sent + agent.bytes_sent) as f64 * 8.0 / secs / 1000.0).round(),
+        video_frames_received: kiosk.video_frames_received + agent.video_frames_received,
+        video_frames_decoded: kiosk.video_frames_decoded + agent.video_frames_decoded,
+        keyframe_requests: kiosk.keyframe_requests + agent.keyframe_requests,
+        video_frames_send_dropped: kiosk.video_frames_send_dropped + agent.video_frames_send_dropped,
         call_dropped,
         errors,
     })

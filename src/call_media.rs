@@ -517,7 +517,8 @@ impl MediaSession {
                                     with(&stats, |s| s.video_frames_decoded += 1);
                                     playout.handle_decoded(h.seq, h.captured_us, now);
                                     pending.push_back((h.seq, pic));
-                                    while pending.len() > 8 {
+                                    // As many as the playout queues (VideoPlayoutConfig::queue_capacity).
+                                    while pending.len() > 24 {
                                         pending.pop_front();
                                     }
                                 }

@@ -74,10 +74,15 @@ pub const RESTART_CAPTURE_SKEW_US: u64 = 1_000_000;
 /// Video playout settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoPlayoutConfig {
-    /// Most decoded pictures waiting for their render time (default 8: 266 ms at 30 fps, which
-    /// also bounds how long video can wait for audio); beyond it the oldest is dropped. The
-    /// caller keeps as many pictures (at 720p I420, 1.4 MB each).
+    /// Most decoded pictures waiting for their render time (default 24: 800 ms at 30 fps, more
+    /// than the longest render delay, `max_own_delay_us + max_sync_wait_us`, so that pictures
+    /// always become due before they are pushed out); beyond it the oldest is dropped. The
+    /// caller keeps as many pictures (at 640×480 I420, 460 kB each).
     pub queue_capacity: usize,
+    /// Ceiling of the own delay estimate (µs; default 250 ms). After an outage, frames that QUIC
+    /// delivered seconds late would otherwise raise the estimate to seconds for the whole
+    /// window, and every picture would wait that long.
+    pub max_own_delay_us: u64,
     /// Frames whose delays set the baseline and the own delay estimate (default 300 = 10 s at
     /// 30 fps).
     pub window: usize,
@@ -98,7 +103,8 @@ pub struct VideoPlayoutConfig {
 impl Default for VideoPlayoutConfig {
     fn default() -> Self {
         Self {
-            queue_capacity: 8,
+            queue_capacity: 24,
+            max_own_delay_us: 250_000,
             window: 300,
             percentile: 0.95,
             keyframe_request_interval_us: 300_000,
@@ -403,7 +409,7 @@ impl VideoPlayout {
         let n = self.scratch.len();
         let rank = (self.config.percentile.clamp(0.0, 1.0) * n as f64).ceil() as usize;
         let (_, &mut jitter, _) = self.scratch.select_nth_unstable(rank.clamp(1, n) - 1);
-        self.own_delay_us = jitter.max(0) as u64;
+        self.own_delay_us = (jitter.max(0) as u64).min(self.config.max_own_delay_us);
         self.stats.render_delay_ms = self.render_delay_us() as f64 / 1000.0;
     }
 }

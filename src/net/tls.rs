@@ -143,6 +143,10 @@ pub fn transport_config() -> quinn::TransportConfig {
     // Media: each video frame travels on its own unidirectional stream (a few are open at once).
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(64));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
+    // Audio datagrams waiting to be sent (16 KiB ≈ 200 ms of Opus at 32 kbit/s with headers).
+    // During an outage older ones are dropped first, so that sound resumes fresh instead of
+    // replaying seconds of backlog.
+    t.datagram_send_buffer_size(16 * 1024);
     t
 }
 

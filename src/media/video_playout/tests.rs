@@ -239,10 +239,24 @@ fn sender_clock_offset_does_not_matter() {
 fn display_queue_is_bounded() {
     let mut vp = VideoPlayout::new();
     vp.set_audio_delay(300 * MS); // everything waits
-    decode_all(&mut vp, 20, |_| 40 * MS);
-    assert_eq!(vp.queued(), 8);
+    let cap = VideoPlayoutConfig::default().queue_capacity as u64;
+    decode_all(&mut vp, cap + 12, |_| 40 * MS);
+    assert_eq!(vp.queued(), cap as usize);
     assert_eq!(vp.stats().dropped_overflow, 12);
     assert_eq!(vp.poll_display(captured(12) + 340 * MS), Some(12));
+}
+
+#[test]
+fn own_delay_is_capped_after_an_outage() {
+    // Frames that arrive seconds late (held back by an outage) must not make every later
+    // picture wait seconds: the estimate stops at max_own_delay_us.
+    let mut vp = VideoPlayout::new();
+    decode_all(&mut vp, 200, |i| if (100..160).contains(&i) { 2_000 * MS } else { 30 * MS });
+    assert!(
+        vp.render_delay_us() <= VideoPlayoutConfig::default().max_own_delay_us,
+        "{}",
+        vp.render_delay_us()
+    );
 }
 
 #[derive(Debug, Clone)]
