@@ -170,11 +170,21 @@ impl MediaSession {
         let (audio_tx, audio_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(AUDIO_OUT_QUEUE);
         let (video_tx, video_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(VIDEO_OUT_QUEUE);
         let audio_delay = Arc::new(AtomicU64::new(0));
+        // The video bitrate the path can take now (bit/s), set by the rate task, read by the
+        // encoder thread.
+        let video_rate = Arc::new(AtomicU64::new(u64::from(opts.video.bitrate_bps)));
         let jitter = Arc::new(Mutex::new(AudioJitterBuffer::new(opts.jitter.clone())));
 
         // Sending.
         match devices.camera.as_ref().map(|open| open()) {
-            Some(Ok(cam)) => s.spawn_video_send(cam, opts.video, video_tx),
+            Some(Ok(cam)) => {
+                s.spawn_video_send(cam, opts.video, video_rate.clone(), video_tx);
+                s.tasks.push(tokio::spawn(rate_task(
+                    conn.clone(),
+                    opts.video.bitrate_bps,
+                    video_rate.clone(),
+                )));
+            }
             Some(Err(e)) => s.problem(format!("camera: {e}")),
             None => {}
         }
@@ -266,6 +276,7 @@ impl MediaSession {
         &mut self,
         cam: Box<dyn Camera>,
         settings: VideoSettings,
+        rate: Arc<AtomicU64>,
         out: mpsc::Sender<(MediaHeader, Vec<u8>)>,
     ) {
         let (stop, keyframe, stats) = (self.stop_send.clone(), self.keyframe.clone(), self.stats.clone());
@@ -302,6 +313,13 @@ impl MediaSession {
                 // The sender's frame number, read from the camera's own picture.
                 let stamp = camera::synthetic::read_stamp(&pic).map(|(n, _)| n);
                 let pic = fit(pic, settings.width, settings.height);
+                let want = rate.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
+                let have = enc.settings().bitrate_bps;
+                if want.abs_diff(have) > have / 20
+                    && let Err(e) = enc.set_bitrate(want)
+                {
+                    debug!(error = %e, "bitrate not changed");
+                }
                 if keyframe.swap(false, Ordering::Relaxed) {
                     enc.request_keyframe();
                 }
@@ -607,6 +625,34 @@ fn fit(pic: Picture, width: u32, height: u32) -> Picture {
         }
     }
     out
+}
+
+/// Lowest video bitrate the rate control goes down to (bit/s).
+const MIN_VIDEO_BPS: u64 = 100_000;
+/// How often the rate control looks at the path.
+const RATE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Delay-based rate control of the video encoder, in the spirit of WebRTC's GCC: when the
+/// round trip grows above its minimum (a queue is building somewhere on the path), lower the
+/// bitrate by 15 %; when it stays near the minimum, raise it by 5 % towards the configured rate.
+async fn rate_task(conn: Connection, max_bps: u32, rate: Arc<AtomicU64>) {
+    let max = u64::from(max_bps).max(MIN_VIDEO_BPS);
+    let mut target = max;
+    let mut min_rtt = Duration::MAX;
+    let mut tick = tokio::time::interval(RATE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let rtt = conn.rtt();
+        min_rtt = min_rtt.min(rtt);
+        let queueing = rtt.saturating_sub(min_rtt);
+        // More than 40 ms of extra round trip, and over half the minimum: a standing queue.
+        if queueing > Duration::from_millis(40) && queueing * 2 > min_rtt {
+            target = (target * 85 / 100).max(MIN_VIDEO_BPS);
+        } else if queueing < Duration::from_millis(15) {
+            target = (target * 105 / 100).min(max);
+        }
+        rate.store(target, Ordering::Relaxed);
+    }
 }
 
 async fn send_task(
