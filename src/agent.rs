@@ -198,7 +198,8 @@ pub async fn run(
     let mut call: Option<Call> = None;
     let mut answer_at: Option<(Instant, CallId)> = None;
     let mut media: Option<MediaSession> = None;
-    let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<CallId>(4);
+    // Keyframe requests and rate hints from the media session, for the hub.
+    let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<ClientMsg>(8);
     // Finishing waits for media in flight (on its own task); the console goes on meanwhile.
     let stop_media = |media: &mut Option<MediaSession>, io: &AgentIo| {
         if let Some(m) = media.take() {
@@ -333,6 +334,11 @@ pub async fn run(
                         say(&io, format!("[hub] {message}"));
                         observe(&io, AgentEvent::Error { message, at: now });
                     }
+                    HubMsg::RateHint { call_id, bitrate_bps } => {
+                        if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
+                            m.set_rate_hint(bitrate_bps);
+                        }
+                    }
                     HubMsg::KeyframeRequest { call_id } => {
                         if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
                             m.request_keyframe();
@@ -411,8 +417,8 @@ pub async fn run(
                     }
                 }
             }
-            Some(call_id) = keyframe_rx.recv() => {
-                pending.push(ClientMsg::KeyframeRequest { call_id });
+            Some(msg) = keyframe_rx.recv() => {
+                pending.push(msg);
             }
             _ = shutdown.changed() => break Ok(()),
         }

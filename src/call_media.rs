@@ -39,7 +39,7 @@ use crate::media::packet::{self, MediaHeader, MediaKind};
 use crate::media::stats::{LatencyHistogram, Quantiles};
 use crate::media::video_playout::{FrameAction, VideoPlayout};
 use crate::media::{FRAME_US, Picture, UnixMicros};
-use crate::protocol::CallId;
+use crate::protocol::{CallId, ClientMsg};
 
 /// Opens a device for a call. Called at the start of every call, so that a device that was
 /// missing comes back by itself, and so that the camera runs only during calls.
@@ -145,6 +145,8 @@ pub struct MediaSession {
     /// Stops everything.
     stop: Arc<AtomicBool>,
     keyframe: Arc<AtomicBool>,
+    /// The most the other side can receive (bit/s), from its rate hints.
+    remote_cap: Arc<AtomicU64>,
     stats: Shared,
     threads: Vec<JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -158,15 +160,24 @@ impl MediaSession {
         call_id: CallId,
         devices: &MediaDevices,
         opts: MediaOptions,
-        keyframe_requests: mpsc::Sender<CallId>,
+        feedback: mpsc::Sender<ClientMsg>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(false));
         let stats: Shared =
             Arc::new(Mutex::new(MediaStats { started_us: unix_micros_now(), ..Default::default() }));
         let stop_send = Arc::new(AtomicBool::new(false));
-        let mut s =
-            Self { call_id, stop_send, stop, keyframe, stats, threads: Vec::new(), tasks: Vec::new() };
+        let remote_cap = Arc::new(AtomicU64::new(u64::MAX));
+        let mut s = Self {
+            call_id,
+            stop_send,
+            stop,
+            keyframe,
+            remote_cap,
+            stats,
+            threads: Vec::new(),
+            tasks: Vec::new(),
+        };
         let (audio_tx, audio_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(AUDIO_OUT_QUEUE);
         let (video_tx, video_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(VIDEO_OUT_QUEUE);
         let audio_delay = Arc::new(AtomicU64::new(0));
@@ -183,6 +194,7 @@ impl MediaSession {
                     conn.clone(),
                     opts.video.bitrate_bps,
                     video_rate.clone(),
+                    s.remote_cap.clone(),
                 )));
             }
             Some(Err(e)) => s.problem(format!("camera: {e}")),
@@ -214,10 +226,15 @@ impl MediaSession {
             None => None,
         };
         let (frames_tx, frames_rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
-        s.spawn_video_recv(screen, frames_rx, audio_delay, keyframe_requests);
+        s.spawn_video_recv(screen, frames_rx, audio_delay, feedback.clone());
         s.tasks.push(tokio::spawn(recv_datagrams(conn.clone(), jitter, s.stats.clone())));
-        s.tasks.push(tokio::spawn(recv_streams(conn, frames_tx, s.stats.clone())));
+        s.tasks.push(tokio::spawn(recv_streams(conn, frames_tx, s.stats.clone(), call_id, feedback)));
         s
+    }
+
+    /// The other side receives our video late: send at most `bps`.
+    pub fn set_rate_hint(&self, bps: u32) {
+        self.remote_cap.store(u64::from(bps), Ordering::Relaxed);
     }
 
     /// The other side asked for a keyframe.
@@ -494,7 +511,7 @@ impl MediaSession {
         screen: Option<Box<dyn Screen>>,
         frames: std_mpsc::Receiver<(MediaHeader, Vec<u8>)>,
         audio_delay: Arc<AtomicU64>,
-        keyframe_requests: mpsc::Sender<CallId>,
+        feedback: mpsc::Sender<ClientMsg>,
     ) {
         let (stop, stats, call_id) = (self.stop.clone(), self.stats.clone(), self.call_id);
         // The display runs on its own thread (a page flip waits for vertical blank); one picture
@@ -520,7 +537,7 @@ impl MediaSession {
             let mut last_verified: Option<u32> = None;
             let ask = |stats: &Shared| {
                 with(stats, |s| s.keyframe_requests += 1);
-                let _ = keyframe_requests.try_send(call_id);
+                let _ = feedback.try_send(ClientMsg::KeyframeRequest { call_id });
             };
             while !stop.load(Ordering::Relaxed) {
                 // Wake at least every 5 ms to show pictures on time.
@@ -635,7 +652,7 @@ const RATE_INTERVAL: Duration = Duration::from_millis(250);
 /// Delay-based rate control of the video encoder, in the spirit of WebRTC's GCC: when the
 /// round trip grows above its minimum (a queue is building somewhere on the path), lower the
 /// bitrate by 15 %; when it stays near the minimum, raise it by 5 % towards the configured rate.
-async fn rate_task(conn: Connection, max_bps: u32, rate: Arc<AtomicU64>) {
+async fn rate_task(conn: Connection, max_bps: u32, rate: Arc<AtomicU64>, remote_cap: Arc<AtomicU64>) {
     let max = u64::from(max_bps).max(MIN_VIDEO_BPS);
     let mut target = max;
     let mut min_rtt = Duration::MAX;
@@ -651,7 +668,58 @@ async fn rate_task(conn: Connection, max_bps: u32, rate: Arc<AtomicU64>) {
         } else if queueing < Duration::from_millis(15) {
             target = (target * 105 / 100).min(max);
         }
-        rate.store(target, Ordering::Relaxed);
+        // The other leg (hub → receiver) may be the narrow one: the receiver says so.
+        rate.store(target.min(remote_cap.load(Ordering::Relaxed)).max(MIN_VIDEO_BPS), Ordering::Relaxed);
+    }
+}
+
+/// Received video arriving this much later than its fastest frames means a queue on the path.
+const LATE_VIDEO: Duration = Duration::from_millis(100);
+
+/// The receiver's half of rate control: measures how late video arrives (relative to the
+/// fastest frame of the last 10 s) and the rate it arrives at, and every half second tells the
+/// sender a cap — 85 % of what gets through while frames are late, lifted by 10 % a step once
+/// they are on time again.
+struct RateWatch {
+    transits: VecDeque<(UnixMicros, i64)>,
+    bytes: VecDeque<(UnixMicros, u64)>,
+    cap: Option<u64>,
+    last_hint: UnixMicros,
+}
+
+impl RateWatch {
+    fn new() -> Self {
+        Self { transits: VecDeque::new(), bytes: VecDeque::new(), cap: None, last_hint: 0 }
+    }
+
+    /// A frame of `len` bytes captured at `captured_us` arrived at `now`; returns a hint to send.
+    fn handle_frame(&mut self, now: UnixMicros, captured_us: UnixMicros, len: u64) -> Option<u32> {
+        self.transits.push_back((now, now as i64 - captured_us as i64));
+        self.bytes.push_back((now, len));
+        while self.transits.front().is_some_and(|(t, _)| now.saturating_sub(*t) > 10_000_000) {
+            self.transits.pop_front();
+        }
+        while self.bytes.front().is_some_and(|(t, _)| now.saturating_sub(*t) > 1_000_000) {
+            self.bytes.pop_front();
+        }
+        if now.saturating_sub(self.last_hint) < 500_000 || self.transits.len() < 30 {
+            return None;
+        }
+        self.last_hint = now;
+        let min = self.transits.iter().map(|(_, d)| *d).min().unwrap_or(0);
+        let recent: Vec<i64> = self.transits.iter().rev().take(15).map(|(_, d)| d - min).collect();
+        let late = recent.iter().filter(|&&d| d > LATE_VIDEO.as_micros() as i64).count() * 2 > recent.len();
+        let received_bps = self.bytes.iter().map(|(_, b)| b).sum::<u64>() * 8;
+        let cap = if late {
+            (received_bps * 85 / 100).max(MIN_VIDEO_BPS)
+        } else {
+            match self.cap {
+                Some(c) if c < 10_000_000 => c * 110 / 100,
+                _ => return None,
+            }
+        };
+        self.cap = Some(cap);
+        Some(cap.min(u64::from(u32::MAX)) as u32)
     }
 }
 
@@ -741,7 +809,14 @@ async fn recv_datagrams(conn: Connection, jitter: Arc<Mutex<AudioJitterBuffer>>,
     }
 }
 
-async fn recv_streams(conn: Connection, frames: std_mpsc::SyncSender<(MediaHeader, Vec<u8>)>, stats: Shared) {
+async fn recv_streams(
+    conn: Connection,
+    frames: std_mpsc::SyncSender<(MediaHeader, Vec<u8>)>,
+    stats: Shared,
+    call_id: CallId,
+    feedback: mpsc::Sender<ClientMsg>,
+) {
+    let mut watch = RateWatch::new();
     // Frames arrive in order of completion; each is read on its own task so a slow one does
     // not hold back the next.
     let (done_tx, mut done_rx) = mpsc::channel::<Vec<u8>>(VIDEO_IN_QUEUE);
@@ -769,6 +844,9 @@ async fn recv_streams(conn: Connection, frames: std_mpsc::SyncSender<(MediaHeade
             continue;
         }
         with(&stats, |s| s.bytes_received += data.len() as u64);
+        if let Some(bitrate_bps) = watch.handle_frame(unix_micros_now(), h.captured_us, data.len() as u64) {
+            let _ = feedback.try_send(ClientMsg::RateHint { call_id, bitrate_bps });
+        }
         if frames.try_send((h, payload.to_vec())).is_err() {
             info!("video decoder behind; frame dropped");
         }

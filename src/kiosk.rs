@@ -159,7 +159,8 @@ pub async fn run(
     let mut out: Option<mpsc::Sender<ClientMsg>> = None;
     let mut conn: Option<quinn::Connection> = None;
     let mut media: Option<MediaSession> = None;
-    let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<CallId>(4);
+    // Keyframe requests and rate hints from the media session, for the hub.
+    let (keyframe_tx, mut keyframe_rx) = mpsc::channel::<ClientMsg>(8);
     let status_suffix = if io.device_problems.is_empty() {
         String::new()
     } else {
@@ -326,6 +327,12 @@ pub async fn run(
                     observe(&io, KioskEvent::HubUp { at: Instant::now() });
                     (Input::HubUp, Instant::now())
                 }
+                Some(LinkEvent::Msg(HubMsg::RateHint { call_id, bitrate_bps })) => {
+                    if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
+                        m.set_rate_hint(bitrate_bps);
+                    }
+                    continue;
+                }
                 Some(LinkEvent::Msg(HubMsg::KeyframeRequest { call_id })) => {
                     if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
                         m.request_keyframe();
@@ -345,9 +352,9 @@ pub async fn run(
                 observe(&io, KioskEvent::TextSent { call_id: machine.call_id(), at: Instant::now() });
                 (Input::SendText(body), Instant::now())
             }
-            Some(call_id) = keyframe_rx.recv() => {
+            Some(msg) = keyframe_rx.recv() => {
                 if let Some(tx) = &out {
-                    let _ = tx.try_send(ClientMsg::KeyframeRequest { call_id });
+                    let _ = tx.try_send(msg);
                 }
                 continue;
             }

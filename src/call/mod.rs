@@ -443,7 +443,8 @@ impl CallMachine {
             | HubMsg::Room { .. }
             | HubMsg::Error { .. }
             // Handled by the media driver, which owns the encoder.
-            | HubMsg::KeyframeRequest { .. } => {}
+            | HubMsg::KeyframeRequest { .. }
+            | HubMsg::RateHint { .. } => {}
         }
     }
 

@@ -165,6 +165,9 @@ pub enum ClientMsg {
     /// Either party: the video from the other party cannot be decoded until a keyframe;
     /// the hub relays this to the other party's encoder.
     KeyframeRequest { call_id: CallId },
+    /// Either party: the video it receives arrives late (a queue builds on its path): the other
+    /// party should send at most this many bits per second. Relayed by the hub.
+    RateHint { call_id: CallId, bitrate_bps: u32 },
     /// Kiosk: its health, sent on connecting and every few seconds; the hub exposes it per
     /// kiosk in its metrics.
     Health(KioskHealth),
@@ -205,6 +208,7 @@ impl ClientMsg {
             ClientMsg::TextAck { .. } => "text_ack",
             ClientMsg::KeyframeRequest { .. } => "keyframe_request",
             ClientMsg::Health(_) => "health",
+            ClientMsg::RateHint { .. } => "rate_hint",
         }
     }
 
@@ -267,6 +271,8 @@ pub enum HubMsg {
     TextAck { call_id: CallId, id: u64 },
     /// Both: the other party needs a keyframe: encode the next frame as one.
     KeyframeRequest { call_id: CallId },
+    /// Both: send video at most at this rate (the other party receives it late).
+    RateHint { call_id: CallId, bitrate_bps: u32 },
     /// The hub refuses what the peer did; `fatal` means the connection is closed next.
     Error { message: String, fatal: bool },
 }
@@ -287,6 +293,7 @@ impl HubMsg {
             HubMsg::Text { .. } => "text",
             HubMsg::TextAck { .. } => "text_ack",
             HubMsg::KeyframeRequest { .. } => "keyframe_request",
+            HubMsg::RateHint { .. } => "rate_hint",
             HubMsg::Error { .. } => "error",
         }
     }

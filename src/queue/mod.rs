@@ -344,6 +344,9 @@ impl AgentQueue {
             (_, ClientMsg::KeyframeRequest { call_id }) => {
                 self.relay(peer, role, &id, call_id, HubMsg::KeyframeRequest { call_id })
             }
+            (_, ClientMsg::RateHint { call_id, bitrate_bps }) => {
+                self.relay(peer, role, &id, call_id, HubMsg::RateHint { call_id, bitrate_bps })
+            }
             // The driver turns a kiosk's health into metrics; the queue has nothing to do.
             (Role::Kiosk, ClientMsg::Health(_)) => {}
             (role, msg) => self.refuse(now, peer, format!("a {role} may not send {}", msg.kind())),
@@ -659,7 +662,8 @@ impl AgentQueue {
 
     fn relay(&mut self, peer: PeerId, role: Role, from: &str, call_id: CallId, msg: HubMsg) {
         // Acknowledgements and keyframe requests that cross a hang-up are moot: no error.
-        let moot = matches!(msg, HubMsg::TextAck { .. } | HubMsg::KeyframeRequest { .. });
+        let moot =
+            matches!(msg, HubMsg::TextAck { .. } | HubMsg::KeyframeRequest { .. } | HubMsg::RateHint { .. });
         if moot && !self.calls.get(&call_id).is_some_and(|c| matches!(c.phase, Phase::Connected { .. })) {
             return;
         }
