@@ -57,11 +57,12 @@
 //! Memory: at most [`JitterConfig::capacity`] frames (default 50 = 1 s) of at most
 //! [`MAX_AUDIO_PAYLOAD`] bytes each, plus the window of `window` delays (8 bytes each).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::packet::{MAX_AUDIO_PAYLOAD, seq_delta};
+use super::stats::TransitWindow;
 use super::{FRAME_US, UnixMicros};
 
 /// A seq this far (in frames, either way) from the newest one seen is a new stream: 500 frames
@@ -205,12 +206,8 @@ pub struct AudioJitterBuffer {
     since_adjust: u32,
     /// Slots in a row with an empty buffer.
     dry_slots: u32,
-    /// `arrival − capture` (µs, signed: the clocks may differ) of the last `window` packets.
-    transits: VecDeque<i64>,
-    /// Minimum of `transits`: the baseline.
-    min_transit: i64,
-    /// Reused for the percentile, so that no packet allocates.
-    scratch: Vec<i64>,
+    /// Transit times of the last `window` packets: the baseline and the jitter.
+    transits: TransitWindow,
     target_us: u64,
     /// How long the last played frame waited beyond the fastest path (µs).
     playout_delay_us: u64,
@@ -222,8 +219,7 @@ impl AudioJitterBuffer {
         let target_us = config.min_delay_us;
         let stats = AudioJitterStats { target_ms: target_us as f64 / 1000.0, ..Default::default() };
         Self {
-            transits: VecDeque::with_capacity(config.window),
-            scratch: Vec::with_capacity(config.window),
+            transits: TransitWindow::new(config.window),
             config,
             frames: BTreeMap::new(),
             newest: None,
@@ -233,7 +229,6 @@ impl AudioJitterBuffer {
             last_played: None,
             since_adjust: 0,
             dry_slots: 0,
-            min_transit: 0,
             target_us,
             playout_delay_us: target_us,
             stats,
@@ -485,25 +480,14 @@ impl AudioJitterBuffer {
 
     /// A packet's delay above the fastest path in the window (µs).
     fn relative_delay(&self, now: UnixMicros, captured_us: UnixMicros) -> i64 {
-        (now.wrapping_sub(captured_us) as i64).saturating_sub(self.min_transit)
+        self.transits.relative_delay(now, captured_us)
     }
 
     /// Adds a packet's transit to the window and recomputes the baseline and the target.
     fn record_transit(&mut self, now: UnixMicros, captured_us: UnixMicros) {
-        let window = self.config.window.max(1);
-        while self.transits.len() >= window {
-            self.transits.pop_front();
-        }
-        self.transits.push_back(now.wrapping_sub(captured_us) as i64);
-        self.min_transit = self.transits.iter().copied().min().unwrap_or(0);
-        self.scratch.clear();
-        self.scratch.extend(self.transits.iter().map(|t| t.saturating_sub(self.min_transit)));
-        let n = self.scratch.len();
-        let rank = (self.config.percentile.clamp(0.0, 1.0) * n as f64).ceil() as usize;
-        let index = rank.clamp(1, n) - 1;
-        let (_, &mut jitter, _) = self.scratch.select_nth_unstable(index);
+        let jitter = self.transits.record(now, captured_us, self.config.percentile);
         let (low, high) = (self.config.min_delay_us, self.config.max_delay_us.max(self.config.min_delay_us));
-        self.target_us = (jitter.max(0) as u64).clamp(low, high);
+        self.target_us = jitter.clamp(low, high);
         self.stats.target_ms = self.target_us as f64 / 1000.0;
     }
 
@@ -518,7 +502,6 @@ impl AudioJitterBuffer {
         self.since_adjust = 0;
         self.dry_slots = 0;
         self.transits.clear();
-        self.min_transit = 0;
         self.target_us = self.config.min_delay_us;
         self.stats.target_ms = self.target_us as f64 / 1000.0;
         self.stats.resets += 1;

@@ -20,6 +20,8 @@
 //! # let _ = summary;
 //! ```
 
+use std::collections::VecDeque;
+
 use serde::Serialize;
 
 use super::UnixMicros;
@@ -202,6 +204,63 @@ impl Rate {
     /// Bytes recorded since creation.
     pub fn total_bytes(&self) -> u64 {
         self.total_bytes
+    }
+}
+
+/// The last `window` transit times (`arrival − capture`, µs, signed: the sender's and the
+/// receiver's clocks may differ by a constant), their minimum (the fastest path: the baseline),
+/// and a percentile of the delays above it. Shared by the audio jitter buffer and the video
+/// playout. Bounded: `window` entries, plus a scratch buffer of the same size reused so that
+/// recording allocates nothing once full.
+#[derive(Debug, Clone)]
+pub struct TransitWindow {
+    window: usize,
+    transits: VecDeque<i64>,
+    min: i64,
+    scratch: Vec<i64>,
+}
+
+impl TransitWindow {
+    pub fn new(window: usize) -> Self {
+        let window = window.max(1);
+        Self {
+            window,
+            transits: VecDeque::with_capacity(window),
+            min: 0,
+            scratch: Vec::with_capacity(window),
+        }
+    }
+
+    /// Records a packet that arrived at `now`, captured at `captured_us`, and returns the
+    /// `percentile` (0..=1) of the delays above the baseline, in µs (0 or more).
+    pub fn record(&mut self, now: UnixMicros, captured_us: UnixMicros, percentile: f64) -> u64 {
+        while self.transits.len() >= self.window {
+            self.transits.pop_front();
+        }
+        self.transits.push_back(now.wrapping_sub(captured_us) as i64);
+        self.min = self.transits.iter().copied().min().unwrap_or(0);
+        self.scratch.clear();
+        self.scratch.extend(self.transits.iter().map(|t| t.saturating_sub(self.min)));
+        let n = self.scratch.len();
+        let rank = (percentile.clamp(0.0, 1.0) * n as f64).ceil() as usize;
+        let (_, &mut above, _) = self.scratch.select_nth_unstable(rank.clamp(1, n) - 1);
+        above.max(0) as u64
+    }
+
+    /// How much later than the fastest path a packet arriving at `now` is (µs, signed).
+    pub fn relative_delay(&self, now: UnixMicros, captured_us: UnixMicros) -> i64 {
+        (now.wrapping_sub(captured_us) as i64).saturating_sub(self.min)
+    }
+
+    /// The baseline: the smallest transit in the window (µs, signed).
+    pub fn baseline(&self) -> i64 {
+        self.min
+    }
+
+    /// Forgets everything (a restarted sender).
+    pub fn clear(&mut self) {
+        self.transits.clear();
+        self.min = 0;
     }
 }
 

@@ -62,6 +62,7 @@ use serde::Serialize;
 
 use super::UnixMicros;
 use super::packet::seq_delta;
+use super::stats::TransitWindow;
 
 /// A seq this far (in frames, either way) from the newest one seen is a new stream: 1000 frames
 /// = 33 s at 30 fps, beyond any reordering or outage the picture could survive.
@@ -181,15 +182,12 @@ pub struct VideoPlayout {
     queue: VecDeque<Queued>,
     /// The last picture shown (extended seq): older ones are not queued.
     last_displayed: Option<i64>,
-    /// `arrival − capture` (µs, signed: the clocks may differ) of the last `window` frames.
-    transits: VecDeque<i64>,
-    /// Minimum of `transits`: the baseline.
-    min_transit: i64,
+    /// Transit times of the last `window` frames: the baseline and the own estimate.
+    transits: TransitWindow,
     /// The own delay estimate above the baseline (µs).
     own_delay_us: u64,
     /// The audio delay above its baseline (µs), from `set_audio_delay`.
     audio_delay_us: u64,
-    scratch: Vec<i64>,
     stats: VideoPlayoutStats,
 }
 
@@ -208,8 +206,7 @@ impl VideoPlayout {
     pub fn with_config(config: VideoPlayoutConfig) -> Self {
         Self {
             queue: VecDeque::with_capacity(config.queue_capacity),
-            transits: VecDeque::with_capacity(config.window),
-            scratch: Vec::with_capacity(config.window),
+            transits: TransitWindow::new(config.window),
             config,
             newest: None,
             last_decoded: None,
@@ -217,7 +214,6 @@ impl VideoPlayout {
             requested: false,
             last_request_at: None,
             last_displayed: None,
-            min_transit: 0,
             own_delay_us: 0,
             audio_delay_us: 0,
             stats: VideoPlayoutStats::default(),
@@ -319,7 +315,7 @@ impl VideoPlayout {
     /// When the next queued picture is due (receiver's clock), or `None` with nothing queued.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<UnixMicros> {
-        let offset = self.min_transit.saturating_add(self.render_delay_us() as i64);
+        let offset = self.transits.baseline().saturating_add(self.render_delay_us() as i64);
         self.queue.iter().map(|q| q.captured_us.wrapping_add(offset as u64)).min()
     }
 
@@ -387,29 +383,18 @@ impl VideoPlayout {
         self.queue.clear();
         self.last_displayed = None;
         self.transits.clear();
-        self.min_transit = 0;
         self.own_delay_us = 0;
         self.stats.resets += 1;
     }
 
     fn relative_delay(&self, now: UnixMicros, captured_us: UnixMicros) -> i64 {
-        (now.wrapping_sub(captured_us) as i64).saturating_sub(self.min_transit)
+        self.transits.relative_delay(now, captured_us)
     }
 
     /// Adds a frame's transit to the window and recomputes the baseline and the own estimate.
     fn record_transit(&mut self, now: UnixMicros, captured_us: UnixMicros) {
-        let window = self.config.window.max(1);
-        while self.transits.len() >= window {
-            self.transits.pop_front();
-        }
-        self.transits.push_back(now.wrapping_sub(captured_us) as i64);
-        self.min_transit = self.transits.iter().copied().min().unwrap_or(0);
-        self.scratch.clear();
-        self.scratch.extend(self.transits.iter().map(|t| t.saturating_sub(self.min_transit)));
-        let n = self.scratch.len();
-        let rank = (self.config.percentile.clamp(0.0, 1.0) * n as f64).ceil() as usize;
-        let (_, &mut jitter, _) = self.scratch.select_nth_unstable(rank.clamp(1, n) - 1);
-        self.own_delay_us = (jitter.max(0) as u64).min(self.config.max_own_delay_us);
+        let jitter = self.transits.record(now, captured_us, self.config.percentile);
+        self.own_delay_us = jitter.min(self.config.max_own_delay_us);
         self.stats.render_delay_ms = self.render_delay_us() as f64 / 1000.0;
     }
 }
