@@ -43,6 +43,29 @@ async fn agent_media(a: &mut TestAgent) -> MediaStats {
     }
 }
 
+/// One call: a hub, an agent answering with `agent_devices` that hangs up after `call_ms`, and
+/// a kiosk with `kiosk_devices` (and the device problems found at start) that presses CALL.
+/// Returns the media figures of the kiosk and of the agent.
+async fn media_call(
+    call_ms: u64,
+    agent_devices: MediaDevices,
+    kiosk_id: &str,
+    kiosk_devices: MediaDevices,
+    problems: Vec<String>,
+) -> (MediaStats, MediaStats, kioskd::hub::HubStatus) {
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a = start_agent_full(target, "agent-1", Some(auto(Some(call_ms))), agent_devices, opts());
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let mut k = start_kiosk_full(&pki, hub.addr(), kiosk_id, kiosk_devices, opts(), problems);
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    let kiosk = kiosk_media(&mut k).await;
+    let agent = agent_media(&mut a).await;
+    (kiosk, agent, hub.hub.status())
+}
+
 /// Every frame the sender encoded arrives decoded, stamped with the same number, in order;
 /// only the last few (in flight when the call ended) may be missing.
 fn assert_frames_arrived(direction: &str, sent: &MediaStats, received: &MediaStats) {
@@ -66,29 +89,14 @@ fn assert_tone(direction: &str, received: &MediaStats, hz: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_parties_see_every_frame_in_order_and_hear_each_others_tone() {
-    let pki = Pki::new();
-    let hub = start_hub(&pki, QueueConfig::default()).await;
-    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
-    let mut a = start_agent_full(
-        target,
-        "agent-1",
-        Some(auto(Some(4000))),
+    let (kiosk, agent, status) = media_call(
+        4000,
         synthetic_devices(660.0, video()),
-        opts(),
-    );
-    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
-    let mut k = start_kiosk_full(
-        &pki,
-        hub.addr(),
         "branch-1/kiosk-1",
         synthetic_devices(440.0, video()),
-        opts(),
         vec![],
-    );
-    k.wait_state("idle", |s| *s == KioskState::Idle).await;
-    k.panel.press(Button::Call);
-    let kiosk = kiosk_media(&mut k).await;
-    let agent = agent_media(&mut a).await;
+    )
+    .await;
     assert!(
         kiosk.problems.is_empty() && agent.problems.is_empty(),
         "{:?} {:?}",
@@ -99,7 +107,7 @@ async fn both_parties_see_every_frame_in_order_and_hear_each_others_tone() {
     assert_frames_arrived("agent → kiosk", &agent, &kiosk);
     assert_tone("kiosk → agent", &agent, 440.0);
     assert_tone("agent → kiosk", &kiosk, 660.0);
-    let relayed = hub.hub.status().media;
+    let relayed = status.media;
     assert!(relayed.video_forwarded >= 200 && relayed.audio_forwarded >= 300, "{relayed:?}");
 }
 
@@ -149,16 +157,8 @@ async fn a_missing_camera_is_reported_and_the_call_goes_on_audio_only() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("camera:") && problems[0].contains("/dev/video-missing"), "{problems:?}");
 
-    let pki = Pki::new();
-    let hub = start_hub(&pki, QueueConfig::default()).await;
-    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
-    let mut a = start_agent_media(target, "agent-1", Some(auto(Some(3000))), MediaDevices::default());
-    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
-    let mut k = start_kiosk_with(&pki, hub.addr(), "branch-1/kiosk-3", devices, problems);
-    k.wait_state("idle", |s| *s == KioskState::Idle).await;
-    k.panel.press(Button::Call);
-    let kiosk = kiosk_media(&mut k).await;
-    let agent = agent_media(&mut a).await;
+    let (kiosk, agent, _) =
+        media_call(3000, MediaDevices::default(), "branch-1/kiosk-3", devices, problems).await;
     assert!(kiosk.problems.iter().any(|p| p.contains("/dev/video-missing")), "{:?}", kiosk.problems);
     assert_eq!(kiosk.video_frames_sent, 0);
     assert!(agent.audio_frames_played >= 130, "audio-only call played {}", agent.audio_frames_played);
@@ -177,16 +177,8 @@ async fn a_missing_microphone_is_reported_and_the_call_goes_on_video_only() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("microphone:") && problems[0].contains("NoSuchCard"), "{problems:?}");
 
-    let pki = Pki::new();
-    let hub = start_hub(&pki, QueueConfig::default()).await;
-    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
-    let mut a = start_agent_full(target, "agent-1", Some(auto(Some(3000))), MediaDevices::default(), opts());
-    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
-    let mut k = start_kiosk_full(&pki, hub.addr(), "branch-1/kiosk-4", devices, opts(), problems);
-    k.wait_state("idle", |s| *s == KioskState::Idle).await;
-    k.panel.press(Button::Call);
-    let kiosk = kiosk_media(&mut k).await;
-    let agent = agent_media(&mut a).await;
+    let (kiosk, agent, _) =
+        media_call(3000, MediaDevices::default(), "branch-1/kiosk-4", devices, problems).await;
     assert!(kiosk.problems.iter().any(|p| p.contains("NoSuchCard")), "{:?}", kiosk.problems);
     assert_eq!(kiosk.audio_frames_sent, 0);
     assert_frames_arrived("kiosk → agent", &kiosk, &agent);
@@ -205,23 +197,8 @@ async fn the_agent_saves_the_kiosks_video_and_sound_to_files() {
     let (sinks, _, problems) = devices_from_config(&sections);
     assert!(problems.is_empty(), "{problems:?}");
 
-    let pki = Pki::new();
-    let hub = start_hub(&pki, QueueConfig::default()).await;
-    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
-    let mut a = start_agent_full(target, "agent-1", Some(auto(Some(3000))), sinks, opts());
-    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
-    let mut k = start_kiosk_full(
-        &pki,
-        hub.addr(),
-        "branch-1/kiosk-5",
-        synthetic_devices(440.0, video()),
-        opts(),
-        vec![],
-    );
-    k.wait_state("idle", |s| *s == KioskState::Idle).await;
-    k.panel.press(Button::Call);
-    let kiosk = kiosk_media(&mut k).await;
-    let agent = agent_media(&mut a).await;
+    let (kiosk, agent, _) =
+        media_call(3000, sinks, "branch-1/kiosk-5", synthetic_devices(440.0, video()), vec![]).await;
     let pictures = read_y4m(&dir.path().join("kiosk.y4m")).expect("a Y4M file");
     let stamps: Vec<u32> =
         pictures.iter().filter_map(|p| kioskd::devices::camera::read_stamp(p).map(|(n, _)| n)).collect();

@@ -110,6 +110,26 @@ impl TestHub {
     }
 }
 
+/// Waits up to [`WAIT`] for the first event of `who` satisfying `pred`, skipping others.
+async fn wait_event<E>(
+    events: &mut mpsc::UnboundedReceiver<E>,
+    who: &str,
+    what: &str,
+    mut pred: impl FnMut(&E) -> bool,
+) -> E {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Some(ev) if pred(&ev) => return ev,
+                Some(_) => {}
+                None => panic!("{who}: stopped while waiting for {what}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{who}: timed out waiting for {what}"))
+}
+
 pub struct TestKiosk {
     pub id: String,
     pub panel: Panel,
@@ -173,19 +193,8 @@ pub fn start_kiosk_full(
 
 impl TestKiosk {
     /// Waits for the first event satisfying `pred`, skipping others.
-    pub async fn wait_for(&mut self, what: &str, mut pred: impl FnMut(&KioskEvent) -> bool) -> KioskEvent {
-        let id = self.id.clone();
-        tokio::time::timeout(WAIT, async {
-            loop {
-                match self.events.recv().await {
-                    Some(ev) if pred(&ev) => return ev,
-                    Some(_) => {}
-                    None => panic!("{id}: kiosk stopped while waiting for {what}"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{id}: timed out waiting for {what}"))
+    pub async fn wait_for(&mut self, what: &str, pred: impl FnMut(&KioskEvent) -> bool) -> KioskEvent {
+        wait_event(&mut self.events, &self.id, what, pred).await
     }
 
     pub async fn wait_state(&mut self, what: &str, pred: impl Fn(&KioskState) -> bool) -> KioskState {
@@ -238,19 +247,8 @@ pub fn start_agent_full(
 }
 
 impl TestAgent {
-    pub async fn wait_for(&mut self, what: &str, mut pred: impl FnMut(&AgentEvent) -> bool) -> AgentEvent {
-        let id = self.id.clone();
-        tokio::time::timeout(WAIT, async {
-            loop {
-                match self.events.recv().await {
-                    Some(ev) if pred(&ev) => return ev,
-                    Some(_) => {}
-                    None => panic!("{id}: agent stopped while waiting for {what}"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{id}: timed out waiting for {what}"))
+    pub async fn wait_for(&mut self, what: &str, pred: impl FnMut(&AgentEvent) -> bool) -> AgentEvent {
+        wait_event(&mut self.events, &self.id, what, pred).await
     }
 
     pub async fn command(&self, cmd: AgentCommand) {
