@@ -208,10 +208,10 @@ pub async fn run(
                     }
                 }
                 Output::State(state) => {
-                    info!(state = state.name(), "{}", state.describe());
                     health.state = state.name().into();
                     health.in_call = state.in_call();
                     write_health(&io, &mut health);
+                    info!(state = state.name(), "{}", state.describe());
                     io.notifier.status(&format!("{}{status_suffix}", state.describe()));
                     // Media runs exactly while the state is Connected on a live link.
                     let want = match (&state, machine.call_id(), &conn) {

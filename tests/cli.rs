@@ -196,12 +196,27 @@ impl Drop for Child {
     }
 }
 
-/// Polls `check` every 50 ms until it holds or 15 s pass.
-fn wait_until(what: &str, check: impl Fn() -> bool) {
+/// Waits up to 15 s for a line containing `pattern` on the child's stderr (read on a thread,
+/// handed over a channel: the test blocks on the line, not on a timer).
+fn wait_for_line(child: &mut std::process::Child, pattern: &str) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(pattern) => return,
+            Ok(_) => {}
+            Err(_) => panic!("no line with `{pattern}` from the child within 15 s"),
+        }
     }
 }
 
@@ -243,10 +258,18 @@ fn health_and_doctor_report_on_a_running_kiosk() {
         )
     };
     let _hub = spawn(&["hub", "--config", hub.to_str().expect("utf-8")]);
-    let mut daemon = spawn(&["run", "--config", kiosk.to_str().expect("utf-8")]);
-    wait_until("the kiosk to reach the hub", || {
-        std::fs::read_to_string(&health).is_ok_and(|t| t.contains("\"hub_reached\": true"))
-    });
+    let mut daemon = Child(
+        Command::new(env!("CARGO_BIN_EXE_kioskd"))
+            .args(["run", "--config", kiosk.to_str().expect("utf-8")])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    // The daemon logs the idle state after writing the health file that records the hub.
+    wait_for_line(&mut daemon.0, "state=\"idle\"");
+    assert!(std::fs::read_to_string(&health).expect("health file").contains("\"hub_reached\": true"));
     let o = kioskd(&["health", "--file", health_arg]);
     assert!(o.status.success(), "{}", text(&o));
     let o = kioskd(&["health", "--file", health_arg, "--idle"]);
