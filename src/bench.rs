@@ -206,14 +206,13 @@ pub async fn run(
                     KioskState::Connected { .. } if connected_at.is_none() => {
                         connected_at = Some(unix_micros_now());
                         if let Some((after, length)) = scenario.outage {
-                            let up = scenario.link.clone();
-                            let proxy_ref = &proxy;
-                            let mut cut = up.clone();
+                            // The outage windows count from now on both directions.
+                            let mut cut = scenario.link.clone();
                             cut.outages = vec![(after, length)];
                             let mut cut_down = cut.clone();
-                            cut_down.seed = up.seed.wrapping_add(1);
-                            proxy_ref.set_config(crate::netsim::proxy::Direction::Up, cut)?;
-                            proxy_ref.set_config(crate::netsim::proxy::Direction::Down, cut_down)?;
+                            cut_down.seed = cut.seed.wrapping_add(1);
+                            proxy.set_config(crate::netsim::proxy::Direction::Up, cut)?;
+                            proxy.set_config(crate::netsim::proxy::Direction::Down, cut_down)?;
                             outage_end_us = Some(unix_micros_now() + (after + length).as_micros() as u64);
                         }
                     }
@@ -305,7 +304,7 @@ pub async fn run(
         video_frames_displayed_pct: pct(video_shown, video_sent),
         video_freezes: freezes,
         longest_freeze_ms: longest as f64 / 1000.0,
-        recovery_ms: recovery.or(outage_end_us.map(|_| f64::NAN)).filter(|r| r.is_finite()),
+        recovery_ms: recovery,
         mean_bitrate_kbps: ((kiosk.bytes_sent + agent.bytes_sent) as f64 * 8.0 / secs / 1000.0).round(),
         video_frames_received: kiosk.video_frames_received + agent.video_frames_received,
         video_frames_decoded: kiosk.video_frames_decoded + agent.video_frames_decoded,
