@@ -23,7 +23,8 @@ say() { printf 'deps.sh: %s\n' "$*"; }
 if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     missing=()
     for pkg in "${PACKAGES[@]}"; do
-        if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+        # dpkg-query -W also answers for packages installed for several architectures.
+        if ! dpkg-query -W -f='${db:Status-Status}\n' "$pkg" 2>/dev/null | grep -qx installed; then
             missing+=("$pkg")
         fi
     done
