@@ -15,6 +15,8 @@ PACKAGES=(
     # for scripts/yocto-crates.py.
     systemd
     python3
+    # tests/recording.rs: an independent player (ffprobe, ffmpeg) opens the call recordings.
+    ffmpeg
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }

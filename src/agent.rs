@@ -98,6 +98,8 @@ pub enum AgentEvent {
     Connected {
         call_id: CallId,
         kiosk: String,
+        /// The hub records this call.
+        recorded: bool,
         at: Instant,
     },
     Ended {
@@ -271,10 +273,11 @@ pub async fn run(
                         }
                         answer_at = answer_at.filter(|(_, c)| *c != call_id);
                     }
-                    HubMsg::Connected { call_id, peer } => {
+                    HubMsg::Connected { call_id, peer, recorded } => {
                         offer = None;
-                        say(&io, format!("[call {call_id}] connected with {peer}"));
-                        observe(&io, AgentEvent::Connected { call_id, kiosk: peer.clone(), at: now });
+                        let note = if recorded { " — this call is being RECORDED" } else { "" };
+                        say(&io, format!("[call {call_id}] connected with {peer}{note}"));
+                        observe(&io, AgentEvent::Connected { call_id, kiosk: peer.clone(), recorded, at: now });
                         stop_media(&mut media, &io);
                         media = Some(MediaSession::start(conn.clone(), call_id, &io.media, io.media_options.clone(), keyframe_tx.clone()));
                         let mut c = Call { call_id, kiosk: peer, outbox: TextOutbox::new(), inbox: TextInbox::new(), kiosk_present: true };

@@ -114,6 +114,7 @@ pub async fn run(
         queue: QueueConfig { kiosk_grace: Duration::from_secs(15), ..QueueConfig::default() },
         event_log: dir.join("events.jsonl"),
         metrics: None,
+        recording: None,
     })
     .await?;
     let mut down = scenario.link.clone();
@@ -169,7 +170,11 @@ pub async fn run(
         reload: None,
     };
     let kopts = KioskOptions {
-        call: CallConfig { ended_screen: Duration::from_millis(300), busy_screen: Duration::from_secs(1) },
+        call: CallConfig {
+            ended_screen: Duration::from_millis(300),
+            busy_screen: Duration::from_secs(1),
+            ..CallConfig::default()
+        },
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_millis(1000),
     };

@@ -180,6 +180,11 @@ pub struct KioskCallConfig {
     pub reconnect_min_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// The kiosk shows the customer that calls may be recorded (on its screen or a printed
+    /// notice beside it): a call request then carries the customer's consent to recording.
+    /// Without it the hub never records this kiosk's calls.
+    #[serde(default)]
+    pub recording_notice: bool,
 }
 
 impl Default for KioskCallConfig {
@@ -189,6 +194,7 @@ impl Default for KioskCallConfig {
             busy_screen_s: default_busy_screen_s(),
             reconnect_min_ms: default_reconnect_min_ms(),
             reconnect_max_ms: default_reconnect_max_ms(),
+            recording_notice: false,
         }
     }
 }
@@ -198,6 +204,7 @@ impl KioskCallConfig {
         CallConfig {
             ended_screen: Duration::from_secs(self.ended_screen_s),
             busy_screen: Duration::from_secs(self.busy_screen_s),
+            recording_consent: self.recording_notice,
         }
     }
 }
@@ -526,6 +533,7 @@ impl HubQueueConfig {
             kiosk_grace: Duration::from_secs(self.kiosk_grace_s),
             default_handle_time: Duration::from_secs(self.default_handle_time_s),
             busy_retry_after: Duration::from_secs(self.busy_retry_after_s),
+            record_calls: false,
         }
     }
 }
@@ -544,6 +552,32 @@ pub struct HubConfig {
     pub tls: TlsFiles,
     #[serde(default)]
     pub queue: HubQueueConfig,
+    #[serde(default)]
+    pub recording: RecordingSection,
+}
+
+/// `[recording]` of the hub: calls are recorded only when `enabled` and the kiosk's request
+/// carries the customer's consent (the kiosk's `call.recording_notice`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where recordings go (created with mode 0700 when missing).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Delete recordings older than this many days; keep them forever when absent.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+impl RecordingSection {
+    /// The hub's recording settings, when recording is on.
+    pub fn options(&self) -> Option<crate::hub::RecordingOptions> {
+        let dir = self.dir.clone().filter(|_| self.enabled)?;
+        let retention = self.retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+        Some(crate::hub::RecordingOptions { dir, retention })
+    }
 }
 
 impl HubConfig {
@@ -566,6 +600,27 @@ impl HubConfig {
                 path,
                 "event_log",
                 format!("directory {} does not exist", dir.display()),
+            ));
+        }
+        let r = &cfg.recording;
+        if r.enabled {
+            let Some(dir) = &r.dir else {
+                return Err(ConfigError::new(path, "recording.dir", "needed when recording.enabled = true"));
+            };
+            let parent = dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !dir.is_dir() && !parent.is_dir() {
+                return Err(ConfigError::new(
+                    path,
+                    "recording.dir",
+                    format!("neither {} nor its parent folder exists", dir.display()),
+                ));
+            }
+        }
+        if r.retention_days == Some(0) {
+            return Err(ConfigError::new(
+                path,
+                "recording.retention_days",
+                "must be at least 1 (or absent: keep)",
             ));
         }
         let tls = cfg.tls.load(path, Role::Hub)?;

@@ -55,6 +55,8 @@ pub struct DemoOptions {
     /// Two-way audio and video in every call (synthetic camera and microphone).
     pub media: bool,
     pub video: VideoSettings,
+    /// Record every call into this folder (the kiosks show the recording notice).
+    pub record: Option<PathBuf>,
 }
 
 /// p50/p95 in milliseconds.
@@ -98,7 +100,49 @@ pub struct DemoReport {
     pub kiosk_to_agent: Option<Direction>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_to_kiosk: Option<Direction>,
+    /// The recordings written (with `--record`): one per completed call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recordings: Option<Recordings>,
     pub errors: Vec<String>,
+}
+
+/// What `--record` wrote.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Recordings {
+    pub dir: String,
+    pub finished: u64,
+    pub failed: u64,
+    /// `call-N.mkv` files with their sidecars' duration and track count.
+    pub files: Vec<RecordedFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordedFile {
+    pub file: String,
+    pub duration_ms: u64,
+    pub tracks: usize,
+    pub bytes: u64,
+}
+
+impl Recordings {
+    /// Reads the sidecars in `dir`.
+    fn read(dir: &std::path::Path, finished: u64, failed: u64) -> Self {
+        let mut files = Vec::new();
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        names.sort();
+        for path in names.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+            let Ok(text) = std::fs::read_to_string(path) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            files.push(RecordedFile {
+                file: v["file"].as_str().unwrap_or_default().to_string(),
+                duration_ms: v["duration_ms"].as_u64().unwrap_or(0),
+                tracks: v["tracks"].as_array().map_or(0, Vec::len),
+                bytes: v["bytes"].as_u64().unwrap_or(0),
+            });
+        }
+        Self { dir: dir.display().to_string(), finished, failed, files }
+    }
 }
 
 /// Media figures of one direction, summed over the demo's calls.
@@ -218,6 +262,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         queue,
         event_log: log_path.clone(),
         metrics: None,
+        recording: opts.record.clone().map(|dir| hub::RecordingOptions { dir, retention: None }),
     })
     .await?;
     say(format!("hub listening on {} (QUIC, TLS 1.3, client certificates required)", hub.local_addr));
@@ -301,6 +346,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             call: CallConfig {
                 ended_screen: Duration::from_millis(300),
                 busy_screen: Duration::from_secs(1),
+                recording_consent: opts.record.is_some(),
             },
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
@@ -566,6 +612,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     if hub_status.event_log_errors > 0 {
         errors.push(format!("{} event log write errors", hub_status.event_log_errors));
     }
+    let recordings = opts.record.as_ref().map(|dir| {
+        let r = Recordings::read(dir, hub_status.recordings_finished, hub_status.recordings_failed);
+        if r.failed > 0 || r.finished < completed as u64 {
+            errors.push(format!(
+                "{} recordings finished and {} failed for {completed} completed calls",
+                r.finished, r.failed
+            ));
+        }
+        r
+    });
 
     let mut offer_all = Vec::new();
     let mut offer_unqueued = Vec::new();
@@ -615,6 +671,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         agent_to_kiosk: opts.media.then(|| Direction::from_pairs(&pair(&agent_media, &kiosk_media))),
         duration_s: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         event_log,
+        recordings,
         errors,
     })
 }
@@ -674,6 +731,19 @@ pub fn print_account(r: &DemoReport, out: &mut impl Write) -> std::io::Result<()
             d.tone_hz,
             d.bitrate_kbps
         )?;
+    }
+    if let Some(rec) = &r.recordings {
+        writeln!(out, "  recorded  {} call(s) into {} ({} failed)", rec.finished, rec.dir, rec.failed)?;
+        for f in &rec.files {
+            writeln!(
+                out,
+                "            {}  {:.1} s, {} tracks, {} kB (details in its .json)",
+                f.file,
+                f.duration_ms as f64 / 1000.0,
+                f.tracks,
+                f.bytes / 1000
+            )?;
+        }
     }
     writeln!(out, "  took      {:.2} s", r.duration_s)?;
     if r.ok() {

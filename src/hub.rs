@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufWriter, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +29,10 @@ use crate::net::close_code;
 use crate::net::control::{ControlError, ControlReader, ControlWriter};
 use crate::net::tls::{TlsMaterial, peer_identity, server_config};
 use crate::protocol::{CallId, ClientMsg, HubMsg, KioskHealth, Role};
+use crate::queue::log::{Event, EventRecord};
 use crate::queue::{AgentQueue, Input, LogSummary, Output, PeerId, QueueConfig, QueueStats, Snapshot};
+use crate::record::Party;
+use crate::record::writer::{self, Note, Recording};
 use relay::Leg;
 
 pub mod relay;
@@ -51,6 +55,8 @@ pub enum HubError {
     EventLog(PathBuf, std::io::Error),
     #[error("cannot serve metrics on {0}: {1}")]
     Metrics(SocketAddr, std::io::Error),
+    #[error("recordings folder {0}: {1}")]
+    Recordings(PathBuf, std::io::Error),
 }
 
 /// What the hub needs to run.
@@ -62,6 +68,18 @@ pub struct HubOptions {
     pub event_log: PathBuf,
     /// Serve Prometheus metrics here (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Record the calls whose customer consented; none when recording is off.
+    pub recording: Option<RecordingOptions>,
+}
+
+/// Where and how long the hub keeps call recordings.
+#[derive(Debug, Clone)]
+pub struct RecordingOptions {
+    /// One `call-<id>.mkv` and `call-<id>.json` per recorded call (created mode 0700).
+    pub dir: PathBuf,
+    /// Recordings older than this are deleted (checked at start and hourly); kept forever
+    /// when absent.
+    pub retention: Option<Duration>,
 }
 
 /// What the hub reports while it runs.
@@ -78,6 +96,10 @@ pub struct HubStatus {
     pub heartbeat: u64,
     /// Each kiosk's last reported health, by id.
     pub kiosks: BTreeMap<String, KioskStatus>,
+    /// Recordings in progress, finished whole, and stopped by an error.
+    pub recordings_active: usize,
+    pub recordings_finished: u64,
+    pub recordings_failed: u64,
 }
 
 /// A kiosk as the hub knows it.
@@ -128,6 +150,7 @@ enum CoreCmd {
 
 struct PeerLink {
     tx: mpsc::Sender<WriterCmd>,
+    role: Role,
     /// Where this peer's media goes (set by the core's `Route` outputs).
     route: watch::Sender<Option<Leg>>,
     conn: Connection,
@@ -173,7 +196,22 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     let metrics_addr = metrics.as_ref().map(|(_, a)| *a);
     let accept = tokio::spawn(accept_loop(endpoint.clone(), core_tx));
     let now = Instant::now().into_std();
-    let mut queue = AgentQueue::new(opts.queue, now, unix_ms());
+    let queue_config = QueueConfig { record_calls: opts.recording.is_some(), ..opts.queue };
+    let mut queue = AgentQueue::new(queue_config, now, unix_ms());
+    if let Some(rec) = &opts.recording {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&rec.dir)
+            .map_err(|e| HubError::Recordings(rec.dir.clone(), e))?;
+        if let Some(keep) = rec.retention {
+            tokio::spawn(retention_task(rec.dir.clone(), keep));
+        }
+        info!(dir = %rec.dir.display(), "recording calls whose customers consented");
+    }
+    let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+    let (stopper_tx, stopper_rx) = mpsc::unbounded_channel();
+    let stopper = tokio::spawn(stop_recordings(stopper_rx));
     queue.restore(&summary, now);
     let core = Core {
         queue,
@@ -188,13 +226,53 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         metrics: metrics.map(|(m, _)| m),
         heartbeat: 0,
         kiosks: BTreeMap::new(),
+        recording: opts.recording,
+        recordings: HashMap::new(),
+        notes: notes_tx,
+        stopper: stopper_tx,
+        recordings_finished: 0,
+        recordings_failed: 0,
     };
     let task = tokio::spawn(async move {
-        core.run(core_rx, shutdown_rx).await;
+        core.run(core_rx, notes_rx, shutdown_rx).await;
         accept.abort();
+        // Recordings still being finished complete before the hub says it stopped.
+        let _ = stopper.await;
     });
     info!(addr = %local_addr, log = %opts.event_log.display(), "hub listening");
     Ok(RunningHub { local_addr, metrics_addr, status: status_rx, shutdown: shutdown_tx, task, endpoint })
+}
+
+/// Deletes expired recordings at start and every hour.
+async fn retention_task(dir: PathBuf, keep: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let (d, k) = (dir.clone(), keep);
+        match tokio::task::spawn_blocking(move || writer::sweep(&d, k)).await {
+            Ok(Ok(deleted)) if !deleted.is_empty() => {
+                info!(count = deleted.len(), dir = %dir.display(), "expired recordings deleted");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, dir = %dir.display(), "expired recordings not deleted"),
+            Err(e) => warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// Stops each recording once its call's media in flight has arrived (the relay drains for
+/// [`crate::call_media::DRAIN`]), and waits for its file to be finished. Ends when the core is
+/// gone and every recording is finished.
+async fn stop_recordings(mut rx: mpsc::UnboundedReceiver<(Instant, Recording)>) {
+    let mut finishing = tokio::task::JoinSet::new();
+    while let Some((at, recording)) = rx.recv().await {
+        finishing.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let thread = recording.stop();
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        });
+    }
+    while finishing.join_next().await.is_some() {}
 }
 
 fn unix_ms() -> u64 {
@@ -259,7 +337,7 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
     info!(role = %ident.role, id = %ident.id, "connected");
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
     let (route, route_rx) = watch::channel(None);
-    let link = PeerLink { tx, route, conn: conn.clone(), remote, id: ident.id.clone() };
+    let link = PeerLink { tx, role: ident.role, route, conn: conn.clone(), remote, id: ident.id.clone() };
     if core.send(CoreCmd::Connected { peer, role: ident.role, id: ident.id.clone(), link }).await.is_err() {
         return; // hub stopping
     }
@@ -345,10 +423,24 @@ struct Core {
     heartbeat: u64,
     /// The last health each kiosk reported.
     kiosks: BTreeMap<String, KioskStatus>,
+    recording: Option<RecordingOptions>,
+    /// Recordings of calls in progress.
+    recordings: HashMap<CallId, Recording>,
+    /// Where the recordings report.
+    notes: mpsc::UnboundedSender<Note>,
+    /// Recordings to stop and finish (see [`stop_recordings`]).
+    stopper: mpsc::UnboundedSender<(Instant, Recording)>,
+    recordings_finished: u64,
+    recordings_failed: u64,
 }
 
 impl Core {
-    async fn run(mut self, mut rx: mpsc::Receiver<CoreCmd>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<CoreCmd>,
+        mut notes: mpsc::UnboundedReceiver<Note>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -390,12 +482,16 @@ impl Core {
                     None => break,
                 },
                 () = sleep => self.input(Input::Tick),
+                Some(note) = notes.recv() => self.on_recording_note(note),
                 _ = heartbeat.tick() => self.heartbeat += 1,
                 _ = shutdown.changed() => {
                     self.input(Input::Shutdown);
                     self.drain();
                     for (_, link) in self.links.drain() {
                         let _ = link.tx.try_send(WriterCmd::Close(close_code::SHUTDOWN, "hub shutting down".into()));
+                    }
+                    for (_, recording) in self.recordings.drain() {
+                        let _ = self.stopper.send((Instant::now(), recording));
                     }
                     break;
                 }
@@ -429,18 +525,18 @@ impl Core {
                 }
                 Output::Event(rec) => {
                     wrote = true;
-                    if let Some(m) = &self.metrics
-                        && let Ok(mut m) = m.lock()
-                    {
-                        m.observe_event(&rec);
-                    }
-                    let line = serde_json::to_string(&rec).unwrap_or_default();
-                    if let Err(e) = writeln!(self.log, "{line}") {
-                        self.log_errors += 1;
-                        error!(error = %e, "event log write failed");
-                    }
+                    self.log_event(&rec);
                 }
                 Output::Route { peer, to } => self.route(peer, to),
+                Output::StartRecording { call_id, kiosk, agent } => {
+                    self.start_recording(call_id, &kiosk, &agent);
+                }
+                Output::StopRecording { call_id } => {
+                    if let Some(recording) = self.recordings.remove(&call_id) {
+                        let at = Instant::now() + crate::call_media::DRAIN + Duration::from_millis(100);
+                        let _ = self.stopper.send((at, recording));
+                    }
+                }
                 Output::Wait(deadline) => break deadline,
             }
         };
@@ -464,6 +560,9 @@ impl Core {
             },
             heartbeat: self.heartbeat,
             kiosks: self.kiosks.clone(),
+            recordings_active: self.recordings.len(),
+            recordings_finished: self.recordings_finished,
+            recordings_failed: self.recordings_failed,
         };
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
@@ -479,7 +578,12 @@ impl Core {
         let leg = to.and_then(|(partner, call_id)| {
             let conn = self.links.get(&partner)?.conn.clone();
             let counters = self.media.entry(call_id).or_default().leg(peer);
-            Some(Leg { call_id, conn, counters })
+            let party = match self.links.get(&peer)?.role {
+                Role::Agent => Party::Agent,
+                _ => Party::Kiosk,
+            };
+            let tap = self.recordings.get(&call_id).map(|r| r.tap(party));
+            Some(Leg { call_id, conn, counters, tap })
         });
         if let Some(old) = self.routes.remove(&peer) {
             self.finish_media(old);
@@ -531,6 +635,82 @@ impl Core {
                 "call media relayed"
             );
             self.media_totals.add(&t);
+        }
+    }
+
+    /// Appends a record to the event log (flushed by the caller) and counts it in the metrics.
+    fn log_event(&mut self, rec: &EventRecord) {
+        if let Some(m) = &self.metrics
+            && let Ok(mut m) = m.lock()
+        {
+            m.observe_event(rec);
+        }
+        let line = serde_json::to_string(rec).unwrap_or_default();
+        if let Err(e) = writeln!(self.log, "{line}") {
+            self.log_errors += 1;
+            error!(error = %e, "event log write failed");
+        }
+    }
+
+    /// Logs a recording's event now, with its call's parties.
+    fn log_recording(&mut self, event: Event, call_id: CallId, detail: String) {
+        let rec = EventRecord {
+            ts_ms: unix_ms(),
+            event,
+            call_id: Some(call_id),
+            kiosk: None,
+            agent: None,
+            detail: Some(detail),
+            position: None,
+        };
+        self.log_event(&rec);
+        if let Err(e) = self.log.flush() {
+            self.log_errors += 1;
+            error!(error = %e, "event log flush failed");
+        }
+    }
+
+    fn start_recording(&mut self, call_id: CallId, kiosk: &str, agent: &str) {
+        let Some(opts) = &self.recording else { return };
+        match Recording::start(&opts.dir, call_id, kiosk, agent, self.notes.clone()) {
+            Ok(recording) => {
+                self.recordings.insert(call_id, recording);
+            }
+            Err(e) => {
+                error!(call_id, error = %e, "recording not started; the call goes on");
+                self.recordings_failed += 1;
+                self.log_recording(Event::RecordingFailed, call_id, format!("not started: {e}"));
+            }
+        }
+    }
+
+    fn on_recording_note(&mut self, note: Note) {
+        match note {
+            Note::Started { call_id, path } => {
+                self.log_recording(Event::RecordingStarted, call_id, path.display().to_string());
+            }
+            Note::Finished { call_id, path, .. } => {
+                self.recordings_finished += 1;
+                self.log_recording(Event::RecordingFinished, call_id, path.display().to_string());
+            }
+            Note::Failed { call_id, error } => {
+                self.recordings_failed += 1;
+                self.log_recording(Event::RecordingFailed, call_id, error);
+            }
+            Note::KeyframeNeeded { call_id, party } => {
+                let role = match party {
+                    Party::Kiosk => Role::Kiosk,
+                    Party::Agent => Role::Agent,
+                };
+                let peer = self
+                    .routes
+                    .iter()
+                    .find(|(p, c)| **c == call_id && self.links.get(p).is_some_and(|l| l.role == role))
+                    .map(|(p, _)| *p);
+                if let Some(peer) = peer {
+                    self.send(peer, HubMsg::KeyframeRequest { call_id });
+                }
+            }
         }
     }
 

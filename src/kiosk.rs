@@ -198,7 +198,7 @@ pub async fn run(
         let deadline = loop {
             match machine.poll_output() {
                 Output::ToHub(msg) => {
-                    if matches!(msg, ClientMsg::RequestAgent { resume: None }) {
+                    if matches!(msg, ClientMsg::RequestAgent { resume: None, .. }) {
                         observe(&io, KioskEvent::Requested { at: Instant::now() });
                     }
                     if let Some(tx) = &out

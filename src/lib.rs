@@ -19,4 +19,5 @@ pub mod net;
 pub mod netsim;
 pub mod protocol;
 pub mod queue;
+pub mod record;
 pub mod systemd;

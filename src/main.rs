@@ -183,6 +183,10 @@ struct DemoArgs {
     /// Keep the hub's event log at this path.
     #[arg(long)]
     event_log: Option<PathBuf>,
+    /// Record every call into DIR (Matroska: both cameras and both microphones, with a JSON
+    /// sidecar each); the kiosks show the recording notice.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -492,6 +496,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         queue: cfg.queue.queue_config(),
         event_log: cfg.event_log.clone(),
         metrics: cfg.metrics_listen,
+        recording: cfg.recording.options(),
     })
     .await
     .context("starting the hub")?;
@@ -614,6 +619,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         answer_delay: Duration::from_millis(args.answer_delay_ms),
         timeline,
         event_log: args.event_log,
+        record: args.record,
     };
     if !timeline {
         eprintln!(

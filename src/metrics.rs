@@ -53,6 +53,8 @@ pub struct HubMetrics {
     abandoned: Counter,
     rejected_busy: Counter,
     offer_timeouts: Counter,
+    recordings_finished: Counter,
+    recordings_failed: Counter,
     refused: Gauge,
     wait_seconds: Histogram,
     handle_seconds: Histogram,
@@ -87,6 +89,8 @@ impl HubMetrics {
             abandoned: Counter::default(),
             rejected_busy: Counter::default(),
             offer_timeouts: Counter::default(),
+            recordings_finished: Counter::default(),
+            recordings_failed: Counter::default(),
             refused: Gauge::default(),
             wait_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             handle_seconds: Histogram::new(exponential_buckets(15.0, 2.0, 10)),
@@ -122,6 +126,16 @@ impl HubMetrics {
             m.rejected_busy.clone(),
         );
         registry.register("offer_timeouts", "Offers not answered in time", m.offer_timeouts.clone());
+        registry.register(
+            "recordings_finished",
+            "Call recordings written whole",
+            m.recordings_finished.clone(),
+        );
+        registry.register(
+            "recordings_failed",
+            "Call recordings stopped by an error (the calls went on)",
+            m.recordings_failed.clone(),
+        );
         registry.register(
             "connections_refused",
             "Connections refused at the TLS handshake",
@@ -210,6 +224,12 @@ impl HubMetrics {
             }
             Event::OfferTimeout => {
                 self.offer_timeouts.inc();
+            }
+            Event::RecordingFinished => {
+                self.recordings_finished.inc();
+            }
+            Event::RecordingFailed => {
+                self.recordings_failed.inc();
             }
             Event::Queued => {
                 if let Some(id) = rec.call_id

@@ -112,7 +112,7 @@ async fn unanswered_offer_moves_to_the_next_agent() {
         _ => unreachable!(),
     }
     let state = k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
-    assert_eq!(state, KioskState::Connected { agent: "agent-b".into() });
+    assert_eq!(state, KioskState::Connected { agent: "agent-b".into(), recorded: false });
     let log = hub.events();
     assert!(log.iter().any(|e| e["event"] == "offer_timeout" && e["agent"] == "agent-a"));
 }
@@ -245,20 +245,22 @@ async fn texts_survive_a_kiosk_reconnect_and_are_shown_once() {
     let cfg = kioskd::net::tls::client_config(&pki.material(Role::Kiosk, "branch-5/kiosk-1")).expect("cfg");
     let ep = client::endpoint(cfg, false).expect("endpoint");
     let mut s1 = client::connect(&ep, hub.addr(), "localhost", Role::Kiosk).await.expect("session");
-    s1.writer.send(&ClientMsg::RequestAgent { resume: None }).await.expect("send");
+    s1.writer.send(&ClientMsg::RequestAgent { resume: None, consent: false }).await.expect("send");
     let call_id = loop {
         match tokio::time::timeout(WAIT, s1.reader.recv::<HubMsg>()).await.expect("msg").expect("msg") {
             HubMsg::Connected { call_id, .. } => break call_id,
             _ => continue,
         }
     };
+    // The agent must know the call before it can type into it.
+    agent.wait_for("connected", |e| matches!(e, AgentEvent::Connected { .. })).await;
     s1.conn.close(quinn::VarInt::from_u32(0), b"cable pulled");
     hub.wait_status("kiosk gone", |s| s.connections == 1).await;
     agent.command(AgentCommand::Say("are you still there?".into())).await;
     agent.wait_for("text queued", |e| matches!(e, AgentEvent::TextSent { .. })).await;
 
     let mut s2 = client::connect(&ep, hub.addr(), "localhost", Role::Kiosk).await.expect("session again");
-    s2.writer.send(&ClientMsg::RequestAgent { resume: Some(call_id) }).await.expect("send");
+    s2.writer.send(&ClientMsg::RequestAgent { resume: Some(call_id), consent: false }).await.expect("send");
     let mut got_text = None;
     let mut connected = false;
     while got_text.is_none() || !connected {

@@ -4,29 +4,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+use common::{Child, Lines, deployment};
+
 fn kioskd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kioskd")).args(args).output().expect("kioskd runs")
 }
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// A deployment in `dir`: CA, hub, agent and kiosk certificates.
-fn deployment(dir: &Path) {
-    let d = dir.to_str().expect("utf-8 path");
-    let o = kioskd(&["certs", "init", "--dir", d]);
-    assert!(o.status.success(), "{}", text(&o));
-    for args in [
-        vec!["--role", "hub", "--id", "hub.test", "--dns", "localhost", "--ip", "127.0.0.1"],
-        vec!["--role", "agent", "--id", "agent-1"],
-        vec!["--role", "kiosk", "--id", "branch-1/kiosk-1"],
-    ] {
-        let mut all = vec!["certs", "issue", "--dir", d];
-        all.extend(args);
-        let o = kioskd(&all);
-        assert!(o.status.success(), "{}", text(&o));
-    }
 }
 
 fn hub_toml(dir: &Path, extra: &str) -> std::path::PathBuf {
@@ -186,40 +172,6 @@ fn report_computes_from_the_event_log() {
     assert!(v["handle_ms"]["p50"].as_f64().expect("number") >= 150.0, "{v}");
 }
 
-/// A child process killed when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits up to 15 s for a line containing `pattern` on the child's stderr (read on a thread,
-/// handed over a channel: the test blocks on the line, not on a timer).
-fn wait_for_line(child: &mut std::process::Child, pattern: &str) {
-    use std::io::BufRead;
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(pattern) => return,
-            Ok(_) => {}
-            Err(_) => panic!("no line with `{pattern}` from the child within 15 s"),
-        }
-    }
-}
-
 #[test]
 fn health_and_doctor_report_on_a_running_kiosk() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -268,7 +220,7 @@ fn health_and_doctor_report_on_a_running_kiosk() {
             .expect("spawn"),
     );
     // The daemon logs the idle state after writing the health file that records the hub.
-    wait_for_line(&mut daemon.0, "state=\"idle\"");
+    Lines::of(&mut daemon.0).wait_for("state=\"idle\"");
     assert!(std::fs::read_to_string(&health).expect("health file").contains("\"hub_reached\": true"));
     let o = kioskd(&["health", "--file", health_arg]);
     assert!(o.status.success(), "{}", text(&o));

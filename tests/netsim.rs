@@ -204,7 +204,11 @@ async fn quic_handshake_and_request_through_loss_and_delay() {
         .expect("welcomed by the hub");
     assert_eq!(session.id, "branch-1/kiosk-1");
 
-    session.writer.send(&ClientMsg::RequestAgent { resume: None }).await.expect("request sent");
+    session
+        .writer
+        .send(&ClientMsg::RequestAgent { resume: None, consent: false })
+        .await
+        .expect("request sent");
     let queued = timeout(WAIT, async {
         loop {
             let msg = session.reader.recv::<HubMsg>().await.expect("hub answers");

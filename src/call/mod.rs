@@ -49,8 +49,8 @@ pub enum KioskState {
     Waiting { position: u32, estimated_wait_s: Option<u32> },
     /// Offered to an agent.
     Ringing,
-    /// Talking to `agent`.
-    Connected { agent: String },
+    /// Talking to `agent`; `recorded` when the hub records the call (the screen says so).
+    Connected { agent: String, recorded: bool },
     /// The call is over; back to idle after a few seconds.
     Ended { reason: EndReason },
     /// The queue is full; try later.
@@ -86,7 +86,8 @@ impl KioskState {
                 format!("waiting: position {position}")
             }
             KioskState::Ringing => "connecting you to an advisor".into(),
-            KioskState::Connected { agent } => format!("in call with {agent}"),
+            KioskState::Connected { agent, recorded: false } => format!("in call with {agent}"),
+            KioskState::Connected { agent, recorded: true } => format!("in call with {agent} (recorded)"),
             KioskState::Ended { reason } => format!("call ended: {}", reason.describe()),
             KioskState::Busy => "all advisors busy, please try later".into(),
         }
@@ -112,11 +113,18 @@ pub struct CallConfig {
     pub ended_screen: Duration,
     /// How long "busy, try later" stays before idle.
     pub busy_screen: Duration,
+    /// The kiosk shows the customer that calls may be recorded before they call: requests
+    /// carry the customer's consent, and the hub may record (it never does without).
+    pub recording_consent: bool,
 }
 
 impl Default for CallConfig {
     fn default() -> Self {
-        Self { ended_screen: Duration::from_secs(5), busy_screen: Duration::from_secs(10) }
+        Self {
+            ended_screen: Duration::from_secs(5),
+            busy_screen: Duration::from_secs(10),
+            recording_consent: false,
+        }
     }
 }
 
@@ -182,6 +190,7 @@ enum Phase {
     Connected {
         call_id: CallId,
         agent: String,
+        recorded: bool,
     },
     Ended {
         reason: EndReason,
@@ -247,7 +256,9 @@ impl CallMachine {
                 KioskState::Waiting { position: *position, estimated_wait_s: *estimated_wait_s }
             }
             Phase::Ringing { .. } => KioskState::Ringing,
-            Phase::Connected { agent, .. } => KioskState::Connected { agent: agent.clone() },
+            Phase::Connected { agent, recorded, .. } => {
+                KioskState::Connected { agent: agent.clone(), recorded: *recorded }
+            }
             Phase::Ended { reason, .. } => KioskState::Ended { reason: *reason },
             Phase::Busy { .. } => KioskState::Busy,
         }
@@ -294,13 +305,17 @@ impl CallMachine {
                     self.send_hub(ClientMsg::HangUp { call_id });
                 }
                 match self.phase {
-                    Phase::Requesting { cancel: false } => {
-                        self.send_hub(ClientMsg::RequestAgent { resume: None })
-                    }
+                    Phase::Requesting { cancel: false } => self.send_hub(ClientMsg::RequestAgent {
+                        resume: None,
+                        consent: self.config.recording_consent,
+                    }),
                     Phase::Requesting { cancel: true } => self.phase = Phase::Idle,
                     _ => {
                         if let Some(call_id) = self.call_id() {
-                            self.send_hub(ClientMsg::RequestAgent { resume: Some(call_id) });
+                            self.send_hub(ClientMsg::RequestAgent {
+                                resume: Some(call_id),
+                                consent: self.config.recording_consent,
+                            });
                         }
                     }
                 }
@@ -326,7 +341,7 @@ impl CallMachine {
         }
         if matches!(self.phase, Phase::Idle | Phase::Ended { .. } | Phase::Busy { .. }) {
             self.phase = Phase::Requesting { cancel: false };
-            self.send_hub(ClientMsg::RequestAgent { resume: None });
+            self.send_hub(ClientMsg::RequestAgent { resume: None, consent: self.config.recording_consent });
         }
     }
 
@@ -384,13 +399,13 @@ impl CallMachine {
                 }
                 _ => {}
             },
-            HubMsg::Connected { call_id, peer } => match &self.phase {
+            HubMsg::Connected { call_id, peer, recorded } => match &self.phase {
                 Phase::Requesting { cancel: false } => {
                     self.new_call();
-                    self.phase = Phase::Connected { call_id, agent: peer };
+                    self.phase = Phase::Connected { call_id, agent: peer, recorded };
                 }
                 Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if *c == call_id => {
-                    self.phase = Phase::Connected { call_id, agent: peer };
+                    self.phase = Phase::Connected { call_id, agent: peer, recorded };
                 }
                 Phase::Requesting { cancel: true } => {
                     self.send_hub(ClientMsg::HangUp { call_id });
@@ -415,7 +430,7 @@ impl CallMachine {
                 {
                     // The hub lost our place (it restarted): ask again.
                     self.phase = Phase::Requesting { cancel: false };
-                    self.send_hub(ClientMsg::RequestAgent { resume: None });
+                    self.send_hub(ClientMsg::RequestAgent { resume: None, consent: self.config.recording_consent });
                 } else {
                     self.end(reason, now);
                 }

@@ -69,7 +69,7 @@ fn queued(call_id: CallId, position: u32, estimated_wait_s: Option<u32>) -> HubM
 }
 
 fn connected_msg(call_id: CallId) -> HubMsg {
-    HubMsg::Connected { call_id, peer: AGENT.into() }
+    HubMsg::Connected { call_id, peer: AGENT.into(), recorded: false }
 }
 
 fn text_msg(call_id: CallId, id: u64, body: &str) -> ClientMsg {
@@ -81,7 +81,7 @@ fn waiting_state(position: u32, estimated_wait_s: Option<u32>) -> KioskState {
 }
 
 fn connected_state() -> KioskState {
-    KioskState::Connected { agent: AGENT.into() }
+    KioskState::Connected { agent: AGENT.into(), recorded: false }
 }
 
 /// A machine with the hub up, showing idle, all outputs drained.
@@ -146,7 +146,7 @@ fn call_goes_from_idle_through_queue_and_call_back_to_idle() {
     assert_eq!(
         press(&mut m, Button::Call, t0 + secs(1)),
         [
-            Output::ToHub(ClientMsg::RequestAgent { resume: None }),
+            Output::ToHub(ClientMsg::RequestAgent { resume: None, consent: false }),
             Output::State(KioskState::Requesting),
             Output::Wait(None),
         ]
@@ -275,7 +275,7 @@ fn call_button_on_the_ended_screen_asks_for_an_agent_again() {
     assert_eq!(
         press(&mut m, Button::Call, t0 + secs(1)),
         [
-            Output::ToHub(ClientMsg::RequestAgent { resume: None }),
+            Output::ToHub(ClientMsg::RequestAgent { resume: None, consent: false }),
             Output::State(KioskState::Requesting),
             Output::Wait(None),
         ]
@@ -447,7 +447,7 @@ fn hub_back_while_waiting_resumes_the_call() {
     assert_eq!(
         feed(&mut m, Input::HubUp, t0 + secs(4)),
         [
-            Output::ToHub(ClientMsg::RequestAgent { resume: Some(CALL) }),
+            Output::ToHub(ClientMsg::RequestAgent { resume: Some(CALL), consent: false }),
             Output::State(waiting_state(3, Some(60))),
             Output::Wait(None),
         ]
@@ -461,7 +461,7 @@ fn hub_back_while_connected_resumes_the_call() {
     feed(&mut m, Input::HubDown, t0 + secs(1));
 
     let out = feed(&mut m, Input::HubUp, t0 + secs(4));
-    assert_eq!(sent(&out), [ClientMsg::RequestAgent { resume: Some(CALL) }]);
+    assert_eq!(sent(&out), [ClientMsg::RequestAgent { resume: Some(CALL), consent: false }]);
     assert_eq!(m.state(), connected_state());
 }
 
@@ -475,7 +475,7 @@ fn hub_back_while_requesting_asks_again() {
     assert_eq!(
         feed(&mut m, Input::HubUp, t0 + secs(4)),
         [
-            Output::ToHub(ClientMsg::RequestAgent { resume: None }),
+            Output::ToHub(ClientMsg::RequestAgent { resume: None, consent: false }),
             Output::State(KioskState::Requesting),
             Output::Wait(None),
         ]
@@ -530,7 +530,7 @@ fn unknown_call_while_waiting_asks_for_a_new_place() {
     assert_eq!(
         hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::Unknown }, t0),
         [
-            Output::ToHub(ClientMsg::RequestAgent { resume: None }),
+            Output::ToHub(ClientMsg::RequestAgent { resume: None, consent: false }),
             Output::State(KioskState::Requesting),
             Output::Wait(None),
         ]
@@ -544,7 +544,7 @@ fn unknown_call_while_ringing_asks_for_a_new_place() {
     let mut m = ringing(t0);
 
     let out = hub(&mut m, HubMsg::CallEnded { call_id: CALL, reason: EndReason::Unknown }, t0);
-    assert_eq!(sent(&out), [ClientMsg::RequestAgent { resume: None }]);
+    assert_eq!(sent(&out), [ClientMsg::RequestAgent { resume: None, consent: false }]);
     assert_eq!(m.state(), KioskState::Requesting);
 }
 
@@ -958,6 +958,7 @@ proptest! {
         let config = CallConfig {
             ended_screen: Duration::from_millis(ended_screen_ms),
             busy_screen: Duration::from_millis(busy_screen_ms),
+            ..CallConfig::default()
         };
         let mut m = CallMachine::new(config);
         let mut shown = None;

@@ -17,6 +17,7 @@ use tracing::debug;
 
 use crate::media::packet::{MAX_VIDEO_FRAME, MediaKind, decode as decode_header};
 use crate::protocol::CallId;
+use crate::record::writer::Tap;
 
 /// Video frames being forwarded to one leg at once (about half a second at 30 fps).
 pub const MAX_INFLIGHT_FRAMES: usize = 16;
@@ -31,6 +32,8 @@ pub struct Leg {
     pub call_id: CallId,
     pub conn: Connection,
     pub counters: Arc<LegCounters>,
+    /// The call's recording, when it is recorded: every valid packet is handed to it too.
+    pub tap: Option<Tap>,
 }
 
 /// Counters of one direction of a call.
@@ -124,6 +127,9 @@ async fn forward_datagrams(conn: Connection, route: watch::Receiver<Option<Leg>>
             }
         }
         let len = datagram.len() as u64;
+        if let Some(tap) = &leg.tap {
+            tap.offer(datagram.clone());
+        }
         match leg.conn.send_datagram(datagram) {
             Ok(()) => {
                 bump(&leg.counters.audio_forwarded);
@@ -169,6 +175,10 @@ async fn forward_streams(conn: Connection, route: watch::Receiver<Option<Leg>>) 
                     return;
                 }
             };
+            let frame = bytes::Bytes::from(frame);
+            if let Some(tap) = &leg.tap {
+                tap.offer(frame.clone());
+            }
             let Ok(_permit) = inflight.try_acquire() else {
                 bump(&leg.counters.video_dropped);
                 return;

@@ -151,8 +151,8 @@ mod tests {
     fn round_trip_every_client_kind() {
         let msgs = [
             ClientMsg::Hello { role: Role::Agent, software: "kioskd 0.1".into() },
-            ClientMsg::RequestAgent { resume: Some(7) },
-            ClientMsg::RequestAgent { resume: None },
+            ClientMsg::RequestAgent { resume: Some(7), consent: false },
+            ClientMsg::RequestAgent { resume: None, consent: false },
             ClientMsg::HangUp { call_id: 3 },
             ClientMsg::SetPresence { presence: Presence::Close },
             ClientMsg::Accept { call_id: 1 },

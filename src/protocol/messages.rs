@@ -149,6 +149,10 @@ pub enum ClientMsg {
     RequestAgent {
         #[serde(default)]
         resume: Option<CallId>,
+        /// The kiosk showed the customer the recording notice before this request: the hub may
+        /// record the call (when its configuration says so). Without it nothing is recorded.
+        #[serde(default)]
+        consent: bool,
     },
     /// Kiosk: leave the queue, or end the call.
     HangUp { call_id: CallId },
@@ -257,8 +261,14 @@ pub enum HubMsg {
     Offer { call_id: CallId, kiosk: String, waited_ms: u64, timeout_ms: u64 },
     /// Agent: the offer is no longer valid.
     OfferWithdrawn { call_id: CallId, reason: WithdrawReason },
-    /// Both: the call is connected. `peer` is the other party's id.
-    Connected { call_id: CallId, peer: String },
+    /// Both: the call is connected. `peer` is the other party's id; `recorded` says that the
+    /// hub records the call (both parties show it).
+    Connected {
+        call_id: CallId,
+        peer: String,
+        #[serde(default)]
+        recorded: bool,
+    },
     /// Agent: the kiosk's connection is lost (`present: false`) or back (`true`).
     PeerPresence { call_id: CallId, present: bool },
     /// Both: the call is over.

@@ -58,6 +58,13 @@ pub enum Event {
     AgentOffline,
     /// An agent room changed state (`detail` = IDLE, OFFERED, BUSY, WRAP-UP, CLOSE).
     AgentState,
+    /// The hub started recording a call (`detail` = the file).
+    RecordingStarted,
+    /// A call's recording is complete (`detail` = the file).
+    RecordingFinished,
+    /// A call's recording stopped on an error, e.g. a full disk (`detail` = the error); the
+    /// call itself went on.
+    RecordingFailed,
 }
 
 /// One call as reconstructed from the log.

@@ -41,6 +41,8 @@ pub struct QueueConfig {
     pub default_handle_time: Duration,
     /// What a busy kiosk is told to wait before asking again.
     pub busy_retry_after: Duration,
+    /// Record calls whose kiosk asked with the customer's consent.
+    pub record_calls: bool,
 }
 
 impl Default for QueueConfig {
@@ -52,6 +54,7 @@ impl Default for QueueConfig {
             kiosk_grace: Duration::from_secs(10),
             default_handle_time: Duration::from_secs(180),
             busy_retry_after: Duration::from_secs(60),
+            record_calls: false,
         }
     }
 }
@@ -99,6 +102,16 @@ pub enum Output {
     Route {
         peer: PeerId,
         to: Option<(PeerId, CallId)>,
+    },
+    /// Start recording a call that just connected (comes before the call's `Route`s).
+    StartRecording {
+        call_id: CallId,
+        kiosk: String,
+        agent: String,
+    },
+    /// The recorded call ended: finish its recording once the media in flight has arrived.
+    StopRecording {
+        call_id: CallId,
     },
     /// Nothing more to do until this time (or the next input).
     Wait(Option<Instant>),
@@ -149,6 +162,10 @@ struct Call {
     away_until: Option<Instant>,
     /// Last (position, estimate) told to the kiosk, to send only changes.
     told: Option<(u32, Option<u32>)>,
+    /// The customer consented to recording (the kiosk showed the notice).
+    consent: bool,
+    /// The call is recorded (set when it connects).
+    recorded: bool,
 }
 
 /// Counts of what the queue did, for the hub's metrics and the demo.
@@ -329,7 +346,9 @@ impl AgentQueue {
         }
         match (role, msg) {
             (_, ClientMsg::Hello { .. }) => self.refuse(now, peer, "hello sent twice".into()),
-            (Role::Kiosk, ClientMsg::RequestAgent { resume }) => self.on_request(peer, id, resume, now),
+            (Role::Kiosk, ClientMsg::RequestAgent { resume, consent }) => {
+                self.on_request(peer, id, resume, consent, now)
+            }
             (Role::Kiosk, ClientMsg::HangUp { call_id }) => self.on_kiosk_hangup(peer, &id, call_id, now),
             (Role::Agent, ClientMsg::SetPresence { presence }) => self.on_presence(&id, presence, now),
             (Role::Agent, ClientMsg::Accept { call_id }) => self.on_accept(peer, &id, call_id, now),
@@ -382,7 +401,14 @@ impl AgentQueue {
 
     // ----- kiosk -----
 
-    fn on_request(&mut self, peer: PeerId, kiosk: String, resume: Option<CallId>, now: Instant) {
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        kiosk: String,
+        resume: Option<CallId>,
+        consent: bool,
+        now: Instant,
+    ) {
         if let Some(call_id) = resume {
             let owned = self.calls.get(&call_id).is_some_and(|c| c.kiosk == kiosk);
             if !owned {
@@ -400,6 +426,9 @@ impl AgentQueue {
             if matches!(call.phase, Phase::Connected { .. }) {
                 self.end_call(call_id, EndReason::KioskHungUp, now);
             } else {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    call.consent = consent;
+                }
                 self.kiosk_back(peer, &kiosk, call_id, now);
                 return;
             }
@@ -422,6 +451,8 @@ impl AgentQueue {
                 declined_by: BTreeSet::new(),
                 away_until: None,
                 told: None,
+                consent,
+                recorded: false,
             },
         );
         self.queue.push_back(call_id);
@@ -446,7 +477,8 @@ impl AgentQueue {
             Phase::Queued => {} // tell_positions sends it
             Phase::Offered { .. } => self.send(peer, HubMsg::Ringing { call_id }),
             Phase::Connected { agent, .. } => {
-                self.send(peer, HubMsg::Connected { call_id, peer: agent.clone() });
+                let recorded = self.calls.get(&call_id).is_some_and(|c| c.recorded);
+                self.send(peer, HubMsg::Connected { call_id, peer: agent.clone(), recorded });
                 if was_away && let Some(agent_peer) = self.rooms.get(&agent).map(|r| r.peer) {
                     self.send(agent_peer, HubMsg::PeerPresence { call_id, present: true });
                 }
@@ -595,15 +627,21 @@ impl AgentQueue {
             return;
         };
         call.phase = Phase::Connected { agent: agent.to_string(), since: now };
-        let kiosk = call.kiosk.clone();
+        call.recorded = self.config.record_calls && call.consent;
+        let (kiosk, recorded) = (call.kiosk.clone(), call.recorded);
         self.queue.retain(|&id| id != call_id);
         self.stats.connected += 1;
         self.set_room(agent, RoomState::Busy, now);
-        self.send(peer, HubMsg::Connected { call_id, peer: kiosk.clone() });
+        self.send(peer, HubMsg::Connected { call_id, peer: kiosk.clone(), recorded });
         if let Some(&kp) = self.kiosks.get(&kiosk) {
-            self.send(kp, HubMsg::Connected { call_id, peer: agent.to_string() });
+            self.send(kp, HubMsg::Connected { call_id, peer: agent.to_string(), recorded });
         }
-        self.emit(now, Event::Connected, Some(call_id), Some(&kiosk), Some(agent), None);
+        let detail = recorded.then_some("recorded");
+        self.emit(now, Event::Connected, Some(call_id), Some(&kiosk), Some(agent), detail);
+        if recorded {
+            let (kiosk, agent) = (kiosk.clone(), agent.to_string());
+            self.out.push_back(Output::StartRecording { call_id, kiosk, agent });
+        }
         self.route(call_id);
     }
 
@@ -846,7 +884,7 @@ impl AgentQueue {
         let Some(call) = self.calls.get(&call_id) else {
             return;
         };
-        let (kiosk, phase) = (call.kiosk.clone(), call.phase.clone());
+        let (kiosk, phase, recorded) = (call.kiosk.clone(), call.phase.clone(), call.recorded);
         if let Phase::Offered { agent, .. } = &phase {
             self.withdraw(call_id, agent, WithdrawReason::CallerLeft, now);
         }
@@ -855,6 +893,9 @@ impl AgentQueue {
             for peer in legs.into_iter().flatten() {
                 self.out.push_back(Output::Route { peer, to: None });
             }
+        }
+        if recorded {
+            self.out.push_back(Output::StopRecording { call_id });
         }
         self.calls.remove(&call_id);
         self.queue.retain(|&id| id != call_id);

@@ -177,11 +177,11 @@ impl Hub {
     }
 
     fn request(&mut self, kiosk: PeerId, now: Instant) -> Vec<Output> {
-        self.send(kiosk, ClientMsg::RequestAgent { resume: None }, now)
+        self.send(kiosk, ClientMsg::RequestAgent { resume: None, consent: false }, now)
     }
 
     fn resume(&mut self, kiosk: PeerId, call_id: CallId, now: Instant) -> Vec<Output> {
-        self.send(kiosk, ClientMsg::RequestAgent { resume: Some(call_id) }, now)
+        self.send(kiosk, ClientMsg::RequestAgent { resume: Some(call_id), consent: false }, now)
     }
 
     fn presence(&mut self, agent: PeerId, presence: Presence, now: Instant) -> Vec<Output> {
@@ -386,7 +386,11 @@ fn accepting_or_declining_a_call_not_offered_to_you_is_a_non_fatal_error() {
         assert!(!closed(&outs, a2));
     }
     let outs = hub.accept(a1, 1, t0 + secs(4));
-    assert!(sent_to(&outs, a1).contains(&HubMsg::Connected { call_id: 1, peer: "k1".into() }));
+    assert!(sent_to(&outs, a1).contains(&HubMsg::Connected {
+        call_id: 1,
+        peer: "k1".into(),
+        recorded: false
+    }));
 }
 
 #[test]
@@ -583,7 +587,7 @@ fn kiosk_reconnecting_during_a_call_gets_the_call_back() {
 
     let k1 = hub.kiosk("k1", t0 + secs(15));
     let outs = hub.resume(k1, call, t0 + secs(15));
-    assert_eq!(sent_to(&outs, k1), [HubMsg::Connected { call_id: call, peer: "a1".into() }]);
+    assert_eq!(sent_to(&outs, k1), [HubMsg::Connected { call_id: call, peer: "a1".into(), recorded: false }]);
     assert_eq!(sent_to(&outs, a1), [HubMsg::PeerPresence { call_id: call, present: true }]);
     assert_eq!(event_kinds(&outs), [Event::KioskBack]);
     assert_eq!(deadline(&outs), None);
@@ -1028,7 +1032,7 @@ fn inputs_without_draining_are_a_contract_error() {
     let k1 = hub.kiosk("k1", t0);
     hub.request(k1, t0);
     // Asking again re-sends the position: one output per input, never drained.
-    let ask = Input::Message { peer: k1, msg: ClientMsg::RequestAgent { resume: None } };
+    let ask = Input::Message { peer: k1, msg: ClientMsg::RequestAgent { resume: None, consent: false } };
     for _ in 0..=MAX_PENDING_OUTPUTS {
         hub.q.handle_input(ask.clone(), t0).unwrap();
     }
@@ -1300,7 +1304,7 @@ impl Driver {
                     // The hub tells the state again: a repeat is expected.
                     self.clients.get_mut(&peer).unwrap().queued.clear();
                     let resume = if resume { self.kiosk_calls[kiosk] } else { None };
-                    self.message(peer, ClientMsg::RequestAgent { resume });
+                    self.message(peer, ClientMsg::RequestAgent { resume, consent: false });
                 }
             }
             Op::KioskHangUp { kiosk, call } => {
@@ -1623,4 +1627,77 @@ proptest! {
             driver.shut_down();
         }
     }
+}
+
+// ----- recording -----
+
+/// A hub that records, a kiosk asking with or without consent, an agent accepting.
+fn recording_call(record_calls: bool, consent: bool) -> (Hub, Instant, PeerId, PeerId, Vec<Output>) {
+    let (mut hub, t0) = Hub::new(QueueConfig { record_calls, ..QueueConfig::default() });
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let outs = hub.send(k1, ClientMsg::RequestAgent { resume: None, consent }, t0 + secs(1));
+    let call_id = offered(&outs, a1).expect("offered");
+    let outs = hub.accept(a1, call_id, t0 + secs(2));
+    (hub, t0, k1, a1, outs)
+}
+
+fn recording_outputs(outs: &[Output]) -> Vec<Output> {
+    outs.iter()
+        .filter(|o| matches!(o, Output::StartRecording { .. } | Output::StopRecording { .. }))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_consenting_call_on_a_recording_hub_is_recorded_and_both_parties_are_told() {
+    let (mut hub, t0, k1, a1, outs) = recording_call(true, true);
+    assert_eq!(sent_to(&outs, k1), [HubMsg::Connected { call_id: 1, peer: "a1".into(), recorded: true }]);
+    assert!(sent_to(&outs, a1).contains(&HubMsg::Connected {
+        call_id: 1,
+        peer: "k1".into(),
+        recorded: true
+    }));
+    assert_eq!(event(&outs, Event::Connected).detail.as_deref(), Some("recorded"));
+    // The recording starts before the media is routed, so that no frame passes unrecorded.
+    let start = outs.iter().position(|o| matches!(o, Output::StartRecording { .. })).expect("start");
+    let route = outs.iter().position(|o| matches!(o, Output::Route { .. })).expect("route");
+    assert!(start < route, "{outs:#?}");
+    assert_eq!(
+        recording_outputs(&outs),
+        [Output::StartRecording { call_id: 1, kiosk: "k1".into(), agent: "a1".into() }]
+    );
+    let outs = hub.hang_up(k1, 1, t0 + secs(30));
+    assert_eq!(recording_outputs(&outs), [Output::StopRecording { call_id: 1 }]);
+}
+
+#[test]
+fn nothing_is_recorded_without_consent_or_without_the_hub_setting() {
+    for (record_calls, consent) in [(true, false), (false, true), (false, false)] {
+        let (mut hub, t0, k1, _a1, outs) = recording_call(record_calls, consent);
+        assert_eq!(
+            sent_to(&outs, k1),
+            [HubMsg::Connected { call_id: 1, peer: "a1".into(), recorded: false }]
+        );
+        assert!(recording_outputs(&outs).is_empty(), "{record_calls} {consent}: {outs:#?}");
+        let outs = hub.hang_up(k1, 1, t0 + secs(30));
+        assert!(recording_outputs(&outs).is_empty());
+    }
+}
+
+#[test]
+fn a_resumed_recorded_call_is_still_shown_as_recorded_and_not_restarted() {
+    let (mut hub, t0, k1, a1, _) = recording_call(true, true);
+    hub.disconnect(k1, t0 + secs(5));
+    let k1b = hub.kiosk("k1", t0 + secs(6));
+    let outs = hub.send(k1b, ClientMsg::RequestAgent { resume: Some(1), consent: true }, t0 + secs(6));
+    assert!(sent_to(&outs, k1b).contains(&HubMsg::Connected {
+        call_id: 1,
+        peer: "a1".into(),
+        recorded: true
+    }));
+    assert!(recording_outputs(&outs).is_empty(), "the recording goes on: {outs:#?}");
+    // The agent hanging up stops it.
+    let outs = hub.hang_up(a1, 1, t0 + secs(20));
+    assert_eq!(recording_outputs(&outs), [Output::StopRecording { call_id: 1 }]);
 }

@@ -81,6 +81,7 @@ pub async fn start_hub_full(
         queue,
         event_log: log,
         metrics,
+        recording: None,
     })
     .await
     .expect("hub starts")
@@ -183,6 +184,7 @@ pub fn start_kiosk_full(
         call: CallConfig {
             ended_screen: Duration::from_millis(200),
             busy_screen: Duration::from_millis(500),
+            ..CallConfig::default()
         },
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
@@ -261,5 +263,78 @@ pub fn auto(call_duration_ms: Option<u64>) -> AutoAnswer {
         answer_delay: Duration::from_millis(20),
         call_duration: call_duration_ms.map(Duration::from_millis),
         greeting: Some("hello from the agent".into()),
+    }
+}
+
+// ----- the binary as separate processes -----
+
+/// Runs the `kioskd` binary to completion.
+pub fn kioskd_bin(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kioskd")).args(args).output().expect("kioskd runs")
+}
+
+/// Its stdout and stderr, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A deployment in `dir`: CA, hub (`hub.test`), agent (`agent-1`) and kiosk
+/// (`branch-1/kiosk-1`) certificates, as `kioskd certs` writes them.
+pub fn deployment(dir: &std::path::Path) {
+    let d = dir.to_str().expect("utf-8 path");
+    let o = kioskd_bin(&["certs", "init", "--dir", d]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    for args in [
+        vec!["--role", "hub", "--id", "hub.test", "--dns", "localhost", "--ip", "127.0.0.1"],
+        vec!["--role", "agent", "--id", "agent-1"],
+        vec!["--role", "kiosk", "--id", "branch-1/kiosk-1"],
+    ] {
+        let mut all = vec!["certs", "issue", "--dir", d];
+        all.extend(args);
+        let o = kioskd_bin(&all);
+        assert!(o.status.success(), "{}", output_text(&o));
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child's stderr lines, read on a thread and handed over a channel: a test blocks on the
+/// line it waits for, not on a timer.
+pub struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    pub fn of(child: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// Waits up to [`WAIT`] for a line containing `pattern`; returns it.
+    pub fn wait_for(&self, pattern: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.contains(pattern) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with `{pattern}` from the child within {WAIT:?}"),
+            }
+        }
     }
 }
