@@ -87,8 +87,12 @@ fn hub_example_parses_with_the_documented_defaults() {
     assert_eq!(q.busy_retry_after_s, d.busy_retry_after_s, "busy_retry_after_s");
     assert_eq!(cfg.metrics_listen, None, "metrics are off unless metrics_listen is set");
 
+    assert!(!cfg.recording.enabled && cfg.recording.options().is_none(), "recording is off by default");
+
     let full: HubConfig = parse(&path, &uncomment_optional(&text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(full.metrics_listen, Some("127.0.0.1:9464".parse::<std::net::SocketAddr>().unwrap()));
+    assert_eq!(full.recording.dir.as_deref(), Some(Path::new("/var/lib/kioskd/recordings")));
+    assert_eq!(full.recording.retention_days, Some(90));
 }
 
 #[test]
@@ -153,6 +157,7 @@ fn kiosk_example_parses_with_the_documented_defaults() {
     assert_eq!(c.busy_screen_s, d.busy_screen_s, "call.busy_screen_s");
     assert_eq!(c.reconnect_min_ms, d.reconnect_min_ms, "call.reconnect_min_ms");
     assert_eq!(c.reconnect_max_ms, d.reconnect_max_ms, "call.reconnect_max_ms");
+    assert_eq!(c.recording_notice, d.recording_notice, "call.recording_notice");
 
     // A board: V4L2 camera, ALSA sound, DRM screen; every other media key at its default.
     let m = cfg.media();

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# What recording costs the hub: the CPU of a separate `kioskd hub` process relaying one
+# two-way call (640×480 at 30 fps each way, ~1 Mbit/s each way) with recording off and on,
+# alternated over several rounds, and the CPU of the recording thread itself.
+# Prints one JSON line per round and a summary line.
+# Usage: bench/hub-record-cpu.sh [seconds per call] [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+rounds=${2:-3}
+
+cargo build --release --quiet --bin kioskd
+bin=$PWD/target/release/kioskd
+dir=$(mktemp -d)
+pids=()
+stop_all() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
+}
+trap 'stop_all; rm -rf "$dir"' EXIT
+
+"$bin" certs init --dir "$dir" >/dev/null
+"$bin" certs issue --dir "$dir" --role hub --id hub.bench --dns localhost --ip 127.0.0.1 >/dev/null
+"$bin" certs issue --dir "$dir" --role agent --id agent-1 >/dev/null
+"$bin" certs issue --dir "$dir" --role kiosk --id branch-1/kiosk-1 >/dev/null
+media='[camera]
+backend = "synthetic"
+[audio]
+capture = "synthetic"'
+
+wait_for() { # file pattern what
+    for _ in $(seq 1 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    echo "bench: $3 did not happen; see $1" >&2
+    cat "$1" >&2
+    exit 1
+}
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of the hub's recording threads (named record-N).
+record_ticks() {
+    local sum=0 t
+    for t in /proc/"$1"/task/*; do
+        if grep -q '^record-' "$t/comm" 2>/dev/null; then
+            sum=$((sum + $(awk '{print $14 + $15}' "$t/stat")))
+        fi
+    done
+    echo "$sum"
+}
+
+# One call of $secs seconds; prints "hub_ticks record_ticks elapsed_s".
+one_call() { # record: true|false
+    local record=$1 port=$((20000 + RANDOM % 20000)) run=$dir/run-$RANDOM
+    mkdir -p "$run"
+    cat >"$run/hub.toml" <<TOML
+listen = "127.0.0.1:$port"
+event_log = "$run/events.jsonl"
+[tls]
+ca = "$dir/ca.pem"
+cert = "$dir/hub.bench.pem"
+key = "$dir/hub.bench.key"
+[recording]
+enabled = $record
+dir = "$run/recordings"
+TOML
+    cat >"$run/agent.toml" <<TOML
+[hub]
+address = "127.0.0.1:$port"
+server_name = "localhost"
+[tls]
+ca = "$dir/ca.pem"
+cert = "$dir/agent-1.pem"
+key = "$dir/agent-1.key"
+$media
+TOML
+    cat >"$run/kiosk.toml" <<TOML
+[hub]
+address = "127.0.0.1:$port"
+server_name = "localhost"
+[tls]
+ca = "$dir/ca.pem"
+cert = "$dir/branch-1_kiosk-1.pem"
+key = "$dir/branch-1_kiosk-1.key"
+[buttons]
+backend = "simulated"
+input = "$run/buttons.sock"
+[call]
+recording_notice = true
+$media
+TOML
+    RUST_LOG=info "$bin" hub --config "$run/hub.toml" 2>"$run/hub.log" & local hub=$!; pids+=($hub)
+    wait_for "$run/hub.log" 'hub listening' "the hub starting"
+    "$bin" agent --config "$run/agent.toml" --auto-accept --answer-delay-ms 100 --call-duration-s 0 >"$run/agent.out" 2>&1 & pids+=($!)
+    RUST_LOG=info "$bin" run --config "$run/kiosk.toml" 2>"$run/kiosk.log" & pids+=($!)
+    wait_for "$run/kiosk.log" 'state="idle"' "the kiosk reaching idle"
+    python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'c\n'); s.close()" "$run/buttons.sock"
+    wait_for "$run/kiosk.log" 'state="connected"' "the call connecting"
+    if [[ $record == true ]]; then wait_for "$run/hub.log" 'recording started' "the recording starting"; fi
+    sleep 2 # the encoders settle
+    local t0 r0 s0 t1 r1 s1
+    t0=$(ticks "$hub"); r0=$(record_ticks "$hub"); s0=$(date +%s.%N)
+    sleep "$secs"
+    t1=$(ticks "$hub"); r1=$(record_ticks "$hub"); s1=$(date +%s.%N)
+    local bytes=0
+    if [[ $record == true ]]; then bytes=$(du -b "$run"/recordings/*.mkv | awk '{s += $1} END {print s}'); fi
+    stop_all
+    echo "$((t1 - t0)) $((r1 - r0)) $(python3 -c "print($s1 - $s0)") $bytes"
+}
+
+results=()
+for round in $(seq 1 "$rounds"); do
+    for record in false true; do
+        read -r hub_t rec_t elapsed bytes < <(one_call "$record")
+        python3 - "$round" "$record" "$hub_t" "$rec_t" "$elapsed" "$hz" "$bytes" <<'PY'
+import json, sys
+rnd, record, hub_t, rec_t, elapsed, hz, size = sys.argv[1], sys.argv[2] == "true", int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+print(json.dumps({"bench": "hub_cpu", "round": int(rnd), "recording": record, "duration_s": round(elapsed, 2),
+                  "hub_cpu_cores": round(hub_t / hz / elapsed, 4), "record_thread_cpu_cores": round(rec_t / hz / elapsed, 4),
+                  "recording_bytes": size}))
+PY
+        results+=("$record $hub_t $rec_t $elapsed")
+    done
+done
+python3 - "$hz" "${results[@]}" <<'PY'
+import json, statistics, sys
+hz = int(sys.argv[1])
+runs = [r.split() for r in sys.argv[2:]]
+def cores(rec):
+    return [int(h) / hz / float(e) for r, h, _, e in runs if r == rec]
+def thread(rec):
+    return [int(t) / hz / float(e) for r, _, t, e in runs if r == rec]
+off, on = statistics.median(cores("false")), statistics.median(cores("true"))
+print(json.dumps({"bench": "hub_record_cpu", "rounds": len(runs) // 2,
+                  "hub_cpu_cores_relay_only": round(off, 4), "hub_cpu_cores_recording": round(on, 4),
+                  "extra_pct_of_relay": round(100 * (on - off) / off, 1) if off else None,
+                  "record_thread_cpu_cores": round(statistics.median(thread("true")), 4),
+                  "record_thread_pct_of_relay": round(100 * statistics.median(thread("true")) / off, 1) if off else None}))
+PY
