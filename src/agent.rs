@@ -192,6 +192,9 @@ pub async fn run(
     observe(&io, AgentEvent::Welcome { id: id.clone(), at: Instant::now() });
 
     let mut pending: Vec<ClientMsg> = Vec::new();
+    // A scripted agent whose command channel closed waits on this one, whose sender is kept
+    // here so that it never closes (a closed channel would be ready at once, forever).
+    let mut _parked: Option<mpsc::Sender<AgentCommand>> = None;
     if auto.is_some() {
         pending.push(ClientMsg::SetPresence { presence: Presence::Idle });
     }
@@ -354,7 +357,9 @@ pub async fn run(
                 let Some(cmd) = cmd else {
                     if auto.is_some() {
                         // Scripted agents run without a terminal: keep going until shutdown.
-                        io.commands = mpsc::channel(1).1;
+                        let (keep, never) = mpsc::channel(1);
+                        io.commands = never;
+                        _parked = Some(keep);
                         continue;
                     }
                     break Ok(());
