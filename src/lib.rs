@@ -21,3 +21,4 @@ pub mod protocol;
 pub mod queue;
 pub mod record;
 pub mod systemd;
+pub mod ui;
