@@ -497,6 +497,19 @@ impl Core {
                 }
             }
         }
+        // Recordings still being finished report until their threads end (each holds a sender;
+        // the core's own are dropped here), within a bound in case a disk hangs.
+        self.notes = mpsc::unbounded_channel().0;
+        self.stopper = mpsc::unbounded_channel().0;
+        let finishing = async {
+            while let Some(note) = notes.recv().await {
+                self.on_recording_note(note);
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), finishing).await.is_err() {
+            warn!("recordings not finished within 30 s of shutdown");
+        }
+        self.drain();
         if let Err(e) = self.log.flush() {
             error!(error = %e, "event log flush failed");
         }

@@ -16,7 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -277,19 +277,28 @@ fn record<S: Sink>(
     rx: &Receiver<Cmd>,
     notes: &UnboundedSender<Note>,
 ) -> (super::Finished, Option<String>) {
-    /// How often the thread looks up when no packet comes (Clusters are closed on time).
-    const WAKE: Duration = Duration::from_millis(250);
+    /// The thread takes what the relay handed over in batches, this often: one wake-up per
+    /// batch instead of one per packet, and since the thread never waits on the queue, the
+    /// relay's `try_send` never has to wake it.
+    const BATCH: Duration = Duration::from_millis(100);
     let write = |sink: &mut S, bytes: &[u8]| -> Result<(), String> {
         if bytes.is_empty() {
             return Ok(());
         }
         sink.append(bytes).map_err(|e| format!("writing the recording: {e}"))
     };
-    loop {
-        match rx.recv_timeout(WAKE) {
-            Ok(Cmd::Media { party, packet, at }) => recorder.push(party, &packet, at),
-            Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
+    let mut stop = false;
+    while !stop {
+        std::thread::sleep(BATCH);
+        loop {
+            match rx.try_recv() {
+                Ok(Cmd::Media { party, packet, at }) => recorder.push(party, &packet, at),
+                Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
         }
         recorder.tick(unix_micros_now());
         while let Some(Action::RequestKeyframe(party)) = recorder.poll_action() {
