@@ -6,7 +6,7 @@
 //! mic thread ─────────────────────► (Opus in the mic thread) ─┼─► net task ┤
 //!                                                             │           └─► datagram per 20 ms
 //! datagrams ─► AudioJitterBuffer ◄── audio-play thread (Opus/PLC ─► speaker, every 20 ms)
-//! uni streams ─► video-recv thread (VideoPlayout, H.264 ─► screen at render time)
+//! uni streams ─► video-recv thread (VideoPlayout, H.264 ─► screen, or the kiosk's display, at render time)
 //! ```
 //! Every queue is bounded and drops old media when a consumer is slow; the threads stop when
 //! the session is dropped.
@@ -31,6 +31,7 @@ use crate::devices::screen::fbdev::FbdevScreen;
 use crate::devices::screen::file::Y4mScreen;
 use crate::devices::screen::{self, Screen};
 use crate::devices::{HwError, unix_micros_now};
+use crate::display::{self, Display};
 use crate::media::audio_jitter::{AudioJitterBuffer, JitterConfig, Playout};
 use crate::media::codec::{
     AudioDecoder, AudioEncoder, AudioSettings, VideoDecoder, VideoEncoder, VideoSettings,
@@ -51,7 +52,11 @@ pub struct MediaDevices {
     pub camera: Option<Opener<dyn Camera>>,
     pub microphone: Option<Opener<dyn Microphone>>,
     pub speaker: Option<Opener<dyn Speaker>>,
+    /// A screen opened for each call, showing the other side's pictures (the agent).
     pub screen: Option<Opener<dyn Screen>>,
+    /// The kiosk's display thread, which owns the screen for the daemon's whole life: the
+    /// other side's pictures and small copies of this side's go there (instead of `screen`).
+    pub display: Option<Display>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -189,7 +194,7 @@ impl MediaSession {
         // Sending.
         match devices.camera.as_ref().map(|open| open()) {
             Some(Ok(cam)) => {
-                s.spawn_video_send(cam, opts.video, video_rate.clone(), video_tx);
+                s.spawn_video_send(cam, opts.video, video_rate.clone(), video_tx, devices.display.clone());
                 s.tasks.push(tokio::spawn(rate_task(
                     conn.clone(),
                     opts.video.bitrate_bps,
@@ -226,7 +231,7 @@ impl MediaSession {
             None => None,
         };
         let (frames_tx, frames_rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
-        s.spawn_video_recv(screen, frames_rx, audio_delay, feedback.clone());
+        s.spawn_video_recv(screen, devices.display.clone(), frames_rx, audio_delay, feedback.clone());
         s.tasks.push(tokio::spawn(recv_datagrams(conn.clone(), jitter, s.stats.clone())));
         s.tasks.push(tokio::spawn(recv_streams(conn, frames_tx, s.stats.clone(), call_id, feedback)));
         s
@@ -295,6 +300,7 @@ impl MediaSession {
         settings: VideoSettings,
         rate: Arc<AtomicU64>,
         out: mpsc::Sender<(MediaHeader, Vec<u8>)>,
+        display: Option<Display>,
     ) {
         let (stop, keyframe, stats) = (self.stop_send.clone(), self.keyframe.clone(), self.stats.clone());
         let call_id = self.call_id;
@@ -329,6 +335,9 @@ impl MediaSession {
                 };
                 // The sender's frame number, read from the camera's own picture.
                 let stamp = camera::synthetic::read_stamp(&pic).map(|(n, _)| n);
+                if let Some(d) = &display {
+                    d.show_own(display::shrink(&pic, display::OWN_PICTURE_WIDTH));
+                }
                 let pic = fit(pic, settings.width, settings.height);
                 let want = rate.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
                 let have = enc.settings().bitrate_bps;
@@ -509,6 +518,7 @@ impl MediaSession {
     fn spawn_video_recv(
         &mut self,
         screen: Option<Box<dyn Screen>>,
+        display: Option<Display>,
         frames: std_mpsc::Receiver<(MediaHeader, Vec<u8>)>,
         audio_delay: Arc<AtomicU64>,
         feedback: mpsc::Sender<ClientMsg>,
@@ -596,7 +606,9 @@ impl MediaSession {
                             }
                         }
                     });
-                    if let Some((feed, st)) = screen.as_ref()
+                    if let Some(d) = &display {
+                        d.show_remote(pic);
+                    } else if let Some((feed, st)) = screen.as_ref()
                         && feed.push(pic).is_err()
                     {
                         let e = st.error().unwrap_or_else(|| "stopped".into());
@@ -884,6 +896,7 @@ pub fn synthetic_devices_with(
         })),
         speaker: None,
         screen: None,
+        display: None,
     }
 }
 
@@ -981,5 +994,5 @@ pub fn devices_from_config(media: &MediaSections) -> (MediaDevices, MediaOptions
         ..AudioSettings::default()
     };
     let options = MediaOptions { video, audio, ..MediaOptions::default() };
-    (MediaDevices { camera, microphone, speaker, screen }, options, problems)
+    (MediaDevices { camera, microphone, speaker, screen, display: None }, options, problems)
 }

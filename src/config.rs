@@ -16,6 +16,7 @@ use crate::devices::buttons::gpio_cdev::LineBias;
 use crate::net::tls::{TlsError, TlsMaterial};
 use crate::protocol::Role;
 use crate::queue::QueueConfig;
+use crate::ui::{Lang, UiSettings};
 
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -346,11 +347,83 @@ pub struct ScreenSection {
     /// drm: /dev/dri/card0; fbdev: /dev/fb0; y4m: the file.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// The kiosk's screen size where the backend has no mode of its own (y4m, none: only
+    /// screenshots); DRM and fbdev use the display's native mode.
+    #[serde(default = "default_screen_width")]
+    pub width: u32,
+    #[serde(default = "default_screen_height")]
+    pub height: u32,
 }
 
 impl Default for ScreenSection {
     fn default() -> Self {
-        Self { backend: ScreenBackend::None, path: None }
+        Self {
+            backend: ScreenBackend::None,
+            path: None,
+            width: default_screen_width(),
+            height: default_screen_height(),
+        }
+    }
+}
+
+/// `[ui]`: what the kiosk's screen says, and in which language.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// A built-in language: `en` (English) or `zh` (Simplified Chinese).
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// A language file of one's own (same keys as lang/en.toml); replaces `language`.
+    #[serde(default)]
+    pub language_file: Option<PathBuf>,
+    /// The branch's name, in the screen's header.
+    #[serde(default)]
+    pub branch: String,
+    /// Opening hours as the branch writes them, at the foot of the idle screen.
+    #[serde(default)]
+    pub opening_hours: String,
+}
+
+impl Default for UiSection {
+    fn default() -> Self {
+        Self {
+            language: default_language(),
+            language_file: None,
+            branch: String::new(),
+            opening_hours: String::new(),
+        }
+    }
+}
+
+impl UiSection {
+    /// The screen's texts: the language file, else the built-in language (errors name `file`,
+    /// the configuration, and the key).
+    pub fn lang(&self, file: &Path) -> Result<Lang, ConfigError> {
+        match &self.language_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        file,
+                        "ui.language_file",
+                        format!("{}: cannot read: {e}", path.display()),
+                    )
+                })?;
+                Lang::parse(&text).map_err(|e| {
+                    ConfigError::new(file, "ui.language_file", format!("{}: {e}", path.display()))
+                })
+            }
+            None => Lang::built_in(&self.language)
+                .map_err(|e| ConfigError::new(file, "ui.language", e.to_string())),
+        }
+    }
+
+    /// The branch settings of the screen; `recording_notice` from `[call]`.
+    pub fn settings(&self, recording_notice: bool) -> UiSettings {
+        UiSettings {
+            branch: self.branch.clone(),
+            opening_hours: self.opening_hours.clone(),
+            recording_notice,
+        }
     }
 }
 
@@ -410,6 +483,12 @@ impl MediaSections {
         if self.screen.backend == ScreenBackend::Y4m && self.screen.path.is_none() {
             return Err(ConfigError::new(file, "screen.path", "needed when screen.backend = \"y4m\""));
         }
+        if !self.screen.width.is_multiple_of(2) || !(160..=3840).contains(&self.screen.width) {
+            return Err(ConfigError::new(file, "screen.width", "must be even, 160 to 3840"));
+        }
+        if !self.screen.height.is_multiple_of(2) || !(120..=2160).contains(&self.screen.height) {
+            return Err(ConfigError::new(file, "screen.height", "must be even, 120 to 2160"));
+        }
         let v = &self.video;
         if !(50..=8000).contains(&v.bitrate_kbps) {
             return Err(ConfigError::new(file, "video.bitrate_kbps", "must be 50 to 8000"));
@@ -443,6 +522,8 @@ pub struct KioskConfig {
     pub screen: ScreenSection,
     #[serde(default)]
     pub video: VideoSection,
+    #[serde(default)]
+    pub ui: UiSection,
 }
 
 impl KioskConfig {
@@ -489,6 +570,7 @@ impl KioskConfig {
             ));
         }
         cfg.media().validate(path)?;
+        cfg.ui.lang(path)?;
         let tls = cfg.tls.load(path, Role::Kiosk)?;
         Ok((cfg, tls))
     }
@@ -701,6 +783,15 @@ fn default_video_kbps() -> u32 {
 fn default_keyframe_interval() -> u32 {
     150
 }
+fn default_screen_width() -> u32 {
+    1280
+}
+fn default_screen_height() -> u32 {
+    720
+}
+fn default_language() -> String {
+    "en".into()
+}
 fn default_health_file() -> PathBuf {
     crate::health::DEFAULT_PATH.into()
 }
@@ -785,6 +876,25 @@ mod tests {
         .unwrap();
         let e = HubConfig::load(&file).unwrap_err();
         assert_eq!(e.key, "tls.ca", "{e}");
+    }
+
+    #[test]
+    fn screen_language_is_checked() {
+        let file = Path::new("kiosk.toml");
+        let ui = |text: &str| parse::<UiSection>(file, text).unwrap();
+        assert_eq!(ui("").lang(file).unwrap(), Lang::english());
+        assert_eq!(ui("language = \"zh\"").lang(file).unwrap(), Lang::built_in("zh").unwrap());
+        let e = ui("language = \"fr\"").lang(file).unwrap_err();
+        assert_eq!(e.key, "ui.language");
+        assert!(e.message.contains("unknown language `fr`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let lang = dir.path().join("fr.toml");
+        std::fs::write(&lang, crate::ui::lang::EN.replace("title = \"The call has ended\"", "")).unwrap();
+        let e = ui(&format!("language_file = \"{}\"", lang.display())).lang(file).unwrap_err();
+        assert_eq!(e.key, "ui.language_file");
+        assert!(e.message.ends_with("fr.toml: missing keys: ended.title"), "{e}");
+        let e = ui("language_file = \"/nonexistent/fr.toml\"").lang(file).unwrap_err();
+        assert!(e.message.contains("cannot read"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::call::{Button, CallConfig, KioskState};
 use crate::call_media::{MediaDevices, MediaOptions, MediaStats, synthetic_devices};
 use crate::devices::audio;
 use crate::devices::buttons::{self, simulated::SimulatedButtons};
+use crate::display::{Display, DisplayOptions, DisplayThread};
 use crate::hub::{self, HubOptions};
 use crate::kiosk::{self, HubTarget, KioskEvent, KioskIo, KioskOptions};
 use crate::media::codec::VideoSettings;
@@ -26,6 +27,7 @@ use crate::net::tls::client_config;
 use crate::protocol::{CallId, EndReason, Role, RoomState};
 use crate::queue::QueueConfig;
 use crate::queue::log::Percentiles;
+use crate::ui::UiSettings;
 
 /// The kiosk's synthetic microphone plays this tone; the agent's another, so that each side
 /// can tell it hears the other.
@@ -57,6 +59,10 @@ pub struct DemoOptions {
     pub video: VideoSettings,
     /// Record every call into this folder (the kiosks show the recording notice).
     pub record: Option<PathBuf>,
+    /// Write a PNG of the first kiosk's screen into this folder at each change of state.
+    pub screenshots: Option<PathBuf>,
+    /// The kiosks' screen language (`en`, `zh`).
+    pub language: String,
 }
 
 /// p50/p95 in milliseconds.
@@ -103,6 +109,9 @@ pub struct DemoReport {
     /// The recordings written (with `--record`): one per completed call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recordings: Option<Recordings>,
+    /// The first kiosk's screen, one PNG per state (with `--screenshots`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screenshots: Option<Vec<String>>,
     pub errors: Vec<String>,
 }
 
@@ -229,6 +238,7 @@ struct KioskTrack {
 /// Runs the demo and returns its report. Progress goes to stdout (timeline) or stderr.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     anyhow::ensure!(opts.kiosks >= 1 && opts.agents >= 1, "need at least one kiosk and one agent");
+    let screen_lang = crate::ui::Lang::built_in(&opts.language)?;
     let started = Instant::now();
     let say = |line: String| {
         if opts.timeline {
@@ -304,7 +314,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         }));
     }
 
-    // Kiosks.
+    // Kiosks; the first one's screen is composed for screenshots.
+    let mut screen: Option<(Display, DisplayThread)> = match &opts.screenshots {
+        Some(dir) => Some(Display::spawn(
+            None,
+            DisplayOptions {
+                lang: screen_lang,
+                settings: UiSettings {
+                    branch: "kioskd demo branch".into(),
+                    opening_hours: "Mon–Fri 9:00–17:00".into(),
+                    recording_notice: opts.record.is_some(),
+                },
+                size: (1280, 720),
+                screenshots: Some(dir.clone()),
+            },
+        )?),
+        None => None,
+    };
     let mut panels = Vec::new();
     let mut texts = Vec::new();
     for k in 0..opts.kiosks {
@@ -332,10 +358,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             observer: Some(obs_tx),
             leds: None,
             notifier: Notifier::disabled(),
-            media: if opts.media {
-                synthetic_devices(KIOSK_TONE_HZ, opts.video)
-            } else {
-                MediaDevices::default()
+            media: MediaDevices {
+                display: screen.as_ref().filter(|_| k == 0).map(|(d, _)| d.clone()),
+                ..if opts.media {
+                    synthetic_devices(KIOSK_TONE_HZ, opts.video)
+                } else {
+                    MediaDevices::default()
+                }
             },
             media_options: MediaOptions { video: opts.video, ..MediaOptions::default() },
             device_problems: Vec::new(),
@@ -608,6 +637,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             Err(_) => errors.push("a task did not stop within 5 s".into()),
         }
     }
+    // The screen's last screenshots are written once every handle on it is gone.
+    let screenshots = match screen.take() {
+        Some((display, thread)) => {
+            drop(display);
+            let joined = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::task::spawn_blocking(move || thread.join()),
+            );
+            let shots = match joined.await {
+                Ok(Ok(stats)) => stats.screenshots,
+                _ => {
+                    errors.push("the kiosk's display did not stop within 5 s".into());
+                    Vec::new()
+                }
+            };
+            if shots.is_empty() {
+                errors.push("no screenshot of the kiosk's screen was written".into());
+            }
+            Some(shots.iter().map(|p| p.display().to_string()).collect())
+        }
+        None => None,
+    };
     let hub_status = hub.shutdown().await;
     if hub_status.event_log_errors > 0 {
         errors.push(format!("{} event log write errors", hub_status.event_log_errors));
@@ -672,6 +723,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         duration_s: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         event_log,
         recordings,
+        screenshots,
         errors,
     })
 }
@@ -743,6 +795,23 @@ pub fn print_account(r: &DemoReport, out: &mut impl Write) -> std::io::Result<()
                 f.tracks,
                 f.bytes / 1000
             )?;
+        }
+    }
+    if let Some(shots) = &r.screenshots {
+        let dir =
+            shots.first().and_then(|p| std::path::Path::new(p).parent()).map(|d| d.display().to_string());
+        writeln!(
+            out,
+            "  screen    {} screenshots of the first kiosk's screen in {}",
+            shots.len(),
+            dir.unwrap_or_default()
+        )?;
+        for s in shots {
+            let name = std::path::Path::new(s)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            writeln!(out, "            {name}")?;
         }
     }
     writeln!(out, "  took      {:.2} s", r.duration_s)?;

@@ -24,6 +24,7 @@ use crate::net::close_code;
 use crate::net::control::ControlError;
 use crate::protocol::{CallId, ClientMsg, HubMsg, KioskHealth, MAX_PROBLEMS, Role};
 use crate::systemd::Notifier;
+use crate::ui::UiInput;
 
 /// Tells the hub how this kiosk is (devices, network figures), for its per-kiosk metrics.
 fn report_health(out: &Option<mpsc::Sender<ClientMsg>>, conn: &Option<quinn::Connection>, health: &Health) {
@@ -173,6 +174,11 @@ pub async fn run(
             let _ = o.send(ev);
         }
     };
+    // The screen starts from the machine's state and the devices found missing.
+    if let Some(d) = &io.media.display {
+        d.update(UiInput::DeviceProblems(io.device_problems.clone()));
+        d.update(UiInput::State(machine.state()));
+    }
     io.notifier.ready();
     let mut watchdog = io.notifier.watchdog_interval().map(tokio::time::interval);
     let mut health = Health {
@@ -213,6 +219,10 @@ pub async fn run(
                     write_health(&io, &mut health);
                     info!(state = state.name(), "{}", state.describe());
                     io.notifier.status(&format!("{}{status_suffix}", state.describe()));
+                    // The screen first, so that a call's pictures never reach it before the call.
+                    if let Some(d) = &io.media.display {
+                        d.update(UiInput::State(state.clone()));
+                    }
                     // Media runs exactly while the state is Connected on a live link.
                     let want = match (&state, machine.call_id(), &conn) {
                         (KioskState::Connected { .. }, Some(id), Some(c)) => Some((id, c.clone())),
@@ -223,9 +233,14 @@ pub async fn run(
                     {
                         let call_id = m.call_id;
                         let observer = io.observer.clone();
+                        let display = io.media.display.clone();
                         // Finishing waits for media in flight; the kiosk goes on meanwhile.
                         tokio::spawn(async move {
                             let stats = m.finish().await;
+                            // Devices that failed in this call show until the next one.
+                            if let Some(d) = display {
+                                d.update(UiInput::CallProblems(stats.problems.clone()));
+                            }
                             info!(
                                 call_id,
                                 audio_played = stats.audio_frames_played,
@@ -260,8 +275,10 @@ pub async fn run(
                     observe(&io, KioskEvent::State { state, at: Instant::now() });
                 }
                 Output::TextReceived { call_id, id, body } => {
-                    // No screen yet: the agent's text goes to the log.
                     info!(call_id, id, text = %body, "text from the advisor");
+                    if let Some(d) = &io.media.display {
+                        d.update(UiInput::Text(body.clone()));
+                    }
                     observe(&io, KioskEvent::TextReceived { call_id, id, body, at: Instant::now() });
                 }
                 Output::TextDelivered { call_id, id } => {
@@ -366,7 +383,15 @@ pub async fn run(
             }
             Some(new) = reloaded => {
                 machine.set_config(new.call);
+                // The display outlives configurations: it keeps the screen, which calls then
+                // never open themselves.
+                let display = io.media.display.take();
                 io.media = new.media;
+                if let Some(d) = display {
+                    d.update(UiInput::DeviceProblems(new.device_problems.clone()));
+                    io.media.screen = None;
+                    io.media.display = Some(d);
+                }
                 io.media_options = new.media_options;
                 health.problems = new.device_problems.clone();
                 io.device_problems = new.device_problems;

@@ -9,6 +9,7 @@ pub mod call_media;
 pub mod config;
 pub mod demo;
 pub mod devices;
+pub mod display;
 pub mod doctor;
 pub mod health;
 pub mod hub;

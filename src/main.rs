@@ -18,6 +18,7 @@ use kioskd::devices::buttons::{
     self, Buttons, gpio_cdev::GpioButtons, rpi::RpiButtons, simulated::SimulatedButtons,
 };
 use kioskd::devices::leds::{GpioLeds, Leds};
+use kioskd::display::{Display, DisplayOptions};
 use kioskd::kiosk::{self, HubTarget, KioskIo, KioskOptions};
 use kioskd::net::certs::{Authority, file_stem};
 use kioskd::net::tls::client_config;
@@ -88,6 +89,13 @@ struct BenchArgs {
     /// Print JSON lines only (the default also prints them; kept for scripts).
     #[arg(long)]
     json: bool,
+    /// Instead of calls: time composing the kiosk's screen during a call (1280×720 with the
+    /// advisor's 640×480 video, a self-view and texts) on one core; one JSON line.
+    #[arg(long)]
+    compose: bool,
+    /// With --compose: frames to compose.
+    #[arg(long, default_value_t = 600)]
+    frames: usize,
 }
 
 #[derive(Args)]
@@ -187,6 +195,13 @@ struct DemoArgs {
     /// sidecar each); the kiosks show the recording notice.
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
+    /// Write a PNG of the first kiosk's screen into DIR at each change of state (and one
+    /// during the call's video): NNN-STATE.png.
+    #[arg(long, value_name = "DIR")]
+    screenshots: Option<PathBuf>,
+    /// The screen's language in the screenshots: en or zh.
+    #[arg(long, default_value = "en")]
+    language: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -422,10 +437,22 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         reconnect_min: Duration::from_millis(cfg.call.reconnect_min_ms),
         reconnect_max: Duration::from_millis(cfg.call.reconnect_max_ms),
     };
-    let (media, media_options, device_problems) = devices_from_config(&cfg.media());
+    let (mut media, media_options, device_problems) = devices_from_config(&cfg.media());
     for p in &device_problems {
         tracing::warn!("{p}; the kiosk runs on without it");
     }
+    // The display thread owns the screen for the daemon's life; calls hand it their pictures.
+    let (display, _display_thread) = Display::spawn(
+        media.screen.take(),
+        DisplayOptions {
+            lang: cfg.ui.lang(&args.config)?,
+            settings: cfg.ui.settings(cfg.call.recording_notice),
+            size: (cfg.screen.width, cfg.screen.height),
+            screenshots: None,
+        },
+    )
+    .context("starting the display thread")?;
+    media.display = Some(display.clone());
     let io = KioskIo {
         buttons: presses,
         texts: None,
@@ -436,7 +463,7 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         media_options,
         device_problems,
         health_file: Some(cfg.health_file.clone()),
-        reload: Some(reload_on_sighup(args.config.clone(), cfg.clone())?),
+        reload: Some(reload_on_sighup(args.config.clone(), cfg.clone(), display)?),
     };
     kiosk::run(target, opts, io, shutdown_signal()?).await?;
     Ok(ExitCode::SUCCESS)
@@ -447,6 +474,7 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn reload_on_sighup(
     path: PathBuf,
     mut current: KioskConfig,
+    display: Display,
 ) -> anyhow::Result<mpsc::Receiver<kiosk::Reload>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -463,6 +491,15 @@ fn reload_on_sighup(
                     {
                         tracing::warn!("button settings change at the next restart");
                     }
+                    if cfg.screen.backend != current.screen.backend || cfg.screen.path != current.screen.path
+                    {
+                        tracing::warn!("screen settings change at the next restart");
+                    }
+                    // The language and the branch's texts change at once (checked by `load`).
+                    if let Ok(lang) = cfg.ui.lang(&path) {
+                        display.set_lang(lang);
+                    }
+                    display.update(kioskd::ui::UiInput::Settings(cfg.ui.settings(cfg.call.recording_notice)));
                     let (media, media_options, device_problems) = devices_from_config(&cfg.media());
                     let reload =
                         kiosk::Reload { call: cfg.call.call_config(), media, media_options, device_problems };
@@ -620,6 +657,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         timeline,
         event_log: args.event_log,
         record: args.record,
+        screenshots: args.screenshots,
+        language: args.language,
     };
     if !timeline {
         eprintln!(
@@ -642,6 +681,13 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     use kioskd::bench::{SCENARIOS, Scenario, named};
+    if args.compose {
+        for (w, h) in [(1280, 720), (1920, 1080)] {
+            let r = kioskd::display::bench_compose(w, h, (640, 480), args.frames.max(1));
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     use kioskd::netsim::link::LinkConfig;
     let custom = args.loss.is_some()
         || args.rtt.is_some()

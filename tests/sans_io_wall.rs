@@ -1,7 +1,7 @@
 //! The sans-IO wall (STYLE.md (a), (b) 6): the core folders never name a runtime, a socket, a
 //! thread or a clock read. Scans the source of `src/protocol`, `src/call`, `src/queue`,
 //! `src/netsim` (except `src/netsim/proxy.rs`, its UDP driver), `src/record` (except
-//! `src/record/writer.rs`, its file thread) and `src/media` (except `src/media/codec.rs` and `src/media/codec/`, which wrap C libraries) and
+//! `src/record/writer.rs`, its file thread), `src/ui` (the kiosk's screen) and `src/media` (except `src/media/codec.rs` and `src/media/codec/`, which wrap C libraries) and
 //! fails on `tokio`, `std::net`, `std::thread`, `Instant::now` or `SystemTime::now` outside
 //! comments and outside test code (`#[cfg(test)]` items and the files of `#[cfg(test)] mod x;`),
 //! where one `Instant::now()` as `t0` is the house style for fake clocks.
@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Folders that hold sans-IO cores.
-const CORE_DIRS: [&str; 6] =
-    ["src/protocol", "src/call", "src/queue", "src/media", "src/netsim", "src/record"];
+const CORE_DIRS: [&str; 7] =
+    ["src/protocol", "src/call", "src/queue", "src/media", "src/netsim", "src/record", "src/ui"];
 
 /// Paths inside the core folders that may do otherwise: the codec wrappers, the UDP driver of
 /// the network model and the recording's file thread.

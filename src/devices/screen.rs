@@ -1,4 +1,5 @@
-//! The screen: shows pictures (I420), scaled to the display with the aspect ratio kept.
+//! The screen: shows pictures (I420), scaled to the display with the aspect ratio kept, or
+//! frames composed at the display's native size (the kiosk's screen, `crate::display`).
 //!
 //! Backends: [`drm::DrmScreen`] (KMS, double-buffered with page flips: no tearing),
 //! [`fbdev::FbdevScreen`] (a 32 bpp framebuffer, the fallback), [`file::Y4mScreen`] (a Y4M
@@ -16,15 +17,29 @@ use tracing::{debug, error, info, warn};
 pub use self::drm::DrmScreen;
 pub use self::fbdev::FbdevScreen;
 pub use self::file::{Y4mScreen, read_y4m};
-use crate::devices::HwError;
 use crate::devices::feed::{self, DeviceStats, QueueSender};
+use crate::devices::{HwError, unix_micros_now};
 use crate::media::Picture;
+use crate::ui::Frame;
 
 /// Something that shows pictures. Real: DRM/KMS or fbdev. Others: a Y4M file, nothing.
 pub trait Screen: Send + 'static {
     /// Shows `pic` (scaled to fit, letterboxed); blocks at most until the display can take
     /// the next one. Called only on the screen's own thread.
     fn show(&mut self, pic: &Picture) -> Result<(), HwError>;
+
+    /// Shows a composed frame, meant to be of [`Screen::native_size`] (a frame of another size
+    /// is shown from its top-left corner, cut or on black). Blocks at most until the display
+    /// can take the next one. Screens without a native size (a file) take any size; by
+    /// default the frame is converted to I420 and shown as a picture.
+    fn show_frame(&mut self, frame: &Frame) -> Result<(), HwError> {
+        self.show(&frame.to_i420(unix_micros_now()))
+    }
+
+    /// The display's mode in pixels (width, height); None when any size will do.
+    fn native_size(&self) -> Option<(u32, u32)> {
+        None
+    }
 
     /// One line for logs and `kioskd doctor`.
     fn describe(&self) -> String;
@@ -49,6 +64,11 @@ impl NullScreen {
 
 impl Screen for NullScreen {
     fn show(&mut self, _pic: &Picture) -> Result<(), HwError> {
+        self.shown += 1;
+        Ok(())
+    }
+
+    fn show_frame(&mut self, _frame: &Frame) -> Result<(), HwError> {
         self.shown += 1;
         Ok(())
     }
@@ -135,6 +155,41 @@ pub(crate) enum PixelOrder {
     Xrgb,
     /// XBGR8888 little-endian: bytes R, G, B, X.
     Xbgr,
+}
+
+/// Copies `frame` into a 32 bpp image `dst` of `dst_w`×`dst_h` whose lines are `stride`
+/// bytes apart, in `order`. A frame of another size is copied from the top-left corner; what
+/// it does not cover is made black. Never panics.
+pub(crate) fn copy_frame_32bpp(
+    frame: &Frame,
+    dst: &mut [u8],
+    dst_w: u32,
+    dst_h: u32,
+    stride: usize,
+    order: PixelOrder,
+) {
+    let row_bytes = dst_w as usize * 4;
+    let stride = stride.max(row_bytes);
+    if row_bytes == 0 {
+        return;
+    }
+    let same_size = (frame.width, frame.height) == (dst_w, dst_h);
+    let cols = (frame.width.min(dst_w)) as usize;
+    let mut src_rows = frame.rows();
+    for row in dst.chunks_mut(stride).take(dst_h as usize) {
+        let Some(out) = row.get_mut(..row_bytes) else { break };
+        if !same_size {
+            out.fill(0);
+        }
+        let Some(src) = src_rows.next() else { continue };
+        for (px, &p) in out.chunks_exact_mut(4).zip(&src[..cols]) {
+            let bytes = match order {
+                PixelOrder::Xrgb => p.to_le_bytes(),
+                PixelOrder::Xbgr => [(p >> 16) as u8, (p >> 8) as u8, p as u8, 0],
+            };
+            px.copy_from_slice(&bytes);
+        }
+    }
 }
 
 /// BT.601 limited-range YUV to 8-bit RGB (integer approximation of the standard matrix).
@@ -310,6 +365,29 @@ mod tests {
         i420_to_xrgb_scaled(&broken, &mut dst, 4, 4, 16);
         assert!(dst.iter().all(|&b| b == 0), "malformed picture shows black");
         i420_to_xrgb_scaled(&Picture::black(2, 2, 0), &mut [], 0, 0, 0);
+    }
+
+    #[test]
+    fn frames_are_copied_in_the_display_byte_order() {
+        let mut frame = Frame::new(3, 2);
+        frame.pixels.copy_from_slice(&[0x112233, 0x445566, 0x778899, 0xAABBCC, 0xDDEEFF, 0x010203]);
+        let mut dst = vec![0x99; 16 * 2];
+        copy_frame_32bpp(&frame, &mut dst, 3, 2, 16, PixelOrder::Xrgb);
+        assert_eq!(pixel(&dst, 16, 0, 0), [0x33, 0x22, 0x11, 0]);
+        assert_eq!(pixel(&dst, 16, 2, 1), [0x03, 0x02, 0x01, 0]);
+        assert_eq!(dst[12..16], [0x99; 4], "padding untouched");
+        copy_frame_32bpp(&frame, &mut dst, 3, 2, 16, PixelOrder::Xbgr);
+        assert_eq!(pixel(&dst, 16, 0, 0), [0x11, 0x22, 0x33, 0]);
+        // A smaller display shows the top-left corner; a larger one black around.
+        let mut small = vec![0x99; 4];
+        copy_frame_32bpp(&frame, &mut small, 1, 1, 4, PixelOrder::Xrgb);
+        assert_eq!(small, [0x33, 0x22, 0x11, 0]);
+        let mut large = vec![0x99; 4 * 4 * 4];
+        copy_frame_32bpp(&frame, &mut large, 4, 4, 16, PixelOrder::Xrgb);
+        assert_eq!(pixel(&large, 16, 3, 0), [0, 0, 0, 0]);
+        assert_eq!(pixel(&large, 16, 0, 3), [0, 0, 0, 0]);
+        copy_frame_32bpp(&frame, &mut [], 0, 0, 0, PixelOrder::Xrgb);
+        copy_frame_32bpp(&frame, &mut [0; 7], 3, 2, 16, PixelOrder::Xrgb);
     }
 
     #[test]

@@ -417,11 +417,28 @@ impl Compositor {
         let u = Self::unit(frame);
         let (w, h) = (frame.width as f32, frame.height as f32);
         let full = Rect::new(0, 0, frame.width as i32, frame.height as i32);
-        frame.fill(colour::BLACK);
         let shown = match (view.video, remote) {
             (VideoState::Waiting, _) | (_, None) => None,
             (_, Some(pic)) => frame.draw_picture(pic, full, false),
         };
+        match shown {
+            // Black bars beside or above and below the picture.
+            Some(p) => {
+                frame.fill_rect(Rect::new(0, 0, p.x, full.height), colour::BLACK, 255);
+                frame.fill_rect(
+                    Rect::new(p.right(), 0, full.width - p.right(), full.height),
+                    colour::BLACK,
+                    255,
+                );
+                frame.fill_rect(Rect::new(p.x, 0, p.width, p.y), colour::BLACK, 255);
+                frame.fill_rect(
+                    Rect::new(p.x, p.bottom(), p.width, full.height - p.bottom()),
+                    colour::BLACK,
+                    255,
+                );
+            }
+            None => frame.fill(colour::BLACK),
+        }
         let margin = 28.0 * u;
         if shown.is_none() {
             let px = 34.0 * u;

@@ -259,6 +259,8 @@ impl Frame {
         let cw = sw / 2;
         let t = YuvTables::new();
         let dw = dest.width as usize;
+        let dh = dest.height as usize;
+        let w = self.width as usize;
         // Source column of each visible output column, sampling at pixel centres.
         let columns: Vec<usize> = (x0..x1)
             .map(|x| {
@@ -267,23 +269,52 @@ impl Frame {
                 ((2 * ox + 1) * sw / (2 * dw)).min(sw - 1)
             })
             .collect();
-        let w = self.width as usize;
-        let dh = dest.height as usize;
+        // Enlarging (the advisor full screen): each source row is converted once, two pixels
+        // per chroma sample, and spread over the output; output rows from the same source row
+        // are copies. Shrinking (the self-view): only the pixels used are converted.
+        let enlarging = dw >= sw;
+        let mut converted = if enlarging { vec![0u32; sw] } else { Vec::new() };
+        let mut previous: Option<(usize, usize)> = None;
         for fy in y0..y1 {
             let oy = fy - dest.y as usize;
             let sy = ((2 * oy + 1) * sh / (2 * dh)).min(sh - 1);
+            let start = fy * w + x0;
+            if let Some((prev_sy, prev_start)) = previous
+                && prev_sy == sy
+            {
+                self.pixels.copy_within(prev_start..prev_start + (x1 - x0), start);
+                previous = Some((sy, start));
+                continue;
+            }
+            previous = Some((sy, start));
             let y_row = &y_plane[sy * sw..(sy + 1) * sw];
             let c_start = (sy / 2) * cw;
             let u_row = &u_plane[c_start..c_start + cw];
             let v_row = &v_plane[c_start..c_start + cw];
-            let row = &mut self.pixels[fy * w + x0..fy * w + x1];
-            for (px, &sx) in row.iter_mut().zip(&columns) {
-                let l = t.y[y_row[sx] as usize];
-                let (u, v) = (u_row[sx / 2] as usize, v_row[sx / 2] as usize);
-                let r = clamp8(l + t.rv[v]);
-                let g = clamp8(l + t.gu[u] + t.gv[v]);
-                let b = clamp8(l + t.bu[u]);
-                *px = (r << 16) | (g << 8) | b;
+            let row = &mut self.pixels[start..start + (x1 - x0)];
+            if enlarging {
+                for (((pair, ys), &u), &v) in
+                    converted.chunks_exact_mut(2).zip(y_row.chunks_exact(2)).zip(u_row).zip(v_row)
+                {
+                    let (rv, guv, bu) =
+                        (t.rv[v as usize], t.gu[u as usize] + t.gv[v as usize], t.bu[u as usize]);
+                    for (px, &y) in pair.iter_mut().zip(ys) {
+                        let l = t.y[y as usize];
+                        *px = (clamp8(l + rv) << 16) | (clamp8(l + guv) << 8) | clamp8(l + bu);
+                    }
+                }
+                for (px, &sx) in row.iter_mut().zip(&columns) {
+                    *px = converted[sx];
+                }
+            } else {
+                for (px, &sx) in row.iter_mut().zip(&columns) {
+                    let l = t.y[y_row[sx] as usize];
+                    let (u, v) = (u_row[sx / 2] as usize, v_row[sx / 2] as usize);
+                    let r = clamp8(l + t.rv[v]);
+                    let g = clamp8(l + t.gu[u] + t.gv[v]);
+                    let b = clamp8(l + t.bu[u]);
+                    *px = (r << 16) | (g << 8) | b;
+                }
             }
         }
         Some(dest)
@@ -322,13 +353,18 @@ impl Frame {
         pic
     }
 
-    /// The frame as a PNG file (8-bit RGB).
+    /// The frame as a PNG file (8-bit RGB), compressed well (for files kept).
     pub fn to_png(&self) -> Result<Vec<u8>, png::EncodingError> {
+        self.to_png_with(png::Compression::High)
+    }
+
+    /// The frame as a PNG file (8-bit RGB), compressed as asked.
+    pub fn to_png_with(&self, compression: png::Compression) -> Result<Vec<u8>, png::EncodingError> {
         let mut out = Vec::new();
         let mut encoder = png::Encoder::new(&mut out, self.width, self.height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::High);
+        encoder.set_compression(compression);
         let mut writer = encoder.write_header()?;
         let mut rgb = Vec::with_capacity(self.pixels.len() * 3);
         for &p in &self.pixels {

@@ -17,9 +17,10 @@ use ::drm::control::{
 };
 use tracing::{debug, warn};
 
-use super::{Screen, i420_to_xrgb_scaled};
+use super::{PixelOrder, Screen, copy_frame_32bpp, i420_to_xrgb_scaled};
 use crate::devices::HwError;
 use crate::media::Picture;
+use crate::ui::Frame;
 
 /// How long to wait for a page flip to complete before reporting a stall (a display that
 /// refreshes at all does it within 1/24 s).
@@ -182,15 +183,17 @@ impl DrmScreen {
     }
 }
 
-impl Screen for DrmScreen {
-    fn show(&mut self, pic: &Picture) -> Result<(), HwError> {
+impl DrmScreen {
+    /// Draws into the buffer not on screen (`draw(bytes, width, height, pitch)`), then flips
+    /// to it.
+    fn present(&mut self, draw: impl FnOnce(&mut [u8], u32, u32, usize)) -> Result<(), HwError> {
         // The buffer to draw into is on screen until the pending flip completes.
         self.wait_for_flip()?;
         let back = 1 - self.front;
         let (w, h) = self.mode.size();
         let buffer = &mut self.buffers[back];
         let pitch = buffer.dumb.pitch() as usize;
-        i420_to_xrgb_scaled(pic, &mut buffer.mapping, u32::from(w), u32::from(h), pitch);
+        draw(&mut buffer.mapping, u32::from(w), u32::from(h), pitch);
         let framebuffer = buffer.framebuffer;
         if self.can_flip {
             match self.card.page_flip(self.crtc, framebuffer, PageFlipFlags::EVENT, None) {
@@ -213,6 +216,21 @@ impl Screen for DrmScreen {
             .map_err(|e| self.io_error("setting the CRTC", e))?;
         self.front = back;
         Ok(())
+    }
+}
+
+impl Screen for DrmScreen {
+    fn show(&mut self, pic: &Picture) -> Result<(), HwError> {
+        self.present(|buf, w, h, pitch| i420_to_xrgb_scaled(pic, buf, w, h, pitch))
+    }
+
+    fn show_frame(&mut self, frame: &Frame) -> Result<(), HwError> {
+        self.present(|buf, w, h, pitch| copy_frame_32bpp(frame, buf, w, h, pitch, PixelOrder::Xrgb))
+    }
+
+    fn native_size(&self) -> Option<(u32, u32)> {
+        let (w, h) = self.mode.size();
+        Some((u32::from(w), u32::from(h)))
     }
 
     fn describe(&self) -> String {

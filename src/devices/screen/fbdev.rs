@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use tracing::debug;
 
-use super::{PixelOrder, Screen, i420_to_32bpp_scaled};
+use super::{PixelOrder, Screen, copy_frame_32bpp, i420_to_32bpp_scaled};
 use crate::devices::HwError;
 use crate::media::Picture;
+use crate::ui::Frame;
 
 /// `FBIOGET_VSCREENINFO` from linux/fb.h.
 const FBIOGET_VSCREENINFO: libc::Ioctl = 0x4600;
@@ -219,9 +220,9 @@ impl FbdevScreen {
     }
 }
 
-impl Screen for FbdevScreen {
-    fn show(&mut self, pic: &Picture) -> Result<(), HwError> {
-        i420_to_32bpp_scaled(pic, &mut self.back, self.width, self.height, self.line_length, self.order);
+impl FbdevScreen {
+    /// Copies the private buffer to the framebuffer in one pass.
+    fn flush(&mut self) -> Result<(), HwError> {
         let start = self.visible_offset;
         let end = start + self.back.len();
         let Some(visible) = self.map.bytes().get_mut(start..end) else {
@@ -229,6 +230,22 @@ impl Screen for FbdevScreen {
         };
         visible.copy_from_slice(&self.back);
         Ok(())
+    }
+}
+
+impl Screen for FbdevScreen {
+    fn show(&mut self, pic: &Picture) -> Result<(), HwError> {
+        i420_to_32bpp_scaled(pic, &mut self.back, self.width, self.height, self.line_length, self.order);
+        self.flush()
+    }
+
+    fn show_frame(&mut self, frame: &Frame) -> Result<(), HwError> {
+        copy_frame_32bpp(frame, &mut self.back, self.width, self.height, self.line_length, self.order);
+        self.flush()
+    }
+
+    fn native_size(&self) -> Option<(u32, u32)> {
+        Some((self.width, self.height))
     }
 
     fn describe(&self) -> String {
