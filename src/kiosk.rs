@@ -275,7 +275,8 @@ pub async fn run(
                     observe(&io, KioskEvent::State { state, at: Instant::now() });
                 }
                 Output::TextReceived { call_id, id, body } => {
-                    info!(call_id, id, text = %body, "text from the advisor");
+                    // The text is shown, not logged: it may hold the customer's details.
+                    info!(call_id, id, chars = body.chars().count(), "text from the advisor");
                     if let Some(d) = &io.media.display {
                         d.update(UiInput::Text(body.clone()));
                     }

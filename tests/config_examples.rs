@@ -45,6 +45,8 @@ fn assert_media_defaults(file: &str, m: &MediaSections) {
     assert_eq!(a.fec, d.fec, "{file}: audio.fec");
     assert_eq!(a.dtx, d.dtx, "{file}: audio.dtx");
     assert_eq!(m.screen.path, None, "{file}: screen.path");
+    let d = kioskd::config::ScreenSection::default();
+    assert_eq!((m.screen.width, m.screen.height), (d.width, d.height), "{file}: screen.width/height");
     let (v, d) = (&m.video, VideoSection::default());
     assert_eq!(v.bitrate_kbps, d.bitrate_kbps, "{file}: video.bitrate_kbps");
     assert_eq!(v.keyframe_interval, d.keyframe_interval, "{file}: video.keyframe_interval");
@@ -158,6 +160,10 @@ fn kiosk_example_parses_with_the_documented_defaults() {
     assert_eq!(c.reconnect_min_ms, d.reconnect_min_ms, "call.reconnect_min_ms");
     assert_eq!(c.reconnect_max_ms, d.reconnect_max_ms, "call.reconnect_max_ms");
     assert_eq!(c.recording_notice, d.recording_notice, "call.recording_notice");
+    let (u, d) = (&cfg.ui, kioskd::config::UiSection::default());
+    assert_eq!(u.language, d.language, "ui.language");
+    assert_eq!((&u.branch, &u.opening_hours), (&d.branch, &d.opening_hours), "ui.branch/opening_hours");
+    assert_eq!(min.ui.language, d.language, "ui.language of a minimal file");
 
     // A board: V4L2 camera, ALSA sound, DRM screen; every other media key at its default.
     let m = cfg.media();
@@ -174,6 +180,8 @@ fn kiosk_example_parses_with_the_documented_defaults() {
     assert_eq!(full.hub.server_name.as_deref(), Some("hub.bank.example"));
     assert!(full.audio.wav_path.is_some(), "audio.wav_path uncommented");
     assert_eq!(full.screen.path.as_deref(), Some(Path::new("/dev/dri/card0")));
+    let language_file = full.ui.language_file.as_deref();
+    assert_eq!(language_file, Some(Path::new("/etc/kioskd/lang/fr.toml")), "ui.language_file uncommented");
     full.media().validate(&path).unwrap_or_else(|e| panic!("{e}"));
     let leds = full.leds.expect("[leds] uncommented");
     assert_eq!((leds.call, leds.busy, leds.active_low), (22, 23, false));
