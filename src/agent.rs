@@ -345,6 +345,11 @@ pub async fn run(
                             m.set_rate_hint(bitrate_bps);
                         }
                     }
+                    HubMsg::LossReport { call_id, audio_loss_pct } => {
+                        if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
+                            m.set_remote_loss(audio_loss_pct);
+                        }
+                    }
                     HubMsg::KeyframeRequest { call_id } => {
                         if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
                             m.request_keyframe();

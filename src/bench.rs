@@ -77,6 +77,8 @@ pub struct BenchResult {
     pub audio_frames_played_pct: f64,
     pub audio_concealed_pct: f64,
     pub audio_latency_ms: Quantiles,
+    /// Video latency of the frames shown after the first 5 s (once adapted to the path).
+    pub video_latency_after_5s_ms: Quantiles,
     pub video_latency_ms: Quantiles,
     pub video_frames_displayed_pct: f64,
     pub video_freezes: u32,
@@ -89,6 +91,8 @@ pub struct BenchResult {
     pub video_frames_decoded: u64,
     pub keyframe_requests: u64,
     pub video_frames_send_dropped: u64,
+    /// Copies of earlier audio frames sent as redundancy (both directions), from loss reports.
+    pub audio_copies_sent: u64,
     pub call_dropped: bool,
     pub errors: Vec<String>,
 }
@@ -254,6 +258,8 @@ pub async fn run(
         kiosk.audio_frames_sent += k.audio_frames_sent;
         kiosk.audio_frames_played += k.audio_frames_played;
         kiosk.audio_frames_concealed += k.audio_frames_concealed;
+        kiosk.audio_frames_recovered_fec += k.audio_frames_recovered_fec;
+        kiosk.audio_copies_sent += k.audio_copies_sent;
         kiosk.video_frames_sent += k.video_frames_sent;
         kiosk.video_frames_displayed += k.video_frames_displayed;
         kiosk.video_frames_received += k.video_frames_received;
@@ -264,11 +270,16 @@ pub async fn run(
         kiosk.duration_s += k.duration_s;
         kiosk.audio_latency.merge(&k.audio_latency);
         kiosk.video_latency.merge(&k.video_latency);
+        kiosk.video_latency_settled.merge(&k.video_latency_settled);
         kiosk.display_times_us.extend(&k.display_times_us);
     }
     // Figures over both directions: kiosk → agent (received by the agent) and back.
     let audio_sent = kiosk.audio_frames_sent + agent.audio_frames_sent;
-    let audio_played = agent.audio_frames_played + kiosk.audio_frames_played;
+    // Played: decoded, or rebuilt from the next packet's in-band FEC; not concealed.
+    let audio_played = agent.audio_frames_played
+        + kiosk.audio_frames_played
+        + agent.audio_frames_recovered_fec
+        + kiosk.audio_frames_recovered_fec;
     let concealed = agent.audio_frames_concealed + kiosk.audio_frames_concealed;
     let video_sent = kiosk.video_frames_sent + agent.video_frames_sent;
     let video_shown = agent.video_frames_displayed + kiosk.video_frames_displayed;
@@ -276,6 +287,8 @@ pub async fn run(
     audio_lat.merge(&kiosk.audio_latency);
     let mut video_lat = agent.video_latency.clone();
     video_lat.merge(&kiosk.video_latency);
+    let mut video_settled = agent.video_latency_settled.clone();
+    video_settled.merge(&kiosk.video_latency_settled);
     let mut freezes = 0u32;
     let mut longest = 0u64;
     let mut recovery = None;
@@ -306,6 +319,7 @@ pub async fn run(
         audio_concealed_pct: pct(concealed, audio_sent),
         audio_latency_ms: audio_lat.quantiles(),
         video_latency_ms: video_lat.quantiles(),
+        video_latency_after_5s_ms: video_settled.quantiles(),
         video_frames_displayed_pct: pct(video_shown, video_sent),
         video_freezes: freezes,
         longest_freeze_ms: longest as f64 / 1000.0,
@@ -314,6 +328,7 @@ pub async fn run(
         video_frames_received: kiosk.video_frames_received + agent.video_frames_received,
         video_frames_decoded: kiosk.video_frames_decoded + agent.video_frames_decoded,
         keyframe_requests: kiosk.keyframe_requests + agent.keyframe_requests,
+        audio_copies_sent: kiosk.audio_copies_sent + agent.audio_copies_sent,
         video_frames_send_dropped: kiosk.video_frames_send_dropped + agent.video_frames_send_dropped,
         call_dropped,
         errors,

@@ -36,9 +36,12 @@ use crate::media::audio_jitter::{AudioJitterBuffer, JitterConfig, Playout};
 use crate::media::codec::{
     AudioDecoder, AudioEncoder, AudioSettings, VideoDecoder, VideoEncoder, VideoSettings,
 };
+use crate::media::ladder::VideoLadder;
+use crate::media::loss::{LossMeter, LossPolicy};
 use crate::media::packet::{self, MediaHeader, MediaKind};
 use crate::media::stats::{LatencyHistogram, Quantiles};
 use crate::media::video_playout::{FrameAction, VideoPlayout};
+use crate::media::video_reorder::{ReorderConfig, VideoReorder};
 use crate::media::{FRAME_US, Picture, UnixMicros};
 use crate::protocol::{CallId, ClientMsg};
 
@@ -71,7 +74,11 @@ const CAMERA_QUEUE: usize = 2;
 /// Encoded frames waiting for the network (a quarter second at 30 fps).
 const VIDEO_OUT_QUEUE: usize = 8;
 /// Encoded audio frames waiting for the network (one second).
-const AUDIO_OUT_QUEUE: usize = 50;
+const AUDIO_OUT_QUEUE: usize = 50 * (1 + MAX_AUDIO_COPIES);
+/// Most copies of earlier audio frames sent after each new one.
+const MAX_AUDIO_COPIES: usize = 2;
+/// An audio frame for the send task: header, Opus packet, and whether it is a copy.
+type AudioOut = (MediaHeader, Vec<u8>, bool);
 /// Received video frames waiting for the decoder.
 const VIDEO_IN_QUEUE: usize = 16;
 /// A video frame not delivered within this time is abandoned: a newer one matters more.
@@ -92,6 +99,12 @@ pub struct MediaStats {
     pub audio_frames_played: u64,
     pub audio_frames_concealed: u64,
     pub audio_frames_recovered_fec: u64,
+    /// Copies of earlier audio frames sent as redundancy (media::loss).
+    pub audio_copies_sent: u64,
+    /// Steps of the video ladder (media::ladder) taken, and camera frames not sent because
+    /// the path was below the video floor (audio only).
+    pub video_rung_changes: u64,
+    pub video_frames_not_sent_floor: u64,
     pub video_frames_captured: u64,
     pub video_frames_capture_dropped: u64,
     pub video_frames_sent: u64,
@@ -124,6 +137,10 @@ pub struct MediaStats {
     pub audio_latency: LatencyHistogram,
     #[serde(skip)]
     pub video_latency: LatencyHistogram,
+    /// Video latency of the pictures shown after the first 5 s of the call (once rate control
+    /// and the ladder have adapted to the path).
+    #[serde(skip)]
+    pub video_latency_settled: LatencyHistogram,
 }
 
 impl MediaStats {
@@ -152,6 +169,8 @@ pub struct MediaSession {
     keyframe: Arc<AtomicBool>,
     /// The most the other side can receive (bit/s), from its rate hints.
     remote_cap: Arc<AtomicU64>,
+    /// Redundancy and FEC tuning from the other side's loss reports.
+    loss_policy: Arc<Mutex<LossPolicy>>,
     stats: Shared,
     threads: Vec<JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -173,22 +192,24 @@ impl MediaSession {
             Arc::new(Mutex::new(MediaStats { started_us: unix_micros_now(), ..Default::default() }));
         let stop_send = Arc::new(AtomicBool::new(false));
         let remote_cap = Arc::new(AtomicU64::new(u64::MAX));
+        let loss_policy = Arc::new(Mutex::new(LossPolicy::new(opts.audio.expected_loss_pct)));
         let mut s = Self {
             call_id,
             stop_send,
             stop,
             keyframe,
             remote_cap,
+            loss_policy,
             stats,
             threads: Vec::new(),
             tasks: Vec::new(),
         };
-        let (audio_tx, audio_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(AUDIO_OUT_QUEUE);
+        let (audio_tx, audio_rx) = mpsc::channel::<AudioOut>(AUDIO_OUT_QUEUE);
         let (video_tx, video_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(VIDEO_OUT_QUEUE);
         let audio_delay = Arc::new(AtomicU64::new(0));
         // The video bitrate the path can take now (bit/s), set by the rate task, read by the
         // encoder thread.
-        let video_rate = Arc::new(AtomicU64::new(u64::from(opts.video.bitrate_bps)));
+        let video_rate = Arc::new(AtomicU64::new(u64::from(opts.video.bitrate_bps / 2)));
         let jitter = Arc::new(Mutex::new(AudioJitterBuffer::new(opts.jitter.clone())));
 
         // Sending.
@@ -232,7 +253,13 @@ impl MediaSession {
         };
         let (frames_tx, frames_rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
         s.spawn_video_recv(screen, devices.display.clone(), frames_rx, audio_delay, feedback.clone());
-        s.tasks.push(tokio::spawn(recv_datagrams(conn.clone(), jitter, s.stats.clone())));
+        s.tasks.push(tokio::spawn(recv_datagrams(
+            conn.clone(),
+            jitter,
+            s.stats.clone(),
+            call_id,
+            feedback.clone(),
+        )));
         s.tasks.push(tokio::spawn(recv_streams(conn, frames_tx, s.stats.clone(), call_id, feedback)));
         s
     }
@@ -240,6 +267,14 @@ impl MediaSession {
     /// The other side receives our video late: send at most `bps`.
     pub fn set_rate_hint(&self, bps: u32) {
         self.remote_cap.store(u64::from(bps), Ordering::Relaxed);
+    }
+
+    /// The other side loses this share of our audio frames (percent).
+    pub fn set_remote_loss(&self, loss_pct: u8) {
+        self.loss_policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .report(loss_pct, unix_micros_now());
     }
 
     /// The other side asked for a keyframe.
@@ -320,6 +355,14 @@ impl MediaSession {
                 }
             };
             let mut seq: u32 = 0;
+            let mut ladder = VideoLadder::new(
+                settings.width,
+                settings.height,
+                settings.fps,
+                u64::from(settings.bitrate_bps),
+            );
+            let mut rung_now = 0u8;
+            let mut last_sent_us: Option<UnixMicros> = None;
             while !stop.load(Ordering::Relaxed) {
                 let pic = match pictures.pop_blocking(Duration::from_millis(100)) {
                     Ok(Some(pic)) => pic,
@@ -338,8 +381,48 @@ impl MediaSession {
                 if let Some(d) = &display {
                     d.show_own(display::shrink(&pic, display::OWN_PICTURE_WIDTH));
                 }
-                let pic = fit(pic, settings.width, settings.height);
                 let want = rate.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
+                // The ladder: bitrate, then frame rate, then size, then audio only.
+                let rung = ladder.update(u64::from(want), pic.captured_us);
+                if rung.index != rung_now {
+                    info!(
+                        call_id,
+                        rung = rung.index,
+                        width = rung.width,
+                        height = rung.height,
+                        fps = rung.fps,
+                        target_kbps = want / 1000,
+                        "video adapts to the path"
+                    );
+                    with(&stats, |s| s.video_rung_changes += 1);
+                    rung_now = rung.index;
+                    if rung.video {
+                        let s = VideoSettings {
+                            width: rung.width,
+                            height: rung.height,
+                            fps: rung.fps,
+                            bitrate_bps: want,
+                            ..settings
+                        };
+                        match VideoEncoder::new(s) {
+                            Ok(e) => enc = e,
+                            Err(e) => debug!(error = %e, "encoder not changed"),
+                        }
+                    }
+                }
+                if !rung.video {
+                    with(&stats, |s| s.video_frames_not_sent_floor += 1);
+                    continue;
+                }
+                // A lower frame rate: skip the camera's frames that come too soon.
+                if rung.fps < settings.fps {
+                    let interval_us = (1e6 / f64::from(rung.fps.max(1.0)) * 0.9) as u64;
+                    if last_sent_us.is_some_and(|t| pic.captured_us < t + interval_us) {
+                        continue;
+                    }
+                }
+                last_sent_us = Some(pic.captured_us);
+                let pic = fit(pic, enc.settings().width, enc.settings().height);
                 let have = enc.settings().bitrate_bps;
                 if want.abs_diff(have) > have / 20
                     && let Err(e) = enc.set_bitrate(want)
@@ -391,9 +474,10 @@ impl MediaSession {
         &mut self,
         mut mic: Box<dyn Microphone>,
         settings: AudioSettings,
-        out: mpsc::Sender<(MediaHeader, Vec<u8>)>,
+        out: mpsc::Sender<AudioOut>,
     ) {
         let (stop, stats) = (self.stop_send.clone(), self.stats.clone());
+        let policy = self.loss_policy.clone();
         self.spawn("audio-send", move || {
             let mut enc = match AudioEncoder::new(settings) {
                 Ok(e) => e,
@@ -403,7 +487,17 @@ impl MediaSession {
                 }
             };
             let mut seq: u32 = 0;
+            // The last frames sent, newest first, for the copies that follow each new frame.
+            let mut recent: VecDeque<(MediaHeader, Vec<u8>)> = VecDeque::with_capacity(MAX_AUDIO_COPIES);
+            let mut expected_loss = settings.expected_loss_pct;
             while !stop.load(Ordering::Relaxed) {
+                let (copies, want_loss) = {
+                    let p = policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (usize::from(p.copies()).min(MAX_AUDIO_COPIES), p.expected_loss_pct())
+                };
+                if want_loss != expected_loss && enc.set_expected_loss(want_loss).is_ok() {
+                    expected_loss = want_loss;
+                }
                 let chunk = match mic.next_chunk() {
                     Ok(c) => c,
                     Err(e) => {
@@ -420,9 +514,17 @@ impl MediaSession {
                     captured_us: chunk.captured_us,
                 };
                 seq = seq.wrapping_add(1);
-                if out.try_send((header, payload)).is_ok() {
+                if out.try_send((header, payload.clone(), false)).is_ok() {
                     with(&stats, |s| s.audio_frames_sent += 1);
                 }
+                // Redundancy: the previous frames again, after this one (media::loss).
+                for (h, p) in recent.iter().take(copies) {
+                    if out.try_send((*h, p.clone(), true)).is_ok() {
+                        with(&stats, |s| s.audio_copies_sent += 1);
+                    }
+                }
+                recent.push_front((header, payload));
+                recent.truncate(MAX_AUDIO_COPIES);
             }
         });
     }
@@ -595,6 +697,9 @@ impl MediaSession {
                             s.display_times_us.push(now);
                         }
                         s.video_latency.record(now.saturating_sub(pic.captured_us));
+                        if now.saturating_sub(s.started_us) > SETTLED_AFTER_US {
+                            s.video_latency_settled.record(now.saturating_sub(pic.captured_us));
+                        }
                         if let Some((n, ms)) = stamp
                             && ms == (pic.captured_us / 1000) as u32
                             && last_verified.is_none_or(|l| n > l)
@@ -656,8 +761,11 @@ fn fit(pic: Picture, width: u32, height: u32) -> Picture {
     out
 }
 
+/// Time after the start of a call from which video latency counts as settled (µs).
+const SETTLED_AFTER_US: u64 = 5_000_000;
+
 /// Lowest video bitrate the rate control goes down to (bit/s).
-const MIN_VIDEO_BPS: u64 = 100_000;
+const MIN_VIDEO_BPS: u64 = 30_000;
 /// How often the rate control looks at the path.
 const RATE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -666,11 +774,28 @@ const RATE_INTERVAL: Duration = Duration::from_millis(250);
 /// bitrate by 15 %; when it stays near the minimum, raise it by 5 % towards the configured rate.
 async fn rate_task(conn: Connection, max_bps: u32, rate: Arc<AtomicU64>, remote_cap: Arc<AtomicU64>) {
     let max = u64::from(max_bps).max(MIN_VIDEO_BPS);
-    let mut target = max;
+    // Start at half the configured rate and climb (5 % a step, to the full rate in about 3.5 s
+    // on a clear path): starting at the full rate on a narrow link filled its queue with a
+    // second of video before the first decrease took effect.
+    let mut target = (max / 2).max(MIN_VIDEO_BPS);
     let mut min_rtt = Duration::MAX;
     let mut tick = tokio::time::interval(RATE_INTERVAL);
+    // The receiver's cap and how many ticks it has not changed: a receiver that gets no video
+    // (audio only, under the floor) sends no hints, so an old cap is eased 10 % a step after 2 s.
+    let (mut cap_seen, mut cap_age) = (u64::MAX, 0u32);
     loop {
         tick.tick().await;
+        let cap = remote_cap.load(Ordering::Relaxed);
+        if cap == cap_seen {
+            cap_age += 1;
+        } else {
+            (cap_seen, cap_age) = (cap, 0);
+        }
+        if cap < u64::MAX && RATE_INTERVAL * cap_age >= Duration::from_secs(2) {
+            let eased = if cap >= max { u64::MAX } else { cap * 110 / 100 };
+            remote_cap.store(eased, Ordering::Relaxed);
+            (cap_seen, cap_age) = (eased, 0);
+        }
         let rtt = conn.rtt();
         min_rtt = min_rtt.min(rtt);
         let queueing = rtt.saturating_sub(min_rtt);
@@ -737,7 +862,7 @@ impl RateWatch {
 
 async fn send_task(
     conn: Connection,
-    mut audio: mpsc::Receiver<(MediaHeader, Vec<u8>)>,
+    mut audio: mpsc::Receiver<AudioOut>,
     mut video: mpsc::Receiver<(MediaHeader, Vec<u8>)>,
     stats: Shared,
 ) {
@@ -748,12 +873,13 @@ async fn send_task(
         tokio::select! {
             biased; // audio first: it is small and late audio is worse than late video
             a = audio.recv(), if audio_open => {
-                let Some((h, payload)) = a else {
+                let Some((h, payload, copy)) = a else {
                     audio_open = false;
                     continue;
                 };
                 buf.clear();
-                if h.encode(&payload, &mut buf).is_err() {
+                let encoded = if copy { h.encode_copy(&payload, &mut buf) } else { h.encode(&payload, &mut buf) };
+                if encoded.is_err() {
                     continue;
                 }
                 let fits = conn.max_datagram_size().is_some_and(|m| buf.len() <= m);
@@ -804,7 +930,14 @@ async fn send_task(
     }
 }
 
-async fn recv_datagrams(conn: Connection, jitter: Arc<Mutex<AudioJitterBuffer>>, stats: Shared) {
+async fn recv_datagrams(
+    conn: Connection,
+    jitter: Arc<Mutex<AudioJitterBuffer>>,
+    stats: Shared,
+    call_id: CallId,
+    feedback: mpsc::Sender<ClientMsg>,
+) {
+    let mut meter = LossMeter::new();
     while let Ok(d) = conn.read_datagram().await {
         let Ok((h, payload)) = packet::decode(&d) else { continue };
         if h.kind != MediaKind::Audio {
@@ -812,6 +945,12 @@ async fn recv_datagrams(conn: Connection, jitter: Arc<Mutex<AudioJitterBuffer>>,
         }
         let now = unix_micros_now();
         with(&stats, |s| s.bytes_received += d.len() as u64);
+        // The network's loss counts first sendings only: copies repair it.
+        if !packet::is_copy(&d)
+            && let Some(audio_loss_pct) = meter.handle(h.seq, now)
+        {
+            let _ = feedback.try_send(ClientMsg::LossReport { call_id, audio_loss_pct });
+        }
         jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle_packet(
             h.seq,
             h.captured_us,
@@ -850,17 +989,42 @@ async fn recv_streams(
             }
         })
     };
-    while let Some(data) = done_rx.recv().await {
-        let Ok((h, payload)) = packet::decode(&data) else { continue };
-        if h.kind != MediaKind::Video {
-            continue;
-        }
-        with(&stats, |s| s.bytes_received += data.len() as u64);
-        if let Some(bitrate_bps) = watch.handle_frame(unix_micros_now(), h.captured_us, data.len() as u64) {
-            let _ = feedback.try_send(ClientMsg::RateHint { call_id, bitrate_bps });
-        }
-        if frames.try_send((h, payload.to_vec())).is_err() {
-            info!("video decoder behind; frame dropped");
+    // Frames that overtook a missing one wait for it here (see media::video_reorder).
+    let mut reorder = VideoReorder::new(ReorderConfig::default());
+    loop {
+        let arrived = match reorder.poll_timeout() {
+            Some(at) => {
+                let wait = Duration::from_micros(at.saturating_sub(unix_micros_now()));
+                match tokio::time::timeout(wait, done_rx.recv()).await {
+                    Ok(Some(data)) => Some(data),
+                    Ok(None) => break,
+                    Err(_) => None,
+                }
+            }
+            None => match done_rx.recv().await {
+                Some(data) => Some(data),
+                None => break,
+            },
+        };
+        let now = unix_micros_now();
+        let ready = match arrived {
+            Some(data) => {
+                let Ok((h, payload)) = packet::decode(&data) else { continue };
+                if h.kind != MediaKind::Video {
+                    continue;
+                }
+                with(&stats, |s| s.bytes_received += data.len() as u64);
+                if let Some(bitrate_bps) = watch.handle_frame(now, h.captured_us, data.len() as u64) {
+                    let _ = feedback.try_send(ClientMsg::RateHint { call_id, bitrate_bps });
+                }
+                reorder.push(h.seq, h.keyframe, (h, payload.to_vec()), now)
+            }
+            None => reorder.poll(now),
+        };
+        for frame in ready {
+            if frames.try_send(frame).is_err() {
+                info!("video decoder behind; frame dropped");
+            }
         }
     }
     reader.abort();

@@ -507,6 +507,9 @@ pub struct KioskConfig {
     /// Where the daemon writes its health for `kioskd health` (and the OTA side).
     #[serde(default = "default_health_file")]
     pub health_file: PathBuf,
+    /// QUIC congestion control: "bbr" (default), "cubic" or "newreno".
+    #[serde(default)]
+    pub congestion: crate::net::tls::Congestion,
     pub hub: HubLink,
     pub tls: TlsFiles,
     pub buttons: ButtonsConfig,
@@ -626,6 +629,10 @@ impl HubQueueConfig {
 pub struct HubConfig {
     /// UDP address to listen on.
     pub listen: SocketAddr,
+    /// QUIC congestion control: "bbr" (default), "cubic" or "newreno".
+    #[serde(default)]
+    pub congestion: crate::net::tls::Congestion,
+
     /// Append-only JSON-lines event log.
     pub event_log: PathBuf,
     /// Serve Prometheus metrics on this TCP address (`GET /metrics`); off when absent.
@@ -714,6 +721,9 @@ impl HubConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// QUIC congestion control: "bbr" (default), "cubic" or "newreno".
+    #[serde(default)]
+    pub congestion: crate::net::tls::Congestion,
     pub hub: HubLink,
     pub tls: TlsFiles,
     #[serde(default)]

@@ -351,6 +351,12 @@ pub async fn run(
                     }
                     continue;
                 }
+                Some(LinkEvent::Msg(HubMsg::LossReport { call_id, audio_loss_pct })) => {
+                    if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
+                        m.set_remote_loss(audio_loss_pct);
+                    }
+                    continue;
+                }
                 Some(LinkEvent::Msg(HubMsg::KeyframeRequest { call_id })) => {
                     if let Some(m) = media.as_ref().filter(|m| m.call_id == call_id) {
                         m.request_keyframe();

@@ -83,6 +83,9 @@ struct BenchArgs {
     outage: Option<f64>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// QUIC congestion control of every party in the bench: bbr (default), cubic or newreno.
+    #[arg(long, default_value = "bbr")]
+    congestion: kioskd::net::tls::Congestion,
     /// Seconds per call.
     #[arg(long, default_value_t = 20)]
     duration: u64,
@@ -405,6 +408,7 @@ fn open_buttons(cfg: &KioskConfig, file: &Path) -> Result<Box<dyn Buttons>, Conf
 
 async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (cfg, tls) = KioskConfig::load(&args.config)?;
+    kioskd::net::tls::set_congestion(cfg.congestion);
     let ident = tls.identity()?;
     let buttons = open_buttons(&cfg, &args.config)?;
     let leds: Option<Box<dyn Leds>> = match &cfg.leds {
@@ -517,6 +521,7 @@ fn reload_on_sighup(
 
 async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
     let (cfg, tls) = HubConfig::load(&args.config)?;
+    kioskd::net::tls::set_congestion(cfg.congestion);
     if args.check {
         println!(
             "{}: OK (listen {}, event log {})",
@@ -579,6 +584,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let (cfg, tls) = AgentConfig::load(&args.config)?;
+    kioskd::net::tls::set_congestion(cfg.congestion);
     let target = HubTarget {
         address: cfg.hub.address.clone(),
         server_name: cfg.hub.server_name(),
@@ -689,6 +695,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     use kioskd::netsim::link::LinkConfig;
+    kioskd::net::tls::set_congestion(args.congestion);
     let custom = args.loss.is_some()
         || args.rtt.is_some()
         || args.jitter.is_some()

@@ -257,3 +257,37 @@ async fn at_most_64_clients_are_served() {
     timeout(WAIT, proxy.wait_stats(|s| s.down.delivered == 66)).await.expect("both echoed");
     proxy.stop().await;
 }
+
+// ----- whole calls through the proxy (the mechanisms of media::loss, video_reorder, ladder) -----
+
+/// A two-way call of `secs` seconds (320×240 video to keep the machine free) through the proxy.
+async fn call_through(scenario: kioskd::bench::Scenario, secs: u64) -> kioskd::bench::BenchResult {
+    let video = kioskd::media::codec::VideoSettings { width: 320, height: 240, ..Default::default() };
+    kioskd::bench::run(&scenario, Duration::from_secs(secs), video).await.expect("the call runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_twenty_percent_loss_keeps_its_sound_and_picture() {
+    let scenario = kioskd::bench::named("loss20", 7).expect("scenario");
+    let r = call_through(scenario, 10).await;
+    assert!(!r.call_dropped, "{:?}", r.errors);
+    // The receivers reported the loss; the senders answered with copies of earlier frames.
+    assert!(r.audio_copies_sent > 300, "copies sent: {}", r.audio_copies_sent);
+    // Targets of the benchmark are 95 % and a freeze under 1 s; a loaded CI machine gets slack.
+    assert!(r.audio_frames_played_pct >= 90.0, "audio played {} %", r.audio_frames_played_pct);
+    assert!(r.video_frames_displayed_pct >= 80.0, "video shown {} %", r.video_frames_displayed_pct);
+    assert!(r.longest_freeze_ms < 2000.0, "longest freeze {} ms", r.longest_freeze_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_survives_a_three_second_outage_and_its_picture_returns() {
+    let scenario = kioskd::bench::Scenario {
+        name: "outage".into(),
+        link: LinkConfig::default(),
+        outage: Some((Duration::from_secs(3), Duration::from_secs(3))),
+    };
+    let r = call_through(scenario, 10).await;
+    assert!(!r.call_dropped, "{:?}", r.errors);
+    let recovery = r.recovery_ms.expect("a picture after the outage");
+    assert!(recovery < 3000.0, "recovery {recovery} ms");
+}

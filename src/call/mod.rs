@@ -459,7 +459,8 @@ impl CallMachine {
             | HubMsg::Error { .. }
             // Handled by the media driver, which owns the encoder.
             | HubMsg::KeyframeRequest { .. }
-            | HubMsg::RateHint { .. } => {}
+            | HubMsg::RateHint { .. }
+            | HubMsg::LossReport { .. } => {}
         }
     }
 

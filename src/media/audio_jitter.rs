@@ -103,8 +103,9 @@ pub struct JitterConfig {
     /// At most one deliberate drop per this many slots (default 5 = 100 ms), so that the delay
     /// shrinks smoothly, never faster than 20 %.
     pub adapt_interval: u32,
-    /// Packets whose delays set the baseline and the target (default 500 = 10 s): long enough to
-    /// remember a burst of jitter, short enough to follow a route change.
+    /// Packets whose delays set the baseline and the target (default 150 = 3 s): long enough to
+    /// remember a burst of jitter, short enough that the delay comes down within seconds after a
+    /// disturbance (a queue that drained, an outage) — with 10 s it stayed near its ceiling.
     pub window: usize,
     /// Share of packets the target delay should catch in time (default 0.99).
     pub percentile: f64,
@@ -117,7 +118,7 @@ impl Default for JitterConfig {
             max_delay_us: 300_000,
             capacity: 50,
             adapt_interval: 5,
-            window: 500,
+            window: 150,
             percentile: 0.99,
         }
     }

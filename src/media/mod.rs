@@ -6,9 +6,12 @@
 
 pub mod audio_jitter;
 pub mod codec;
+pub mod ladder;
+pub mod loss;
 pub mod packet;
 pub mod stats;
 pub mod video_playout;
+pub mod video_reorder;
 
 /// Audio sample rate: Opus at 48 kHz, mono, 16-bit.
 pub const SAMPLE_RATE: u32 = 48_000;

@@ -7,8 +7,9 @@
 //! +--------+--------+--------+--------+-----------------+--------------------------------+
 //! |version | kind   | flags  |reserved| seq (u32)       | capture_us (u64)               |
 //! +--------+--------+--------+--------+-----------------+--------------------------------+
-//! version = 1; kind: 1 audio, 2 video; flags: bit0 keyframe, bit1 redundant/FEC copy
-//! (reserved, not sent yet); reserved = 0; seq per sender and kind, wrapping.
+//! version = 1; kind: 1 audio, 2 video; flags: bit0 keyframe, bit1 copy (an audio frame sent
+//! again for loss recovery, see [`MediaHeader::encode_copy`]); reserved = 0; seq per sender
+//! and kind, wrapping.
 //! ```
 //!
 //! Use:
@@ -52,6 +53,10 @@ pub const MAX_VIDEO_FRAME: usize = 2 * 1024 * 1024;
 
 /// Flag bit: the video frame is a keyframe (IDR), decodable on its own.
 const FLAG_KEYFRAME: u8 = 0b0000_0001;
+/// Flag bit: an audio frame sent again, after frames that followed it, as redundancy against
+/// loss. A receiver that ignores the bit sees a duplicate seq (which jitter buffers drop); the
+/// sender's loss meter at the receiver counts only first sendings.
+const FLAG_COPY: u8 = 0b0000_0010;
 
 /// What the payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,11 +125,20 @@ impl MediaHeader {
     /// Appends the header and `payload` to `out`. Refuses a payload over the limit of its kind,
     /// which the receiver would refuse too.
     pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), PacketError> {
+        self.encode_flags(payload, out, 0)
+    }
+
+    /// Like [`encode`](Self::encode), marked as a copy of a frame sent before (redundancy).
+    pub fn encode_copy(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), PacketError> {
+        self.encode_flags(payload, out, FLAG_COPY)
+    }
+
+    fn encode_flags(&self, payload: &[u8], out: &mut Vec<u8>, extra: u8) -> Result<(), PacketError> {
         let limit = self.kind.max_payload();
         if payload.len() > limit {
             return Err(PacketError::TooLong { kind: self.kind, len: payload.len(), limit });
         }
-        let flags = if self.keyframe { FLAG_KEYFRAME } else { 0 };
+        let flags = extra | if self.keyframe { FLAG_KEYFRAME } else { 0 };
         out.reserve(HEADER_BYTES + payload.len());
         out.extend_from_slice(&[MEDIA_VERSION, self.kind as u8, flags, 0]);
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -169,6 +183,11 @@ pub fn decode(buf: &[u8]) -> Result<(MediaHeader, &[u8]), PacketError> {
         captured_us: u64::from_be_bytes(captured),
     };
     Ok((header, payload))
+}
+
+/// Whether an encoded packet is marked as a copy ([`MediaHeader::encode_copy`]).
+pub fn is_copy(packet: &[u8]) -> bool {
+    packet.get(2).is_some_and(|flags| flags & FLAG_COPY != 0)
 }
 
 /// `later − earlier` for wrapping sequence numbers: positive when `later` is newer, within
@@ -270,6 +289,16 @@ mod tests {
         let video = MediaHeader { kind: MediaKind::Video, keyframe: false, seq: 0, captured_us: 0 };
         let huge = vec![0u8; MAX_VIDEO_FRAME + 1];
         assert!(matches!(video.encode(&huge, &mut out), Err(PacketError::TooLong { .. })));
+    }
+
+    #[test]
+    fn copies_are_marked_and_decode_as_the_same_frame() {
+        let (mut first, mut copy) = (Vec::new(), Vec::new());
+        audio(9).encode(b"opus", &mut first).unwrap();
+        audio(9).encode_copy(b"opus", &mut copy).unwrap();
+        assert!(!is_copy(&first) && is_copy(&copy));
+        assert_eq!(decode(&first).unwrap(), decode(&copy).unwrap());
+        assert!(!is_copy(&[]));
     }
 
     #[test]

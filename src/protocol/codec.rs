@@ -159,6 +159,10 @@ mod tests {
             ClientMsg::Decline { call_id: 1 },
             ClientMsg::Text { call_id: 1, id: 1, body: "héllo\nyou 你好".into() },
             ClientMsg::TextAck { call_id: 1, id: 1 },
+            ClientMsg::RequestAgent { resume: None, consent: true },
+            ClientMsg::KeyframeRequest { call_id: 2 },
+            ClientMsg::RateHint { call_id: 2, bitrate_bps: 420_000 },
+            ClientMsg::LossReport { call_id: 2, audio_loss_pct: 18 },
         ];
         for msg in msgs {
             let bytes = frame(&msg);

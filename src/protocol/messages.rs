@@ -172,6 +172,10 @@ pub enum ClientMsg {
     /// Either party: the video it receives arrives late (a queue builds on its path): the other
     /// party should send at most this many bits per second. Relayed by the hub.
     RateHint { call_id: CallId, bitrate_bps: u32 },
+    /// Either party: the share of the other party's audio frames the network lost over the
+    /// last seconds (percent, 0–100). Relayed by the hub; the sender adds redundancy and tunes
+    /// its FEC from it.
+    LossReport { call_id: CallId, audio_loss_pct: u8 },
     /// Kiosk: its health, sent on connecting and every few seconds; the hub exposes it per
     /// kiosk in its metrics.
     Health(KioskHealth),
@@ -213,6 +217,7 @@ impl ClientMsg {
             ClientMsg::KeyframeRequest { .. } => "keyframe_request",
             ClientMsg::Health(_) => "health",
             ClientMsg::RateHint { .. } => "rate_hint",
+            ClientMsg::LossReport { .. } => "loss_report",
         }
     }
 
@@ -283,6 +288,8 @@ pub enum HubMsg {
     KeyframeRequest { call_id: CallId },
     /// Both: send video at most at this rate (the other party receives it late).
     RateHint { call_id: CallId, bitrate_bps: u32 },
+    /// Both: the other party loses this share of our audio frames (percent).
+    LossReport { call_id: CallId, audio_loss_pct: u8 },
     /// The hub refuses what the peer did; `fatal` means the connection is closed next.
     Error { message: String, fatal: bool },
 }
@@ -304,6 +311,7 @@ impl HubMsg {
             HubMsg::TextAck { .. } => "text_ack",
             HubMsg::KeyframeRequest { .. } => "keyframe_request",
             HubMsg::RateHint { .. } => "rate_hint",
+            HubMsg::LossReport { .. } => "loss_report",
             HubMsg::Error { .. } => "error",
         }
     }

@@ -363,6 +363,10 @@ impl AgentQueue {
             (_, ClientMsg::KeyframeRequest { call_id }) => {
                 self.relay(peer, role, &id, call_id, HubMsg::KeyframeRequest { call_id })
             }
+            (_, ClientMsg::LossReport { call_id, audio_loss_pct }) => {
+                let audio_loss_pct = audio_loss_pct.min(100);
+                self.relay(peer, role, &id, call_id, HubMsg::LossReport { call_id, audio_loss_pct })
+            }
             (_, ClientMsg::RateHint { call_id, bitrate_bps }) => {
                 self.relay(peer, role, &id, call_id, HubMsg::RateHint { call_id, bitrate_bps })
             }
@@ -700,8 +704,13 @@ impl AgentQueue {
 
     fn relay(&mut self, peer: PeerId, role: Role, from: &str, call_id: CallId, msg: HubMsg) {
         // Acknowledgements and keyframe requests that cross a hang-up are moot: no error.
-        let moot =
-            matches!(msg, HubMsg::TextAck { .. } | HubMsg::KeyframeRequest { .. } | HubMsg::RateHint { .. });
+        let moot = matches!(
+            msg,
+            HubMsg::TextAck { .. }
+                | HubMsg::KeyframeRequest { .. }
+                | HubMsg::RateHint { .. }
+                | HubMsg::LossReport { .. }
+        );
         if moot && !self.calls.get(&call_id).is_some_and(|c| matches!(c.phase, Phase::Connected { .. })) {
             return;
         }

@@ -1701,3 +1701,26 @@ fn a_resumed_recorded_call_is_still_shown_as_recorded_and_not_restarted() {
     let outs = hub.hang_up(a1, 1, t0 + secs(20));
     assert_eq!(recording_outputs(&outs), [Output::StopRecording { call_id: 1 }]);
 }
+
+// ----- media feedback -----
+
+#[test]
+fn loss_reports_go_to_the_other_party_of_a_connected_call_only() {
+    let (mut hub, t0) = Hub::new(QueueConfig::default());
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call = hub.connected_call(k1, a1, t0 + secs(1));
+    let outs = hub.send(k1, ClientMsg::LossReport { call_id: call, audio_loss_pct: 250 }, t0 + secs(2));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [HubMsg::LossReport { call_id: call, audio_loss_pct: 100 }],
+        "capped at 100"
+    );
+    assert!(sent_to(&outs, k1).is_empty());
+    let outs = hub.send(a1, ClientMsg::LossReport { call_id: call, audio_loss_pct: 3 }, t0 + secs(2));
+    assert_eq!(sent_to(&outs, k1), [HubMsg::LossReport { call_id: call, audio_loss_pct: 3 }]);
+    hub.hang_up(k1, call, t0 + secs(3));
+    // Crossing a hang-up: moot, no error.
+    let outs = hub.send(a1, ClientMsg::LossReport { call_id: call, audio_loss_pct: 3 }, t0 + secs(4));
+    assert!(sent_to(&outs, a1).is_empty() && sent_to(&outs, k1).is_empty(), "{outs:#?}");
+}
