@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CPU used by the kiosk side of a two-way call (capture, encode, decode, transport), measured
-# on a separate `kioskd run` process while a hub and an auto-answering agent run in others.
-# Prints one JSON line. Usage: bench/kiosk-cpu.sh [seconds] [width] [height] [fps]
+# on a separate `kioskd run` process while a hub and an auto-answering agent run in others, and
+# its resident memory (VmRSS: peak and average of samples during the call, and the kernel's
+# high-water mark since start). Prints one JSON line.
+# Usage: bench/kiosk-cpu.sh [seconds] [width] [height] [fps]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
@@ -66,7 +68,7 @@ TOML
 
 "$bin" hub --config "$dir/hub.toml" 2>"$dir/hub.log" & pids+=($!)
 "$bin" agent --config "$dir/agent.toml" --auto-accept --answer-delay-ms 100 --call-duration-s 0 >"$dir/agent.out" 2>&1 & pids+=($!)
-RUST_LOG=info "$bin" run --config "$dir/kiosk.toml" 2>"$dir/kiosk.log" & kiosk=$!; pids+=($kiosk)
+RUST_LOG=info "$bin" run --config "$dir/kiosk.toml" 2>"$dir/kiosk.log" & kiosk=$!; pids+=("$kiosk")
 
 wait_for() { # file pattern what
     for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
@@ -78,16 +80,32 @@ wait_for "$dir/kiosk.log" 'state="idle"' "the kiosk reaching idle"
 python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'c\n'); s.close()" "$dir/buttons.sock"
 wait_for "$dir/kiosk.log" 'state="connected"' "the call connecting"
 
-ticks() { awk '{print $14 + $15}' "/proc/$kiosk/stat"; }
-hz=$(getconf CLK_TCK)
 sleep 2   # let the encoders settle
-t0=$(ticks); s0=$(date +%s.%N)
-sleep "$secs"
-t1=$(ticks); s1=$(date +%s.%N)
-python3 - "$t0" "$t1" "$s0" "$s1" "$hz" "$width" "$height" "$fps" <<'PY'
-import json, sys
-t0, t1, s0, s1, hz = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-cores = (t1 - t0) / hz / (s1 - s0)
-print(json.dumps({"bench": "kiosk_cpu", "video": f"{sys.argv[6]}x{sys.argv[7]}@{sys.argv[8]}",
-                  "duration_s": round(s1 - s0, 2), "kiosk_cpu_cores": round(cores, 3)}))
+# CPU from the process's user and system ticks over the window; resident memory (VmRSS) sampled
+# every 100 ms over the same window, and the kernel's high-water mark (VmHWM) since start.
+python3 - "$kiosk" "$secs" "$width" "$height" "$fps" <<'PY'
+import json, os, sys, time
+pid, secs = sys.argv[1], float(sys.argv[2])
+hz = os.sysconf("SC_CLK_TCK")
+def ticks():
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+def status_kb(key):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise SystemExit(f"bench: no {key} for the kiosk process")
+t0, s0 = ticks(), time.monotonic()
+rss = []
+while time.monotonic() - s0 < secs:
+    rss.append(status_kb("VmRSS"))
+    time.sleep(0.1)
+t1, s1 = ticks(), time.monotonic()
+rss.append(status_kb("VmRSS"))
+hwm = status_kb("VmHWM")
+mb = lambda kb: round(kb / 1024, 1)
+print(json.dumps({"bench": "kiosk_cpu", "video": f"{sys.argv[3]}x{sys.argv[4]}@{sys.argv[5]}",
+                  "duration_s": round(s1 - s0, 2), "kiosk_cpu_cores": round((t1 - t0) / hz / (s1 - s0), 3),
+                  "kiosk_rss_mb": mb(max(rss)), "kiosk_rss_avg_mb": mb(sum(rss) / len(rss)),
+                  "kiosk_rss_hwm_mb": mb(hwm)}))
 PY
