@@ -4,6 +4,10 @@
 //! The device is any ALSA name: `default`, `plughw:1,0`, `hw:Loopback,1,0`. `plug` names
 //! convert rate and channels; `hw` names must support 48 kHz mono themselves. Over- and
 //! underruns (xruns) are recovered (the stream is prepared again and continues) and counted.
+//! So is a stall: when the device delivers no period for about its buffer time, the kernel's
+//! wait times out and the read or write fails with EIO; the stream is restarted, and only
+//! [`MAX_STALLS_IN_A_ROW`] stalls without a successful transfer in between end the device (a
+//! device that is gone fails with ENODEV and ends it at once).
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -21,6 +25,9 @@ use crate::media::{AudioChunk, FRAME_SAMPLES, SAMPLE_RATE};
 const BUFFER_PERIODS: i64 = 4;
 /// Playback starts once this many periods are queued, so the first write does not underrun.
 const START_PERIODS: i64 = 2;
+/// Stalls (EIO: no period within the buffer time) in a row, with no successful read or write
+/// between them, after which the device is reported broken.
+pub const MAX_STALLS_IN_A_ROW: u32 = 3;
 
 /// Which ALSA device and period.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,23 +106,49 @@ fn open_pcm(config: &PcmConfig, dir: Direction, what: &'static str) -> Result<(P
 }
 
 /// What to do after a failed read or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     /// Over- or underrun (or suspend) recovered: count it and go on.
     Xrun,
+    /// No period came within the buffer time (EIO from the kernel's wait): the stream was
+    /// restarted; count it and go on unless it keeps happening.
+    Stall,
     /// Interrupted: just try again.
     Retry,
 }
 
-/// Recovers from an xrun or suspend; anything else is an I/O error naming the device.
-fn recover(pcm: &PCM, device: &str, what: &'static str, e: ::alsa::Error) -> Result<Failure, HwError> {
-    match e.errno() {
-        libc::EINTR | libc::EAGAIN => Ok(Failure::Retry),
-        libc::EPIPE | libc::ESTRPIPE => {
-            pcm.try_recover(e, true).map_err(|e| io_error(device, what, e))?;
-            Ok(Failure::Xrun)
-        }
-        _ => Err(io_error(device, what, e)),
+/// How a failed read or write with this errno is handled; `None`: the device is broken.
+fn classify(errno: i32) -> Option<Failure> {
+    match errno {
+        libc::EINTR | libc::EAGAIN => Some(Failure::Retry),
+        libc::EPIPE | libc::ESTRPIPE => Some(Failure::Xrun),
+        libc::EIO => Some(Failure::Stall),
+        _ => None,
     }
+}
+
+/// Recovers from an xrun, a suspend or a stall; anything else is an I/O error naming the
+/// device. `stalls` counts stalls in a row (the caller resets it after a good transfer).
+fn recover(
+    pcm: &PCM,
+    device: &str,
+    what: &'static str,
+    e: ::alsa::Error,
+    stalls: &mut u32,
+) -> Result<Failure, HwError> {
+    let failure = classify(e.errno()).ok_or_else(|| io_error(device, what, e))?;
+    match failure {
+        Failure::Retry => {}
+        Failure::Xrun => pcm.try_recover(e, true).map_err(|e| io_error(device, what, e))?,
+        Failure::Stall => {
+            *stalls += 1;
+            if *stalls >= MAX_STALLS_IN_A_ROW {
+                return Err(io_error(device, what, e));
+            }
+            pcm.drop().and_then(|()| pcm.prepare()).map_err(|e| io_error(device, what, e))?;
+        }
+    }
+    Ok(failure)
 }
 
 /// An ALSA capture device delivering 20 ms chunks, whatever its period.
@@ -127,6 +160,7 @@ pub struct AlsaMicrophone {
     /// Samples read but not yet handed out.
     pending: Vec<i16>,
     xruns: u64,
+    stalls_in_a_row: u32,
 }
 
 impl AlsaMicrophone {
@@ -138,6 +172,7 @@ impl AlsaMicrophone {
             read_buf: vec![0; period],
             pending: Vec::with_capacity(period + FRAME_SAMPLES),
             xruns: 0,
+            stalls_in_a_row: 0,
         })
     }
 }
@@ -148,12 +183,22 @@ impl Microphone for AlsaMicrophone {
         while self.pending.len() < FRAME_SAMPLES {
             let io = self.pcm.io_i16().map_err(|e| io_error(&self.device, WHAT, e))?;
             match io.readi(&mut self.read_buf) {
-                Ok(n) => self.pending.extend_from_slice(&self.read_buf[..n.min(self.read_buf.len())]),
+                Ok(n) => {
+                    self.stalls_in_a_row = 0;
+                    self.pending.extend_from_slice(&self.read_buf[..n.min(self.read_buf.len())]);
+                }
                 Err(e) => {
                     drop(io);
-                    if let Failure::Xrun = recover(&self.pcm, &self.device, WHAT, e)? {
-                        self.xruns += 1;
-                        warn!(device = %self.device, xruns = self.xruns, "capture overrun");
+                    match recover(&self.pcm, &self.device, WHAT, e, &mut self.stalls_in_a_row)? {
+                        Failure::Xrun => {
+                            self.xruns += 1;
+                            warn!(device = %self.device, xruns = self.xruns, "capture overrun");
+                        }
+                        Failure::Stall => {
+                            self.xruns += 1;
+                            warn!(device = %self.device, xruns = self.xruns, "capture stalled; restarted");
+                        }
+                        Failure::Retry => {}
                     }
                 }
             }
@@ -180,12 +225,13 @@ pub struct AlsaSpeaker {
     device: String,
     period: usize,
     xruns: u64,
+    stalls_in_a_row: u32,
 }
 
 impl AlsaSpeaker {
     pub fn open(config: &PcmConfig) -> Result<Self, HwError> {
         let (pcm, period) = open_pcm(config, Direction::Playback, "ALSA playback device")?;
-        Ok(Self { pcm, device: config.device.clone(), period, xruns: 0 })
+        Ok(Self { pcm, device: config.device.clone(), period, xruns: 0, stalls_in_a_row: 0 })
     }
 }
 
@@ -196,12 +242,22 @@ impl Speaker for AlsaSpeaker {
         while !rest.is_empty() {
             let io = self.pcm.io_i16().map_err(|e| io_error(&self.device, WHAT, e))?;
             match io.writei(rest) {
-                Ok(n) => rest = &rest[n.min(rest.len())..],
+                Ok(n) => {
+                    self.stalls_in_a_row = 0;
+                    rest = &rest[n.min(rest.len())..];
+                }
                 Err(e) => {
                     drop(io);
-                    if let Failure::Xrun = recover(&self.pcm, &self.device, WHAT, e)? {
-                        self.xruns += 1;
-                        warn!(device = %self.device, xruns = self.xruns, "playback underrun");
+                    match recover(&self.pcm, &self.device, WHAT, e, &mut self.stalls_in_a_row)? {
+                        Failure::Xrun => {
+                            self.xruns += 1;
+                            warn!(device = %self.device, xruns = self.xruns, "playback underrun");
+                        }
+                        Failure::Stall => {
+                            self.xruns += 1;
+                            warn!(device = %self.device, xruns = self.xruns, "playback stalled; restarted");
+                        }
+                        Failure::Retry => {}
                     }
                 }
             }
@@ -272,6 +328,16 @@ mod tests {
     fn nul_in_device_name_is_refused() {
         let config = PcmConfig { device: "hw:0\0".into(), ..PcmConfig::default() };
         assert!(matches!(AlsaSpeaker::open(&config), Err(HwError::Misconfigured(_))));
+    }
+
+    #[test]
+    fn stalls_and_xruns_are_recovered_lost_devices_are_not() {
+        assert_eq!(classify(libc::EPIPE), Some(Failure::Xrun));
+        assert_eq!(classify(libc::ESTRPIPE), Some(Failure::Xrun));
+        assert_eq!(classify(libc::EIO), Some(Failure::Stall));
+        assert_eq!(classify(libc::EINTR), Some(Failure::Retry));
+        assert_eq!(classify(libc::ENODEV), None, "an unplugged card ends the device");
+        assert_eq!(classify(libc::EBADFD), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Offset};
+use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Offset, Value};
 use gpiocdev::request::Request;
 
 use super::{Button, Buttons, Origin, RawEdge};
@@ -79,5 +79,22 @@ impl Buttons for GpioButtons {
 
     fn origin(&self) -> Origin {
         Origin::Gpio
+    }
+
+    fn next_edge_within(&mut self, timeout: Duration) -> Result<Option<RawEdge>, HwError> {
+        let ready = self
+            .request
+            .wait_edge_event(timeout)
+            .map_err(|e| HwError::Io { what: "waiting for GPIO button events", source: Box::new(e) })?;
+        if ready { self.next_edge().map(Some) } else { Ok(None) }
+    }
+
+    fn level(&mut self, button: Button) -> Option<bool> {
+        let offset = match button {
+            Button::Call => self.call,
+            Button::HangUp => self.hangup,
+        };
+        // Logical values: with active-low applied, active means pressed.
+        self.request.value(offset).ok().map(|v| v == Value::Active)
     }
 }
