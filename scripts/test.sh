@@ -33,10 +33,14 @@ if [[ $last != *'"calls_completed":8'* || $last != *'"errors":[]'* ]]; then
     false
 fi
 
+# Real V4L2, ALSA and GPIO drivers (vivid, snd-aloop, gpio-sim) under Debian's kernel in qemu:
+# a call from a kiosk on those devices; one summary line. See tests/board-vm/run.sh.
+run tests/board-vm/run.sh
+
 # The aarch64 build (Raspberry Pi 4/5) runs a demo call with media under qemu-user; a clean
 # release cross-build takes ~4-8 min on 2 cores (6-7 min of CPU), the call under emulation ~10 s.
 run ./scripts/cross-aarch64.sh --demo
 
 trap - ERR
 echo
-echo "test.sh: OK — formatting, clippy, all tests, the demo smoke run and the aarch64 demo passed"
+echo "test.sh: OK — formatting, clippy, all tests, the demo smoke run, the board test and the aarch64 demo passed"
