@@ -257,7 +257,7 @@ if [[ ! -f $run/out/guest.rc ]]; then
 fi
 
 # --- Verdict -----------------------------------------------------------------------------------
-if python3 "$here/check.py" "$run/out" "$(elapsed)" "$vm_s"; then
+if PYTHONDONTWRITEBYTECODE=1 python3 "$here/check.py" "$run/out" "$(elapsed)" "$vm_s"; then
     exit 0
 fi
 if [[ -z ${KIOSKD_BOARD_VM_KEEP:-} ]]; then
