@@ -282,6 +282,11 @@ impl MediaSession {
         self.keyframe.store(true, Ordering::Relaxed);
     }
 
+    /// Devices that failed during the call so far ("camera: ..."), cheaper than [`Self::stats`].
+    pub fn problems(&self) -> Vec<String> {
+        with(&self.stats, |s| s.problems.clone())
+    }
+
     /// A snapshot of the figures so far.
     pub fn stats(&self) -> MediaStats {
         let mut s = with(&self.stats, |s| s.clone());

@@ -190,6 +190,8 @@ pub async fn run(
     };
     // The health file is refreshed at least this often, so that a stuck daemon shows as stale.
     let mut health_tick = tokio::time::interval(Duration::from_secs(10));
+    // A device that fails in a call (a camera unplugged) is in the health file within a second.
+    let mut media_watch = tokio::time::interval(Duration::from_secs(1));
     let write_health = |io: &KioskIo, health: &mut Health| {
         if let Some(path) = &io.health_file {
             health.updated_unix = unix_now();
@@ -259,6 +261,12 @@ pub async fn run(
                     if media.is_none()
                         && let Some((call_id, c)) = want
                     {
+                        // Devices are opened afresh for every call: what failed in the last
+                        // one counts again only if it fails again.
+                        if health.problems != io.device_problems {
+                            health.problems = io.device_problems.clone();
+                            write_health(&io, &mut health);
+                        }
                         media = Some(MediaSession::start(
                             c,
                             call_id,
@@ -409,6 +417,21 @@ pub async fn run(
             _ = health_tick.tick() => {
                 write_health(&io, &mut health);
                 report_health(&out, &conn, &health);
+                continue;
+            }
+            _ = media_watch.tick() => {
+                let failed = media.as_ref().map(MediaSession::problems).unwrap_or_default();
+                let mut problems = io.device_problems.clone();
+                problems.extend(failed.iter().filter(|p| !io.device_problems.contains(p)).cloned());
+                if !failed.is_empty() && problems != health.problems {
+                    warn!(problems = ?failed, "a device failed during the call; the call goes on");
+                    health.problems = problems;
+                    write_health(&io, &mut health);
+                    report_health(&out, &conn, &health);
+                    if let Some(d) = &io.media.display {
+                        d.update(UiInput::CallProblems(failed));
+                    }
+                }
                 continue;
             }
             _ = shutdown.changed() => break,

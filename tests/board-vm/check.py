@@ -182,9 +182,11 @@ def main():
         notes["bytes_after_unplug"] = grown
         health = json.loads((out / "health-unplugged.json").read_text())
         need(health.get("state") == "connected", f"state after the unplug: {health.get('state')}")
-        # The daemon's log reports the lost camera (guest.sh waits for that line); its health
-        # file lists only devices that failed at start.
-        notes["health problems after the unplug"] = health.get("problems", [])
+        # The daemon's log reports the lost camera (guest.sh waits for that line), and so do
+        # its health file and `kioskd health` (non-zero while a device does not work).
+        lost = [p for p in health.get("problems", []) if p.startswith("camera")]
+        need(bool(lost), f"the health file does not name the lost camera: {health.get('problems')}")
+        need(res.get("health_unplugged_rc") not in (None, "0"), "kioskd health said healthy without a camera")
     if "kiosk_exit" in res:
         need(res["kiosk_exit"] == "0", f"kioskd run exited {res['kiosk_exit']} on SIGTERM")
 
@@ -195,7 +197,7 @@ def main():
         f"board-vm: PASS (camera vivid YUYV {res.get('video')}: {frames} frames decoded at the agent; "
         f"tone {TONE_TO_AGENT:.0f} Hz at the agent {f_agent - TONE_TO_AGENT:+.1f} Hz; "
         f"kiosk playback {f_kiosk:.1f} Hz; hangup via gpio-sim; "
-        f"camera unplug → audio-only ({f_after:.1f} Hz), reported in the log) in {total_s} s (guest {vm_s} s)"
+        f"camera unplug → audio-only ({f_after:.1f} Hz), reported in the log and by kioskd health) in {total_s} s (guest {vm_s} s)"
     )
     return 0
 
