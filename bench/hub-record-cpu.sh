@@ -130,7 +130,12 @@ def cores(rec):
 def thread(rec):
     return [int(t) / hz / float(e) for r, _, t, e in runs if r == rec]
 off, on = statistics.median(cores("false")), statistics.median(cores("true"))
+# Each round runs relay-only then recording back to back: compare within rounds, since the
+# machine's load drifts between rounds more than recording costs.
+paired = [100 * (b - a) / a for a, b in zip(cores("false"), cores("true")) if a > 0]
 print(json.dumps({"bench": "hub_record_cpu", "rounds": len(runs) // 2,
+                  "extra_pct_per_round": [round(p, 1) for p in paired],
+                  "extra_pct_paired_median": round(statistics.median(paired), 1) if paired else None,
                   "hub_cpu_cores_relay_only": round(off, 4), "hub_cpu_cores_recording": round(on, 4),
                   "extra_pct_of_relay": round(100 * (on - off) / off, 1) if off else None,
                   "record_thread_cpu_cores": round(statistics.median(thread("true")), 4),
