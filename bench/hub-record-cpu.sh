@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What recording costs the hub: the CPU of a separate `kioskd hub` process relaying one
 # two-way call (640×480 at 30 fps each way, ~1 Mbit/s each way) with recording off and on,
-# alternated over several rounds, and the CPU of the recording thread itself.
+# over several rounds (which goes first alternates), and the CPU of the recording thread itself.
 # Prints one JSON line per round and a summary line.
 # Usage: bench/hub-record-cpu.sh [seconds per call] [rounds]
 set -euo pipefail
@@ -109,7 +109,10 @@ TOML
 
 results=()
 for round in $(seq 1 "$rounds"); do
-    for record in false true; do
+    # Alternate which goes first, so that an order effect does not pass for recording's cost.
+    order=(false true)
+    if ((round % 2 == 0)); then order=(true false); fi
+    for record in "${order[@]}"; do
         read -r hub_t rec_t elapsed bytes < <(one_call "$record")
         python3 - "$round" "$record" "$hub_t" "$rec_t" "$elapsed" "$hz" "$bytes" <<'PY'
 import json, sys
@@ -130,8 +133,8 @@ def cores(rec):
 def thread(rec):
     return [int(t) / hz / float(e) for r, _, t, e in runs if r == rec]
 off, on = statistics.median(cores("false")), statistics.median(cores("true"))
-# Each round runs relay-only then recording back to back: compare within rounds, since the
-# machine's load drifts between rounds more than recording costs.
+# Each round runs relay-only and recording back to back (the order alternating): compare
+# within rounds, since the machine's load drifts between rounds more than recording costs.
 paired = [100 * (b - a) / a for a, b in zip(cores("false"), cores("true")) if a > 0]
 print(json.dumps({"bench": "hub_record_cpu", "rounds": len(runs) // 2,
                   "extra_pct_per_round": [round(p, 1) for p in paired],
