@@ -6,6 +6,8 @@
 # Usage: bench/hub-record-cpu.sh [seconds per call] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 secs=${1:-20}
 rounds=${2:-3}
 
@@ -20,21 +22,12 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$dir"' EXIT
 
-"$bin" certs init --dir "$dir" >/dev/null
-"$bin" certs issue --dir "$dir" --role hub --id hub.bench --dns localhost --ip 127.0.0.1 >/dev/null
-"$bin" certs issue --dir "$dir" --role agent --id agent-1 >/dev/null
-"$bin" certs issue --dir "$dir" --role kiosk --id branch-1/kiosk-1 >/dev/null
+bench_certs "$bin" "$dir"
 media='[camera]
 backend = "synthetic"
 [audio]
 capture = "synthetic"'
 
-wait_for() { # file pattern what
-    for _ in $(seq 1 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "bench: $3 did not happen; see $1" >&2
-    cat "$1" >&2
-    exit 1
-}
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # CPU ticks of the hub's recording threads (named record-N).
@@ -52,48 +45,16 @@ record_ticks() {
 one_call() { # record: true|false
     local record=$1 port=$((20000 + RANDOM % 20000)) run=$dir/run-$RANDOM
     mkdir -p "$run"
-    cat >"$run/hub.toml" <<TOML
-listen = "127.0.0.1:$port"
-event_log = "$run/events.jsonl"
-[tls]
-ca = "$dir/ca.pem"
-cert = "$dir/hub.bench.pem"
-key = "$dir/hub.bench.key"
-[recording]
+    bench_configs "$dir" "$run" "$port" "$media" "[recording]
 enabled = $record
-dir = "$run/recordings"
-TOML
-    cat >"$run/agent.toml" <<TOML
-[hub]
-address = "127.0.0.1:$port"
-server_name = "localhost"
-[tls]
-ca = "$dir/ca.pem"
-cert = "$dir/agent-1.pem"
-key = "$dir/agent-1.key"
-$media
-TOML
-    cat >"$run/kiosk.toml" <<TOML
-[hub]
-address = "127.0.0.1:$port"
-server_name = "localhost"
-[tls]
-ca = "$dir/ca.pem"
-cert = "$dir/branch-1_kiosk-1.pem"
-key = "$dir/branch-1_kiosk-1.key"
-[buttons]
-backend = "simulated"
-input = "$run/buttons.sock"
-[call]
-recording_notice = true
-$media
-TOML
-    RUST_LOG=info "$bin" hub --config "$run/hub.toml" 2>"$run/hub.log" & local hub=$!; pids+=($hub)
+dir = \"$run/recordings\"" "[call]
+recording_notice = true"
+    RUST_LOG=info "$bin" hub --config "$run/hub.toml" 2>"$run/hub.log" & local hub=$!; pids+=("$hub")
     wait_for "$run/hub.log" 'hub listening' "the hub starting"
     "$bin" agent --config "$run/agent.toml" --auto-accept --answer-delay-ms 100 --call-duration-s 0 >"$run/agent.out" 2>&1 & pids+=($!)
     RUST_LOG=info "$bin" run --config "$run/kiosk.toml" 2>"$run/kiosk.log" & pids+=($!)
     wait_for "$run/kiosk.log" 'state="idle"' "the kiosk reaching idle"
-    python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'c\n'); s.close()" "$run/buttons.sock"
+    press_call "$run/buttons.sock"
     wait_for "$run/kiosk.log" 'state="connected"' "the call connecting"
     if [[ $record == true ]]; then wait_for "$run/hub.log" 'recording started' "the recording starting"; fi
     sleep 2 # the encoders settle

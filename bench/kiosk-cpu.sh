@@ -6,6 +6,8 @@
 # Usage: bench/kiosk-cpu.sh [seconds] [width] [height] [fps]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 secs=${1:-15}
 width=${2:-640}
 height=${3:-480}
@@ -22,10 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" certs init --dir "$dir" >/dev/null
-"$bin" certs issue --dir "$dir" --role hub --id hub.bench --dns localhost --ip 127.0.0.1 >/dev/null
-"$bin" certs issue --dir "$dir" --role agent --id agent-1 >/dev/null
-"$bin" certs issue --dir "$dir" --role kiosk --id branch-1/kiosk-1 >/dev/null
+bench_certs "$bin" "$dir"
 port=$((20000 + RANDOM % 20000))
 media="[camera]
 backend = \"synthetic\"
@@ -34,50 +33,14 @@ height = $height
 fps = $fps
 [audio]
 capture = \"synthetic\""
-cat >"$dir/hub.toml" <<TOML
-listen = "127.0.0.1:$port"
-event_log = "$dir/events.jsonl"
-[tls]
-ca = "$dir/ca.pem"
-cert = "$dir/hub.bench.pem"
-key = "$dir/hub.bench.key"
-TOML
-cat >"$dir/agent.toml" <<TOML
-[hub]
-address = "127.0.0.1:$port"
-server_name = "localhost"
-[tls]
-ca = "$dir/ca.pem"
-cert = "$dir/agent-1.pem"
-key = "$dir/agent-1.key"
-$media
-TOML
-cat >"$dir/kiosk.toml" <<TOML
-[hub]
-address = "127.0.0.1:$port"
-server_name = "localhost"
-[tls]
-ca = "$dir/ca.pem"
-cert = "$dir/branch-1_kiosk-1.pem"
-key = "$dir/branch-1_kiosk-1.key"
-[buttons]
-backend = "simulated"
-input = "$dir/buttons.sock"
-$media
-TOML
+bench_configs "$dir" "$dir" "$port" "$media" "" ""
 
 "$bin" hub --config "$dir/hub.toml" 2>"$dir/hub.log" & pids+=($!)
 "$bin" agent --config "$dir/agent.toml" --auto-accept --answer-delay-ms 100 --call-duration-s 0 >"$dir/agent.out" 2>&1 & pids+=($!)
 RUST_LOG=info "$bin" run --config "$dir/kiosk.toml" 2>"$dir/kiosk.log" & kiosk=$!; pids+=("$kiosk")
 
-wait_for() { # file pattern what
-    for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "bench: $3 did not happen; see $1" >&2
-    cat "$1" >&2
-    exit 1
-}
 wait_for "$dir/kiosk.log" 'state="idle"' "the kiosk reaching idle"
-python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'c\n'); s.close()" "$dir/buttons.sock"
+press_call "$dir/buttons.sock"
 wait_for "$dir/kiosk.log" 'state="connected"' "the call connecting"
 
 sleep 2   # let the encoders settle
