@@ -366,7 +366,6 @@ impl MediaSession {
                 settings.fps,
                 u64::from(settings.bitrate_bps),
             );
-            let mut rung_now = 0u8;
             let mut last_sent_us: Option<UnixMicros> = None;
             while !stop.load(Ordering::Relaxed) {
                 let pic = match pictures.pop_blocking(Duration::from_millis(100)) {
@@ -388,8 +387,9 @@ impl MediaSession {
                 }
                 let want = rate.load(Ordering::Relaxed).min(u64::from(u32::MAX)) as u32;
                 // The ladder: bitrate, then frame rate, then size, then audio only.
+                let before = ladder.rung().index;
                 let rung = ladder.update(u64::from(want), pic.captured_us);
-                if rung.index != rung_now {
+                if rung.index != before {
                     info!(
                         call_id,
                         rung = rung.index,
@@ -400,7 +400,6 @@ impl MediaSession {
                         "video adapts to the path"
                     );
                     with(&stats, |s| s.video_rung_changes += 1);
-                    rung_now = rung.index;
                     if rung.video {
                         let s = VideoSettings {
                             width: rung.width,

@@ -25,6 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
 use super::{Action, Party, Recorder, RecorderConfig, Skipped, TrackSummary};
+use crate::devices::unix_micros_now;
 use crate::media::UnixMicros;
 use crate::protocol::CallId;
 
@@ -365,10 +366,6 @@ pub fn sweep(dir: &Path, keep: Duration) -> io::Result<Vec<PathBuf>> {
         deleted.push(path);
     }
     Ok(deleted)
-}
-
-fn unix_micros_now() -> UnixMicros {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 #[cfg(test)]
