@@ -23,7 +23,7 @@ use crate::media::stats::Quantiles;
 use crate::net::certs::Authority;
 use crate::net::tls::client_config;
 use crate::netsim::link::{GilbertElliott, LinkConfig};
-use crate::netsim::proxy::UdpProxy;
+use crate::netsim::proxy::{ProxyStats, UdpProxy};
 use crate::protocol::Role;
 use crate::queue::QueueConfig;
 use crate::systemd::Notifier;
@@ -95,6 +95,45 @@ pub struct BenchResult {
     pub audio_copies_sent: u64,
     pub call_dropped: bool,
     pub errors: Vec<String>,
+    /// The same figures for each direction: what the agent received from the kiosk, and back.
+    pub to_agent: DirectionFigures,
+    pub to_kiosk: DirectionFigures,
+    /// What the impaired path did to the packets (up: kiosk → hub).
+    pub path: ProxyStats,
+}
+
+/// What one side received from the other.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectionFigures {
+    pub audio_frames_played_pct: f64,
+    pub audio_concealed_pct: f64,
+    /// Of the frames played, those played time-compressed while the delay came down.
+    pub audio_accelerated_pct: f64,
+    pub audio_latency_ms: Quantiles,
+    pub video_latency_ms: Quantiles,
+    pub video_latency_after_5s_ms: Quantiles,
+    pub video_frames_displayed_pct: f64,
+    pub keyframe_requests: u64,
+    /// What the sender sent (kbit/s).
+    pub sent_kbps: f64,
+}
+
+impl DirectionFigures {
+    /// `rx` received what `tx` sent.
+    fn of(tx: &MediaStats, rx: &MediaStats) -> Self {
+        let played = rx.audio_frames_played + rx.audio_frames_recovered_fec;
+        Self {
+            audio_frames_played_pct: pct(played, tx.audio_frames_sent),
+            audio_concealed_pct: pct(rx.audio_frames_concealed, tx.audio_frames_sent),
+            audio_accelerated_pct: pct(rx.audio_frames_accelerated, tx.audio_frames_sent),
+            audio_latency_ms: rx.audio_latency.quantiles(),
+            video_latency_ms: rx.video_latency.quantiles(),
+            video_latency_after_5s_ms: rx.video_latency_settled.quantiles(),
+            video_frames_displayed_pct: pct(rx.video_frames_displayed, tx.video_frames_sent),
+            keyframe_requests: rx.keyframe_requests,
+            sent_kbps: (tx.bytes_sent as f64 * 8.0 / tx.duration_s.max(0.001) / 1000.0).round(),
+        }
+    }
 }
 
 fn pct(a: u64, b: u64) -> f64 {
@@ -248,6 +287,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), kiosk).await;
     hub.shutdown().await;
+    let path = proxy.stats();
     proxy.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -259,6 +299,7 @@ pub async fn run(
         kiosk.audio_frames_played += k.audio_frames_played;
         kiosk.audio_frames_concealed += k.audio_frames_concealed;
         kiosk.audio_frames_recovered_fec += k.audio_frames_recovered_fec;
+        kiosk.audio_frames_accelerated += k.audio_frames_accelerated;
         kiosk.audio_copies_sent += k.audio_copies_sent;
         kiosk.video_frames_sent += k.video_frames_sent;
         kiosk.video_frames_displayed += k.video_frames_displayed;
@@ -332,5 +373,8 @@ pub async fn run(
         video_frames_send_dropped: kiosk.video_frames_send_dropped + agent.video_frames_send_dropped,
         call_dropped,
         errors,
+        to_agent: DirectionFigures::of(&kiosk, &agent),
+        to_kiosk: DirectionFigures::of(&agent, &kiosk),
+        path,
     })
 }

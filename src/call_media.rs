@@ -39,10 +39,11 @@ use crate::media::codec::{
 use crate::media::ladder::VideoLadder;
 use crate::media::loss::{LossMeter, LossPolicy};
 use crate::media::packet::{self, MediaHeader, MediaKind};
+use crate::media::rate::ReceiverRate;
 use crate::media::stats::{LatencyHistogram, Quantiles};
 use crate::media::video_playout::{FrameAction, VideoPlayout};
 use crate::media::video_reorder::{ReorderConfig, VideoReorder};
-use crate::media::{FRAME_US, Picture, UnixMicros};
+use crate::media::{FRAME_SAMPLES, FRAME_US, Picture, UnixMicros, stretch};
 use crate::protocol::{CallId, ClientMsg};
 
 /// Opens a device for a call. Called at the start of every call, so that a device that was
@@ -99,6 +100,9 @@ pub struct MediaStats {
     pub audio_frames_played: u64,
     pub audio_frames_concealed: u64,
     pub audio_frames_recovered_fec: u64,
+    /// Of the frames played, those played time-compressed to bring the jitter buffer's delay
+    /// down (media::stretch).
+    pub audio_frames_accelerated: u64,
     /// Copies of earlier audio frames sent as redundancy (media::loss).
     pub audio_copies_sent: u64,
     /// Steps of the video ladder (media::ladder) taken, and camera frames not sent because
@@ -153,6 +157,11 @@ impl MediaStats {
 
 type Shared = Arc<Mutex<MediaStats>>;
 
+/// Locks a mutex shared between media tasks; a task that panicked holding it left plain data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn with<R>(stats: &Shared, f: impl FnOnce(&mut MediaStats) -> R) -> R {
     // A thread that panicked while holding the lock left counters that are still usable.
     let mut guard = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -168,7 +177,10 @@ pub struct MediaSession {
     stop: Arc<AtomicBool>,
     keyframe: Arc<AtomicBool>,
     /// The most the other side can receive (bit/s), from its rate hints.
-    remote_cap: Arc<AtomicU64>,
+    remote_cap: Arc<RemoteCap>,
+    /// The video bitrate the path can take now (bit/s), set by the rate task and by the
+    /// receiver's hints, read by the encoder thread.
+    video_rate: Arc<AtomicU64>,
     /// Redundancy and FEC tuning from the other side's loss reports.
     loss_policy: Arc<Mutex<LossPolicy>>,
     stats: Shared,
@@ -191,7 +203,7 @@ impl MediaSession {
         let stats: Shared =
             Arc::new(Mutex::new(MediaStats { started_us: unix_micros_now(), ..Default::default() }));
         let stop_send = Arc::new(AtomicBool::new(false));
-        let remote_cap = Arc::new(AtomicU64::new(u64::MAX));
+        let remote_cap = Arc::new(RemoteCap { bps: AtomicU64::new(u64::MAX), hints: AtomicU64::new(0) });
         let loss_policy = Arc::new(Mutex::new(LossPolicy::new(opts.audio.expected_loss_pct)));
         let mut s = Self {
             call_id,
@@ -199,6 +211,7 @@ impl MediaSession {
             stop,
             keyframe,
             remote_cap,
+            video_rate: Arc::new(AtomicU64::new(start_rate(opts.video.bitrate_bps))),
             loss_policy,
             stats,
             threads: Vec::new(),
@@ -207,9 +220,7 @@ impl MediaSession {
         let (audio_tx, audio_rx) = mpsc::channel::<AudioOut>(AUDIO_OUT_QUEUE);
         let (video_tx, video_rx) = mpsc::channel::<(MediaHeader, Vec<u8>)>(VIDEO_OUT_QUEUE);
         let audio_delay = Arc::new(AtomicU64::new(0));
-        // The video bitrate the path can take now (bit/s), set by the rate task, read by the
-        // encoder thread.
-        let video_rate = Arc::new(AtomicU64::new(u64::from(opts.video.bitrate_bps / 2)));
+        let video_rate = s.video_rate.clone();
         let jitter = Arc::new(Mutex::new(AudioJitterBuffer::new(opts.jitter.clone())));
 
         // Sending.
@@ -217,7 +228,6 @@ impl MediaSession {
             Some(Ok(cam)) => {
                 s.spawn_video_send(cam, opts.video, video_rate.clone(), video_tx, devices.display.clone());
                 s.tasks.push(tokio::spawn(rate_task(
-                    conn.clone(),
                     opts.video.bitrate_bps,
                     video_rate.clone(),
                     s.remote_cap.clone(),
@@ -253,20 +263,33 @@ impl MediaSession {
         };
         let (frames_tx, frames_rx) = std_mpsc::sync_channel(VIDEO_IN_QUEUE);
         s.spawn_video_recv(screen, devices.display.clone(), frames_rx, audio_delay, feedback.clone());
+        // The rate the path from the other side takes, from its audio and video (media::rate).
+        let receiver_rate = Arc::new(Mutex::new(ReceiverRate::new()));
         s.tasks.push(tokio::spawn(recv_datagrams(
             conn.clone(),
             jitter,
+            receiver_rate.clone(),
             s.stats.clone(),
             call_id,
             feedback.clone(),
         )));
-        s.tasks.push(tokio::spawn(recv_streams(conn, frames_tx, s.stats.clone(), call_id, feedback)));
+        s.tasks.push(tokio::spawn(recv_streams(
+            conn,
+            frames_tx,
+            receiver_rate,
+            s.stats.clone(),
+            call_id,
+            feedback,
+        )));
         s
     }
 
     /// The other side receives our video late: send at most `bps`.
     pub fn set_rate_hint(&self, bps: u32) {
-        self.remote_cap.store(u64::from(bps), Ordering::Relaxed);
+        self.remote_cap.bps.store(u64::from(bps), Ordering::Relaxed);
+        self.remote_cap.hints.fetch_add(1, Ordering::Relaxed);
+        // A cut takes effect at the encoder's next frame, not at the rate task's next tick.
+        self.video_rate.fetch_min(u64::from(bps).max(MIN_VIDEO_BPS), Ordering::Relaxed);
     }
 
     /// The other side loses this share of our audio frames (percent).
@@ -400,7 +423,10 @@ impl MediaSession {
                         "video adapts to the path"
                     );
                     with(&stats, |s| s.video_rung_changes += 1);
-                    if rung.video {
+                    // Only a new picture size needs a new encoder (and its keyframe, which on a
+                    // narrow path is itself a burst): a new frame rate is frames skipped below.
+                    let resized = (rung.width, rung.height) != (enc.settings().width, enc.settings().height);
+                    if rung.video && resized {
                         let s = VideoSettings {
                             width: rung.width,
                             height: rung.height,
@@ -427,6 +453,10 @@ impl MediaSession {
                 }
                 last_sent_us = Some(pic.captured_us);
                 let pic = fit(pic, enc.settings().width, enc.settings().height);
+                // The encoder spends its bitrate over the frame rate it was made for; it gets
+                // the rung's frame rate, so each frame may take proportionally more (or less).
+                let want =
+                    (f64::from(want) * f64::from(enc.settings().fps) / f64::from(rung.fps.max(1.0))) as u32;
                 let have = enc.settings().bitrate_bps;
                 if want.abs_diff(have) > have / 20
                     && let Err(e) = enc.set_bitrate(want)
@@ -550,6 +580,8 @@ impl MediaSession {
             };
             let start = std::time::Instant::now();
             let mut tick: u64 = 0;
+            // Samples decoded but not played yet (less than a frame, after a compression).
+            let mut carry: Vec<i16> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 // Pace by the clock; a real speaker's blocking write paces too, and the two agree
                 // because both run at 48 kHz.
@@ -576,19 +608,40 @@ impl MediaSession {
                 delay.store(target, Ordering::Relaxed);
                 let samples = match playout {
                     Playout::Wait => continue,
-                    Playout::Frame { captured_us, payload, .. } => match dec.decode(&payload) {
-                        Ok(s) => {
-                            with(&stats, |st| {
-                                st.audio_frames_played += 1;
-                                st.audio_latency.record(now.saturating_sub(captured_us));
-                            });
-                            s
+                    Playout::Frame { captured_us, payload, before, .. } => {
+                        // The delay comes down: the frame before plays too, both in this slot,
+                        // a few pitch periods shorter (media::stretch). Decoded in order, so
+                        // that the decoder's state follows the stream.
+                        let first = before.map(|b| dec.decode(&b));
+                        match dec.decode(&payload) {
+                            Ok(s) => {
+                                let s = match first {
+                                    Some(Ok(mut b)) => {
+                                        b.extend_from_slice(&s);
+                                        with(&stats, |st| {
+                                            st.audio_frames_played += 1;
+                                            st.audio_frames_accelerated += 1;
+                                        });
+                                        stretch::compress(&b, FRAME_SAMPLES + carry.len())
+                                    }
+                                    Some(Err(_)) => {
+                                        with(&stats, |st| st.audio_frames_concealed += 1);
+                                        s
+                                    }
+                                    None => s,
+                                };
+                                with(&stats, |st| {
+                                    st.audio_frames_played += 1;
+                                    st.audio_latency.record(now.saturating_sub(captured_us));
+                                });
+                                s
+                            }
+                            Err(_) => {
+                                with(&stats, |st| st.audio_frames_concealed += 1);
+                                dec.conceal().unwrap_or_default()
+                            }
                         }
-                        Err(_) => {
-                            with(&stats, |st| st.audio_frames_concealed += 1);
-                            dec.conceal().unwrap_or_default()
-                        }
-                    },
+                    }
                     Playout::Conceal { .. } => {
                         let fec = next.as_deref().and_then(|n| dec.decode_fec(n).ok());
                         with(&stats, |st| {
@@ -603,6 +656,14 @@ impl MediaSession {
                             None => dec.conceal().unwrap_or_default(),
                         }
                     }
+                };
+                // A slot is one frame long; what a compression left over starts the next.
+                let samples = if carry.is_empty() && samples.len() == FRAME_SAMPLES {
+                    samples
+                } else {
+                    carry.extend_from_slice(&samples);
+                    let rest = carry.split_off(FRAME_SAMPLES.min(carry.len()));
+                    std::mem::replace(&mut carry, rest)
                 };
                 with(&stats, |st| {
                     st.played_audio.extend(samples.iter().copied());
@@ -772,95 +833,48 @@ const SETTLED_AFTER_US: u64 = 5_000_000;
 const MIN_VIDEO_BPS: u64 = 30_000;
 /// How often the rate control looks at the path.
 const RATE_INTERVAL: Duration = Duration::from_millis(250);
+/// A receiver's cap not repeated for this long is eased (the receiver may have stopped
+/// getting anything to measure, or the hint was lost with its connection).
+const CAP_STALE_AFTER: Duration = Duration::from_secs(3);
 
-/// Delay-based rate control of the video encoder, in the spirit of WebRTC's GCC: when the
-/// round trip grows above its minimum (a queue is building somewhere on the path), lower the
-/// bitrate by 15 %; when it stays near the minimum, raise it by 5 % towards the configured rate.
-async fn rate_task(conn: Connection, max_bps: u32, rate: Arc<AtomicU64>, remote_cap: Arc<AtomicU64>) {
+/// The receiver's latest cap on our video (media::rate), and how many hints came so far.
+struct RemoteCap {
+    bps: AtomicU64,
+    hints: AtomicU64,
+}
+
+/// The video bitrate a call starts at: 40 % of the configured rate (the ladder's top rung
+/// still holds there), reached in 6 % steps (about 4 s). Starting at the full rate on a narrow
+/// link filled its queue with a second of video before the first cut took effect.
+fn start_rate(max_bps: u32) -> u64 {
+    (u64::from(max_bps) * 4 / 10).max(MIN_VIDEO_BPS)
+}
+
+/// The sender's half of rate control: the video bitrate climbs from [`start_rate`] to the
+/// configured rate, and never above the receiver's cap.
+/// The receiver measures the queueing delay of this direction alone (see media::rate); the
+/// sender's round trip is no signal, since it also grows when the other direction is full.
+async fn rate_task(max_bps: u32, rate: Arc<AtomicU64>, remote_cap: Arc<RemoteCap>) {
     let max = u64::from(max_bps).max(MIN_VIDEO_BPS);
-    // Start at half the configured rate and climb (5 % a step, to the full rate in about 3.5 s
-    // on a clear path): starting at the full rate on a narrow link filled its queue with a
-    // second of video before the first decrease took effect.
-    let mut target = (max / 2).max(MIN_VIDEO_BPS);
-    let mut min_rtt = Duration::MAX;
+    let mut target = start_rate(max_bps);
     let mut tick = tokio::time::interval(RATE_INTERVAL);
-    // The receiver's cap and how many ticks it has not changed: a receiver that gets no video
-    // (audio only, under the floor) sends no hints, so an old cap is eased 10 % a step after 2 s.
-    let (mut cap_seen, mut cap_age) = (u64::MAX, 0u32);
+    // Hints seen so far, and ticks since the last one: a stale cap is eased 10 % a tick.
+    let (mut hints_seen, mut stale_ticks) = (0u64, 0u32);
     loop {
         tick.tick().await;
-        let cap = remote_cap.load(Ordering::Relaxed);
-        if cap == cap_seen {
-            cap_age += 1;
+        let hints = remote_cap.hints.load(Ordering::Relaxed);
+        if hints == hints_seen {
+            stale_ticks = stale_ticks.saturating_add(1);
         } else {
-            (cap_seen, cap_age) = (cap, 0);
+            (hints_seen, stale_ticks) = (hints, 0);
         }
-        if cap < u64::MAX && RATE_INTERVAL * cap_age >= Duration::from_secs(2) {
-            let eased = if cap >= max { u64::MAX } else { cap * 110 / 100 };
-            remote_cap.store(eased, Ordering::Relaxed);
-            (cap_seen, cap_age) = (eased, 0);
+        let mut cap = remote_cap.bps.load(Ordering::Relaxed);
+        if cap < u64::MAX && RATE_INTERVAL * stale_ticks >= CAP_STALE_AFTER {
+            cap = if cap >= max { u64::MAX } else { cap * 110 / 100 };
+            remote_cap.bps.store(cap, Ordering::Relaxed);
         }
-        let rtt = conn.rtt();
-        min_rtt = min_rtt.min(rtt);
-        let queueing = rtt.saturating_sub(min_rtt);
-        // More than 40 ms of extra round trip, and over half the minimum: a standing queue.
-        if queueing > Duration::from_millis(40) && queueing * 2 > min_rtt {
-            target = (target * 85 / 100).max(MIN_VIDEO_BPS);
-        } else if queueing < Duration::from_millis(15) {
-            target = (target * 105 / 100).min(max);
-        }
-        // The other leg (hub → receiver) may be the narrow one: the receiver says so.
-        rate.store(target.min(remote_cap.load(Ordering::Relaxed)).max(MIN_VIDEO_BPS), Ordering::Relaxed);
-    }
-}
-
-/// Received video arriving this much later than its fastest frames means a queue on the path.
-const LATE_VIDEO: Duration = Duration::from_millis(100);
-
-/// The receiver's half of rate control: measures how late video arrives (relative to the
-/// fastest frame of the last 10 s) and the rate it arrives at, and every half second tells the
-/// sender a cap — 85 % of what gets through while frames are late, lifted by 10 % a step once
-/// they are on time again.
-struct RateWatch {
-    transits: VecDeque<(UnixMicros, i64)>,
-    bytes: VecDeque<(UnixMicros, u64)>,
-    cap: Option<u64>,
-    last_hint: UnixMicros,
-}
-
-impl RateWatch {
-    fn new() -> Self {
-        Self { transits: VecDeque::new(), bytes: VecDeque::new(), cap: None, last_hint: 0 }
-    }
-
-    /// A frame of `len` bytes captured at `captured_us` arrived at `now`; returns a hint to send.
-    fn handle_frame(&mut self, now: UnixMicros, captured_us: UnixMicros, len: u64) -> Option<u32> {
-        self.transits.push_back((now, now as i64 - captured_us as i64));
-        self.bytes.push_back((now, len));
-        while self.transits.front().is_some_and(|(t, _)| now.saturating_sub(*t) > 10_000_000) {
-            self.transits.pop_front();
-        }
-        while self.bytes.front().is_some_and(|(t, _)| now.saturating_sub(*t) > 1_000_000) {
-            self.bytes.pop_front();
-        }
-        if now.saturating_sub(self.last_hint) < 500_000 || self.transits.len() < 30 {
-            return None;
-        }
-        self.last_hint = now;
-        let min = self.transits.iter().map(|(_, d)| *d).min().unwrap_or(0);
-        let recent: Vec<i64> = self.transits.iter().rev().take(15).map(|(_, d)| d - min).collect();
-        let late = recent.iter().filter(|&&d| d > LATE_VIDEO.as_micros() as i64).count() * 2 > recent.len();
-        let received_bps = self.bytes.iter().map(|(_, b)| b).sum::<u64>() * 8;
-        let cap = if late {
-            (received_bps * 85 / 100).max(MIN_VIDEO_BPS)
-        } else {
-            match self.cap {
-                Some(c) if c < 10_000_000 => c * 110 / 100,
-                _ => return None,
-            }
-        };
-        self.cap = Some(cap);
-        Some(cap.min(u64::from(u32::MAX)) as u32)
+        target = (target * 106 / 100).min(max);
+        rate.store(target.min(cap).max(MIN_VIDEO_BPS), Ordering::Relaxed);
     }
 }
 
@@ -937,6 +951,7 @@ async fn send_task(
 async fn recv_datagrams(
     conn: Connection,
     jitter: Arc<Mutex<AudioJitterBuffer>>,
+    receiver_rate: Arc<Mutex<ReceiverRate>>,
     stats: Shared,
     call_id: CallId,
     feedback: mpsc::Sender<ClientMsg>,
@@ -950,10 +965,18 @@ async fn recv_datagrams(
         let now = unix_micros_now();
         with(&stats, |s| s.bytes_received += d.len() as u64);
         // The network's loss counts first sendings only: copies repair it.
-        if !packet::is_copy(&d)
-            && let Some(audio_loss_pct) = meter.handle(h.seq, now)
-        {
-            let _ = feedback.try_send(ClientMsg::LossReport { call_id, audio_loss_pct });
+        if !packet::is_copy(&d) {
+            if let Some(audio_loss_pct) = meter.handle(h.seq, now) {
+                let _ = feedback.try_send(ClientMsg::LossReport { call_id, audio_loss_pct });
+            }
+            let hint = {
+                let mut r = lock(&receiver_rate);
+                r.on_audio(now, h.captured_us);
+                r.poll(now)
+            };
+            if let Some(bitrate_bps) = hint {
+                let _ = feedback.try_send(ClientMsg::RateHint { call_id, bitrate_bps });
+            }
         }
         jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle_packet(
             h.seq,
@@ -967,11 +990,11 @@ async fn recv_datagrams(
 async fn recv_streams(
     conn: Connection,
     frames: std_mpsc::SyncSender<(MediaHeader, Vec<u8>)>,
+    receiver_rate: Arc<Mutex<ReceiverRate>>,
     stats: Shared,
     call_id: CallId,
     feedback: mpsc::Sender<ClientMsg>,
 ) {
-    let mut watch = RateWatch::new();
     // Frames arrive in order of completion; each is read on its own task so a slow one does
     // not hold back the next.
     let (done_tx, mut done_rx) = mpsc::channel::<Vec<u8>>(VIDEO_IN_QUEUE);
@@ -1018,7 +1041,12 @@ async fn recv_streams(
                     continue;
                 }
                 with(&stats, |s| s.bytes_received += data.len() as u64);
-                if let Some(bitrate_bps) = watch.handle_frame(now, h.captured_us, data.len() as u64) {
+                let hint = {
+                    let mut r = lock(&receiver_rate);
+                    r.on_video(now, h.captured_us, data.len() as u64);
+                    r.poll(now)
+                };
+                if let Some(bitrate_bps) = hint {
                     let _ = feedback.try_send(ClientMsg::RateHint { call_id, bitrate_bps });
                 }
                 reorder.push(h.seq, h.keyframe, (h, payload.to_vec()), now)

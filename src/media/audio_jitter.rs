@@ -39,8 +39,9 @@
 //!   seq, so seq `n` is due at `base + (n − base_seq) × 20 ms`, `base` moving by one frame at
 //!   each adjustment below.
 //! - **Adjustments**: when the frame due would play more than one frame (plus 10 ms of
-//!   hysteresis) above the target and the next frame is there, it is dropped (the delay shrinks
-//!   by 20 ms), at most once per [`JitterConfig::adapt_interval`] slots. When the buffer runs
+//!   hysteresis) above the target and the next frame is there, the two play in one slot,
+//!   time-compressed (the delay shrinks by 20 ms and no sound is thrown away), at most once per
+//!   [`JitterConfig::adapt_interval`] slots. When the buffer runs
 //!   dry, the slot is concealed without advancing (the delay grows by 20 ms), as long as the
 //!   delay stays under `max_delay_us`; beyond it, the missing frame is given up.
 //! - **Gaps**: a missing frame with later ones buffered is concealed and given up, unless the next
@@ -127,8 +128,9 @@ impl Default for JitterConfig {
 /// What to play in this 20 ms slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Playout {
-    /// Decode and play this packet.
-    Frame { seq: u32, captured_us: UnixMicros, payload: Vec<u8> },
+    /// Decode and play this packet. With `before` (the delay is coming down), decode that
+    /// frame first and play both in this slot, time-compressed (see [`super::stretch`]).
+    Frame { seq: u32, captured_us: UnixMicros, payload: Vec<u8>, before: Option<Vec<u8>> },
     /// `seq` is missing: conceal it (Opus FEC from [`AudioJitterBuffer::peek`]`(seq + 1)`, or
     /// PLC). The same seq may come several times in a row when the buffer runs dry.
     Conceal { seq: u32 },
@@ -153,8 +155,9 @@ pub struct AudioJitterStats {
     pub duplicates: u64,
     /// Frames dropped because more than `capacity` were buffered.
     pub dropped_overflow: u64,
-    /// Frames dropped to bring the delay down to the target.
-    pub dropped_adjust: u64,
+    /// Frames played time-compressed together with the next one, to bring the delay down to
+    /// the target (not in `played`).
+    pub accelerated: u64,
     /// Packets over [`MAX_AUDIO_PAYLOAD`], refused.
     pub oversized: u64,
     /// Restarts of the sender's stream.
@@ -344,10 +347,16 @@ impl AudioJitterBuffer {
                 && self.since_adjust > self.config.adapt_interval
                 && self.frames.contains_key(&(cursor + 1))
             {
-                self.frames.remove(&cursor);
+                let before = self.frames.remove(&cursor).map(|f| f.payload);
                 self.advance(true);
-                self.stats.dropped_adjust += 1;
+                self.stats.accelerated += 1;
                 self.since_adjust = 0;
+                return match self.play_cursor(now) {
+                    Playout::Frame { seq, captured_us, payload, .. } => {
+                        Playout::Frame { seq, captured_us, payload, before }
+                    }
+                    other => other,
+                };
             }
             return self.play_cursor(now);
         }
@@ -439,7 +448,12 @@ impl AudioJitterBuffer {
         self.playout_delay_us = self.relative_delay(now, frame.captured_us).max(0) as u64;
         self.stats.played += 1;
         self.last_played = Some((cursor, frame.captured_us));
-        Playout::Frame { seq: cursor as u32, captured_us: frame.captured_us, payload: frame.payload }
+        Playout::Frame {
+            seq: cursor as u32,
+            captured_us: frame.captured_us,
+            payload: frame.payload,
+            before: None,
+        }
     }
 
     /// Moves the cursor past its seq, noting whether that seq was received.

@@ -9,7 +9,9 @@ pub mod codec;
 pub mod ladder;
 pub mod loss;
 pub mod packet;
+pub mod rate;
 pub mod stats;
+pub mod stretch;
 pub mod video_playout;
 pub mod video_reorder;
 
