@@ -28,18 +28,29 @@ backend = "synthetic"
 [audio]
 capture = "synthetic"'
 
-hz=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# CPU ticks of the hub's recording threads (named record-N).
+# The hub gets the last CPU to itself and the parties (whose encoders take most of the machine)
+# the others: sharing cores with them made identical relay-only runs differ by ±15 %.
+pin_hub=() pin_parties=()
+if command -v taskset >/dev/null && (($(nproc) >= 2)); then
+    pin_hub=(taskset -c "$(($(nproc) - 1))")
+    pin_parties=(taskset -c "0-$(($(nproc) - 2))")
+fi
+# CPU time of the hub in nanoseconds: the scheduler's own sum over its threads (schedstat),
+# since utime/stime come in 10 ms ticks — 3 % of what the hub uses in a 20 s call.
+hz=1000000000
+ticks() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%d\n", s}'; }
+# CPU time of the hub's recording threads (named record-N).
 record_ticks() {
     local sum=0 t
     for t in /proc/"$1"/task/*; do
         if grep -q '^record-' "$t/comm" 2>/dev/null; then
-            sum=$((sum + $(awk '{print $14 + $15}' "$t/stat")))
+            sum=$((sum + $(awk '{print $1}' "$t/schedstat")))
         fi
     done
     echo "$sum"
 }
+# Threads that end within the measured window would take their time with them: count them.
+threads() { ls /proc/"$1"/task | tr '\n' ' '; }
 
 # One call of $secs seconds; prints "hub_ticks record_ticks elapsed_s".
 one_call() { # record: true|false
@@ -49,19 +60,23 @@ one_call() { # record: true|false
 enabled = $record
 dir = \"$run/recordings\"" "[call]
 recording_notice = true"
-    RUST_LOG=info "$bin" hub --config "$run/hub.toml" 2>"$run/hub.log" & local hub=$!; pids+=("$hub")
+    RUST_LOG=info "${pin_hub[@]}" "$bin" hub --config "$run/hub.toml" 2>"$run/hub.log" & local hub=$!; pids+=("$hub")
     wait_for "$run/hub.log" 'hub listening' "the hub starting"
-    "$bin" agent --config "$run/agent.toml" --auto-accept --answer-delay-ms 100 --call-duration-s 0 >"$run/agent.out" 2>&1 & pids+=($!)
-    RUST_LOG=info "$bin" run --config "$run/kiosk.toml" 2>"$run/kiosk.log" & pids+=($!)
+    "${pin_parties[@]}" "$bin" agent --config "$run/agent.toml" --auto-accept --answer-delay-ms 100 --call-duration-s 0 >"$run/agent.out" 2>&1 & pids+=($!)
+    RUST_LOG=info "${pin_parties[@]}" "$bin" run --config "$run/kiosk.toml" 2>"$run/kiosk.log" & pids+=($!)
     wait_for "$run/kiosk.log" 'state="idle"' "the kiosk reaching idle"
     press_call "$run/buttons.sock"
     wait_for "$run/kiosk.log" 'state="connected"' "the call connecting"
     if [[ $record == true ]]; then wait_for "$run/hub.log" 'recording started' "the recording starting"; fi
     sleep 2 # the encoders settle
     local t0 r0 s0 t1 r1 s1
-    t0=$(ticks "$hub"); r0=$(record_ticks "$hub"); s0=$(date +%s.%N)
+    local th0 th1
+    th0=$(threads "$hub"); t0=$(ticks "$hub"); r0=$(record_ticks "$hub"); s0=$(date +%s.%N)
     sleep "$secs"
-    t1=$(ticks "$hub"); r1=$(record_ticks "$hub"); s1=$(date +%s.%N)
+    t1=$(ticks "$hub"); r1=$(record_ticks "$hub"); s1=$(date +%s.%N); th1=$(threads "$hub")
+    for t in $th0; do
+        [[ " $th1 " == *" $t "* ]] || echo "bench: hub thread $t ended during the measurement; its time is missing" >&2
+    done
     local bytes=0
     if [[ $record == true ]]; then bytes=$(du -b "$run"/recordings/*.mkv | awk '{s += $1} END {print s}'); fi
     stop_all
@@ -85,10 +100,10 @@ PY
         results+=("$record $hub_t $rec_t $elapsed")
     done
 done
-python3 - "$hz" "${results[@]}" <<'PY'
+python3 - "$hz" "$((${#pin_hub[@]} > 0))" "${results[@]}" <<'PY'
 import json, statistics, sys
 hz = int(sys.argv[1])
-runs = [r.split() for r in sys.argv[2:]]
+runs = [r.split() for r in sys.argv[3:]]
 def cores(rec):
     return [int(h) / hz / float(e) for r, h, _, e in runs if r == rec]
 def thread(rec):
@@ -97,7 +112,7 @@ off, on = statistics.median(cores("false")), statistics.median(cores("true"))
 # Each round runs relay-only and recording back to back (the order alternating): compare
 # within rounds, since the machine's load drifts between rounds more than recording costs.
 paired = [100 * (b - a) / a for a, b in zip(cores("false"), cores("true")) if a > 0]
-print(json.dumps({"bench": "hub_record_cpu", "rounds": len(runs) // 2,
+print(json.dumps({"bench": "hub_record_cpu", "rounds": len(runs) // 2, "hub_pinned": sys.argv[2] == "1",
                   "extra_pct_per_round": [round(p, 1) for p in paired],
                   "extra_pct_paired_median": round(statistics.median(paired), 1) if paired else None,
                   "hub_cpu_cores_relay_only": round(off, 4), "hub_cpu_cores_recording": round(on, 4),

@@ -229,25 +229,46 @@ pub fn header(title: &str, start_unix_ms: u64, tracks: &[TrackSpec]) -> (Vec<u8>
 /// A whole Cluster of `blocks` (sorted by time here). Its timestamp is the earliest block's, so
 /// every block's relative timestamp is ≥ 0; the caller keeps a cluster under 32 s.
 pub fn cluster(blocks: &mut [Block]) -> Vec<u8> {
+    let mut out = Vec::new();
+    cluster_into(blocks, &mut out);
+    out
+}
+
+/// [`cluster`], appended to `out`: the sizes are worked out first, so that each block's bytes
+/// are copied once.
+pub fn cluster_into(blocks: &mut [Block], out: &mut Vec<u8>) {
     blocks.sort_by_key(|b| b.ts_ms);
     let base = blocks.first().map_or(0, |b| b.ts_ms);
-    let mut body = Vec::with_capacity(blocks.iter().map(|b| b.data.len() + 12).sum::<usize>() + 8);
-    put_uint(&mut body, id::TIMESTAMP, base);
-    let mut block = Vec::new();
-    for b in blocks.iter() {
-        block.clear();
-        put_size(&mut block, u64::from(b.track));
+    let block_header = |b: &Block| {
+        let mut h = Vec::with_capacity(4);
+        put_size(&mut h, u64::from(b.track));
         let rel = (b.ts_ms - base).min(i16::MAX as u64) as i16;
-        block.extend_from_slice(&rel.to_be_bytes());
-        block.push(if b.keyframe { 0x80 } else { 0 });
-        put_id(&mut body, id::SIMPLE_BLOCK);
-        put_size(&mut body, (block.len() + b.data.len()) as u64);
-        body.extend_from_slice(&block);
-        body.extend_from_slice(&b.data);
+        h.extend_from_slice(&rel.to_be_bytes());
+        h.push(if b.keyframe { 0x80 } else { 0 });
+        h
+    };
+    let mut timestamp = Vec::with_capacity(12);
+    put_uint(&mut timestamp, id::TIMESTAMP, base);
+    let mut scratch = Vec::with_capacity(16);
+    let mut body_len = timestamp.len() as u64;
+    for b in blocks.iter() {
+        let len = (block_header(b).len() + b.data.len()) as u64;
+        scratch.clear();
+        put_id(&mut scratch, id::SIMPLE_BLOCK);
+        put_size(&mut scratch, len);
+        body_len += scratch.len() as u64 + len;
     }
-    let mut out = Vec::with_capacity(body.len() + 12);
-    put_element(&mut out, id::CLUSTER, &body);
-    out
+    out.reserve(body_len as usize + 12);
+    put_id(out, id::CLUSTER);
+    put_size(out, body_len);
+    out.extend_from_slice(&timestamp);
+    for b in blocks.iter() {
+        let header = block_header(b);
+        put_id(out, id::SIMPLE_BLOCK);
+        put_size(out, (header.len() + b.data.len()) as u64);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&b.data);
+    }
 }
 
 impl Layout {
@@ -302,6 +323,31 @@ mod tests {
         put_uint(&mut o, id::TRACK_NUMBER, 0);
         put_uint(&mut o, id::TIMESTAMP, 1000);
         assert_eq!(o, [0xD7, 0x81, 0x00, 0xE7, 0x82, 0x03, 0xE8]);
+    }
+
+    #[test]
+    fn a_cluster_is_one_element_whose_size_covers_its_blocks() {
+        for data_len in [0usize, 1, 100, 126, 127, 16_000, 70_000] {
+            let mut blocks = vec![
+                Block { track: 1, ts_ms: 5_000, keyframe: true, data: vec![7; data_len] },
+                Block { track: 2, ts_ms: 5_020, keyframe: false, data: vec![8; 3] },
+            ];
+            let mut out = vec![0xAA]; // appended after what is there
+            cluster_into(&mut blocks, &mut out);
+            // Reference: the body built apart, then wrapped by put_element.
+            let mut body = Vec::new();
+            put_uint(&mut body, id::TIMESTAMP, 5_000);
+            for (track, rel, flags, data) in [(1u8, 0i16, 0x80u8, vec![7; data_len]), (2, 20, 0, vec![8; 3])] {
+                let mut block = vec![0x80 | track];
+                block.extend_from_slice(&rel.to_be_bytes());
+                block.push(flags);
+                block.extend_from_slice(&data);
+                put_element(&mut body, id::SIMPLE_BLOCK, &block);
+            }
+            let mut expected = vec![0xAA];
+            put_element(&mut expected, id::CLUSTER, &body);
+            assert_eq!(out, expected, "{data_len} bytes");
+        }
     }
 
     #[test]

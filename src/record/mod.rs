@@ -553,8 +553,7 @@ impl Recorder {
         if self.cluster.is_empty() {
             return;
         }
-        let bytes = mkv::cluster(&mut self.cluster);
-        self.out.extend_from_slice(&bytes);
+        mkv::cluster_into(&mut self.cluster, &mut self.out);
         self.cluster.clear();
         self.cluster_bytes = 0;
     }
