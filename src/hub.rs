@@ -268,8 +268,9 @@ async fn stop_recordings(mut rx: mpsc::UnboundedReceiver<(Instant, Recording)>) 
     while let Some((at, recording)) = rx.recv().await {
         finishing.spawn(async move {
             tokio::time::sleep_until(at).await;
-            let thread = recording.stop();
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            if let Some(thread) = recording.stop() {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
         });
     }
     while finishing.join_next().await.is_some() {}

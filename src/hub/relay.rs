@@ -128,7 +128,7 @@ async fn forward_datagrams(conn: Connection, route: watch::Receiver<Option<Leg>>
         }
         let len = datagram.len() as u64;
         if let Some(tap) = &leg.tap {
-            tap.offer(datagram.clone());
+            tap.offer(&datagram);
         }
         match leg.conn.send_datagram(datagram) {
             Ok(()) => {
@@ -177,7 +177,7 @@ async fn forward_streams(conn: Connection, route: watch::Receiver<Option<Leg>>) 
             };
             let frame = bytes::Bytes::from(frame);
             if let Some(tap) = &leg.tap {
-                tap.offer(frame.clone());
+                tap.offer(&frame);
             }
             let Ok(_permit) = inflight.try_acquire() else {
                 bump(&leg.counters.video_dropped);

@@ -337,7 +337,8 @@ mod tests {
             // Reference: the body built apart, then wrapped by put_element.
             let mut body = Vec::new();
             put_uint(&mut body, id::TIMESTAMP, 5_000);
-            for (track, rel, flags, data) in [(1u8, 0i16, 0x80u8, vec![7; data_len]), (2, 20, 0, vec![8; 3])] {
+            for (track, rel, flags, data) in [(1u8, 0i16, 0x80u8, vec![7; data_len]), (2, 20, 0, vec![8; 3])]
+            {
                 let mut block = vec![0x80 | track];
                 block.extend_from_slice(&rel.to_be_bytes());
                 block.push(flags);

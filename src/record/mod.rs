@@ -42,7 +42,7 @@ pub enum Party {
 }
 
 impl Party {
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Party::Kiosk => 0,
             Party::Agent => 1,

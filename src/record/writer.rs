@@ -1,11 +1,11 @@
 //! The recording's IO: one thread per recorded call owns its file.
 //!
 //! ```text
-//! relay (per leg) ── Tap::offer (try_send, never waits) ──► "record-N" thread: Recorder ─► call-N.mkv
+//! relay (per leg) ── Tap::offer (copy into the inbox) ──► "record-N" thread: Recorder ─► call-N.mkv
 //!                                                                 │                       call-N.json
 //!                                                                 └── Note ──► hub core (event log, keyframe requests)
 //! ```
-//! The relay never waits for the disk: a full queue drops the packet (counted) and the
+//! The relay never waits for the disk: a full inbox drops the packet (counted) and the
 //! recorder skips to the next keyframe. A write error (a full disk) ends the recording — the
 //! file stays playable up to its last whole Cluster — and is reported as a [`Note::Failed`];
 //! the call goes on.
@@ -15,11 +15,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
@@ -29,8 +28,11 @@ use crate::devices::unix_micros_now;
 use crate::media::UnixMicros;
 use crate::protocol::CallId;
 
-/// Packets queued for the recording thread at most (about five seconds of a two-way call).
-const QUEUE: usize = 1024;
+/// Bytes of packets the inbox holds at most: about 16 s of a two-way call at 1 Mbit/s each way,
+/// far more than a batch.
+const INBOX_BYTES: usize = 4 << 20;
+/// Each packet in the inbox is preceded by its party (1 byte), arrival time (8) and length (4).
+const ENTRY_HEADER: usize = 13;
 
 /// What a recording tells the hub.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,17 +82,50 @@ pub struct Sidecar {
     pub error: Option<String>,
 }
 
-enum Cmd {
-    Media { party: Party, packet: Bytes, at: UnixMicros },
-    Stop,
+/// Packets on their way from the relay to the recording thread, as bytes: for each, its party,
+/// arrival time and length, then the packet. The relay appends under the lock — one copy of a
+/// packet it has just read, and no allocation once the buffer has grown; the thread swaps the
+/// buffer for its own emptied one once per batch. The relay's own buffers are freed where they
+/// were made, as when nothing is recorded.
+struct Inbox {
+    buf: Mutex<Vec<u8>>,
+    /// Set when the recording is told to stop: the thread finishes what is in the inbox.
+    stop: AtomicBool,
+    /// Packets refused because the inbox was full or the recording had stopped.
+    dropped: AtomicU64,
 }
 
-/// Where a recorded leg's packets go: cheap to clone, never blocks.
+impl Inbox {
+    fn new() -> Self {
+        Self { buf: Mutex::new(Vec::new()), stop: AtomicBool::new(false), dropped: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        // A relay task that panicked mid-append left whole entries behind it or a torn last
+        // one, which `entries` ignores.
+        self.buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The packets of an inbox buffer: (party, arrival time, packet). Stops at a torn entry.
+fn entries(buf: &[u8]) -> impl Iterator<Item = (Party, UnixMicros, &[u8])> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let (head, tail) = rest.split_at_checked(ENTRY_HEADER)?;
+        let party = if head[0] == 0 { Party::Kiosk } else { Party::Agent };
+        let at = u64::from_le_bytes(head[1..9].try_into().ok()?);
+        let len = u32::from_le_bytes(head[9..13].try_into().ok()?) as usize;
+        let (packet, tail) = tail.split_at_checked(len)?;
+        rest = tail;
+        Some((party, at, packet))
+    })
+}
+
+/// Where a recorded leg's packets go: cheap to clone, never waits for the disk.
 #[derive(Clone)]
 pub struct Tap {
-    tx: SyncSender<Cmd>,
+    inbox: Arc<Inbox>,
     party: Party,
-    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Tap {
@@ -101,10 +136,21 @@ impl std::fmt::Debug for Tap {
 
 impl Tap {
     /// Hands over one packet (media header + payload) as it reached the hub.
-    pub fn offer(&self, packet: Bytes) {
+    pub fn offer(&self, packet: &[u8]) {
         let at = unix_micros_now();
-        if self.tx.try_send(Cmd::Media { party: self.party, packet, at }).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let refused = self.inbox.stop.load(Ordering::Relaxed) || {
+            let mut buf = self.inbox.lock();
+            let fits = buf.len() + ENTRY_HEADER + packet.len() <= INBOX_BYTES;
+            if fits {
+                buf.push(self.party.index() as u8);
+                buf.extend_from_slice(&at.to_le_bytes());
+                buf.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+                buf.extend_from_slice(packet);
+            }
+            !fits
+        };
+        if refused {
+            self.inbox.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -113,9 +159,8 @@ impl Tap {
 pub struct Recording {
     pub call_id: CallId,
     pub path: PathBuf,
-    tx: SyncSender<Cmd>,
-    dropped: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<()>,
+    inbox: Arc<Inbox>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Recording {
@@ -133,39 +178,40 @@ impl Recording {
         let start_unix_ms = unix_micros_now() / 1000;
         let title = format!("call {call_id}: {kiosk} with {agent}");
         let recorder = Recorder::new(RecorderConfig::default(), title, kiosk, agent, start_unix_ms);
-        let (tx, rx) = sync_channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let inbox = Arc::new(Inbox::new());
         let job = Job {
             call_id,
             kiosk: kiosk.to_string(),
             agent: agent.to_string(),
             path: path.clone(),
             start_unix_ms,
-            dropped: dropped.clone(),
+            inbox: inbox.clone(),
             notes,
         };
         let thread = std::thread::Builder::new()
             .name(format!("record-{call_id}"))
-            .spawn(move || job.run(recorder, file, rx))?;
-        Ok(Self { call_id, path, tx, dropped, thread })
+            .spawn(move || job.run(recorder, file))?;
+        Ok(Self { call_id, path, inbox, thread: Some(thread) })
     }
 
     /// A tap for the packets `party` sends.
     pub fn tap(&self, party: Party) -> Tap {
-        Tap { tx: self.tx.clone(), party, dropped: self.dropped.clone() }
+        Tap { inbox: self.inbox.clone(), party }
     }
 
     /// Ends the recording; the thread finishes the file, writes the sidecar and reports.
     /// Returns the thread, for a caller that must wait (the hub's shutdown).
-    pub fn stop(self) -> std::thread::JoinHandle<()> {
-        // The queue may be full: then Stop waits for room on a thread of its own.
-        if let Err(std::sync::mpsc::TrySendError::Full(stop)) = self.tx.try_send(Cmd::Stop) {
-            let tx = self.tx;
-            let _ = std::thread::Builder::new().name("record-stop".into()).spawn(move || {
-                let _ = tx.send(stop);
-            });
-        }
-        self.thread
+    pub fn stop(mut self) -> Option<std::thread::JoinHandle<()>> {
+        self.inbox.stop.store(true, Ordering::Release);
+        self.thread.take()
+    }
+}
+
+impl Drop for Recording {
+    /// A recording dropped without [`Recording::stop`] (the hub's core ended) still finishes
+    /// its file.
+    fn drop(&mut self) {
+        self.inbox.stop.store(true, Ordering::Release);
     }
 }
 
@@ -212,16 +258,16 @@ struct Job {
     agent: String,
     path: PathBuf,
     start_unix_ms: u64,
-    dropped: Arc<AtomicU64>,
+    inbox: Arc<Inbox>,
     notes: UnboundedSender<Note>,
 }
 
 impl Job {
-    fn run<S: Sink>(self, recorder: Recorder, sink: S, rx: Receiver<Cmd>) {
+    fn run<S: Sink>(self, recorder: Recorder, sink: S) {
         let call_id = self.call_id;
         let _ = self.notes.send(Note::Started { call_id, path: self.path.clone() });
         info!(call_id, path = %self.path.display(), "recording started");
-        let (fin, error) = record(call_id, recorder, sink, &rx, &self.notes);
+        let (fin, error) = record(call_id, recorder, sink, &self.inbox, &self.notes);
         let end_unix_ms = unix_micros_now() / 1000;
         let (bytes, sha256) = match hash_file(&self.path) {
             Ok(v) => v,
@@ -242,7 +288,7 @@ impl Job {
             sha256,
             tracks: fin.tracks,
             skipped: fin.skipped,
-            dropped: self.dropped.load(Ordering::Relaxed),
+            dropped: self.inbox.dropped.load(Ordering::Relaxed),
             error: error.clone(),
         };
         let sidecar_path = self.path.with_extension("json");
@@ -275,13 +321,13 @@ fn record<S: Sink>(
     call_id: CallId,
     mut recorder: Recorder,
     mut sink: S,
-    rx: &Receiver<Cmd>,
+    inbox: &Inbox,
     notes: &UnboundedSender<Note>,
 ) -> (super::Finished, Option<String>) {
     /// The thread takes what the relay handed over in batches, this often: one wake-up per
-    /// batch instead of one per packet, and since the thread never waits on the queue, the
-    /// relay's `try_send` never has to wake it. Packets carry their arrival time, so a batch's
-    /// length changes no timestamp; 250 ms of a call is ~100 packets, well within [`QUEUE`]
+    /// batch instead of one per packet, and since the thread never waits on the inbox, the
+    /// relay never has to wake it. Packets carry their arrival time, so a batch's
+    /// length changes no timestamp; 250 ms of a call is ~60 kB, well within [`INBOX_BYTES`]
     /// (100 ms batches cost 2.5 times the wake-ups for nothing).
     const BATCH: Duration = Duration::from_millis(250);
     let write = |sink: &mut S, bytes: &[u8]| -> Result<(), String> {
@@ -290,19 +336,19 @@ fn record<S: Sink>(
         }
         sink.append(bytes).map_err(|e| format!("writing the recording: {e}"))
     };
+    let mut spare = Vec::new();
     let mut stop = false;
     while !stop {
-        std::thread::sleep(BATCH);
-        loop {
-            match rx.try_recv() {
-                Ok(Cmd::Media { party, packet, at }) => recorder.push(party, &packet, at),
-                Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => {
-                    stop = true;
-                    break;
-                }
-                Err(TryRecvError::Empty) => break,
-            }
+        if !inbox.stop.load(Ordering::Acquire) {
+            std::thread::sleep(BATCH);
         }
+        // Read before the swap: whatever the relay handed over before the stop is taken now.
+        stop = inbox.stop.load(Ordering::Acquire);
+        std::mem::swap(&mut *inbox.lock(), &mut spare);
+        for (party, at, packet) in entries(&spare) {
+            recorder.push(party, packet, at);
+        }
+        spare.clear();
         recorder.tick(unix_micros_now());
         while let Some(Action::RequestKeyframe(party)) = recorder.poll_action() {
             let _ = notes.send(Note::KeyframeNeeded { call_id, party });
@@ -397,39 +443,63 @@ mod tests {
         }
     }
 
-    fn audio(seq: u32, at: UnixMicros) -> Bytes {
+    fn audio(seq: u32, at: UnixMicros) -> Vec<u8> {
         let mut out = Vec::new();
         let h = MediaHeader { kind: MediaKind::Audio, keyframe: false, seq, captured_us: at };
         h.encode(&[0xF8; 60], &mut out).expect("header");
-        Bytes::from(out)
+        out
     }
 
     #[test]
     fn a_full_disk_stops_the_recording_with_a_note_and_takes_nothing_else_down() {
-        let (tx, rx) = sync_channel(QUEUE);
+        let inbox = Arc::new(Inbox::new());
+        let tap = Tap { inbox: inbox.clone(), party: Party::Kiosk };
         let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
         let t0 = unix_micros_now();
         // Six seconds of audio; the disk takes about one.
         for seq in 0..300 {
-            tx.try_send(Cmd::Media {
-                party: Party::Kiosk,
-                packet: audio(seq, t0 + u64::from(seq) * 20_000),
-                at: t0 + u64::from(seq) * 20_000,
-            })
-            .expect("queued");
+            tap.offer(&audio(seq, t0 + u64::from(seq) * 20_000));
         }
-        tx.send(Cmd::Stop).expect("stop");
+        inbox.stop.store(true, Ordering::Release);
         let recorder = Recorder::new(RecorderConfig::default(), "t".into(), "k", "a", 0);
         let sink = FullDisk { written: Vec::new(), room: 8_000 };
-        let (_, error) = record(5, recorder, sink, &rx, &notes_tx);
+        let (_, error) = record(5, recorder, sink, &inbox, &notes_tx);
         let error = error.expect("the write error is reported");
         assert!(error.contains("No space left on device"), "{error}");
         assert!(notes.try_recv().is_err(), "no keyframe requests for audio");
-        // The thread ended: the relay's further offers are dropped, never blocking.
-        drop(rx);
-        let tap = Tap { tx, party: Party::Agent, dropped: Arc::new(AtomicU64::new(0)) };
-        tap.offer(audio(1, t0));
-        assert_eq!(tap.dropped.load(Ordering::Relaxed), 1);
+        // The recording ended: the relay's further offers are dropped, never blocking.
+        assert_eq!(inbox.dropped.load(Ordering::Relaxed), 0);
+        tap.offer(&audio(1, t0));
+        assert_eq!(inbox.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_inbox_hands_over_every_packet_in_order_and_refuses_beyond_its_size() {
+        let inbox = Arc::new(Inbox::new());
+        let (kiosk, agent) = (
+            Tap { inbox: inbox.clone(), party: Party::Kiosk },
+            Tap { inbox: inbox.clone(), party: Party::Agent },
+        );
+        kiosk.offer(&[1, 2, 3]);
+        agent.offer(&[]);
+        kiosk.offer(&[9; 1000]);
+        let buf = std::mem::take(&mut *inbox.lock());
+        let got: Vec<(Party, Vec<u8>)> = entries(&buf).map(|(p, _, d)| (p, d.to_vec())).collect();
+        assert_eq!(
+            got,
+            [(Party::Kiosk, vec![1, 2, 3]), (Party::Agent, vec![]), (Party::Kiosk, vec![9; 1000])]
+        );
+        // A torn last entry (a panic mid-append) is ignored, the whole ones kept.
+        assert_eq!(entries(&buf[..buf.len() - 1]).count(), 2);
+        // Full: refused and counted, nothing partial written.
+        let big = vec![0; 1 << 20];
+        for _ in 0..3 {
+            kiosk.offer(&big);
+        }
+        assert_eq!(inbox.dropped.load(Ordering::Relaxed), 0);
+        kiosk.offer(&big);
+        assert_eq!(inbox.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(entries(&inbox.lock()).count(), 3);
     }
 
     #[test]
