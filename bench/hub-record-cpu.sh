@@ -54,6 +54,9 @@ threads() { ls /proc/"$1"/task | tr '\n' ' '; }
 
 # One call of $secs seconds; prints "hub_ticks record_ticks elapsed_s".
 one_call() { # record: true|false
+    # It runs in a subshell (process substitution), which does not inherit the script's EXIT
+    # trap: without its own, a failing step left the hub, kiosk and agent running.
+    trap stop_all EXIT
     local record=$1 port=$((20000 + RANDOM % 20000)) run=$dir/run-$RANDOM
     mkdir -p "$run"
     bench_configs "$dir" "$run" "$port" "$media" "[recording]
