@@ -157,14 +157,14 @@ impl MediaStats {
 
 type Shared = Arc<Mutex<MediaStats>>;
 
-/// Locks a mutex shared between media tasks; a task that panicked holding it left plain data.
+/// Locks a mutex shared between media tasks and threads; one that panicked holding it left
+/// plain data (counters, buffers) that is still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn with<R>(stats: &Shared, f: impl FnOnce(&mut MediaStats) -> R) -> R {
-    // A thread that panicked while holding the lock left counters that are still usable.
-    let mut guard = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = lock(stats);
     f(&mut guard)
 }
 
@@ -294,10 +294,7 @@ impl MediaSession {
 
     /// The other side loses this share of our audio frames (percent).
     pub fn set_remote_loss(&self, loss_pct: u8) {
-        self.loss_policy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .report(loss_pct, unix_micros_now());
+        lock(&self.loss_policy).report(loss_pct, unix_micros_now());
     }
 
     /// The other side asked for a keyframe.
@@ -526,7 +523,7 @@ impl MediaSession {
             let mut expected_loss = settings.expected_loss_pct;
             while !stop.load(Ordering::Relaxed) {
                 let (copies, want_loss) = {
-                    let p = policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let p = lock(&policy);
                     (usize::from(p.copies()).min(MAX_AUDIO_COPIES), p.expected_loss_pct())
                 };
                 if want_loss != expected_loss && enc.set_expected_loss(want_loss).is_ok() {
@@ -592,7 +589,7 @@ impl MediaSession {
                 tick += 1;
                 let now = unix_micros_now();
                 let (playout, next, target) = {
-                    let mut j = jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut j = lock(&jitter);
                     // The call ended and everything that arrived was played: nothing is missing,
                     // the sound just stopped.
                     if draining.load(Ordering::Relaxed) && j.is_empty() {
@@ -614,31 +611,30 @@ impl MediaSession {
                         // that the decoder's state follows the stream.
                         let first = before.map(|b| dec.decode(&b));
                         match dec.decode(&payload) {
+                            Err(_) => {
+                                with(&stats, |st| st.audio_frames_concealed += 1);
+                                dec.conceal().unwrap_or_default()
+                            }
                             Ok(s) => {
-                                let s = match first {
-                                    Some(Ok(mut b)) => {
-                                        b.extend_from_slice(&s);
-                                        with(&stats, |st| {
-                                            st.audio_frames_played += 1;
-                                            st.audio_frames_accelerated += 1;
-                                        });
-                                        stretch::compress(&b, FRAME_SAMPLES + carry.len())
-                                    }
-                                    Some(Err(_)) => {
-                                        with(&stats, |st| st.audio_frames_concealed += 1);
-                                        s
-                                    }
-                                    None => s,
-                                };
                                 with(&stats, |st| {
                                     st.audio_frames_played += 1;
                                     st.audio_latency.record(now.saturating_sub(captured_us));
                                 });
-                                s
-                            }
-                            Err(_) => {
-                                with(&stats, |st| st.audio_frames_concealed += 1);
-                                dec.conceal().unwrap_or_default()
+                                match first {
+                                    None => s,
+                                    Some(Err(_)) => {
+                                        with(&stats, |st| st.audio_frames_concealed += 1);
+                                        s
+                                    }
+                                    Some(Ok(mut b)) => {
+                                        with(&stats, |st| {
+                                            st.audio_frames_played += 1;
+                                            st.audio_frames_accelerated += 1;
+                                        });
+                                        b.extend_from_slice(&s);
+                                        stretch::compress(&b, FRAME_SAMPLES + carry.len())
+                                    }
+                                }
                             }
                         }
                     }
@@ -978,12 +974,7 @@ async fn recv_datagrams(
                 let _ = feedback.try_send(ClientMsg::RateHint { call_id, bitrate_bps });
             }
         }
-        jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).handle_packet(
-            h.seq,
-            h.captured_us,
-            payload.to_vec(),
-            now,
-        );
+        lock(&jitter).handle_packet(h.seq, h.captured_us, payload.to_vec(), now);
     }
 }
 

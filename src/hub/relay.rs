@@ -175,7 +175,6 @@ async fn forward_streams(conn: Connection, route: watch::Receiver<Option<Leg>>) 
                     return;
                 }
             };
-            let frame = bytes::Bytes::from(frame);
             if let Some(tap) = &leg.tap {
                 tap.offer(&frame);
             }

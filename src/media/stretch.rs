@@ -53,11 +53,10 @@ fn best_lag(x: &[f32], min: usize, max: usize) -> usize {
         }
         if aa <= f32::EPSILON || bb <= f32::EPSILON { 1.0 } else { ab / (aa * bb).sqrt() }
     };
-    let mut scores: Vec<(usize, f32)> = (min..=max).step_by(COARSE_STEP).map(|l| (l, score(l))).collect();
+    let scores: Vec<(usize, f32)> = (min..=max).step_by(COARSE_STEP).map(|l| (l, score(l))).collect();
     let best = scores.iter().map(|(_, s)| *s).fold(f32::MIN, f32::max);
     // The longest lag within 5 % of the best, refined to the sample around it.
     let (coarse, _) = scores.iter().rev().find(|(_, s)| *s >= best - 0.05).copied().unwrap_or((min, best));
-    scores.clear();
     let lo = coarse.saturating_sub(COARSE_STEP).max(min);
     let hi = (coarse + COARSE_STEP).min(max);
     (lo..=hi)

@@ -247,12 +247,13 @@ pub fn cluster_into(blocks: &mut [Block], out: &mut Vec<u8>) {
         h.push(if b.keyframe { 0x80 } else { 0 });
         h
     };
+    let headers: Vec<Vec<u8>> = blocks.iter().map(block_header).collect();
     let mut timestamp = Vec::with_capacity(12);
     put_uint(&mut timestamp, id::TIMESTAMP, base);
     let mut scratch = Vec::with_capacity(16);
     let mut body_len = timestamp.len() as u64;
-    for b in blocks.iter() {
-        let len = (block_header(b).len() + b.data.len()) as u64;
+    for (b, header) in blocks.iter().zip(&headers) {
+        let len = (header.len() + b.data.len()) as u64;
         scratch.clear();
         put_id(&mut scratch, id::SIMPLE_BLOCK);
         put_size(&mut scratch, len);
@@ -262,11 +263,10 @@ pub fn cluster_into(blocks: &mut [Block], out: &mut Vec<u8>) {
     put_id(out, id::CLUSTER);
     put_size(out, body_len);
     out.extend_from_slice(&timestamp);
-    for b in blocks.iter() {
-        let header = block_header(b);
+    for (b, header) in blocks.iter().zip(&headers) {
         put_id(out, id::SIMPLE_BLOCK);
         put_size(out, (header.len() + b.data.len()) as u64);
-        out.extend_from_slice(&header);
+        out.extend_from_slice(header);
         out.extend_from_slice(&b.data);
     }
 }
