@@ -11,7 +11,7 @@
 //! - above [`OVERUSE_US`]: a queue builds on the path. The cap becomes a share of the video
 //!   rate that gets through (85 %, less the larger the queue, down to 40 %), so that the queue
 //!   drains within about a second; at most once per [`CUT_EVERY_US`] (a cut needs a round trip
-//!   to take effect).
+//!   to take effect), and again only while the queue is larger than at the last cut.
 //! - below [`UNDERUSE_US`]: the path keeps up; an existing cap rises by 8 % per
 //!   [`RAISE_EVERY_US`], and disappears above [`NO_CAP_BPS`].
 //! - in between: the cap holds.
@@ -65,6 +65,8 @@ pub struct ReceiverRate {
     first_video: Option<UnixMicros>,
     last_eval: UnixMicros,
     last_cut: Option<UnixMicros>,
+    /// The queueing delay at the last cut, until the path keeps up again.
+    q_at_cut: Option<i64>,
     last_raise: UnixMicros,
     last_sent: Option<(u64, UnixMicros)>,
     cap: Option<u64>,
@@ -166,7 +168,13 @@ impl ReceiverRate {
             Usage::Normal
         };
         match usage {
-            Usage::Over if self.last_cut.is_none_or(|t| now.saturating_sub(t) >= CUT_EVERY_US) => {
+            // Cut again only while the queue still grows: a queue that stands without growing
+            // is draining, or is not the network's (a receiver short of CPU reads late too, and
+            // cutting on it took a kiosk's video down to nothing on the emulated board).
+            Usage::Over
+                if self.last_cut.is_none_or(|t| now.saturating_sub(t) >= CUT_EVERY_US)
+                    && self.q_at_cut.is_none_or(|at_cut| q > at_cut) =>
+            {
                 // 85 % of what gets through, minus 1 point per 8 ms of queue (at least 40 %):
                 // the larger the queue, the faster it must drain.
                 let share = (85 - q / 8_000).clamp(40, 85) as u64;
@@ -175,10 +183,12 @@ impl ReceiverRate {
                 // What gets through lags a cut: never raise the cap by cutting.
                 self.cap = Some(self.cap.map_or(cut, |c| c.min(cut)));
                 self.last_cut = Some(now);
+                self.q_at_cut = Some(q);
                 self.last_raise = now;
             }
             Usage::Under if now.saturating_sub(self.last_raise) >= RAISE_EVERY_US => {
                 self.last_raise = now;
+                self.q_at_cut = None;
                 if let Some(c) = self.cap {
                     let raised = c * 108 / 100;
                     self.cap = (raised < NO_CAP_BPS).then_some(raised);
@@ -291,6 +301,28 @@ mod tests {
         }
         assert!(hints.first().is_some_and(|&c| c < 800_000), "{hints:?}");
         assert_eq!(hints.last().copied(), Some(NO_CAP_BPS as u32), "{hints:?}");
+    }
+
+    #[test]
+    fn a_standing_delay_that_does_not_grow_is_cut_for_once_not_to_the_floor() {
+        // A receiver short of CPU: after a second on time, every packet reads 70–90 ms late,
+        // not more and more; the sender (300 kbit/s) obeys each cap at once.
+        let mut rx = ReceiverRate::new();
+        let t0 = 1_700_000_000_000_000u64;
+        let mut hints = Vec::new();
+        let mut rate = 300_000u64;
+        for i in 0..400u64 {
+            let now = t0 + i * 20 * MS;
+            let late = if i < 50 { 0 } else { (70 + (i * 7) % 21) * MS };
+            rx.on_audio(now + late, now);
+            rx.on_video(now + late, now, rate / 8 / 50);
+            if let Some(c) = rx.poll(now + late) {
+                hints.push(c);
+                rate = rate.min(u64::from(c));
+            }
+        }
+        let lowest = hints.iter().copied().min().unwrap_or(u32::MAX);
+        assert!(lowest > 150_000, "cut to {lowest}: {hints:?}");
     }
 
     #[test]
