@@ -128,6 +128,10 @@ pub struct MediaStats {
     pub problems: Vec<String>,
     #[serde(skip)]
     pub sent_frame_numbers: Vec<u32>,
+    /// The frame numbers read from every picture decoded, in the order decoded.
+    #[serde(skip)]
+    pub decoded_frame_numbers: Vec<u32>,
+    /// The frame numbers of the pictures shown (the playout skips a picture that is late).
     #[serde(skip)]
     pub verified_frame_numbers: Vec<u32>,
     /// When each picture was shown (for freezes and recovery times).
@@ -706,7 +710,7 @@ impl MediaSession {
                 }
             };
             let mut playout = VideoPlayout::new();
-            let mut pending: VecDeque<(u32, Picture)> = VecDeque::new();
+            let mut pending: VecDeque<(u32, Picture, Option<u32>)> = VecDeque::new();
             let mut last_verified: Option<u32> = None;
             let ask = |stats: &Shared| {
                 with(stats, |s| s.keyframe_requests += 1);
@@ -722,9 +726,21 @@ impl MediaSession {
                         match playout.handle_frame(h.seq, h.keyframe, h.captured_us, now) {
                             FrameAction::Decode => match dec.decode(&data, h.captured_us) {
                                 Ok(Some(pic)) => {
-                                    with(&stats, |s| s.video_frames_decoded += 1);
+                                    // A synthetic camera's frame number, checked against the
+                                    // capture time the header carries.
+                                    let stamp = camera::synthetic::read_stamp(&pic)
+                                        .filter(|&(_, ms)| ms == (h.captured_us / 1000) as u32)
+                                        .map(|(n, _)| n);
+                                    with(&stats, |s| {
+                                        s.video_frames_decoded += 1;
+                                        if let Some(n) = stamp
+                                            && s.decoded_frame_numbers.len() < MAX_FRAME_LOG
+                                        {
+                                            s.decoded_frame_numbers.push(n);
+                                        }
+                                    });
                                     playout.handle_decoded(h.seq, h.captured_us, now);
-                                    pending.push_back((h.seq, pic));
+                                    pending.push_back((h.seq, pic, stamp));
                                     // As many as the playout queues (VideoPlayoutConfig::queue_capacity).
                                     while pending.len() > 24 {
                                         pending.pop_front();
@@ -747,11 +763,10 @@ impl MediaSession {
                 let now = unix_micros_now();
                 if let Some(seq) = playout.poll_display(now) {
                     // Older pictures were skipped by the playout: drop them.
-                    while pending.front().is_some_and(|(s, _)| *s != seq) {
+                    while pending.front().is_some_and(|(s, _, _)| *s != seq) {
                         pending.pop_front();
                     }
-                    let Some((_, pic)) = pending.pop_front() else { continue };
-                    let stamp = camera::synthetic::read_stamp(&pic);
+                    let Some((_, pic, stamp)) = pending.pop_front() else { continue };
                     with(&stats, |s| {
                         s.video_frames_displayed += 1;
                         if s.display_times_us.len() < MAX_FRAME_LOG {
@@ -761,8 +776,7 @@ impl MediaSession {
                         if now.saturating_sub(s.started_us) > SETTLED_AFTER_US {
                             s.video_latency_settled.record(now.saturating_sub(pic.captured_us));
                         }
-                        if let Some((n, ms)) = stamp
-                            && ms == (pic.captured_us / 1000) as u32
+                        if let Some(n) = stamp
                             && last_verified.is_none_or(|l| n > l)
                         {
                             last_verified = Some(n);
