@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod health;
 pub mod hub;
 pub mod kiosk;
+pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod net;

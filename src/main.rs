@@ -99,6 +99,26 @@ struct BenchArgs {
     /// With --compose: frames to compose.
     #[arg(long, default_value_t = 600)]
     frames: usize,
+    /// Instead of the scenarios: place this many calls at once through the hub at --hub, every
+    /// party replaying H.264 and Opus encoded beforehand (no codec work), for --duration
+    /// seconds; one JSON line. For measuring what the hub spends per call.
+    #[arg(long, requires_all = ["hub", "certs"])]
+    load: Option<usize>,
+    /// With --load: the hub's address (host:port).
+    #[arg(long)]
+    hub: Option<String>,
+    /// With --load: the name the hub's certificate carries.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// With --load: the folder holding ca.pem and the certificates of agent-1..N and
+    /// branch-1/kiosk-1..N (as `kioskd certs issue` writes them).
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// With --load: the replayed video's size (30 fps, 1 Mbit/s at 640×480, scaled by area).
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    #[arg(long, default_value_t = 480)]
+    height: u32,
 }
 
 #[derive(Args)]
@@ -696,6 +716,34 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     use kioskd::netsim::link::LinkConfig;
     kioskd::net::tls::set_congestion(args.congestion);
+    if let (Some(calls), Some(hub), Some(certs)) = (args.load, &args.hub, &args.certs) {
+        anyhow::ensure!(
+            args.width.is_multiple_of(2)
+                && args.height.is_multiple_of(2)
+                && (160..=1920).contains(&args.width)
+                && (120..=1080).contains(&args.height),
+            "--width and --height must be even, 160–1920 × 120–1080"
+        );
+        let area = f64::from(args.width * args.height) / (640.0 * 480.0);
+        let video = kioskd::media::codec::VideoSettings {
+            width: args.width,
+            height: args.height,
+            bitrate_bps: (1_000_000.0 * area) as u32,
+            ..Default::default()
+        };
+        let opts = kioskd::loadgen::LoadOptions {
+            hub: kioskd::net::client::resolve(hub).await?,
+            server_name: args.server_name.clone(),
+            certs: certs.clone(),
+            calls,
+            duration: Duration::from_secs(args.duration),
+            video,
+        };
+        eprintln!("bench: {calls} calls through {hub} for {} s …", args.duration);
+        let r = kioskd::loadgen::run(opts).await?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(if r.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     let custom = args.loss.is_some()
         || args.rtt.is_some()
         || args.jitter.is_some()

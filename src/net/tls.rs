@@ -19,12 +19,9 @@ use crate::protocol::{ALPN, MAX_ID_BYTES, Role};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
+    /// The message carries the cause (not a source too, or `{:#}` would print it twice).
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: rustls::pki_types::pem::Error },
     #[error("{0} holds no certificate")]
     NoCertificate(String),
     #[error("certificate cannot be parsed: {0}")]
@@ -76,7 +73,7 @@ impl TlsMaterial {
 }
 
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read_err = |source| TlsError::Read { path: path.display().to_string(), source };
+    let read_err = |error| TlsError::Read { path: path.display().to_string(), error };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(read_err)?
         .collect::<Result<Vec<_>, _>>()
@@ -89,7 +86,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path)
-        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+        .map_err(|error| TlsError::Read { path: path.display().to_string(), error })
 }
 
 /// Reads role (OU) and id (CN) from a DER certificate.

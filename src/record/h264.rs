@@ -13,22 +13,7 @@ pub const NAL_PPS: u8 = 8;
 /// The NAL units of an Annex B access unit (start codes `00 00 01` or `00 00 00 01`), without
 /// their start codes. Empty units are skipped.
 pub fn nal_units(access_unit: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new(); // (start code position, payload start)
-    let mut i = 0;
-    while i + 3 <= access_unit.len() {
-        let third = access_unit[i + 2];
-        if third > 1 {
-            // No start code begins at i, i + 1 or i + 2: each would need this byte to be 0 or 1.
-            // Most bytes of a slice are such bytes, so the scan mostly moves 3 at a time.
-            i += 3;
-        } else if third == 1 && access_unit[i] == 0 && access_unit[i + 1] == 0 {
-            let code_at = if i > 0 && access_unit[i - 1] == 0 { i - 1 } else { i };
-            starts.push((code_at, i + 3));
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
+    let starts = start_codes(access_unit);
     let mut units = Vec::with_capacity(starts.len());
     for (n, &(_, from)) in starts.iter().enumerate() {
         let to = starts.get(n + 1).map_or(access_unit.len(), |&(code_at, _)| code_at);
@@ -37,6 +22,14 @@ pub fn nal_units(access_unit: &[u8]) -> Vec<&[u8]> {
         }
     }
     units
+}
+
+/// Where each start code is, and where its NAL unit begins. `00 00 01` cannot overlap
+/// itself, so the non-overlapping matches of a SIMD substring search are all of them.
+fn start_codes(access_unit: &[u8]) -> Vec<(usize, usize)> {
+    memchr::memmem::find_iter(access_unit, &[0, 0, 1])
+        .map(|i| (if i > 0 && access_unit[i - 1] == 0 { i - 1 } else { i }, i + 3))
+        .collect()
 }
 
 /// The type of a NAL unit (its first byte's low five bits).
@@ -54,6 +47,27 @@ pub fn to_length_prefixed(access_unit: &[u8]) -> Vec<u8> {
         out.extend_from_slice(unit);
     }
     out
+}
+
+/// [`to_length_prefixed`] without a copy when it can be done in place: when the access unit
+/// begins with a start code and every start code is 4 bytes (as openh264 writes them), each
+/// becomes the length of its unit.
+pub fn into_length_prefixed(mut access_unit: Vec<u8>) -> Vec<u8> {
+    let starts = start_codes(&access_unit);
+    let ends = starts.iter().skip(1).map(|&(code_at, _)| code_at).chain([access_unit.len()]);
+    let units: Vec<(usize, usize, usize)> =
+        starts.iter().zip(ends).map(|(&(code_at, from), to)| (code_at, from, to)).collect();
+    let in_place = units.first().is_some_and(|&(code_at, _, _)| code_at == 0)
+        && units
+            .iter()
+            .all(|&(code_at, from, to)| from == code_at + 4 && from < to && to - from <= u32::MAX as usize);
+    if !in_place {
+        return to_length_prefixed(&access_unit);
+    }
+    for (code_at, from, to) in units {
+        access_unit[code_at..from].copy_from_slice(&((to - from) as u32).to_be_bytes());
+    }
+    access_unit
 }
 
 /// The `AVCDecoderConfigurationRecord` (ISO/IEC 14496-15) of one SPS and one PPS, with 4-byte
@@ -288,6 +302,15 @@ mod tests {
         assert_eq!(rbsp(&[0, 0, 3, 1, 0, 0, 3, 0, 0, 3]), [0, 0, 1, 0, 0, 0, 0]);
     }
 
+    #[test]
+    fn an_access_unit_with_four_byte_start_codes_is_converted_without_a_copy() {
+        let au = vec![0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88, 0x84];
+        let at = au.as_ptr();
+        let out = into_length_prefixed(au);
+        assert_eq!(out, [0, 0, 0, 2, 0x67, 0x42, 0, 0, 0, 2, 0x68, 0xce, 0, 0, 0, 3, 0x65, 0x88, 0x84]);
+        assert_eq!(out.as_ptr(), at, "converted in place");
+    }
+
     /// The byte-at-a-time scan that `nal_units` must agree with.
     fn nal_units_reference(au: &[u8]) -> Vec<&[u8]> {
         let mut starts = Vec::new();
@@ -315,9 +338,24 @@ mod tests {
         }
 
         #[test]
+        fn converting_in_place_gives_what_a_copy_gives(
+            data in proptest::collection::vec(proptest::sample::select(vec![0u8, 0, 0, 1, 1, 2, 3, 0x65, 0xff]), 0..300),
+            four_byte_codes in proptest::prelude::any::<bool>(),
+        ) {
+            // Half the cases an access unit as openh264 writes them (converted in place).
+            let au = if four_byte_codes {
+                data.split(|&b| b == 1).flat_map(|unit| [0, 0, 0, 1].into_iter().chain(unit.iter().map(|&b| b | 2))).collect()
+            } else {
+                data
+            };
+            proptest::prop_assert_eq!(into_length_prefixed(au.clone()), to_length_prefixed(&au));
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = nal_units(&data);
             let _ = to_length_prefixed(&data);
+            let _ = into_length_prefixed(data.clone());
             let mut sps = vec![0x67];
             sps.extend_from_slice(&data);
             let _ = sps_picture_size(&sps);

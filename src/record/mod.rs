@@ -304,7 +304,7 @@ impl Recorder {
                 v.want_keyframe = true; // a frame was lost: the next ones do not decode
             }
             v.expect_seq = Some(seq.wrapping_add(1));
-            if let Some(block) = self.video_frame(party, keyframe, &payload, ts_ms, now) {
+            if let Some(block) = self.video_frame(party, keyframe, payload, ts_ms, now) {
                 self.accept(party, MediaKind::Video, block, now);
             }
         }
@@ -440,7 +440,7 @@ impl Recorder {
         &mut self,
         party: Party,
         keyframe: bool,
-        payload: &[u8],
+        payload: Vec<u8>,
         ts_ms: u64,
         now: UnixMicros,
     ) -> Option<Block> {
@@ -452,7 +452,7 @@ impl Recorder {
             return None;
         }
         if keyframe {
-            let units = h264::nal_units(payload);
+            let units = h264::nal_units(&payload);
             let sps = units.iter().find(|u| h264::nal_type(u) == Some(h264::NAL_SPS));
             let pps = units.iter().find(|u| h264::nal_type(u) == Some(h264::NAL_PPS));
             if !header_written
@@ -481,7 +481,7 @@ impl Recorder {
             None => ts_ms,
         };
         v.last_ts_ms = Some(ts_ms);
-        Some(Block { track: 0, ts_ms, keyframe, data: h264::to_length_prefixed(payload) })
+        Some(Block { track: 0, ts_ms, keyframe, data: h264::into_length_prefixed(payload) })
     }
 
     fn write_header(&mut self) {
