@@ -185,23 +185,24 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
     for i in 1..=opts.calls {
         let (ep, mut s) = connect(&opts, &format!("agent-{i}"), Role::Agent).await?;
         s.writer.send(&ClientMsg::SetPresence { presence: Presence::Idle }).await?;
-        agents.push((ep, s));
+        agents.push((ep, s, Role::Agent));
     }
     let mut kiosks = Vec::new();
     for i in 1..=opts.calls {
-        kiosks.push(connect(&opts, &format!("branch-1/kiosk-{i}"), Role::Kiosk).await?);
+        let (ep, s) = connect(&opts, &format!("branch-1/kiosk-{i}"), Role::Kiosk).await?;
+        kiosks.push((ep, s, Role::Kiosk));
     }
     let (connected_tx, mut connected_rx) = tokio::sync::mpsc::channel::<bool>(2 * opts.calls);
     let mut parties = JoinSet::new();
     let n = 2 * opts.calls;
-    for (i, (ep, s)) in agents.into_iter().chain(kiosks).enumerate() {
+    for (i, (ep, s, role)) in agents.into_iter().chain(kiosks).enumerate() {
         let (run, connected) = (run.clone(), connected_tx.clone());
-        let role = if s.id.starts_with("agent-") { Role::Agent } else { Role::Kiosk };
         // Cameras and microphones do not tick together: the parties' frames are spread evenly
         // over a frame interval, as independent devices would be.
         let phase = Duration::from_secs_f64(i as f64 / n as f64 / f64::from(opts.video.fps.max(1.0)));
         parties.spawn(async move {
             let r = party(run, s, role, phase, connected).await;
+            ep.close(0u32.into(), b"done");
             ep.wait_idle().await;
             r
         });
@@ -265,8 +266,14 @@ async fn party(
     if role == Role::Kiosk {
         s.writer.send(&ClientMsg::RequestAgent { resume: None, consent: true }).await?;
     }
+    let mut hang_up = run.hang_up.clone();
     let call_id = loop {
-        match s.reader.recv::<HubMsg>().await.with_context(|| format!("`{}` waiting for its call", s.id))? {
+        let msg = tokio::select! {
+            // The run ends before this party's call connected (the run reports it).
+            _ = hang_up.wait_for(|h| *h) => return Ok(()),
+            msg = s.reader.recv::<HubMsg>() => msg,
+        };
+        match msg.with_context(|| format!("`{}` waiting for its call", s.id))? {
             HubMsg::Offer { call_id, .. } => s.writer.send(&ClientMsg::Accept { call_id }).await?,
             HubMsg::Connected { call_id, recorded, .. } => {
                 let _ = connected.send(recorded).await;
@@ -283,7 +290,6 @@ async fn party(
     let mut tasks = JoinSet::new();
     tasks.spawn(receive_datagrams(run.clone(), conn.clone()));
     tasks.spawn(receive_streams(run.clone(), conn.clone()));
-    let mut hang_up = run.hang_up.clone();
     let mut reader = s.reader;
     // The control stream until the run ends: keyframe requests restart the clip.
     loop {
@@ -316,7 +322,6 @@ async fn party(
     }
     tokio::time::sleep(DRAIN).await;
     tasks.abort_all();
-    conn.close(0u32.into(), b"done");
     Ok(())
 }
 
