@@ -149,6 +149,8 @@ struct Run {
     keyframe_requests: AtomicU64,
     /// Set when the calls are to end.
     hang_up: tokio::sync::watch::Receiver<bool>,
+    /// Every party's frames are timed from here (see [`schedule`]).
+    epoch: Instant,
 }
 
 fn load_material(dir: &Path, id: &str) -> anyhow::Result<TlsMaterial> {
@@ -179,6 +181,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         received: Counters::default(),
         keyframe_requests: AtomicU64::new(0),
         hang_up: stop_rx,
+        epoch: Instant::now(),
     });
     // Agents first, each IDLE before the kiosks call, so that every call finds one.
     let mut agents = Vec::new();
@@ -199,7 +202,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         let (run, connected) = (run.clone(), connected_tx.clone());
         // Cameras and microphones do not tick together: the parties' frames are spread evenly
         // over a frame interval, as independent devices would be.
-        let phase = Duration::from_secs_f64(i as f64 / n as f64 / f64::from(opts.video.fps.max(1.0)));
+        let phase = i as f64 / n as f64;
         parties.spawn(async move {
             let r = party(run, s, role, phase, connected).await;
             ep.close(0u32.into(), b"done");
@@ -260,7 +263,7 @@ async fn party(
     run: Arc<Run>,
     mut s: Session,
     role: Role,
-    phase: Duration,
+    phase: f64,
     connected: tokio::sync::mpsc::Sender<bool>,
 ) -> anyhow::Result<()> {
     if role == Role::Kiosk {
@@ -325,14 +328,25 @@ async fn party(
     Ok(())
 }
 
-async fn send_media(run: Arc<Run>, conn: quinn::Connection, restart: Arc<AtomicBool>, phase: Duration) {
+/// The first of the ticks `epoch + (phase + k) × period` at or after `now`: every run sends
+/// on the same schedule, however long each call took to connect.
+fn first_tick(epoch: Instant, now: Instant, period: Duration, phase: f64) -> Instant {
+    let first = epoch + period.mul_f64(phase);
+    let behind = now.saturating_duration_since(first).as_secs_f64() / period.as_secs_f64();
+    first + period.mul_f64(behind.ceil())
+}
+
+/// Ticks on the schedule; a late tick is skipped rather than moving the schedule.
+fn schedule(epoch: Instant, period: Duration, phase: f64) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(first_tick(epoch, Instant::now(), period, phase), period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    tick
+}
+
+async fn send_media(run: Arc<Run>, conn: quinn::Connection, restart: Arc<AtomicBool>, phase: f64) {
     let clip = &run.clip;
-    let start = Instant::now() + phase;
-    let mut audio_tick = tokio::time::interval_at(start, Duration::from_millis(20));
-    let mut video_tick =
-        tokio::time::interval_at(start, Duration::from_secs_f64(1.0 / f64::from(clip.fps.max(1.0))));
-    audio_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    video_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut audio_tick = schedule(run.epoch, Duration::from_millis(20), phase);
+    let mut video_tick = schedule(run.epoch, Duration::from_secs_f64(1.0 / f64::from(clip.fps.max(1.0))), phase);
     let (mut aseq, mut vseq, mut vi) = (0u32, 0u32, 0usize);
     let mut buf = Vec::new();
     loop {
@@ -407,6 +421,19 @@ mod tests {
         assert!(clip.video[1..].iter().all(|(k, _)| !k), "the clip loops on one keyframe");
         assert_eq!(clip.audio.len(), 100);
         assert!(clip.audio.iter().all(|p| !p.is_empty() && p.len() < 1000));
+    }
+
+    #[test]
+    fn every_party_ticks_on_the_shared_schedule_at_its_phase() {
+        let (epoch, ms) = (Instant::now(), Duration::from_millis);
+        // Period 20 ms, phase 0.25: ticks at 5, 25, 45, 65, 85, ... ms.
+        let at = |now_ms| first_tick(epoch, epoch + ms(now_ms), ms(20), 0.25) - epoch;
+        assert_eq!(at(0), ms(5));
+        assert_eq!(at(5), ms(5));
+        assert_eq!(at(6), ms(25));
+        assert_eq!(at(75), ms(85));
+        // Another party, half a period later.
+        assert_eq!(first_tick(epoch, epoch + ms(75), ms(20), 0.75) - epoch, ms(75));
     }
 
     #[test]
