@@ -346,7 +346,8 @@ fn schedule(epoch: Instant, period: Duration, phase: f64) -> tokio::time::Interv
 async fn send_media(run: Arc<Run>, conn: quinn::Connection, restart: Arc<AtomicBool>, phase: f64) {
     let clip = &run.clip;
     let mut audio_tick = schedule(run.epoch, Duration::from_millis(20), phase);
-    let mut video_tick = schedule(run.epoch, Duration::from_secs_f64(1.0 / f64::from(clip.fps.max(1.0))), phase);
+    let mut video_tick =
+        schedule(run.epoch, Duration::from_secs_f64(1.0 / f64::from(clip.fps.max(1.0))), phase);
     let (mut aseq, mut vseq, mut vi) = (0u32, 0u32, 0usize);
     let mut buf = Vec::new();
     loop {
