@@ -658,13 +658,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         MediaMode::Off => false,
         MediaMode::Auto => args.agents <= 2,
     };
-    anyhow::ensure!(
-        args.width.is_multiple_of(2)
-            && args.height.is_multiple_of(2)
-            && (160..=1920).contains(&args.width)
-            && (120..=1080).contains(&args.height),
-        "--width 160..1920 and --height 120..1080, both even"
-    );
+    check_video_size(args.width, args.height)?;
     anyhow::ensure!((1..=60).contains(&args.fps), "--fps must be 1 to 60");
     let call_ms = args.call_duration_ms.unwrap_or(if media { 6000 } else { 2000 });
     let opts = demo::DemoOptions {
@@ -705,6 +699,18 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// The synthetic camera's and the replayed video's size, as `--width` and `--height` give it.
+fn check_video_size(width: u32, height: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        width.is_multiple_of(2)
+            && height.is_multiple_of(2)
+            && (160..=1920).contains(&width)
+            && (120..=1080).contains(&height),
+        "--width 160..1920 and --height 120..1080, both even"
+    );
+    Ok(())
+}
+
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     use kioskd::bench::{SCENARIOS, Scenario, named};
     if args.compose {
@@ -717,13 +723,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     use kioskd::netsim::link::LinkConfig;
     kioskd::net::tls::set_congestion(args.congestion);
     if let (Some(calls), Some(hub), Some(certs)) = (args.load, &args.hub, &args.certs) {
-        anyhow::ensure!(
-            args.width.is_multiple_of(2)
-                && args.height.is_multiple_of(2)
-                && (160..=1920).contains(&args.width)
-                && (120..=1080).contains(&args.height),
-            "--width and --height must be even, 160–1920 × 120–1080"
-        );
+        check_video_size(args.width, args.height)?;
         let area = f64::from(args.width * args.height) / (640.0 * 480.0);
         let video = kioskd::media::codec::VideoSettings {
             width: args.width,
