@@ -31,6 +31,10 @@ use crate::systemd::Notifier;
 /// A gap between shown pictures longer than this is a freeze (about five frames at 30 fps).
 pub const FREEZE_GAP: Duration = Duration::from_millis(170);
 
+/// A picture shown later than this after its capture counts as not yet adapted to the path
+/// (the `cap500` target: video p95 ≤ 400 ms once adapted).
+pub const ADAPTED_LATENCY_MS: u32 = 400;
+
 /// One network condition, for both directions of the kiosk's path.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -83,8 +87,15 @@ pub struct BenchResult {
     pub video_frames_displayed_pct: f64,
     pub video_freezes: u32,
     pub longest_freeze_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Outage scenarios: from the network's return to the first picture shown after it (the
+    /// later of the two directions); `null` without an outage.
     pub recovery_ms: Option<f64>,
+    /// From the start of the media to the first picture after which every picture was shown
+    /// within [`ADAPTED_LATENCY_MS`] of its capture (the later of the two directions); 0 when
+    /// none was later, `null` when no picture was shown.
+    pub video_adapted_ms: Option<f64>,
+    /// Outage scenarios: a text sent each way in the middle of the outage.
+    pub outage_texts: Option<OutageTexts>,
     pub mean_bitrate_kbps: f64,
     /// Video frames received and decoded (both directions), and keyframes asked for.
     pub video_frames_received: u64,
@@ -102,6 +113,15 @@ pub struct BenchResult {
     pub path: ProxyStats,
 }
 
+/// The texts sent during an outage (one each way, halfway through it).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutageTexts {
+    pub sent: u32,
+    pub delivered: u32,
+    /// From the network's return to the later of the two texts shown.
+    pub delivered_after_outage_ms: Option<f64>,
+}
+
 /// What one side received from the other.
 #[derive(Debug, Clone, Serialize)]
 pub struct DirectionFigures {
@@ -114,13 +134,23 @@ pub struct DirectionFigures {
     pub video_latency_after_5s_ms: Quantiles,
     pub video_frames_displayed_pct: f64,
     pub keyframe_requests: u64,
+    /// Steps the sender's video ladder took (bitrate, frame rate, size, audio only).
+    pub video_rung_changes: u64,
+    /// Outage scenarios: from the network's return to the first picture shown after it.
+    pub recovery_ms: Option<f64>,
+    /// See [`BenchResult::video_adapted_ms`].
+    pub video_adapted_ms: Option<f64>,
+    /// The freezes: when each began (seconds from the start of the media) and how long it
+    /// lasted (ms); the first 20.
+    pub freezes: Vec<(f64, f64)>,
     /// What the sender sent (kbit/s).
     pub sent_kbps: f64,
 }
 
 impl DirectionFigures {
-    /// `rx` received what `tx` sent.
-    fn of(tx: &MediaStats, rx: &MediaStats) -> Self {
+    /// `rx` received what `tx` sent; the network came back at `outage_end_us`.
+    /// The call ended at `ended_us` (a picture not shown since then is a freeze to the end).
+    fn of(tx: &MediaStats, rx: &MediaStats, outage_end_us: Option<u64>, ended_us: u64) -> Self {
         let played = rx.audio_frames_played + rx.audio_frames_recovered_fec;
         Self {
             audio_frames_played_pct: pct(played, tx.audio_frames_sent),
@@ -131,9 +161,55 @@ impl DirectionFigures {
             video_latency_after_5s_ms: rx.video_latency_settled.quantiles(),
             video_frames_displayed_pct: pct(rx.video_frames_displayed, tx.video_frames_sent),
             keyframe_requests: rx.keyframe_requests,
+            video_rung_changes: tx.video_rung_changes,
+            recovery_ms: outage_end_us.and_then(|end| recovery_after(&rx.display_times_us, end)),
+            video_adapted_ms: adapted_after(rx.started_us, &rx.display_times_us, &rx.display_latency_ms),
+            freezes: freezes(&rx.display_times_us, ended_us)
+                .take(20)
+                .map(|(at, gap)| {
+                    let secs = at.saturating_sub(rx.started_us) as f64 / 1e6;
+                    ((secs * 100.0).round() / 100.0, (gap as f64 / 100.0).round() / 10.0)
+                })
+                .collect(),
             sent_kbps: (tx.bytes_sent as f64 * 8.0 / tx.duration_s.max(0.001) / 1000.0).round(),
         }
     }
+}
+
+/// The texts the bench sends during an outage.
+const OUTAGE_TEXT_TO_KIOSK: &str = "(sent by the agent during the outage)";
+const OUTAGE_TEXT_TO_AGENT: &str = "(sent by the kiosk during the outage)";
+
+/// The gaps between shown pictures longer than [`FREEZE_GAP`], and from the last one to the
+/// call's end at `ended_us`: (when the picture before the gap was shown, gap µs).
+pub fn freezes(times: &[u64], ended_us: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let tail = times.last().map(|&last| (last, ended_us.saturating_sub(last)));
+    times
+        .windows(2)
+        .map(|w| (w[0], w[1].saturating_sub(w[0])))
+        .chain(tail)
+        .filter(|&(_, gap)| gap > FREEZE_GAP.as_micros() as u64)
+}
+
+/// From `end_us` to the first picture shown at or after it, in ms.
+pub fn recovery_after(times: &[u64], end_us: u64) -> Option<f64> {
+    let first = times.iter().find(|&&t| t >= end_us)?;
+    Some((first.saturating_sub(end_us) as f64 / 100.0).round() / 10.0)
+}
+
+/// From `started_us` to the first picture after which every picture shown was within
+/// [`ADAPTED_LATENCY_MS`] of its capture: 0 when none was later, `None` when none was shown.
+/// `times` and `latency_ms` are the shown pictures in order (same index).
+pub fn adapted_after(started_us: u64, times: &[u64], latency_ms: &[u32]) -> Option<f64> {
+    if times.is_empty() {
+        return None;
+    }
+    let Some(last_late) = latency_ms.iter().rposition(|&l| l > ADAPTED_LATENCY_MS) else {
+        return Some(0.0);
+    };
+    // The first picture in time after the last late one (or the end of the log).
+    let at = times.get(last_late + 1).or(times.last()).copied().unwrap_or(started_us);
+    Some((at.saturating_sub(started_us) as f64 / 100.0).round() / 10.0)
 }
 
 fn pct(a: u64, b: u64) -> f64 {
@@ -180,7 +256,7 @@ pub async fn run(
         })
     };
     let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
-    let (_cmd_tx, cmd_rx) = mpsc::channel::<AgentCommand>(1);
+    let (cmd_tx, cmd_rx) = mpsc::channel::<AgentCommand>(4);
     let auto =
         AutoAnswer { answer_delay: Duration::from_millis(50), call_duration: Some(duration), greeting: None };
     let io = AgentIo {
@@ -200,9 +276,10 @@ pub async fn run(
     let (backend, panel) = SimulatedButtons::new(false);
     let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50))?;
     let (kiosk_tx, mut kiosk_rx) = mpsc::unbounded_channel();
+    let (kiosk_text_tx, kiosk_text_rx) = mpsc::channel::<String>(4);
     let io = KioskIo {
         buttons: presses,
-        texts: None,
+        texts: Some(kiosk_text_rx),
         observer: Some(kiosk_tx),
         leds: None,
         notifier: Notifier::disabled(),
@@ -237,20 +314,48 @@ pub async fn run(
     let mut agent_stats: Option<MediaStats> = None;
     let mut connected_at: Option<u64> = None;
     let mut outage_end_us: Option<u64> = None;
+    let mut outage_end: Option<tokio::time::Instant> = None;
+    // Halfway through the outage, each side sends a text; when each was shown.
+    let mut text_at: Option<tokio::time::Instant> = None;
+    let mut texts = scenario.outage.map(|_| OutageTexts::default());
+    let mut texts_shown: Vec<tokio::time::Instant> = Vec::new();
     let mut ended_reason = None;
+    let mut ended_us: Option<u64> = None;
+    let (mut kiosk_ended, mut kiosk_final_stats) = (false, false);
     let mut pressed = false;
     loop {
+        let text_due = async {
+            match text_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ev = agent_rx.recv() => match ev {
                 Some(AgentEvent::Room { state, .. }) => agent_idle = state == crate::protocol::RoomState::Idle,
                 Some(AgentEvent::Media { stats, .. }) => agent_stats = Some(*stats),
-                Some(AgentEvent::Ended { reason, .. }) => ended_reason = Some(reason),
+                Some(AgentEvent::Ended { reason, .. }) => {
+                    ended_reason = Some(reason);
+                    ended_us.get_or_insert_with(unix_micros_now);
+                }
+                Some(AgentEvent::TextReceived { body, at, .. }) if body == OUTAGE_TEXT_TO_AGENT => {
+                    texts_shown.push(at);
+                }
                 Some(_) => {}
                 None => break,
             },
+            () = text_due => {
+                text_at = None;
+                let sent = cmd_tx.try_send(AgentCommand::Say(OUTAGE_TEXT_TO_KIOSK.into())).is_ok() as u32
+                    + kiosk_text_tx.try_send(OUTAGE_TEXT_TO_AGENT.into()).is_ok() as u32;
+                if let Some(t) = texts.as_mut() {
+                    t.sent = sent;
+                }
+            }
             ev = kiosk_rx.recv() => match ev {
                 Some(KioskEvent::State { state, .. }) => match state {
                     KioskState::Idle => kiosk_idle = true,
+                    KioskState::Ended { .. } => kiosk_ended = true,
                     KioskState::Connected { .. } if connected_at.is_none() => {
                         connected_at = Some(unix_micros_now());
                         if let Some((after, length)) = scenario.outage {
@@ -262,11 +367,22 @@ pub async fn run(
                             proxy.set_config(crate::netsim::proxy::Direction::Up, cut)?;
                             proxy.set_config(crate::netsim::proxy::Direction::Down, cut_down)?;
                             outage_end_us = Some(unix_micros_now() + (after + length).as_micros() as u64);
+                            let now = tokio::time::Instant::now();
+                            outage_end = Some(now + after + length);
+                            text_at = Some(now + after + length / 2);
                         }
                     }
                     _ => {}
                 },
-                Some(KioskEvent::Media { stats, .. }) => kiosk_stats.push(*stats),
+                Some(KioskEvent::Media { stats, .. }) => {
+                    kiosk_stats.push(*stats);
+                    // The media of the call's last session stop after the call ends (a
+                    // reconnect during the call ended an earlier one).
+                    kiosk_final_stats = kiosk_ended;
+                }
+                Some(KioskEvent::TextReceived { body, at, .. }) if body == OUTAGE_TEXT_TO_KIOSK => {
+                    texts_shown.push(at);
+                }
                 Some(_) => {}
                 None => break,
             },
@@ -279,7 +395,7 @@ pub async fn run(
             pressed = true;
             panel.press(Button::Call);
         }
-        if agent_stats.is_some() && !kiosk_stats.is_empty() && ended_reason.is_some() {
+        if agent_stats.is_some() && kiosk_final_stats && ended_reason.is_some() {
             break;
         }
     }
@@ -295,6 +411,9 @@ pub async fn run(
     let agent = agent_stats.unwrap_or_default();
     let mut kiosk = MediaStats::default();
     for k in &kiosk_stats {
+        if kiosk.started_us == 0 {
+            kiosk.started_us = k.started_us;
+        }
         kiosk.audio_frames_sent += k.audio_frames_sent;
         kiosk.audio_frames_played += k.audio_frames_played;
         kiosk.audio_frames_concealed += k.audio_frames_concealed;
@@ -306,6 +425,7 @@ pub async fn run(
         kiosk.video_frames_received += k.video_frames_received;
         kiosk.video_frames_decoded += k.video_frames_decoded;
         kiosk.keyframe_requests += k.keyframe_requests;
+        kiosk.video_rung_changes += k.video_rung_changes;
         kiosk.video_frames_send_dropped += k.video_frames_send_dropped;
         kiosk.bytes_sent += k.bytes_sent;
         kiosk.duration_s += k.duration_s;
@@ -313,6 +433,7 @@ pub async fn run(
         kiosk.video_latency.merge(&k.video_latency);
         kiosk.video_latency_settled.merge(&k.video_latency_settled);
         kiosk.display_times_us.extend(&k.display_times_us);
+        kiosk.display_latency_ms.extend(&k.display_latency_ms);
     }
     // Figures over both directions: kiosk → agent (received by the agent) and back.
     let audio_sent = kiosk.audio_frames_sent + agent.audio_frames_sent;
@@ -330,23 +451,36 @@ pub async fn run(
     video_lat.merge(&kiosk.video_latency);
     let mut video_settled = agent.video_latency_settled.clone();
     video_settled.merge(&kiosk.video_latency_settled);
-    let mut freezes = 0u32;
+    // The call's end (or now, when it did not end): a picture missing since is a freeze too.
+    let ended_us = ended_us.unwrap_or_else(unix_micros_now);
+    let mut freezes_n = 0u32;
     let mut longest = 0u64;
-    let mut recovery = None;
     for times in [&agent.display_times_us, &kiosk.display_times_us] {
-        for w in times.windows(2) {
-            let gap = w[1].saturating_sub(w[0]);
-            if gap > FREEZE_GAP.as_micros() as u64 {
-                freezes += 1;
-                longest = longest.max(gap);
-            }
+        for (_, gap) in freezes(times, ended_us) {
+            freezes_n += 1;
+            longest = longest.max(gap);
         }
-        if let Some(end) = outage_end_us
-            && let Some(first) = times.iter().find(|&&t| t >= end)
-        {
-            let r = first.saturating_sub(end) as f64 / 1000.0;
-            recovery = Some(recovery.map_or(r, |x: f64| x.max(r)));
+    }
+    let to_agent = DirectionFigures::of(&kiosk, &agent, outage_end_us, ended_us);
+    let to_kiosk = DirectionFigures::of(&agent, &kiosk, outage_end_us, ended_us);
+    for (way, d) in [("to the agent", &to_agent), ("to the kiosk", &to_kiosk)] {
+        if outage_end_us.is_some() && d.recovery_ms.is_none() {
+            errors.push(format!("no picture {way} after the outage"));
         }
+    }
+    let later = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let recovery = later(to_agent.recovery_ms, to_kiosk.recovery_ms);
+    let video_adapted_ms = later(to_agent.video_adapted_ms, to_kiosk.video_adapted_ms);
+    if let (Some(t), Some(end)) = (texts.as_mut(), outage_end) {
+        t.delivered = texts_shown.len() as u32;
+        t.delivered_after_outage_ms = texts_shown
+            .iter()
+            .map(|&at| at.saturating_duration_since(end).as_secs_f64() * 1000.0)
+            .reduce(f64::max)
+            .map(|ms| (ms * 10.0).round() / 10.0);
     }
     let secs = (agent.duration_s + kiosk.duration_s).max(0.001);
     let call_dropped = !matches!(ended_reason, Some(crate::protocol::EndReason::AgentHungUp));
@@ -362,9 +496,11 @@ pub async fn run(
         video_latency_ms: video_lat.quantiles(),
         video_latency_after_5s_ms: video_settled.quantiles(),
         video_frames_displayed_pct: pct(video_shown, video_sent),
-        video_freezes: freezes,
+        video_freezes: freezes_n,
         longest_freeze_ms: longest as f64 / 1000.0,
         recovery_ms: recovery,
+        video_adapted_ms,
+        outage_texts: texts,
         mean_bitrate_kbps: ((kiosk.bytes_sent + agent.bytes_sent) as f64 * 8.0 / secs / 1000.0).round(),
         video_frames_received: kiosk.video_frames_received + agent.video_frames_received,
         video_frames_decoded: kiosk.video_frames_decoded + agent.video_frames_decoded,
@@ -373,8 +509,53 @@ pub async fn run(
         video_frames_send_dropped: kiosk.video_frames_send_dropped + agent.video_frames_send_dropped,
         call_dropped,
         errors,
-        to_agent: DirectionFigures::of(&kiosk, &agent),
-        to_kiosk: DirectionFigures::of(&agent, &kiosk),
+        to_agent,
+        to_kiosk,
         path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000_000;
+
+    #[test]
+    fn adapted_is_the_first_picture_after_the_last_late_one() {
+        // Pictures every 100 ms from 1 s; the third and fifth were late.
+        let times: Vec<u64> = (0..8).map(|i| T0 + 1_000_000 + i * 100_000).collect();
+        let latency = [100, 200, 900, 300, 401, 120, 110, 100];
+        assert_eq!(adapted_after(T0, &times, &latency), Some(1500.0));
+        // None late: adapted from the start.
+        assert_eq!(adapted_after(T0, &times, &[100; 8]), Some(0.0));
+        // Exactly at the limit is in time.
+        assert_eq!(adapted_after(T0, &times, &[ADAPTED_LATENCY_MS; 8]), Some(0.0));
+        // The last picture late: not adapted before the end of the log.
+        let mut late_end = [100; 8];
+        late_end[7] = 1000;
+        assert_eq!(adapted_after(T0, &times, &late_end), Some(1700.0));
+        assert_eq!(adapted_after(T0, &[], &[]), None);
+    }
+
+    #[test]
+    fn a_picture_missing_until_the_end_is_a_freeze() {
+        let times: Vec<u64> = (0..10).map(|i| T0 + i * 33_000).collect();
+        let last = T0 + 9 * 33_000;
+        assert_eq!(freezes(&times, last + 20_000).count(), 0);
+        assert_eq!(freezes(&times, last + 2_000_000).collect::<Vec<_>>(), vec![(last, 2_000_000)]);
+        let mut gap = times.clone();
+        gap.push(last + 500_000);
+        assert_eq!(freezes(&gap, last + 500_000).collect::<Vec<_>>(), vec![(last, 500_000)]);
+        assert_eq!(freezes(&[], T0).count(), 0);
+    }
+
+    #[test]
+    fn every_named_scenario_exists_and_only_outage3s_has_an_outage() {
+        for name in SCENARIOS {
+            let s = named(name, 1).expect(name);
+            assert_eq!(s.outage.is_some(), name == "outage3s", "{name}");
+        }
+        assert!(named("nonsense", 1).is_none());
+    }
 }

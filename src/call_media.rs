@@ -44,6 +44,7 @@ use crate::media::stats::{LatencyHistogram, Quantiles};
 use crate::media::video_playout::{FrameAction, VideoPlayout};
 use crate::media::video_reorder::{ReorderConfig, VideoReorder};
 use crate::media::{FRAME_SAMPLES, FRAME_US, Picture, UnixMicros, stretch};
+use crate::net::frame::{FrameSent, send_frame};
 use crate::protocol::{CallId, ClientMsg};
 
 /// Opens a device for a call. Called at the start of every call, so that a device that was
@@ -134,9 +135,12 @@ pub struct MediaStats {
     /// The frame numbers of the pictures shown (the playout skips a picture that is late).
     #[serde(skip)]
     pub verified_frame_numbers: Vec<u32>,
-    /// When each picture was shown (for freezes and recovery times).
+    /// When each picture was shown (for freezes and recovery times), and its latency from
+    /// capture to display in milliseconds (same index).
     #[serde(skip)]
     pub display_times_us: Vec<UnixMicros>,
+    #[serde(skip)]
+    pub display_latency_ms: Vec<u32>,
     #[serde(skip)]
     pub played_audio: VecDeque<i16>,
     #[serde(skip)]
@@ -769,12 +773,14 @@ impl MediaSession {
                     let Some((_, pic, stamp)) = pending.pop_front() else { continue };
                     with(&stats, |s| {
                         s.video_frames_displayed += 1;
+                        let latency = now.saturating_sub(pic.captured_us);
                         if s.display_times_us.len() < MAX_FRAME_LOG {
                             s.display_times_us.push(now);
+                            s.display_latency_ms.push(u32::try_from(latency / 1000).unwrap_or(u32::MAX));
                         }
-                        s.video_latency.record(now.saturating_sub(pic.captured_us));
+                        s.video_latency.record(latency);
                         if now.saturating_sub(s.started_us) > SETTLED_AFTER_US {
-                            s.video_latency_settled.record(now.saturating_sub(pic.captured_us));
+                            s.video_latency_settled.record(latency);
                         }
                         if let Some(n) = stamp
                             && last_verified.is_none_or(|l| n > l)
@@ -934,23 +940,15 @@ async fn send_task(
                 let stats = stats.clone();
                 tokio::spawn(async move {
                     let len = frame.len() as u64;
-                    // A frame not delivered by its deadline is reset, never finished: a finished
-                    // stream would hand the receiver a truncated frame as if it were whole.
                     let deadline = tokio::time::Instant::now() + VIDEO_SEND_DEADLINE;
-                    let Ok(Ok(mut s)) = tokio::time::timeout_at(deadline, conn.open_uni()).await else {
-                        with(&stats, |s| s.video_frames_send_dropped += 1);
-                        return;
-                    };
-                    let _ = s.set_priority(if h.keyframe { 1 } else { 0 });
-                    match tokio::time::timeout_at(deadline, s.write_all(&frame)).await {
-                        Ok(Ok(())) => {
-                            let _ = s.finish();
-                            with(&stats, |s| s.bytes_sent += len);
-                        }
-                        _ => {
-                            let _ = s.reset(quinn::VarInt::from_u32(0));
-                            with(&stats, |s| s.video_frames_send_dropped += 1);
-                        }
+                    match send_frame(&conn, &frame, h.keyframe, deadline).await {
+                        FrameSent::Delivered => with(&stats, |s| s.bytes_sent += len),
+                        // Handed to QUIC whole, so it went on the wire (in part, at least).
+                        FrameSent::Late => with(&stats, |s| {
+                            s.bytes_sent += len;
+                            s.video_frames_send_dropped += 1;
+                        }),
+                        FrameSent::NotSent => with(&stats, |s| s.video_frames_send_dropped += 1),
                     }
                 });
             }

@@ -154,7 +154,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (link_tx, mut link_rx) = mpsc::channel(64);
     let (link_stop_tx, link_stop_rx) = watch::channel(false);
-    let link = tokio::spawn(link_task(target, opts.clone(), link_tx, link_stop_rx));
+    // Whether a call (or a place in the queue) waits to be resumed: the link retries faster.
+    let (resuming_tx, resuming_rx) = watch::channel(false);
+    let link = tokio::spawn(link_task(target, opts.clone(), link_tx, link_stop_rx, resuming_rx));
 
     let mut machine = CallMachine::new(opts.call.clone());
     let mut out: Option<mpsc::Sender<ClientMsg>> = None;
@@ -216,6 +218,7 @@ pub async fn run(
                     }
                 }
                 Output::State(state) => {
+                    resuming_tx.send_replace(matches!(state, KioskState::Offline { resuming: true }));
                     health.state = state.name().into();
                     health.in_call = state.in_call();
                     write_health(&io, &mut health);
@@ -463,13 +466,23 @@ pub async fn run(
     Ok(())
 }
 
+/// While a call waits to be resumed, a connection attempt that has had no answer for this
+/// long is given up for a fresh one. A QUIC handshake into a dead network retransmits its
+/// first packet after 1 s, then 2 s, 4 s…: after a long outage the first packet to reach the
+/// hub could come seconds after the network did.
+pub const RESUME_ATTEMPT: Duration = Duration::from_millis(1200);
+/// While a call waits to be resumed, attempts follow each other at most this far apart.
+pub const RESUME_RETRY_MAX: Duration = Duration::from_millis(300);
+
 /// Keeps a session with the hub: connects, reconnects with back-off and jitter, forwards
-/// messages both ways.
+/// messages both ways. While `resuming`, it retries fast (a call is held at the hub for
+/// its grace period, and a customer is waiting).
 async fn link_task(
     target: HubTarget,
     opts: KioskOptions,
     events: mpsc::Sender<LinkEvent>,
     mut stop: watch::Receiver<bool>,
+    resuming: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
     let mut endpoint: Option<(bool, quinn::Endpoint)> = None;
@@ -491,6 +504,16 @@ async fn link_task(
             };
             client::connect(&ep, addr, &target.server_name, Role::Kiosk).await
         };
+        let resume = *resuming.borrow();
+        let attempt = async {
+            if resume {
+                tokio::time::timeout(RESUME_ATTEMPT, attempt)
+                    .await
+                    .unwrap_or(Err(ClientError::GaveUp(RESUME_ATTEMPT)))
+            } else {
+                attempt.await
+            }
+        };
         let reason = match attempt.await {
             Ok(session) => {
                 backoff.reset();
@@ -504,7 +527,10 @@ async fn link_task(
         if events.send(LinkEvent::Down(reason.clone())).await.is_err() {
             return;
         }
-        let delay = backoff.next_delay(rand::random::<f64>());
+        let mut delay = backoff.next_delay(rand::random::<f64>());
+        if *resuming.borrow() {
+            delay = delay.min(RESUME_RETRY_MAX);
+        }
         warn!(%reason, retry_in_ms = delay.as_millis() as u64, "hub unreachable");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}

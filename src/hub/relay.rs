@@ -2,9 +2,9 @@
 //!
 //! Audio datagrams are forwarded as they come (quinn drops the oldest when a leg's send buffer
 //! is full). Each video frame arrives on its own unidirectional stream and leaves on a new one;
-//! a leg that cannot keep up has its old frames abandoned after a deadline, and at most
-//! [`MAX_INFLIGHT_FRAMES`] are forwarded at once, so a slow leg never holds back the other leg
-//! or other calls.
+//! a frame the leg has not acknowledged by a deadline is abandoned (crate::net::frame), and at
+//! most [`MAX_INFLIGHT_FRAMES`] are unacknowledged at once, so a slow leg never holds back the
+//! other leg or other calls.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +16,14 @@ use tokio::sync::{Semaphore, watch};
 use tracing::debug;
 
 use crate::media::packet::{MAX_VIDEO_FRAME, MediaKind, decode as decode_header};
+use crate::net::frame::{FrameSent, send_frame};
 use crate::protocol::CallId;
 use crate::record::writer::Tap;
 
-/// Video frames being forwarded to one leg at once (about half a second at 30 fps).
+/// Video frames being forwarded to one leg and not yet acknowledged (about half a second at
+/// 30 fps).
 pub const MAX_INFLIGHT_FRAMES: usize = 16;
-/// A frame not forwarded within this time is abandoned: newer frames matter more.
+/// A frame the leg has not acknowledged within this time is abandoned: newer frames matter more.
 pub const FRAME_DEADLINE: Duration = Duration::from_millis(500);
 /// Header and frame: the most a video stream may carry.
 const MAX_STREAM: usize = MAX_VIDEO_FRAME + 64;
@@ -183,24 +185,19 @@ async fn forward_streams(conn: Connection, route: watch::Receiver<Option<Leg>>) 
                 return;
             };
             let len = frame.len() as u64;
-            // Reset, never finish, a frame that misses its deadline (see call_media).
+            // Delivered by the deadline or reset (see net::frame); the permit is held until
+            // then, so a leg has at most MAX_INFLIGHT_FRAMES frames not yet acknowledged.
             let deadline = tokio::time::Instant::now() + FRAME_DEADLINE;
-            let Ok(Ok(mut out)) = tokio::time::timeout_at(deadline, leg.conn.open_uni()).await else {
-                bump(&leg.counters.video_dropped);
-                return;
-            };
-            // Keyframes first: a receiver waiting for one can decode again.
-            let _ = out.set_priority(if keyframe { 1 } else { 0 });
-            match tokio::time::timeout_at(deadline, out.write_all(&frame)).await {
-                Ok(Ok(())) => {
-                    let _ = out.finish();
+            match send_frame(&leg.conn, &frame, keyframe, deadline).await {
+                FrameSent::Delivered => {
                     bump(&leg.counters.video_forwarded);
                     leg.counters.bytes.fetch_add(len, Ordering::Relaxed);
                 }
-                _ => {
-                    let _ = out.reset(quinn::VarInt::from_u32(0));
+                FrameSent::Late => {
                     bump(&leg.counters.video_dropped);
+                    leg.counters.bytes.fetch_add(len, Ordering::Relaxed);
                 }
+                FrameSent::NotSent => bump(&leg.counters.video_dropped),
             }
         });
     }

@@ -50,6 +50,13 @@ impl Default for VideoSettings {
 pub struct VideoEncoder {
     enc: Encoder,
     settings: VideoSettings,
+    /// openh264 is set up by the first picture (it needs the size) and refuses options before
+    /// that: a bitrate set earlier is applied after the first picture. (Making the encoder
+    /// afresh at that rate instead caps it there, since openh264 refuses a rate above the one it
+    /// was set up with; with its maximum raised, its rate control skipped frames at half the
+    /// rate asked for.)
+    started: bool,
+    pending_bitrate: Option<u32>,
 }
 
 impl VideoEncoder {
@@ -66,7 +73,7 @@ impl VideoEncoder {
             .skip_frames(true);
         let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| CodecError::H264(e.to_string()))?;
-        Ok(Self { enc, settings })
+        Ok(Self { enc, settings, started: false, pending_bitrate: None })
     }
 
     pub fn settings(&self) -> VideoSettings {
@@ -82,14 +89,15 @@ impl VideoEncoder {
         let yuv = YUVBuffer::from_vec(pic.data.clone(), pic.width as usize, pic.height as usize);
         let bs = self.enc.encode(&yuv).map_err(|e| CodecError::H264(e.to_string()))?;
         let keyframe = matches!(bs.frame_type(), FrameType::IDR | FrameType::I);
-        if matches!(bs.frame_type(), FrameType::Skip | FrameType::Invalid) {
-            return Ok(None);
+        let frame = match bs.frame_type() {
+            FrameType::Skip | FrameType::Invalid => None,
+            _ => Some(bs.to_vec()).filter(|d| !d.is_empty()).map(|data| EncodedFrame { data, keyframe }),
+        };
+        self.started = true;
+        if let Some(bps) = self.pending_bitrate.take() {
+            self.set_bitrate(bps)?;
         }
-        let data = bs.to_vec();
-        if data.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(EncodedFrame { data, keyframe }))
+        Ok(frame)
     }
 
     /// The next frame will be a keyframe (a receiver could not decode).
@@ -99,6 +107,11 @@ impl VideoEncoder {
 
     /// Changes the target bitrate for the following frames.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
+        if !self.started {
+            self.pending_bitrate = Some(bps);
+            self.settings.bitrate_bps = bps;
+            return Ok(());
+        }
         let mut info = openh264_sys2::SBitrateInfo {
             iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
             iBitrate: bps.min(i32::MAX as u32) as i32,
@@ -288,6 +301,36 @@ mod tests {
         enc.request_keyframe();
         let frame = enc.encode(&pattern(320, 240, 11)).unwrap().unwrap();
         assert!(frame.keyframe);
+    }
+
+    #[test]
+    fn a_bitrate_set_before_the_first_picture_counts_from_the_second() {
+        let settings = VideoSettings { width: 320, height: 240, ..VideoSettings::default() };
+        let mut full = VideoEncoder::new(settings).unwrap();
+        let mut low = VideoEncoder::new(settings).unwrap();
+        low.set_bitrate(100_000).unwrap();
+        assert_eq!(low.settings().bitrate_bps, 100_000);
+        // Noise that moves: costly enough that the bitrate decides the size.
+        let noisy = |t: u32| {
+            let mut p = Picture::black(320, 240, 0);
+            for (i, v) in p.data.iter_mut().enumerate() {
+                *v = 96 + ((i as u32 + t * 3).wrapping_mul(2_654_435_761) >> 27) as u8;
+            }
+            p
+        };
+        let (mut full_bytes, mut low_bytes) = (0, 0);
+        for t in 0..60 {
+            full_bytes += full.encode(&noisy(t)).unwrap().map_or(0, |f| f.data.len());
+            low_bytes += low.encode(&noisy(t)).unwrap().map_or(0, |f| f.data.len());
+        }
+        assert!(low_bytes * 3 < full_bytes, "{low_bytes} bytes at 100 kbit/s, {full_bytes} at 1 Mbit/s");
+        // Back up to the rate it was made for.
+        low.set_bitrate(1_000_000).unwrap();
+        let mut raised = 0;
+        for t in 60..120 {
+            raised += low.encode(&noisy(t)).unwrap().map_or(0, |f| f.data.len());
+        }
+        assert!(raised > low_bytes * 3, "{raised} bytes at 1 Mbit/s after {low_bytes} at 100 kbit/s");
     }
 
     #[test]

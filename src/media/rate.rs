@@ -16,6 +16,12 @@
 //!   [`RAISE_EVERY_US`], and disappears above [`NO_CAP_BPS`].
 //! - in between: the cap holds.
 //!
+//! Nothing for [`GAP_US`] is an outage, not a queue: what the sender held meanwhile arrives
+//! in a burst when the path returns, late by the outage's length, and the video rate measured
+//! across it is near zero. Cutting on that took the cap to its floor (audio only) and it took
+//! 16 s to climb back, so after a gap the windows start afresh and nothing is cut for
+//! [`AFTER_GAP_US`].
+//!
 //! The sender receives the cap as a `rate_hint` and sends at most that. Measured at the
 //! receiver, the signal belongs to this direction alone: the sender's own round trip also grows
 //! when the *other* direction is congested (its acknowledgements queue there), which cut a
@@ -47,6 +53,11 @@ pub const NO_CAP_BPS: u64 = 10_000_000;
 pub const MIN_CAP_BPS: u64 = 30_000;
 /// An unchanged cap is repeated this often, so that the sender does not ease it.
 pub const REPEAT_US: u64 = 1_000_000;
+/// No media for this long is an outage (audio alone arrives every 20 ms; with DTX in
+/// silence, every 400 ms).
+pub const GAP_US: u64 = 1_000_000;
+/// After an outage, no cut for this long: the backlog arrives first.
+pub const AFTER_GAP_US: u64 = 1_000_000;
 /// Audio within this long makes video transits irrelevant.
 const AUDIO_FRESH_US: u64 = 1_000_000;
 /// Transits kept for the recent window at most (a bound for a flood).
@@ -63,6 +74,9 @@ pub struct ReceiverRate {
     video: VecDeque<(UnixMicros, u64)>,
     last_audio: Option<UnixMicros>,
     first_video: Option<UnixMicros>,
+    /// The latest arrival of anything, and until when no cut is made after a gap.
+    last_arrival: Option<UnixMicros>,
+    hold_until: UnixMicros,
     last_eval: UnixMicros,
     last_cut: Option<UnixMicros>,
     /// The queueing delay at the last cut, until the path keeps up again.
@@ -88,12 +102,14 @@ impl ReceiverRate {
     /// A first sending of an audio frame captured at `captured_us` arrived at `now` (copies
     /// of earlier frames are sent late on purpose and must not be fed).
     pub fn on_audio(&mut self, now: UnixMicros, captured_us: UnixMicros) {
+        self.arrived(now);
         self.last_audio = Some(now);
         self.transit(now, captured_us);
     }
 
     /// A whole video frame of `len` bytes captured at `captured_us` arrived at `now`.
     pub fn on_video(&mut self, now: UnixMicros, captured_us: UnixMicros, len: u64) {
+        self.arrived(now);
         self.first_video.get_or_insert(now);
         self.video.push_back((now, len));
         while self.video.front().is_some_and(|(t, _)| now.saturating_sub(*t) > RATE_WINDOW_US) {
@@ -102,6 +118,18 @@ impl ReceiverRate {
         if self.last_audio.is_none_or(|t| now.saturating_sub(t) > AUDIO_FRESH_US) {
             self.transit(now, captured_us);
         }
+    }
+
+    /// Something arrived at `now`: after a gap, the recent windows start afresh.
+    fn arrived(&mut self, now: UnixMicros) {
+        if self.last_arrival.is_some_and(|t| now.saturating_sub(t) >= GAP_US) {
+            self.recent.clear();
+            self.video.clear();
+            self.first_video = None;
+            self.q_at_cut = None;
+            self.hold_until = now + AFTER_GAP_US;
+        }
+        self.last_arrival = Some(self.last_arrival.map_or(now, |t| t.max(now)));
     }
 
     fn transit(&mut self, now: UnixMicros, captured_us: UnixMicros) {
@@ -172,7 +200,8 @@ impl ReceiverRate {
             // is draining, or is not the network's (a receiver short of CPU reads late too, and
             // cutting on it took a kiosk's video down to nothing on the emulated board).
             Usage::Over
-                if self.last_cut.is_none_or(|t| now.saturating_sub(t) >= CUT_EVERY_US)
+                if now >= self.hold_until
+                    && self.last_cut.is_none_or(|t| now.saturating_sub(t) >= CUT_EVERY_US)
                     && self.q_at_cut.is_none_or(|at_cut| q > at_cut) =>
             {
                 // 85 % of what gets through, minus 1 point per 8 ms of queue (at least 40 %):
@@ -323,6 +352,45 @@ mod tests {
         }
         let lowest = hints.iter().copied().min().unwrap_or(u32::MAX);
         assert!(lowest > 150_000, "cut to {lowest}: {hints:?}");
+    }
+
+    #[test]
+    fn an_outage_is_not_a_queue() {
+        // 500 kbit/s of video on time for 5 s, then 3 s of nothing; when the path returns, the
+        // 400 ms of audio the sender held arrive at once, then everything is on time again.
+        let mut rx = ReceiverRate::new();
+        let t0 = 1_700_000_000_000_000u64;
+        let back = t0 + 8_000_000;
+        let mut hints = Vec::new();
+        for i in 0..750u64 {
+            let sent = t0 + i * 20 * MS;
+            let arrive = if sent < t0 + 5_000_000 {
+                sent + 5 * MS
+            } else if sent < back - 400 * MS {
+                continue; // lost in the outage
+            } else {
+                sent.max(back) + 5 * MS
+            };
+            rx.on_audio(arrive, sent);
+            if sent >= back || sent < t0 + 5_000_000 {
+                rx.on_video(arrive, sent, 500_000 / 8 / 50);
+            }
+            if let Some(c) = rx.poll(arrive) {
+                hints.push((arrive - t0, c));
+            }
+        }
+        assert!(hints.is_empty(), "{hints:?}");
+        // A queue that builds after the gap is still found once the backlog is through.
+        for i in 0..100u64 {
+            let sent = t0 + 15_000_000 + i * 20 * MS;
+            let arrive = sent + 5 * MS + i * 3 * MS;
+            rx.on_audio(arrive, sent);
+            rx.on_video(arrive, sent, 500_000 / 8 / 50);
+            if let Some(c) = rx.poll(arrive) {
+                hints.push((arrive - t0, c));
+            }
+        }
+        assert!(hints.first().is_some_and(|&(_, c)| c < 500_000 && c > 200_000), "{hints:?}");
     }
 
     #[test]

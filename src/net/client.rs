@@ -22,6 +22,8 @@ pub enum ClientError {
     Refused(String),
     #[error("the hub did not welcome this client within {WELCOME_TIMEOUT:?}")]
     NoWelcome,
+    #[error("no answer from the hub within {0:?}; trying afresh")]
+    GaveUp(std::time::Duration),
     #[error("unexpected first message from the hub: {0}")]
     Unexpected(&'static str),
     #[error(transparent)]

@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod client;
 pub mod control;
+pub mod frame;
 pub mod tls;
 
 /// QUIC application close codes. The reason text goes with them.
