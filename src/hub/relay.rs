@@ -43,6 +43,8 @@ pub struct Leg {
 pub struct LegCounters {
     pub audio_forwarded: AtomicU64,
     pub audio_dropped: AtomicU64,
+    /// Video frames the leg acknowledged in time, and those dropped (not read whole, over the
+    /// in-flight limit, or not acknowledged by the deadline).
     pub video_forwarded: AtomicU64,
     pub video_dropped: AtomicU64,
     pub invalid: AtomicU64,
