@@ -473,6 +473,9 @@ pub async fn run(
 pub const RESUME_ATTEMPT: Duration = Duration::from_millis(1200);
 /// While a call waits to be resumed, attempts follow each other at most this far apart.
 pub const RESUME_RETRY_MAX: Duration = Duration::from_millis(300);
+/// Fast retries last this long after the link went down; then the usual back-off (the hub
+/// holds a call for `kiosk_grace_s` after noticing the kiosk gone: 10 + 6 s by default).
+pub const RESUME_FAST_FOR: Duration = Duration::from_secs(60);
 
 /// Keeps a session with the hub: connects, reconnects with back-off and jitter, forwards
 /// messages both ways. While `resuming`, it retries fast (a call is held at the hub for
@@ -486,6 +489,11 @@ async fn link_task(
 ) {
     let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
     let mut endpoint: Option<(bool, quinn::Endpoint)> = None;
+    // When the link last went down (or the first attempt began).
+    let mut down_since = tokio::time::Instant::now();
+    let fast = |resuming: &watch::Receiver<bool>, since: tokio::time::Instant| {
+        *resuming.borrow() && since.elapsed() < RESUME_FAST_FOR
+    };
     loop {
         if *stop.borrow() {
             return;
@@ -504,7 +512,7 @@ async fn link_task(
             };
             client::connect(&ep, addr, &target.server_name, Role::Kiosk).await
         };
-        let resume = *resuming.borrow();
+        let resume = fast(&resuming, down_since);
         let attempt = async {
             if resume {
                 tokio::time::timeout(RESUME_ATTEMPT, attempt)
@@ -517,7 +525,9 @@ async fn link_task(
         let reason = match attempt.await {
             Ok(session) => {
                 backoff.reset();
-                session_loop(session, &events, &mut stop).await
+                let reason = session_loop(session, &events, &mut stop).await;
+                down_since = tokio::time::Instant::now();
+                reason
             }
             Err(e) => e.to_string(),
         };
@@ -528,7 +538,7 @@ async fn link_task(
             return;
         }
         let mut delay = backoff.next_delay(rand::random::<f64>());
-        if *resuming.borrow() {
+        if fast(&resuming, down_since) {
             delay = delay.min(RESUME_RETRY_MAX);
         }
         warn!(%reason, retry_in_ms = delay.as_millis() as u64, "hub unreachable");
