@@ -168,7 +168,7 @@ impl DirectionFigures {
                 .take(20)
                 .map(|(at, gap)| {
                     let secs = at.saturating_sub(rx.started_us) as f64 / 1e6;
-                    ((secs * 100.0).round() / 100.0, (gap as f64 / 100.0).round() / 10.0)
+                    ((secs * 100.0).round() / 100.0, ms_1dp(gap))
                 })
                 .collect(),
             sent_kbps: (tx.bytes_sent as f64 * 8.0 / tx.duration_s.max(0.001) / 1000.0).round(),
@@ -194,11 +194,12 @@ pub fn freezes(times: &[u64], ended_us: u64) -> impl Iterator<Item = (u64, u64)>
 /// From `end_us` to the first picture shown at or after it, in ms.
 pub fn recovery_after(times: &[u64], end_us: u64) -> Option<f64> {
     let first = times.iter().find(|&&t| t >= end_us)?;
-    Some((first.saturating_sub(end_us) as f64 / 100.0).round() / 10.0)
+    Some(ms_1dp(first.saturating_sub(end_us)))
 }
 
 /// From `started_us` to the first picture after which every picture shown was within
-/// [`ADAPTED_LATENCY_MS`] of its capture: 0 when none was later, `None` when none was shown.
+/// [`ADAPTED_LATENCY_MS`] of its capture: 0 when none was later, `None` when none was shown;
+/// when the last picture itself was late, its time (it had not adapted by then).
 /// `times` and `latency_ms` are the shown pictures in order (same index).
 pub fn adapted_after(started_us: u64, times: &[u64], latency_ms: &[u32]) -> Option<f64> {
     if times.is_empty() {
@@ -209,7 +210,12 @@ pub fn adapted_after(started_us: u64, times: &[u64], latency_ms: &[u32]) -> Opti
     };
     // The first picture in time after the last late one (or the end of the log).
     let at = times.get(last_late + 1).or(times.last()).copied().unwrap_or(started_us);
-    Some((at.saturating_sub(started_us) as f64 / 100.0).round() / 10.0)
+    Some(ms_1dp(at.saturating_sub(started_us)))
+}
+
+/// Microseconds as milliseconds with one decimal.
+fn ms_1dp(us: u64) -> f64 {
+    (us as f64 / 100.0).round() / 10.0
 }
 
 fn pct(a: u64, b: u64) -> f64 {
@@ -321,7 +327,9 @@ pub async fn run(
     let mut texts_shown: Vec<tokio::time::Instant> = Vec::new();
     let mut ended_reason = None;
     let mut ended_us: Option<u64> = None;
-    let (mut kiosk_ended, mut kiosk_final_stats) = (false, false);
+    // The kiosk's media sessions (one per stretch of Connected on a live link; a reconnect
+    // during the call makes another) and the reports of those that ended.
+    let (mut kiosk_connected, mut kiosk_sessions) = (false, 0usize);
     let mut pressed = false;
     loop {
         let text_due = async {
@@ -353,9 +361,14 @@ pub async fn run(
                 }
             }
             ev = kiosk_rx.recv() => match ev {
-                Some(KioskEvent::State { state, .. }) => match state {
+                Some(KioskEvent::State { state, .. }) => {
+                let now_connected = matches!(state, KioskState::Connected { .. });
+                if now_connected && !kiosk_connected {
+                    kiosk_sessions += 1;
+                }
+                kiosk_connected = now_connected;
+                match state {
                     KioskState::Idle => kiosk_idle = true,
-                    KioskState::Ended { .. } => kiosk_ended = true,
                     KioskState::Connected { .. } if connected_at.is_none() => {
                         connected_at = Some(unix_micros_now());
                         if let Some((after, length)) = scenario.outage {
@@ -373,13 +386,9 @@ pub async fn run(
                         }
                     }
                     _ => {}
-                },
-                Some(KioskEvent::Media { stats, .. }) => {
-                    kiosk_stats.push(*stats);
-                    // The media of the call's last session stop after the call ends (a
-                    // reconnect during the call ended an earlier one).
-                    kiosk_final_stats = kiosk_ended;
                 }
+                }
+                Some(KioskEvent::Media { stats, .. }) => kiosk_stats.push(*stats),
                 Some(KioskEvent::TextReceived { body, at, .. }) if body == OUTAGE_TEXT_TO_KIOSK => {
                     texts_shown.push(at);
                 }
@@ -395,7 +404,13 @@ pub async fn run(
             pressed = true;
             panel.press(Button::Call);
         }
-        if agent_stats.is_some() && kiosk_final_stats && ended_reason.is_some() {
+        // Over when the call ended and every media session of the kiosk has reported.
+        if agent_stats.is_some()
+            && ended_reason.is_some()
+            && !kiosk_connected
+            && kiosk_sessions > 0
+            && kiosk_stats.len() >= kiosk_sessions
+        {
             break;
         }
     }

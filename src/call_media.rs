@@ -82,7 +82,7 @@ const MAX_AUDIO_COPIES: usize = 2;
 /// An audio frame for the send task: header, Opus packet, and whether it is a copy.
 type AudioOut = (MediaHeader, Vec<u8>, bool);
 /// Received video frames waiting for the decoder.
-const VIDEO_IN_QUEUE: usize = 16;
+const VIDEO_IN_QUEUE: usize = 32;
 /// A video frame not delivered within this time is abandoned: a newer one matters more.
 const VIDEO_SEND_DEADLINE: Duration = Duration::from_millis(500);
 /// How long a finished call still receives what was already sent (capture to playout is
@@ -942,12 +942,10 @@ async fn send_task(
                     let len = frame.len() as u64;
                     let deadline = tokio::time::Instant::now() + VIDEO_SEND_DEADLINE;
                     match send_frame(&conn, &frame, h.keyframe, deadline).await {
-                        FrameSent::Delivered => with(&stats, |s| s.bytes_sent += len),
-                        // Handed to QUIC whole, so it went on the wire (in part, at least).
-                        FrameSent::Late => with(&stats, |s| {
-                            s.bytes_sent += len;
-                            s.video_frames_send_dropped += 1;
-                        }),
+                        // Late: handed to QUIC whole but not acknowledged in time, then reset
+                        // (it may still have arrived). Counted as sent, as before the reset
+                        // on delivery; `sent_kbps` is what the encoder handed to QUIC.
+                        FrameSent::Delivered | FrameSent::Late => with(&stats, |s| s.bytes_sent += len),
                         FrameSent::NotSent => with(&stats, |s| s.video_frames_send_dropped += 1),
                     }
                 });

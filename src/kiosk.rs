@@ -466,12 +466,16 @@ pub async fn run(
     Ok(())
 }
 
-/// While a call waits to be resumed, a connection attempt that has had no answer for this
-/// long is given up for a fresh one. A QUIC handshake into a dead network retransmits its
-/// first packet after 1 s, then 2 s, 4 s…: after a long outage the first packet to reach the
-/// hub could come seconds after the network did.
+/// While a call waits to be resumed, a fresh handshake is started about this often (0.8–1.2×)
+/// while earlier ones go on, and the first to complete is taken. A QUIC handshake sent into a
+/// dead network repeats its first packet after 1 s, then 2 s, 4 s…: after a long outage, the
+/// first packet to reach the hub could come seconds after the network did. Earlier attempts
+/// are not given up, so that a slow path (a long round trip, loss) still completes one.
 pub const RESUME_ATTEMPT: Duration = Duration::from_millis(1200);
-/// While a call waits to be resumed, attempts follow each other at most this far apart.
+/// Handshakes in progress at once while resuming.
+pub const RESUME_RACE: usize = 4;
+/// While a call waits to be resumed, attempts follow each other at most this far apart
+/// (0.5–1× it, at random).
 pub const RESUME_RETRY_MAX: Duration = Duration::from_millis(300);
 /// Fast retries last this long after the link went down; then the usual back-off (the hub
 /// holds a call for `kiosk_grace_s` after noticing the kiosk gone: 10 + 6 s by default).
@@ -498,6 +502,7 @@ async fn link_task(
         if *stop.borrow() {
             return;
         }
+        let resume = fast(&resuming, down_since);
         let attempt = async {
             let addr = client::resolve(&target.address).await?;
             let ipv6 = addr.is_ipv6();
@@ -510,17 +515,12 @@ async fn link_task(
                     ep
                 }
             };
-            client::connect(&ep, addr, &target.server_name, Role::Kiosk).await
-        };
-        let resume = fast(&resuming, down_since);
-        let attempt = async {
-            if resume {
-                tokio::time::timeout(RESUME_ATTEMPT, attempt)
-                    .await
-                    .unwrap_or(Err(ClientError::GaveUp(RESUME_ATTEMPT)))
+            let conn = if resume {
+                race_handshakes(&ep, addr, &target.server_name).await?
             } else {
-                attempt.await
-            }
+                client::handshake(&ep, addr, &target.server_name).await?
+            };
+            client::welcome(conn, addr, Role::Kiosk).await
         };
         let reason = match attempt.await {
             Ok(session) => {
@@ -539,12 +539,47 @@ async fn link_task(
         }
         let mut delay = backoff.next_delay(rand::random::<f64>());
         if fast(&resuming, down_since) {
-            delay = delay.min(RESUME_RETRY_MAX);
+            delay = delay.min(RESUME_RETRY_MAX.mul_f64(0.5 + rand::random::<f64>() / 2.0));
         }
         warn!(%reason, retry_in_ms = delay.as_millis() as u64, "hub unreachable");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Handshakes with the hub, starting a fresh attempt every [`RESUME_ATTEMPT`] (with jitter,
+/// so that kiosks resuming together spread out) while the earlier ones go on, at most
+/// [`RESUME_RACE`] at once. The first to complete is taken; the others are dropped (closed
+/// before any hello, so the hub never sees two sessions of this kiosk).
+async fn race_handshakes(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<quinn::Connection, ClientError> {
+    let mut attempts = tokio::task::JoinSet::new();
+    let start = |attempts: &mut tokio::task::JoinSet<_>| {
+        let (ep, name) = (ep.clone(), server_name.to_string());
+        attempts.spawn(async move { client::handshake(&ep, addr, &name).await });
+        Instant::now() + RESUME_ATTEMPT.mul_f64(0.8 + 0.4 * rand::random::<f64>())
+    };
+    let mut next = start(&mut attempts);
+    let mut last_error = None;
+    loop {
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok(Ok(conn))) => return Ok(conn),
+                Some(Ok(Err(e))) => last_error = Some(e),
+                Some(Err(e)) => last_error = Some(ClientError::Connect(addr, e.to_string())),
+                None => {
+                    return Err(last_error
+                        .unwrap_or_else(|| ClientError::Connect(addr, "no attempt made".into())));
+                }
+            },
+            () = tokio::time::sleep_until(next), if attempts.len() < RESUME_RACE => {
+                next = start(&mut attempts);
+            }
         }
     }
 }

@@ -20,9 +20,9 @@ use crate::net::frame::{FrameSent, send_frame};
 use crate::protocol::CallId;
 use crate::record::writer::Tap;
 
-/// Video frames being forwarded to one leg and not yet acknowledged (about half a second at
-/// 30 fps).
-pub const MAX_INFLIGHT_FRAMES: usize = 16;
+/// Video frames being forwarded to one leg and not yet acknowledged: a second at 30 fps (a
+/// frame is held for the leg's round trip, up to the deadline).
+pub const MAX_INFLIGHT_FRAMES: usize = 32;
 /// A frame the leg has not acknowledged within this time is abandoned: newer frames matter more.
 pub const FRAME_DEADLINE: Duration = Duration::from_millis(500);
 /// Header and frame: the most a video stream may carry.
@@ -43,8 +43,9 @@ pub struct Leg {
 pub struct LegCounters {
     pub audio_forwarded: AtomicU64,
     pub audio_dropped: AtomicU64,
-    /// Video frames the leg acknowledged in time, and those dropped (not read whole, over the
-    /// in-flight limit, or not acknowledged by the deadline).
+    /// Video frames sent to the leg whole (acknowledged, or reset unacknowledged at the
+    /// deadline: it may still have been shown), and those dropped (not read whole, over the
+    /// in-flight limit, or not handed to the leg's connection by the deadline).
     pub video_forwarded: AtomicU64,
     pub video_dropped: AtomicU64,
     pub invalid: AtomicU64,
@@ -191,12 +192,8 @@ async fn forward_streams(conn: Connection, route: watch::Receiver<Option<Leg>>) 
             // then, so a leg has at most MAX_INFLIGHT_FRAMES frames not yet acknowledged.
             let deadline = tokio::time::Instant::now() + FRAME_DEADLINE;
             match send_frame(&leg.conn, &frame, keyframe, deadline).await {
-                FrameSent::Delivered => {
+                FrameSent::Delivered | FrameSent::Late => {
                     bump(&leg.counters.video_forwarded);
-                    leg.counters.bytes.fetch_add(len, Ordering::Relaxed);
-                }
-                FrameSent::Late => {
-                    bump(&leg.counters.video_dropped);
                     leg.counters.bytes.fetch_add(len, Ordering::Relaxed);
                 }
                 FrameSent::NotSent => bump(&leg.counters.video_dropped),

@@ -95,7 +95,9 @@ impl VideoEncoder {
         };
         self.started = true;
         if let Some(bps) = self.pending_bitrate.take() {
-            self.set_bitrate(bps)?;
+            // Refused, the encoder keeps its rate and `settings()` says so: the caller asks
+            // again. The picture is encoded either way.
+            let _ = self.set_bitrate(bps);
         }
         Ok(frame)
     }
@@ -108,8 +110,8 @@ impl VideoEncoder {
     /// Changes the target bitrate for the following frames.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
         if !self.started {
+            // `settings()` keeps the rate in force until this one is applied.
             self.pending_bitrate = Some(bps);
-            self.settings.bitrate_bps = bps;
             return Ok(());
         }
         let mut info = openh264_sys2::SBitrateInfo {
@@ -309,7 +311,7 @@ mod tests {
         let mut full = VideoEncoder::new(settings).unwrap();
         let mut low = VideoEncoder::new(settings).unwrap();
         low.set_bitrate(100_000).unwrap();
-        assert_eq!(low.settings().bitrate_bps, 100_000);
+        assert_eq!(low.settings().bitrate_bps, 1_000_000, "not yet applied");
         // Noise that moves: costly enough that the bitrate decides the size.
         let noisy = |t: u32| {
             let mut p = Picture::black(320, 240, 0);
@@ -323,6 +325,7 @@ mod tests {
             full_bytes += full.encode(&noisy(t)).unwrap().map_or(0, |f| f.data.len());
             low_bytes += low.encode(&noisy(t)).unwrap().map_or(0, |f| f.data.len());
         }
+        assert_eq!(low.settings().bitrate_bps, 100_000, "applied after the first picture");
         assert!(low_bytes * 3 < full_bytes, "{low_bytes} bytes at 100 kbit/s, {full_bytes} at 1 Mbit/s");
         // Back up to the rate it was made for.
         low.set_bitrate(1_000_000).unwrap();

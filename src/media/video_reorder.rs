@@ -10,12 +10,12 @@
 //! is needed any more.
 //!
 //! The wait: 1.25 × the longest of the last 16 delays with which a missing frame completed
-//! (counted from the first frame held behind it, also when it came after it was given up),
-//! plus 20 ms, within [`ReorderConfig::max_wait_us`] and [`ReorderConfig::wait_cap_us`]. A
+//! (counted from the first frame held behind it, also when it came after it was given up) in
+//! the last 30 s, plus 20 ms, within [`ReorderConfig::max_wait_us`] and [`ReorderConfig::wait_cap_us`]. A
 //! retransmission takes about one and a half round trips of the sender's leg, which the
 //! receiver cannot see (its own leg to the hub may be short): on a 120 ms path with 20 ms of
 //! jitter (bench `mobile`), a fixed 150 ms gave up 11 frames in 20 s, each costing a keyframe
-//! and a freeze; learning the wait took video shown from 89 % to 98 %.
+//! and a freeze; learning the wait took video shown from 89 % to 97 %.
 //!
 //! Sans-IO: `push` on each frame, `poll` when [`VideoReorder::poll_timeout`] passes.
 
@@ -45,6 +45,8 @@ const FILLS_KEPT: usize = 16;
 const GIVEN_UP_KEPT: usize = 16;
 /// A frame later than this is not a retransmission worth waiting for.
 const FILL_MAX_US: u64 = 1_000_000;
+/// Completion delays older than this are forgotten (the path may have changed).
+const FILL_KEPT_US: u64 = 30_000_000;
 
 /// Counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,7 +74,8 @@ pub struct VideoReorder<T> {
     stats: ReorderStats,
     /// The wait now in force (µs), learnt from `fills`.
     wait_us: u64,
-    fills: std::collections::VecDeque<u64>,
+    /// (when, delay) of the latest completions of missing frames.
+    fills: std::collections::VecDeque<(UnixMicros, u64)>,
     /// Frames given up: (seq, when the first frame held behind it arrived).
     given_up: std::collections::VecDeque<(u32, UnixMicros)>,
 }
@@ -99,18 +102,26 @@ impl<T> VideoReorder<T> {
         self.config.max_held.max((self.wait_us / 33_333) as usize + 2)
     }
 
-    /// A missing frame completed `delay` after the first frame held behind it.
-    fn learn(&mut self, delay: u64) {
+    /// A missing frame completed at `now`, `delay` after the first frame held behind it.
+    fn learn(&mut self, now: UnixMicros, delay: u64) {
         if delay > FILL_MAX_US {
             return;
         }
         if self.fills.len() == FILLS_KEPT {
             self.fills.pop_front();
         }
-        self.fills.push_back(delay);
-        let longest = self.fills.iter().copied().max().unwrap_or(0);
-        self.wait_us = (longest * 5 / 4 + 20_000)
-            .clamp(self.config.max_wait_us, self.config.wait_cap_us.max(self.config.max_wait_us));
+        self.fills.push_back((now, delay));
+        self.update_wait(now);
+    }
+
+    /// Forgets old completions and sets the wait from the rest.
+    fn update_wait(&mut self, now: UnixMicros) {
+        while self.fills.front().is_some_and(|(at, _)| now.saturating_sub(*at) > FILL_KEPT_US) {
+            self.fills.pop_front();
+        }
+        let longest = self.fills.iter().map(|(_, d)| *d).max().unwrap_or(0);
+        let cap = self.config.wait_cap_us.max(self.config.max_wait_us);
+        self.wait_us = (longest * 5 / 4 + 20_000).clamp(self.config.max_wait_us, cap);
     }
 
     pub fn stats(&self) -> ReorderStats {
@@ -121,6 +132,9 @@ impl<T> VideoReorder<T> {
     /// expected one (late, or a repeat) is passed on at once: the playout counts it stale.
     pub fn push(&mut self, seq: u32, keyframe: bool, frame: T, now: UnixMicros) -> Vec<T> {
         let mut out = Vec::new();
+        if self.fills.front().is_some_and(|(at, _)| now.saturating_sub(*at) > FILL_KEPT_US) {
+            self.update_wait(now);
+        }
         let Some(next) = self.next else {
             self.next = Some(seq.wrapping_add(1));
             out.push(frame);
@@ -132,14 +146,14 @@ impl<T> VideoReorder<T> {
             if let Some(i) = self.given_up.iter().position(|(s, _)| *s == seq)
                 && let Some((_, since)) = self.given_up.remove(i)
             {
-                self.learn(now.saturating_sub(since));
+                self.learn(now, now.saturating_sub(since));
             }
             out.push(frame);
             return out;
         }
         if ahead == 0 {
             if let Some(since) = self.held.iter().map(|h| h.arrived_us).min() {
-                self.learn(now.saturating_sub(since));
+                self.learn(now, now.saturating_sub(since));
             }
             self.next = Some(seq.wrapping_add(1));
             out.push(frame);
@@ -299,6 +313,24 @@ mod tests {
                 &mut r,
                 &[(base + 1, false, at), (base, false, at + 10 * MS), (base + 2, false, at + 20 * MS)],
             );
+        }
+        assert_eq!(r.wait_us(), 150_000);
+    }
+
+    #[test]
+    fn a_learnt_wait_is_forgotten_after_30_s_without_late_frames() {
+        let mut r = VideoReorder::new(ReorderConfig::default());
+        run(&mut r, &[(0, true, 0), (2, false, 33 * MS)]);
+        r.poll(183 * MS);
+        r.push(1, false, 1, 333 * MS);
+        assert_eq!(r.wait_us(), 395_000);
+        // Frames in order for 30 s: nothing to learn from, and the old delay expires.
+        let mut seq = 3;
+        let mut at = 400 * MS;
+        while at < 30_400 * MS {
+            assert_eq!(r.push(seq, false, seq, at), [seq]);
+            seq += 1;
+            at += 33 * MS;
         }
         assert_eq!(r.wait_us(), 150_000);
     }

@@ -22,8 +22,6 @@ pub enum ClientError {
     Refused(String),
     #[error("the hub did not welcome this client within {WELCOME_TIMEOUT:?}")]
     NoWelcome,
-    #[error("no answer from the hub within {0:?}; trying afresh")]
-    GaveUp(std::time::Duration),
     #[error("unexpected first message from the hub: {0}")]
     Unexpected(&'static str),
     #[error(transparent)]
@@ -67,9 +65,23 @@ pub async fn connect(
     server_name: &str,
     role: Role,
 ) -> Result<Session, ClientError> {
+    let conn = handshake(endpoint, addr, server_name).await?;
+    welcome(conn, addr, role).await
+}
+
+/// The QUIC and TLS handshake alone.
+pub async fn handshake(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<Connection, ClientError> {
     let connecting =
         endpoint.connect(addr, server_name).map_err(|e| ClientError::Connect(addr, e.to_string()))?;
-    let conn = connecting.await.map_err(|e| ClientError::Connect(addr, e.to_string()))?;
+    connecting.await.map_err(|e| ClientError::Connect(addr, e.to_string()))
+}
+
+/// On a connection just made: says hello as `role` and waits for the welcome.
+pub async fn welcome(conn: Connection, addr: SocketAddr, role: Role) -> Result<Session, ClientError> {
     let (send, recv) = conn.open_bi().await?;
     let mut writer = ControlWriter::new(send);
     let mut reader = ControlReader::new(recv);
