@@ -87,8 +87,8 @@ pub struct BenchResult {
     pub video_frames_displayed_pct: f64,
     pub video_freezes: u32,
     pub longest_freeze_ms: f64,
-    /// Outage scenarios: from the network's return to the first picture shown after it (the
-    /// later of the two directions); `null` without an outage.
+    /// Outage scenarios: from the network's return to the first fresh picture shown (captured
+    /// after the return; the later of the two directions); `null` without an outage.
     pub recovery_ms: Option<f64>,
     /// From the start of the media to the first picture after which every picture was shown
     /// within [`ADAPTED_LATENCY_MS`] of its capture (the later of the two directions); 0 when
@@ -136,7 +136,7 @@ pub struct DirectionFigures {
     pub keyframe_requests: u64,
     /// Steps the sender's video ladder took (bitrate, frame rate, size, audio only).
     pub video_rung_changes: u64,
-    /// Outage scenarios: from the network's return to the first picture shown after it.
+    /// Outage scenarios: from the network's return to the first fresh picture shown.
     pub recovery_ms: Option<f64>,
     /// See [`BenchResult::video_adapted_ms`].
     pub video_adapted_ms: Option<f64>,
@@ -162,7 +162,8 @@ impl DirectionFigures {
             video_frames_displayed_pct: pct(rx.video_frames_displayed, tx.video_frames_sent),
             keyframe_requests: rx.keyframe_requests,
             video_rung_changes: tx.video_rung_changes,
-            recovery_ms: outage_end_us.and_then(|end| recovery_after(&rx.display_times_us, end)),
+            recovery_ms: outage_end_us
+                .and_then(|end| recovery_after(&rx.display_times_us, &rx.display_latency_ms, end)),
             video_adapted_ms: adapted_after(rx.started_us, &rx.display_times_us, &rx.display_latency_ms),
             freezes: freezes(&rx.display_times_us, ended_us)
                 .take(20)
@@ -191,9 +192,15 @@ pub fn freezes(times: &[u64], ended_us: u64) -> impl Iterator<Item = (u64, u64)>
         .filter(|&(_, gap)| gap > FREEZE_GAP.as_micros() as u64)
 }
 
-/// From `end_us` to the first picture shown at or after it, in ms.
-pub fn recovery_after(times: &[u64], end_us: u64) -> Option<f64> {
-    let first = times.iter().find(|&&t| t >= end_us)?;
+/// From `end_us` (the network's return) to the first fresh picture shown, one captured at or
+/// after it, in ms (a picture captured before it and shown after it is not a recovery).
+/// `times` and `latency_ms` are the shown pictures (same index).
+pub fn recovery_after(times: &[u64], latency_ms: &[u32], end_us: u64) -> Option<f64> {
+    let first = times
+        .iter()
+        .zip(latency_ms)
+        .find(|&(&shown, &latency)| shown.saturating_sub(u64::from(latency) * 1000) >= end_us)?
+        .0;
     Some(ms_1dp(first.saturating_sub(end_us)))
 }
 
@@ -551,6 +558,16 @@ mod tests {
         late_end[7] = 1000;
         assert_eq!(adapted_after(T0, &times, &late_end), Some(1700.0));
         assert_eq!(adapted_after(T0, &[], &[]), None);
+    }
+
+    #[test]
+    fn recovery_is_the_first_picture_captured_after_the_return() {
+        let end = T0 + 1_000_000;
+        // Shown after the return, but captured before it (80 ms old at 40 ms after): not yet.
+        let times = [end - 500_000, end + 40_000, end + 120_000, end + 153_000];
+        let latency = [60, 80, 70, 70];
+        assert_eq!(recovery_after(&times, &latency, end), Some(120.0));
+        assert_eq!(recovery_after(&times[..2], &latency[..2], end), None);
     }
 
     #[test]
