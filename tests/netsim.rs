@@ -287,17 +287,21 @@ async fn a_call_survives_a_three_second_outage_and_its_picture_and_texts_return(
         link: LinkConfig { delay: 40 * MS, jitter: 10 * MS, ..LinkConfig::default() },
         outage: Some((Duration::from_secs(3), Duration::from_secs(3))),
     };
-    let r = call_through(scenario, 10).await;
-    assert!(!r.call_dropped && r.errors.is_empty(), "{:?}", r.errors);
     // The bench's target is 1 s (0.4–0.6 s measured); a loaded CI machine gets slack. Before
     // frames were abandoned at their deadline, the outage's frames were retransmitted first
     // and the picture came back 3–6 s after the network, or not at all.
+    assert_came_back(&call_through(scenario, 10).await, 2000.0);
+}
+
+/// The call went on through the outage, a fresh picture came back each way within
+/// `limit_ms` of the network, and the text sent each way in the middle of it was shown.
+fn assert_came_back(r: &kioskd::bench::BenchResult, limit_ms: f64) {
+    assert!(!r.call_dropped && r.errors.is_empty(), "{:?}", r.errors);
     for (way, d) in [("to the agent", &r.to_agent), ("to the kiosk", &r.to_kiosk)] {
         let recovery = d.recovery_ms.unwrap_or_else(|| panic!("no picture {way} after the outage"));
-        assert!(recovery < 2000.0, "{way}: recovery {recovery} ms; freezes {:?}", d.freezes);
+        assert!(recovery < limit_ms, "{way}: recovery {recovery} ms; freezes {:?}", d.freezes);
     }
-    // A text each way, sent in the middle of the outage, shown after it.
-    let texts = r.outage_texts.expect("texts sent during the outage");
+    let texts = r.outage_texts.as_ref().expect("texts sent during the outage");
     assert_eq!((texts.sent, texts.delivered), (2, 2), "{texts:?}");
 }
 
@@ -310,14 +314,7 @@ async fn an_outage_longer_than_the_connection_lives_resumes_the_same_call() {
         link: LinkConfig::default(),
         outage: Some((Duration::from_secs(2), Duration::from_secs(8))),
     };
-    let r = call_through(scenario, 14).await;
-    assert!(!r.call_dropped && r.errors.is_empty(), "{:?}", r.errors);
-    for (way, d) in [("to the agent", &r.to_agent), ("to the kiosk", &r.to_kiosk)] {
-        let recovery = d.recovery_ms.unwrap_or_else(|| panic!("no picture {way} after the outage"));
-        assert!(recovery < 3000.0, "{way}: recovery {recovery} ms; freezes {:?}", d.freezes);
-    }
-    let texts = r.outage_texts.expect("texts sent during the outage");
-    assert_eq!((texts.sent, texts.delivered), (2, 2), "{texts:?}");
+    assert_came_back(&call_through(scenario, 14).await, 3000.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,12 +317,18 @@ mod tests {
         assert_eq!(r.wait_us(), 150_000);
     }
 
-    #[test]
-    fn a_learnt_wait_is_forgotten_after_30_s_without_late_frames() {
+    /// Frame 1 missing behind frame 2 (held at 33 ms), given up at 183 ms, arriving `at`.
+    fn one_frame_given_up_and_late(at: u64) -> VideoReorder<u32> {
         let mut r = VideoReorder::new(ReorderConfig::default());
         run(&mut r, &[(0, true, 0), (2, false, 33 * MS)]);
-        r.poll(183 * MS);
-        r.push(1, false, 1, 333 * MS);
+        assert_eq!(r.poll(183 * MS), [2]);
+        assert_eq!(r.push(1, false, 1, at), [1]);
+        r
+    }
+
+    #[test]
+    fn a_learnt_wait_is_forgotten_after_30_s_without_late_frames() {
+        let mut r = one_frame_given_up_and_late(333 * MS);
         assert_eq!(r.wait_us(), 395_000);
         // Frames in order for 30 s: nothing to learn from, and the old delay expires.
         let mut seq = 3;
@@ -337,16 +343,10 @@ mod tests {
 
     #[test]
     fn the_wait_is_capped() {
-        let mut r = VideoReorder::new(ReorderConfig::default());
-        run(&mut r, &[(0, true, 0), (2, false, 33 * MS)]);
-        r.poll(183 * MS);
-        r.push(1, false, 1, 900 * MS);
+        let r = one_frame_given_up_and_late(900 * MS);
         assert_eq!(r.wait_us(), 400_000);
         // Later than a second is not a retransmission: not learnt from.
-        let mut r = VideoReorder::new(ReorderConfig::default());
-        run(&mut r, &[(0, true, 0), (2, false, 33 * MS)]);
-        r.poll(183 * MS);
-        r.push(1, false, 1, 2_000 * MS);
+        let r = one_frame_given_up_and_late(2_000 * MS);
         assert_eq!(r.wait_us(), 150_000);
     }
 
