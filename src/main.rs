@@ -11,21 +11,22 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info};
 
-use kioskd::agent::{self, AgentCommand, AgentIo, AutoAnswer};
-use kioskd::call_media::devices_from_config;
-use kioskd::config::{AgentConfig, ButtonBackend, ConfigError, HubConfig, KioskConfig};
-use kioskd::devices::buttons::{
+use kioskd::edges::config::{AgentConfig, ButtonBackend, ConfigError, HubConfig, KioskConfig};
+use kioskd::edges::devices::buttons::{
     self, Buttons, gpio_cdev::GpioButtons, rpi::RpiButtons, simulated::SimulatedButtons,
 };
-use kioskd::devices::leds::{GpioLeds, Leds};
-use kioskd::display::{Display, DisplayOptions};
-use kioskd::kiosk::{self, HubTarget, KioskIo, KioskOptions};
-use kioskd::net::certs::{Authority, file_stem};
-use kioskd::net::tls::client_config;
+use kioskd::edges::devices::leds::{GpioLeds, Leds};
+use kioskd::edges::display::{Display, DisplayOptions};
+use kioskd::edges::net::certs::{Authority, file_stem};
+use kioskd::edges::net::client::HubTarget;
+use kioskd::edges::net::tls::client_config;
+use kioskd::edges::session::devices_from_config;
+use kioskd::edges::systemd::Notifier;
 use kioskd::protocol::Role;
 use kioskd::queue::LogSummary;
-use kioskd::systemd::Notifier;
-use kioskd::{demo, hub};
+use kioskd::roles::agent::{self, AgentCommand, AgentIo, AutoAnswer};
+use kioskd::roles::kiosk::{self, KioskIo, KioskOptions};
+use kioskd::roles::{demo, hub};
 
 /// Video-call kiosks for bank branches: a customer presses CALL, the first free advisor answers.
 #[derive(Parser)]
@@ -85,7 +86,7 @@ struct BenchArgs {
     seed: u64,
     /// QUIC congestion control of every party in the bench: bbr (default), cubic or newreno.
     #[arg(long, default_value = "bbr")]
-    congestion: kioskd::net::tls::Congestion,
+    congestion: kioskd::edges::net::tls::Congestion,
     /// Seconds per call.
     #[arg(long, default_value_t = 20)]
     duration: u64,
@@ -131,7 +132,7 @@ struct DoctorArgs {
 #[derive(Args)]
 struct HealthArgs {
     /// The daemon's health file.
-    #[arg(long, default_value = kioskd::health::DEFAULT_PATH)]
+    #[arg(long, default_value = kioskd::edges::health::DEFAULT_PATH)]
     file: PathBuf,
     /// Also require that no call is in progress (an update waits for this).
     #[arg(long)]
@@ -339,7 +340,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Certs(cmd) => certs(cmd),
         Command::Report(args) => report(&args.events),
         Command::Doctor(args) => {
-            let r = kioskd::doctor::run(&args.config).await;
+            let r = kioskd::roles::kiosk::doctor::run(&args.config).await;
             print!("{}", r.text);
             if r.failures.is_empty() {
                 println!("doctor: all checks passed ({} warnings)", r.warnings.len());
@@ -351,7 +352,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => bench(args).await,
         Command::Health(args) => {
-            use kioskd::health::{Health, Verdict, pid_alive};
+            use kioskd::edges::health::{Health, Verdict, pid_alive};
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let verdict = match Health::read(&args.file) {
@@ -428,7 +429,7 @@ fn open_buttons(cfg: &KioskConfig, file: &Path) -> Result<Box<dyn Buttons>, Conf
 
 async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (cfg, tls) = KioskConfig::load(&args.config)?;
-    kioskd::net::tls::set_congestion(cfg.congestion);
+    kioskd::edges::net::tls::set_congestion(cfg.congestion);
     let ident = tls.identity()?;
     let buttons = open_buttons(&cfg, &args.config)?;
     let leds: Option<Box<dyn Leds>> = match &cfg.leds {
@@ -541,7 +542,7 @@ fn reload_on_sighup(
 
 async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
     let (cfg, tls) = HubConfig::load(&args.config)?;
-    kioskd::net::tls::set_congestion(cfg.congestion);
+    kioskd::edges::net::tls::set_congestion(cfg.congestion);
     if args.check {
         println!(
             "{}: OK (listen {}, event log {})",
@@ -604,7 +605,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let (cfg, tls) = AgentConfig::load(&args.config)?;
-    kioskd::net::tls::set_congestion(cfg.congestion);
+    kioskd::edges::net::tls::set_congestion(cfg.congestion);
     let target = HubTarget {
         address: cfg.hub.address.clone(),
         server_name: cfg.hub.server_name(),
@@ -712,16 +713,16 @@ fn check_video_size(width: u32, height: u32) -> anyhow::Result<()> {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    use kioskd::bench::{SCENARIOS, Scenario, named};
+    use kioskd::roles::bench::{SCENARIOS, Scenario, named};
     if args.compose {
         for (w, h) in [(1280, 720), (1920, 1080)] {
-            let r = kioskd::display::bench_compose(w, h, (640, 480), args.frames.max(1));
+            let r = kioskd::edges::display::bench_compose(w, h, (640, 480), args.frames.max(1));
             println!("{}", serde_json::to_string(&r)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
     use kioskd::netsim::link::LinkConfig;
-    kioskd::net::tls::set_congestion(args.congestion);
+    kioskd::edges::net::tls::set_congestion(args.congestion);
     if let (Some(calls), Some(hub), Some(certs)) = (args.load, &args.hub, &args.certs) {
         check_video_size(args.width, args.height)?;
         let area = f64::from(args.width * args.height) / (640.0 * 480.0);
@@ -731,8 +732,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             bitrate_bps: (1_000_000.0 * area) as u32,
             ..Default::default()
         };
-        let opts = kioskd::loadgen::LoadOptions {
-            hub: kioskd::net::client::resolve(hub).await?,
+        let opts = kioskd::roles::bench::load::LoadOptions {
+            hub: kioskd::edges::net::client::resolve(hub).await?,
             server_name: args.server_name.clone(),
             certs: certs.clone(),
             calls,
@@ -740,7 +741,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             video,
         };
         eprintln!("bench: {calls} calls through {hub} for {} s …", args.duration);
-        let r = kioskd::loadgen::run(opts).await?;
+        let r = kioskd::roles::bench::load::run(opts).await?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(if r.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
@@ -781,7 +782,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for sc in &scenarios {
         eprintln!("bench: {} ({} s call) …", sc.name, args.duration);
-        let r = kioskd::bench::run(sc, Duration::from_secs(args.duration), video).await?;
+        let r = kioskd::roles::bench::run(sc, Duration::from_secs(args.duration), video).await?;
         ok &= r.errors.is_empty();
         println!("{}", serde_json::to_string(&r)?);
     }

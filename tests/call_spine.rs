@@ -5,13 +5,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kioskd::agent::{AgentCommand, AgentEvent};
 use kioskd::call::{Button, KioskState};
-use kioskd::kiosk::KioskEvent;
-use kioskd::net::client;
-use kioskd::net::close_code;
+use kioskd::edges::net::client;
+use kioskd::edges::net::close_code;
 use kioskd::protocol::{ClientMsg, EndReason, HubMsg, Role, RoomState, WithdrawReason};
 use kioskd::queue::QueueConfig;
+use kioskd::roles::agent::{AgentCommand, AgentEvent};
+use kioskd::roles::kiosk::KioskEvent;
 
 fn queue(offer_timeout_ms: u64) -> QueueConfig {
     QueueConfig {
@@ -142,10 +142,10 @@ async fn peers_without_a_valid_certificate_are_refused() {
     // A certificate from another deployment's CA.
     let other = Pki::new();
     let mut foreign = start_agent_with(
-        kioskd::kiosk::HubTarget {
+        kioskd::edges::net::client::HubTarget {
             address: hub.addr().to_string(),
             server_name: "localhost".into(),
-            client: kioskd::net::tls::client_config(&{
+            client: kioskd::edges::net::tls::client_config(&{
                 let mut m = other.material(Role::Agent, "agent-x");
                 m.ca = pki.material(Role::Agent, "unused").ca; // trusts the real hub
                 m
@@ -180,8 +180,8 @@ async fn peers_without_a_valid_certificate_are_refused() {
     hub.wait_status("two refusals", |s| s.refused >= 2).await;
 
     // A kiosk certificate trying to act as an agent.
-    let kiosk_cfg =
-        kioskd::net::tls::client_config(&pki.material(Role::Kiosk, "branch-9/kiosk-9")).expect("config");
+    let kiosk_cfg = kioskd::edges::net::tls::client_config(&pki.material(Role::Kiosk, "branch-9/kiosk-9"))
+        .expect("config");
     let ep = client::endpoint(kiosk_cfg, false).expect("endpoint");
     match client::connect(&ep, hub.addr(), "localhost", Role::Agent).await {
         Err(client::ClientError::Refused(reason)) => {
@@ -210,8 +210,10 @@ async fn garbage_on_the_control_stream_disconnects_only_that_peer() {
         b"GET / HTTP/1.1\r\nHost: hub\r\n\r\n", // another protocol
     ];
     for (i, bytes) in garbage.iter().enumerate() {
-        let cfg = kioskd::net::tls::client_config(&pki.material(Role::Kiosk, &format!("branch-4/rogue-{i}")))
-            .expect("cfg");
+        let cfg = kioskd::edges::net::tls::client_config(
+            &pki.material(Role::Kiosk, &format!("branch-4/rogue-{i}")),
+        )
+        .expect("cfg");
         let ep = client::endpoint(cfg, false).expect("endpoint");
         let conn = ep.connect(hub.addr(), "localhost").expect("connect").await.expect("handshake");
         let (mut send, _recv) = conn.open_bi().await.expect("stream");
@@ -237,12 +239,13 @@ async fn texts_survive_a_kiosk_reconnect_and_are_shown_once() {
         &pki,
         hub.addr(),
         "agent-1",
-        Some(kioskd::agent::AutoAnswer { greeting: None, ..auto(None) }),
+        Some(kioskd::roles::agent::AutoAnswer { greeting: None, ..auto(None) }),
     );
     agent.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
 
     // A kiosk session driven by hand, so that its connection can be cut mid-call.
-    let cfg = kioskd::net::tls::client_config(&pki.material(Role::Kiosk, "branch-5/kiosk-1")).expect("cfg");
+    let cfg =
+        kioskd::edges::net::tls::client_config(&pki.material(Role::Kiosk, "branch-5/kiosk-1")).expect("cfg");
     let ep = client::endpoint(cfg, false).expect("endpoint");
     let mut s1 = client::connect(&ep, hub.addr(), "localhost", Role::Kiosk).await.expect("session");
     s1.writer.send(&ClientMsg::RequestAgent { resume: None, consent: false }).await.expect("send");

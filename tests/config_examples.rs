@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kioskd::config::{
+use kioskd::edges::config::{
     AgentConfig, AudioSection, ButtonBackend, CameraBackend, CameraSection, CaptureBackend, HubConfig,
     HubQueueConfig, KioskCallConfig, KioskConfig, MediaSections, PlaybackBackend, ScreenBackend,
     VideoSection, parse,
@@ -45,7 +45,7 @@ fn assert_media_defaults(file: &str, m: &MediaSections) {
     assert_eq!(a.fec, d.fec, "{file}: audio.fec");
     assert_eq!(a.dtx, d.dtx, "{file}: audio.dtx");
     assert_eq!(m.screen.path, None, "{file}: screen.path");
-    let d = kioskd::config::ScreenSection::default();
+    let d = kioskd::edges::config::ScreenSection::default();
     assert_eq!((m.screen.width, m.screen.height), (d.width, d.height), "{file}: screen.width/height");
     let (v, d) = (&m.video, VideoSection::default());
     assert_eq!(v.bitrate_kbps, d.bitrate_kbps, "{file}: video.bitrate_kbps");
@@ -160,7 +160,7 @@ fn kiosk_example_parses_with_the_documented_defaults() {
     assert_eq!(c.reconnect_min_ms, d.reconnect_min_ms, "call.reconnect_min_ms");
     assert_eq!(c.reconnect_max_ms, d.reconnect_max_ms, "call.reconnect_max_ms");
     assert_eq!(c.recording_notice, d.recording_notice, "call.recording_notice");
-    let (u, d) = (&cfg.ui, kioskd::config::UiSection::default());
+    let (u, d) = (&cfg.ui, kioskd::edges::config::UiSection::default());
     assert_eq!(u.language, d.language, "ui.language");
     assert_eq!((&u.branch, &u.opening_hours), (&d.branch, &d.opening_hours), "ui.branch/opening_hours");
     assert_eq!(min.ui.language, d.language, "ui.language of a minimal file");

@@ -16,7 +16,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use kioskd::config::{ButtonBackend, CameraBackend, CaptureBackend, KioskConfig, PlaybackBackend, parse};
+use kioskd::edges::config::{
+    ButtonBackend, CameraBackend, CaptureBackend, KioskConfig, PlaybackBackend, parse,
+};
 
 /// Paths the units and scripts use for programs this repository installs.
 const PROJECT_PROGRAMS: [&str; 2] = ["/usr/bin/kioskd", "/usr/libexec/kioskd/kioskd-ota"];

@@ -8,12 +8,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use kioskd::hub::{self, HubOptions, RecordingOptions};
-use kioskd::loadgen::{LoadOptions, run};
+use kioskd::edges::net::certs::file_stem;
 use kioskd::media::codec::VideoSettings;
-use kioskd::net::certs::file_stem;
 use kioskd::protocol::Role;
 use kioskd::queue::QueueConfig;
+use kioskd::record::RecordingOptions;
+use kioskd::roles::bench::load::{LoadOptions, run};
+use kioskd::roles::hub::{self, HubOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_loaded_calls_connect_deliver_their_media_and_are_recorded() {

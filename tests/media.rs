@@ -6,19 +6,19 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kioskd::agent::AgentEvent;
 use kioskd::call::{Button, KioskState};
-use kioskd::call_media::{
+use kioskd::edges::config::{CameraBackend, CaptureBackend, MediaSections};
+use kioskd::edges::devices::audio::dominant_frequency;
+use kioskd::edges::devices::camera::CameraSwitch;
+use kioskd::edges::session::{
     MediaDevices, MediaOptions, MediaStats, devices_from_config, synthetic_devices, synthetic_devices_with,
 };
-use kioskd::config::{CameraBackend, CaptureBackend, MediaSections};
-use kioskd::devices::audio::dominant_frequency;
-use kioskd::devices::camera::CameraSwitch;
-use kioskd::kiosk::KioskEvent;
 use kioskd::media::SAMPLE_RATE;
 use kioskd::media::codec::VideoSettings;
 use kioskd::protocol::{Role, RoomState};
 use kioskd::queue::QueueConfig;
+use kioskd::roles::agent::AgentEvent;
+use kioskd::roles::kiosk::KioskEvent;
 
 /// Small pictures keep the test light on a loaded 2-core machine; the demo runs 640×480.
 fn video() -> VideoSettings {
@@ -52,7 +52,7 @@ async fn media_call(
     kiosk_id: &str,
     kiosk_devices: MediaDevices,
     problems: Vec<String>,
-) -> (MediaStats, MediaStats, kioskd::hub::HubStatus) {
+) -> (MediaStats, MediaStats, kioskd::roles::hub::HubStatus) {
     let pki = Pki::new();
     let hub = start_hub(&pki, QueueConfig::default()).await;
     let target = pki.target(hub.addr(), Role::Agent, "agent-1");
@@ -196,13 +196,13 @@ async fn a_missing_microphone_is_reported_and_the_call_goes_on_video_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_saves_the_kiosks_video_and_sound_to_files() {
-    use kioskd::devices::audio::wav::read_wav;
-    use kioskd::devices::screen::file::read_y4m;
+    use kioskd::edges::devices::audio::wav::read_wav;
+    use kioskd::edges::devices::screen::file::read_y4m;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sections = MediaSections::default();
-    sections.screen.backend = kioskd::config::ScreenBackend::Y4m;
+    sections.screen.backend = kioskd::edges::config::ScreenBackend::Y4m;
     sections.screen.path = Some(dir.path().join("kiosk.y4m"));
-    sections.audio.playback = kioskd::config::PlaybackBackend::Wav;
+    sections.audio.playback = kioskd::edges::config::PlaybackBackend::Wav;
     sections.audio.wav_path = Some(dir.path().join("kiosk.wav"));
     let (sinks, _, problems) = devices_from_config(&sections);
     assert!(problems.is_empty(), "{problems:?}");
@@ -210,8 +210,10 @@ async fn the_agent_saves_the_kiosks_video_and_sound_to_files() {
     let (kiosk, agent, _) =
         media_call(3000, sinks, "branch-1/kiosk-5", synthetic_devices(440.0, video()), vec![]).await;
     let pictures = read_y4m(&dir.path().join("kiosk.y4m")).expect("a Y4M file");
-    let stamps: Vec<u32> =
-        pictures.iter().filter_map(|p| kioskd::devices::camera::read_stamp(p).map(|(n, _)| n)).collect();
+    let stamps: Vec<u32> = pictures
+        .iter()
+        .filter_map(|p| kioskd::edges::devices::camera::read_stamp(p).map(|(n, _)| n))
+        .collect();
     assert_eq!(stamps, agent.verified_frame_numbers, "the file holds exactly the pictures shown");
     assert!(stamps.len() >= 60, "{} pictures saved", stamps.len());
     assert_frames_arrived("kiosk → agent", &kiosk, &agent);

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Pki, WAIT, start_hub};
-use kioskd::net::{client, tls};
-use kioskd::netsim::proxy::MAX_CLIENTS;
-use kioskd::netsim::{Direction, LinkConfig, ProxyStats, RunningProxy, UdpProxy};
+use kioskd::edges::net::{client, tls};
+use kioskd::edges::netsim::MAX_CLIENTS;
+use kioskd::edges::netsim::{Direction, ProxyStats, RunningProxy, UdpProxy};
+use kioskd::netsim::LinkConfig;
 use kioskd::protocol::{ClientMsg, HubMsg, Role};
 use kioskd::queue::QueueConfig;
 use tokio::net::UdpSocket;
@@ -261,14 +262,17 @@ async fn at_most_64_clients_are_served() {
 // ----- whole calls through the proxy (the mechanisms of media::loss, video_reorder, ladder) -----
 
 /// A two-way call of `secs` seconds (320×240 video to keep the machine free) through the proxy.
-async fn call_through(scenario: kioskd::bench::Scenario, secs: u64) -> kioskd::bench::BenchResult {
+async fn call_through(
+    scenario: kioskd::roles::bench::Scenario,
+    secs: u64,
+) -> kioskd::roles::bench::BenchResult {
     let video = kioskd::media::codec::VideoSettings { width: 320, height: 240, ..Default::default() };
-    kioskd::bench::run(&scenario, Duration::from_secs(secs), video).await.expect("the call runs")
+    kioskd::roles::bench::run(&scenario, Duration::from_secs(secs), video).await.expect("the call runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_through_twenty_percent_loss_keeps_its_sound_and_picture() {
-    let scenario = kioskd::bench::named("loss20", 7).expect("scenario");
+    let scenario = kioskd::roles::bench::named("loss20", 7).expect("scenario");
     let r = call_through(scenario, 10).await;
     assert!(!r.call_dropped, "{:?}", r.errors);
     // The receivers reported the loss; the senders answered with copies of earlier frames.
@@ -282,7 +286,7 @@ async fn a_call_through_twenty_percent_loss_keeps_its_sound_and_picture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_survives_a_three_second_outage_and_its_picture_and_texts_return() {
     // An 80 ms round trip: QUIC's timers back off further than on 127.0.0.1.
-    let scenario = kioskd::bench::Scenario {
+    let scenario = kioskd::roles::bench::Scenario {
         name: "outage".into(),
         link: LinkConfig { delay: 40 * MS, jitter: 10 * MS, ..LinkConfig::default() },
         outage: Some((Duration::from_secs(3), Duration::from_secs(3))),
@@ -295,7 +299,7 @@ async fn a_call_survives_a_three_second_outage_and_its_picture_and_texts_return(
 
 /// The call went on through the outage, a fresh picture came back each way within
 /// `limit_ms` of the network, and the text sent each way in the middle of it was shown.
-fn assert_came_back(r: &kioskd::bench::BenchResult, limit_ms: f64) {
+fn assert_came_back(r: &kioskd::roles::bench::BenchResult, limit_ms: f64) {
     assert!(!r.call_dropped && r.errors.is_empty(), "{:?}", r.errors);
     for (way, d) in [("to the agent", &r.to_agent), ("to the kiosk", &r.to_kiosk)] {
         let recovery = d.recovery_ms.unwrap_or_else(|| panic!("no picture {way} after the outage"));
@@ -309,7 +313,7 @@ fn assert_came_back(r: &kioskd::bench::BenchResult, limit_ms: f64) {
 async fn an_outage_longer_than_the_connection_lives_resumes_the_same_call() {
     // 8 s: QUIC gives the connection up after 6 s of silence; the kiosk reconnects, faster
     // while its call is held, and the hub gives it the same call back.
-    let scenario = kioskd::bench::Scenario {
+    let scenario = kioskd::roles::bench::Scenario {
         name: "long outage".into(),
         link: LinkConfig::default(),
         outage: Some((Duration::from_secs(2), Duration::from_secs(8))),
@@ -321,7 +325,7 @@ async fn an_outage_longer_than_the_connection_lives_resumes_the_same_call() {
 async fn a_call_on_a_narrow_link_fits_its_video_to_it_and_keeps_its_sound() {
     // 300 kbit/s each way with a 1.7 s buffer: a sender that ignored the receivers' caps would
     // send ~1 Mbit/s and keep the buffer full (seconds of delay, then tail drops).
-    let scenario = kioskd::bench::Scenario {
+    let scenario = kioskd::roles::bench::Scenario {
         name: "narrow".into(),
         link: LinkConfig { rate_bps: Some(300_000), queue_bytes: 64 * 1024, ..LinkConfig::default() },
         outage: None,
@@ -378,7 +382,7 @@ async fn quic_pair(pki: &Pki) -> (quinn::Endpoint, quinn::Connection, quinn::Con
 
 #[tokio::test]
 async fn a_frame_sent_into_an_outage_is_abandoned_not_retransmitted_after_it() {
-    use kioskd::net::frame::{FrameSent, send_frame};
+    use kioskd::edges::net::frame::{FrameSent, send_frame};
     let pki = Pki::new();
     let (endpoint, conn, server_conn, proxy) = quic_pair(&pki).await;
     let frame = vec![7u8; 200_000];

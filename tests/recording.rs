@@ -99,7 +99,7 @@ fn a_recorded_demo_call_opens_in_ffmpeg_with_four_tracks_and_every_frame_decodes
     // What the sidecar says agrees with the file and with the player.
     let sidecar: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&sidecar_path).expect("sidecar")).expect("JSON");
-    let (bytes, sha256) = kioskd::record::writer::hash_file(&file).expect("hash");
+    let (bytes, sha256) = kioskd::roles::hub::recording::hash_file(&file).expect("hash");
     assert_eq!(sidecar["sha256"].as_str(), Some(sha256.as_str()));
     assert_eq!(sidecar["bytes"].as_u64(), Some(bytes));
     assert_eq!(sidecar["call_id"].as_u64(), Some(1));

@@ -1,6 +1,6 @@
 //! What video to send for the bitrate the path takes: the adaptation ladder.
 //!
-//! Rate control ([`crate::call_media`]) gives a target bitrate from what the path delivers
+//! Rate control ([`crate::edges::session`]) gives a target bitrate from what the path delivers
 //! (queueing delay at the sender, the receiver's rate hints). Within a rung the encoder's
 //! bitrate follows the target; between rungs the ladder trades, in this order, bitrate, then
 //! frame rate, then resolution, and below a floor sends no video at all, so that audio keeps the

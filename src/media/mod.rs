@@ -26,6 +26,10 @@ pub const FRAME_US: u64 = 20_000;
 /// so that in one process (the demo, tests) end-to-end latency is a subtraction.
 pub type UnixMicros = u64;
 
+/// How long a finished call still receives what was already sent (capture to playout is
+/// about 100 ms on a good network; the hub keeps relaying for as long).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// A picture in I420: a Y plane of `width × height`, then U and V planes of
 /// `width/2 × height/2`, tightly packed. Width and height are even.
 #[derive(Clone, PartialEq, Eq)]

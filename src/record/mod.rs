@@ -22,16 +22,27 @@
 
 pub mod h264;
 pub mod mkv;
-pub mod writer;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use std::path::PathBuf;
+
 use crate::media::UnixMicros;
 use crate::media::packet::{MediaKind, decode as decode_header};
 use mkv::{Block, Layout, TrackCodec, TrackSpec};
+
+/// Where and how long the hub keeps call recordings.
+#[derive(Debug, Clone)]
+pub struct RecordingOptions {
+    /// One `call-<id>.mkv` and `call-<id>.json` per recorded call (created mode 0700).
+    pub dir: PathBuf,
+    /// Recordings older than this are deleted (checked at start and hourly); kept forever
+    /// when absent.
+    pub retention: Option<Duration>,
+}
 
 /// Who sent a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -1,6 +1,6 @@
 //! The kiosk screen, sans-IO: what the customer sees, built from the kiosk's state, and drawn
 //! into an in-memory frame. No threads, clocks or devices here: the display thread
-//! (`crate::display`) feeds it and shows its frames.
+//! (`crate::edges::display`) feeds it and shows its frames.
 //!
 //! 1. [`UiState::handle_input`] with each [`UiInput`]: the call machine's state, an advisor's
 //!    text, device problems; [`UiState::handle_picture`] when a picture of the advisor arrives.

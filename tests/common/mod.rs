@@ -6,17 +6,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kioskd::agent::{self, AgentCommand, AgentEvent, AgentIo, AutoAnswer};
 use kioskd::call::{CallConfig, KioskState};
-use kioskd::call_media::{MediaDevices, MediaOptions};
-use kioskd::devices::buttons::{self, simulated::Panel, simulated::SimulatedButtons};
-use kioskd::hub::{self, HubOptions, RunningHub};
-use kioskd::kiosk::{self, HubTarget, KioskEvent, KioskIo, KioskOptions};
-use kioskd::net::certs::Authority;
-use kioskd::net::tls::{TlsMaterial, client_config};
+use kioskd::edges::devices::buttons::{self, simulated::Panel, simulated::SimulatedButtons};
+use kioskd::edges::net::certs::Authority;
+use kioskd::edges::net::client::HubTarget;
+use kioskd::edges::net::tls::{TlsMaterial, client_config};
+use kioskd::edges::session::{MediaDevices, MediaOptions};
+use kioskd::edges::systemd::Notifier;
 use kioskd::protocol::Role;
 use kioskd::queue::QueueConfig;
-use kioskd::systemd::Notifier;
+use kioskd::roles::agent::{self, AgentCommand, AgentEvent, AgentIo, AutoAnswer};
+use kioskd::roles::hub::{self, HubOptions, RunningHub};
+use kioskd::roles::kiosk::{self, KioskEvent, KioskIo, KioskOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 

@@ -1,0 +1,917 @@
+//! Configuration files (TOML), validated up front.
+//!
+//! Every problem is reported as one [`ConfigError`] naming the file, the key and what is wrong;
+//! `main` prints it and exits with code 2. Unknown keys are errors (a typo must not silently
+//! fall back to a default on a kiosk nobody watches).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::call::CallConfig;
+use crate::edges::devices::buttons::gpio_cdev::LineBias;
+use crate::edges::net::tls::{TlsError, TlsMaterial};
+use crate::protocol::Role;
+use crate::queue::QueueConfig;
+use crate::ui::{Lang, UiSettings};
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {key}: {message}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the key (`queue.max_queue`), or `(file)` for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, key: &str, message: impl Into<String>) -> Self {
+        Self { file: file.to_path_buf(), key: key.to_string(), message: message.into() }
+    }
+}
+
+/// Reads and parses `path` into `T`, naming the offending key on error.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+    parse(path, &text)
+}
+
+/// Parses TOML `text` read from `path`.
+pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new(path, "(syntax)", e.to_string().trim().to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "(top level)".to_string() } else { key };
+        // toml's message repeats the source excerpt; keep its first line only.
+        let message = e.inner().message().lines().next().unwrap_or_default().to_string();
+        ConfigError::new(path, &key, message)
+    })
+}
+
+/// Where the hub is, for kiosks and agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubLink {
+    /// `host:port` of the hub.
+    pub address: String,
+    /// Name in the hub's certificate; defaults to the host part of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl HubLink {
+    pub fn server_name(&self) -> String {
+        self.server_name.clone().unwrap_or_else(|| {
+            let host = self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h);
+            host.trim_start_matches('[').trim_end_matches(']').to_string()
+        })
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        match self.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+            _ => Err(ConfigError::new(file, "hub.address", format!("`{}` is not host:port", self.address))),
+        }
+    }
+}
+
+/// Certificate files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The deployment CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This process's certificate (PEM), issued by the CA.
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Loads the files and checks that the certificate is for `role`.
+    pub fn load(&self, file: &Path, role: Role) -> Result<TlsMaterial, ConfigError> {
+        let certs = |key: &str, path: &Path| {
+            crate::edges::net::tls::read_certs(path).map_err(|e| ConfigError::new(file, key, e.to_string()))
+        };
+        let ca = certs("tls.ca", &self.ca)?;
+        let chain = certs("tls.cert", &self.cert)?;
+        let key = crate::edges::net::tls::read_key(&self.key)
+            .map_err(|e| ConfigError::new(file, "tls.key", e.to_string()))?;
+        let m = TlsMaterial { ca, chain, key };
+        let ident = m.identity().map_err(|e: TlsError| ConfigError::new(file, "tls.cert", e.to_string()))?;
+        if ident.role != role {
+            return Err(ConfigError::new(
+                file,
+                "tls.cert",
+                format!(
+                    "certificate is for a {} (`{}`), this needs a {role} certificate",
+                    ident.role, ident.id
+                ),
+            ));
+        }
+        Ok(m)
+    }
+}
+
+/// Which button backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ButtonBackend {
+    /// The GPIO character device (any Linux board).
+    GpioCdev,
+    /// Raspberry Pi GPIO through rppal (BCM numbering).
+    Rppal,
+    /// Keys on stdin or lines on a Unix socket.
+    Simulated,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonsConfig {
+    pub backend: ButtonBackend,
+    /// gpio-cdev: the chip device.
+    #[serde(default = "default_chip")]
+    pub chip: PathBuf,
+    /// Line offset (gpio-cdev) or BCM pin (rppal) of CALL.
+    #[serde(default = "default_call_line")]
+    pub call: u32,
+    /// Line offset or BCM pin of HANGUP.
+    #[serde(default = "default_hangup_line")]
+    pub hangup: u32,
+    /// Buttons pull the line low when pressed.
+    #[serde(default = "yes")]
+    pub active_low: bool,
+    #[serde(default = "default_bias")]
+    pub bias: LineBias,
+    /// Edges closer than this to the previous one are contact bounce.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// simulated: `stdin` or the path of a Unix socket to create.
+    #[serde(default = "default_sim_input")]
+    pub input: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedsConfig {
+    #[serde(default = "default_chip")]
+    pub chip: PathBuf,
+    /// Lit when pressing CALL would place a call.
+    pub call: u32,
+    /// Lit while a call is placed or held.
+    pub busy: u32,
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KioskCallConfig {
+    #[serde(default = "default_ended_screen_s")]
+    pub ended_screen_s: u64,
+    #[serde(default = "default_busy_screen_s")]
+    pub busy_screen_s: u64,
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// The kiosk shows the customer that calls may be recorded (on its screen or a printed
+    /// notice beside it): a call request then carries the customer's consent to recording.
+    /// Without it the hub never records this kiosk's calls.
+    #[serde(default)]
+    pub recording_notice: bool,
+}
+
+impl Default for KioskCallConfig {
+    fn default() -> Self {
+        Self {
+            ended_screen_s: default_ended_screen_s(),
+            busy_screen_s: default_busy_screen_s(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+            recording_notice: false,
+        }
+    }
+}
+
+impl KioskCallConfig {
+    pub fn call_config(&self) -> CallConfig {
+        CallConfig {
+            ended_screen: Duration::from_secs(self.ended_screen_s),
+            busy_screen: Duration::from_secs(self.busy_screen_s),
+            recording_consent: self.recording_notice,
+        }
+    }
+}
+
+/// Which camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CameraBackend {
+    /// A V4L2 device (USB or CSI camera).
+    V4l2,
+    /// A moving test pattern that carries its frame number (demo, tests).
+    Synthetic,
+    /// No camera: audio only.
+    #[default]
+    None,
+}
+
+pub use crate::edges::devices::camera::PixelFormat;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSection {
+    #[serde(default)]
+    pub backend: CameraBackend,
+    #[serde(default = "default_video_device")]
+    pub device: PathBuf,
+    #[serde(default = "default_width")]
+    pub width: u32,
+    #[serde(default = "default_height")]
+    pub height: u32,
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    #[serde(default)]
+    pub format: PixelFormat,
+}
+
+impl Default for CameraSection {
+    fn default() -> Self {
+        Self {
+            backend: CameraBackend::None,
+            device: default_video_device(),
+            width: default_width(),
+            height: default_height(),
+            fps: default_fps(),
+            format: PixelFormat::Auto,
+        }
+    }
+}
+
+/// Where sound comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureBackend {
+    Alsa,
+    /// A tone with a marker blip every second (demo, tests).
+    Synthetic,
+    #[default]
+    None,
+}
+
+/// Where sound goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlaybackBackend {
+    Alsa,
+    /// A WAV file at `audio.wav_path`.
+    Wav,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSection {
+    #[serde(default)]
+    pub capture: CaptureBackend,
+    #[serde(default = "default_pcm")]
+    pub capture_device: String,
+    #[serde(default)]
+    pub playback: PlaybackBackend,
+    #[serde(default = "default_pcm")]
+    pub playback_device: String,
+    /// ALSA period in milliseconds.
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u32,
+    /// Synthetic capture: the tone's frequency in Hz.
+    #[serde(default = "default_tone_hz")]
+    pub tone_hz: f64,
+    /// playback = "wav": the file to write.
+    #[serde(default)]
+    pub wav_path: Option<PathBuf>,
+    /// Opus bitrate in kbit/s.
+    #[serde(default = "default_opus_kbps")]
+    pub bitrate_kbps: u32,
+    /// Opus in-band forward error correction.
+    #[serde(default = "yes")]
+    pub fec: bool,
+    /// Opus discontinuous transmission (near-silent packets during silence).
+    #[serde(default)]
+    pub dtx: bool,
+}
+
+impl Default for AudioSection {
+    fn default() -> Self {
+        Self {
+            capture: CaptureBackend::None,
+            capture_device: default_pcm(),
+            playback: PlaybackBackend::None,
+            playback_device: default_pcm(),
+            period_ms: default_period_ms(),
+            tone_hz: default_tone_hz(),
+            wav_path: None,
+            bitrate_kbps: default_opus_kbps(),
+            fec: true,
+            dtx: false,
+        }
+    }
+}
+
+/// Where the other party's video is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScreenBackend {
+    /// Linux DRM/KMS dumb buffers with page flipping.
+    Drm,
+    /// The framebuffer device (boards without DRM).
+    Fbdev,
+    /// A Y4M file at `screen.path`.
+    Y4m,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenSection {
+    #[serde(default)]
+    pub backend: ScreenBackend,
+    /// drm: /dev/dri/card0; fbdev: /dev/fb0; y4m: the file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The kiosk's screen size where the backend has no mode of its own (y4m, none: only
+    /// screenshots); DRM and fbdev use the display's native mode.
+    #[serde(default = "default_screen_width")]
+    pub width: u32,
+    #[serde(default = "default_screen_height")]
+    pub height: u32,
+}
+
+impl Default for ScreenSection {
+    fn default() -> Self {
+        Self {
+            backend: ScreenBackend::None,
+            path: None,
+            width: default_screen_width(),
+            height: default_screen_height(),
+        }
+    }
+}
+
+/// `[ui]`: what the kiosk's screen says, and in which language.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// A built-in language: `en` (English) or `zh` (Simplified Chinese).
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// A language file of one's own (same keys as lang/en.toml); replaces `language`.
+    #[serde(default)]
+    pub language_file: Option<PathBuf>,
+    /// The branch's name, in the screen's header.
+    #[serde(default)]
+    pub branch: String,
+    /// Opening hours as the branch writes them, at the foot of the idle screen.
+    #[serde(default)]
+    pub opening_hours: String,
+}
+
+impl Default for UiSection {
+    fn default() -> Self {
+        Self {
+            language: default_language(),
+            language_file: None,
+            branch: String::new(),
+            opening_hours: String::new(),
+        }
+    }
+}
+
+impl UiSection {
+    /// The screen's texts: the language file, else the built-in language (errors name `file`,
+    /// the configuration, and the key).
+    pub fn lang(&self, file: &Path) -> Result<Lang, ConfigError> {
+        match &self.language_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        file,
+                        "ui.language_file",
+                        format!("{}: cannot read: {e}", path.display()),
+                    )
+                })?;
+                Lang::parse(&text).map_err(|e| {
+                    ConfigError::new(file, "ui.language_file", format!("{}: {e}", path.display()))
+                })
+            }
+            None => Lang::built_in(&self.language)
+                .map_err(|e| ConfigError::new(file, "ui.language", e.to_string())),
+        }
+    }
+
+    /// The branch settings of the screen; `recording_notice` from `[call]`.
+    pub fn settings(&self, recording_notice: bool) -> UiSettings {
+        UiSettings {
+            branch: self.branch.clone(),
+            opening_hours: self.opening_hours.clone(),
+            recording_notice,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoSection {
+    /// H.264 target bitrate in kbit/s.
+    #[serde(default = "default_video_kbps")]
+    pub bitrate_kbps: u32,
+    /// A keyframe at least every this many frames.
+    #[serde(default = "default_keyframe_interval")]
+    pub keyframe_interval: u32,
+}
+
+impl Default for VideoSection {
+    fn default() -> Self {
+        Self { bitrate_kbps: default_video_kbps(), keyframe_interval: default_keyframe_interval() }
+    }
+}
+
+/// Media devices and codec settings, shared by the kiosk and the agent console (the
+/// `[camera]`, `[audio]`, `[screen]` and `[video]` sections).
+#[derive(Debug, Clone, Default)]
+pub struct MediaSections {
+    pub camera: CameraSection,
+    pub audio: AudioSection,
+    pub screen: ScreenSection,
+    pub video: VideoSection,
+}
+
+impl MediaSections {
+    /// Checks values; devices are tried when the role starts.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let c = &self.camera;
+        if !c.width.is_multiple_of(2) || !(160..=1920).contains(&c.width) {
+            return Err(ConfigError::new(file, "camera.width", "must be even, 160 to 1920"));
+        }
+        if !c.height.is_multiple_of(2) || !(120..=1080).contains(&c.height) {
+            return Err(ConfigError::new(file, "camera.height", "must be even, 120 to 1080"));
+        }
+        if !(1..=60).contains(&c.fps) {
+            return Err(ConfigError::new(file, "camera.fps", "must be 1 to 60"));
+        }
+        let a = &self.audio;
+        if !(5..=100).contains(&a.period_ms) {
+            return Err(ConfigError::new(file, "audio.period_ms", "must be 5 to 100"));
+        }
+        if !(50.0..=8000.0).contains(&a.tone_hz) {
+            return Err(ConfigError::new(file, "audio.tone_hz", "must be 50 to 8000"));
+        }
+        if a.playback == PlaybackBackend::Wav && a.wav_path.is_none() {
+            return Err(ConfigError::new(file, "audio.wav_path", "needed when audio.playback = \"wav\""));
+        }
+        if !(6..=256).contains(&a.bitrate_kbps) {
+            return Err(ConfigError::new(file, "audio.bitrate_kbps", "must be 6 to 256"));
+        }
+        if self.screen.backend == ScreenBackend::Y4m && self.screen.path.is_none() {
+            return Err(ConfigError::new(file, "screen.path", "needed when screen.backend = \"y4m\""));
+        }
+        if !self.screen.width.is_multiple_of(2) || !(160..=3840).contains(&self.screen.width) {
+            return Err(ConfigError::new(file, "screen.width", "must be even, 160 to 3840"));
+        }
+        if !self.screen.height.is_multiple_of(2) || !(120..=2160).contains(&self.screen.height) {
+            return Err(ConfigError::new(file, "screen.height", "must be even, 120 to 2160"));
+        }
+        let v = &self.video;
+        if !(50..=8000).contains(&v.bitrate_kbps) {
+            return Err(ConfigError::new(file, "video.bitrate_kbps", "must be 50 to 8000"));
+        }
+        if !(1..=3000).contains(&v.keyframe_interval) {
+            return Err(ConfigError::new(file, "video.keyframe_interval", "must be 1 to 3000"));
+        }
+        Ok(())
+    }
+}
+
+/// `kioskd run`: the kiosk daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KioskConfig {
+    /// Where the daemon writes its health for `kioskd health` (and the OTA side).
+    #[serde(default = "default_health_file")]
+    pub health_file: PathBuf,
+    /// QUIC congestion control: "bbr" (default), "cubic" or "newreno".
+    #[serde(default)]
+    pub congestion: crate::edges::net::tls::Congestion,
+    pub hub: HubLink,
+    pub tls: TlsFiles,
+    pub buttons: ButtonsConfig,
+    #[serde(default)]
+    pub leds: Option<LedsConfig>,
+    #[serde(default)]
+    pub call: KioskCallConfig,
+    #[serde(default)]
+    pub camera: CameraSection,
+    #[serde(default)]
+    pub audio: AudioSection,
+    #[serde(default)]
+    pub screen: ScreenSection,
+    #[serde(default)]
+    pub video: VideoSection,
+    #[serde(default)]
+    pub ui: UiSection,
+}
+
+impl KioskConfig {
+    pub fn media(&self) -> MediaSections {
+        MediaSections {
+            camera: self.camera.clone(),
+            audio: self.audio.clone(),
+            screen: self.screen.clone(),
+            video: self.video.clone(),
+        }
+    }
+
+    /// Loads and checks everything that can be checked without the hub: keys, values,
+    /// certificates, and that the configured devices can be opened for reading.
+    pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
+        let cfg: Self = load(path)?;
+        cfg.hub.validate(path)?;
+        let b = &cfg.buttons;
+        if !(5..=1000).contains(&b.debounce_ms) {
+            return Err(ConfigError::new(path, "buttons.debounce_ms", "must be 5 to 1000"));
+        }
+        if b.call == b.hangup && b.backend != ButtonBackend::Simulated {
+            return Err(ConfigError::new(path, "buttons.hangup", "CALL and HANGUP cannot share a line"));
+        }
+        match b.backend {
+            ButtonBackend::GpioCdev => check_device(path, "buttons.chip", &b.chip)?,
+            ButtonBackend::Rppal if b.call > 53 => {
+                return Err(ConfigError::new(path, "buttons.call", "BCM pins are 0 to 53"));
+            }
+            ButtonBackend::Rppal if b.hangup > 53 => {
+                return Err(ConfigError::new(path, "buttons.hangup", "BCM pins are 0 to 53"));
+            }
+            _ => {}
+        }
+        if let Some(leds) = &cfg.leds {
+            check_device(path, "leds.chip", &leds.chip)?;
+        }
+        let c = &cfg.call;
+        if c.reconnect_min_ms == 0 || c.reconnect_min_ms > c.reconnect_max_ms {
+            return Err(ConfigError::new(
+                path,
+                "call.reconnect_min_ms",
+                "must be > 0 and at most call.reconnect_max_ms",
+            ));
+        }
+        cfg.media().validate(path)?;
+        cfg.ui.lang(path)?;
+        let tls = cfg.tls.load(path, Role::Kiosk)?;
+        Ok((cfg, tls))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubQueueConfig {
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    #[serde(default = "default_offer_timeout_s")]
+    pub offer_timeout_s: u64,
+    #[serde(default)]
+    pub wrap_up_s: u64,
+    #[serde(default = "default_kiosk_grace_s")]
+    pub kiosk_grace_s: u64,
+    #[serde(default = "default_handle_time_s")]
+    pub default_handle_time_s: u64,
+    #[serde(default = "default_busy_retry_after_s")]
+    pub busy_retry_after_s: u64,
+}
+
+impl Default for HubQueueConfig {
+    fn default() -> Self {
+        Self {
+            max_queue: default_max_queue(),
+            offer_timeout_s: default_offer_timeout_s(),
+            wrap_up_s: 0,
+            kiosk_grace_s: default_kiosk_grace_s(),
+            default_handle_time_s: default_handle_time_s(),
+            busy_retry_after_s: default_busy_retry_after_s(),
+        }
+    }
+}
+
+impl HubQueueConfig {
+    pub fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            max_queue: self.max_queue,
+            offer_timeout: Duration::from_secs(self.offer_timeout_s),
+            wrap_up: Duration::from_secs(self.wrap_up_s),
+            kiosk_grace: Duration::from_secs(self.kiosk_grace_s),
+            default_handle_time: Duration::from_secs(self.default_handle_time_s),
+            busy_retry_after: Duration::from_secs(self.busy_retry_after_s),
+            record_calls: false,
+        }
+    }
+}
+
+/// `kioskd hub`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// QUIC congestion control: "bbr" (default), "cubic" or "newreno".
+    #[serde(default)]
+    pub congestion: crate::edges::net::tls::Congestion,
+
+    /// Append-only JSON-lines event log.
+    pub event_log: PathBuf,
+    /// Serve Prometheus metrics on this TCP address (`GET /metrics`); off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub queue: HubQueueConfig,
+    #[serde(default)]
+    pub recording: RecordingSection,
+}
+
+/// `[recording]` of the hub: calls are recorded only when `enabled` and the kiosk's request
+/// carries the customer's consent (the kiosk's `call.recording_notice`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where recordings go (created with mode 0700 when missing).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Delete recordings older than this many days; keep them forever when absent.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+impl RecordingSection {
+    /// The hub's recording settings, when recording is on.
+    pub fn options(&self) -> Option<crate::record::RecordingOptions> {
+        let dir = self.dir.clone().filter(|_| self.enabled)?;
+        let retention = self.retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+        Some(crate::record::RecordingOptions { dir, retention })
+    }
+}
+
+impl HubConfig {
+    pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
+        let cfg: Self = load(path)?;
+        let q = &cfg.queue;
+        if !(1..=100_000).contains(&q.max_queue) {
+            return Err(ConfigError::new(path, "queue.max_queue", "must be 1 to 100000"));
+        }
+        if !(1..=600).contains(&q.offer_timeout_s) {
+            return Err(ConfigError::new(path, "queue.offer_timeout_s", "must be 1 to 600"));
+        }
+        if q.default_handle_time_s == 0 {
+            return Err(ConfigError::new(path, "queue.default_handle_time_s", "must be > 0"));
+        }
+        if let Some(dir) = cfg.event_log.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::new(
+                path,
+                "event_log",
+                format!("directory {} does not exist", dir.display()),
+            ));
+        }
+        let r = &cfg.recording;
+        if r.enabled {
+            let Some(dir) = &r.dir else {
+                return Err(ConfigError::new(path, "recording.dir", "needed when recording.enabled = true"));
+            };
+            let parent = dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !dir.is_dir() && !parent.is_dir() {
+                return Err(ConfigError::new(
+                    path,
+                    "recording.dir",
+                    format!("neither {} nor its parent folder exists", dir.display()),
+                ));
+            }
+        }
+        if r.retention_days == Some(0) {
+            return Err(ConfigError::new(
+                path,
+                "recording.retention_days",
+                "must be at least 1 (or absent: keep)",
+            ));
+        }
+        let tls = cfg.tls.load(path, Role::Hub)?;
+        Ok((cfg, tls))
+    }
+}
+
+/// `kioskd agent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// QUIC congestion control: "bbr" (default), "cubic" or "newreno".
+    #[serde(default)]
+    pub congestion: crate::edges::net::tls::Congestion,
+    pub hub: HubLink,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub camera: CameraSection,
+    #[serde(default)]
+    pub audio: AudioSection,
+    #[serde(default)]
+    pub screen: ScreenSection,
+    #[serde(default)]
+    pub video: VideoSection,
+}
+
+impl AgentConfig {
+    pub fn media(&self) -> MediaSections {
+        MediaSections {
+            camera: self.camera.clone(),
+            audio: self.audio.clone(),
+            screen: self.screen.clone(),
+            video: self.video.clone(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
+        let cfg: Self = load(path)?;
+        cfg.hub.validate(path)?;
+        cfg.media().validate(path)?;
+        let tls = cfg.tls.load(path, Role::Agent)?;
+        Ok((cfg, tls))
+    }
+}
+
+fn check_device(file: &Path, key: &str, dev: &Path) -> Result<(), ConfigError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .open(dev)
+        .map(drop)
+        .map_err(|e| ConfigError::new(file, key, format!("cannot open {}: {e}", dev.display())))
+}
+
+fn default_video_device() -> PathBuf {
+    "/dev/video0".into()
+}
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    480
+}
+fn default_fps() -> u32 {
+    30
+}
+fn default_pcm() -> String {
+    "default".into()
+}
+fn default_period_ms() -> u32 {
+    20
+}
+fn default_tone_hz() -> f64 {
+    440.0
+}
+fn default_opus_kbps() -> u32 {
+    32
+}
+fn default_video_kbps() -> u32 {
+    1000
+}
+fn default_keyframe_interval() -> u32 {
+    150
+}
+fn default_screen_width() -> u32 {
+    1280
+}
+fn default_screen_height() -> u32 {
+    720
+}
+fn default_language() -> String {
+    "en".into()
+}
+fn default_health_file() -> PathBuf {
+    crate::edges::health::DEFAULT_PATH.into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_chip() -> PathBuf {
+    "/dev/gpiochip0".into()
+}
+fn default_call_line() -> u32 {
+    17
+}
+fn default_hangup_line() -> u32 {
+    27
+}
+fn default_bias() -> LineBias {
+    LineBias::PullUp
+}
+fn default_debounce_ms() -> u64 {
+    50
+}
+fn default_sim_input() -> String {
+    "stdin".into()
+}
+fn default_ended_screen_s() -> u64 {
+    5
+}
+fn default_busy_screen_s() -> u64 {
+    10
+}
+fn default_reconnect_min_ms() -> u64 {
+    250
+}
+fn default_reconnect_max_ms() -> u64 {
+    15_000
+}
+fn default_max_queue() -> usize {
+    50
+}
+fn default_offer_timeout_s() -> u64 {
+    20
+}
+fn default_kiosk_grace_s() -> u64 {
+    10
+}
+fn default_handle_time_s() -> u64 {
+    180
+}
+fn default_busy_retry_after_s() -> u64 {
+    60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse::<HubConfig>(Path::new("hub.toml"), "listen = \"0.0.0.0:4433\"\nevent_log = \"x\"\nlisten_port = 3\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("hub.toml: "), "{e}");
+        assert!(e.message.contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = "listen = \"0.0.0.0:4433\"\nevent_log = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[queue]\nmax_queue = \"many\"\n";
+        let e = parse::<HubConfig>(Path::new("hub.toml"), text).unwrap_err();
+        assert_eq!(e.key, "queue.max_queue", "{e}");
+    }
+
+    #[test]
+    fn missing_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hub.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "listen = \"127.0.0.1:0\"\nevent_log = \"{}/e.jsonl\"\n[tls]\nca = \"/nonexistent/ca.pem\"\ncert = \"b\"\nkey = \"c\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let e = HubConfig::load(&file).unwrap_err();
+        assert_eq!(e.key, "tls.ca", "{e}");
+    }
+
+    #[test]
+    fn screen_language_is_checked() {
+        let file = Path::new("kiosk.toml");
+        let ui = |text: &str| parse::<UiSection>(file, text).unwrap();
+        assert_eq!(ui("").lang(file).unwrap(), Lang::english());
+        assert_eq!(ui("language = \"zh\"").lang(file).unwrap(), Lang::built_in("zh").unwrap());
+        let e = ui("language = \"fr\"").lang(file).unwrap_err();
+        assert_eq!(e.key, "ui.language");
+        assert!(e.message.contains("unknown language `fr`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let lang = dir.path().join("fr.toml");
+        std::fs::write(&lang, crate::ui::lang::EN.replace("title = \"The call has ended\"", "")).unwrap();
+        let e = ui(&format!("language_file = \"{}\"", lang.display())).lang(file).unwrap_err();
+        assert_eq!(e.key, "ui.language_file");
+        assert!(e.message.ends_with("fr.toml: missing keys: ended.title"), "{e}");
+        let e = ui("language_file = \"/nonexistent/fr.toml\"").lang(file).unwrap_err();
+        assert!(e.message.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn server_name_defaults_to_host() {
+        let h = HubLink { address: "hub.example:4433".into(), server_name: None };
+        assert_eq!(h.server_name(), "hub.example");
+        let h = HubLink { address: "[::1]:4433".into(), server_name: None };
+        assert_eq!(h.server_name(), "::1");
+    }
+}

@@ -1,0 +1,215 @@
+//! A deployment's certificate authority and the certificates it issues (`kioskd certs`).
+//!
+//! Every certificate carries the peer's role in OU (`hub`, `kiosk`, `agent`) and its id in CN
+//! (`branch-12/kiosk-3`). Keys are ECDSA P-256, written with mode 0600.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::{Duration as TimeDuration, OffsetDateTime};
+
+use super::tls::{TlsMaterial, validate_id};
+use crate::protocol::Role;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A CA in memory: its certificate (PEM) and key.
+pub struct Authority {
+    pub cert_pem: String,
+    key: KeyPair,
+}
+
+/// An issued certificate and key, in PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Issued {
+    /// As rustls material trusting `ca`.
+    pub fn material(&self, ca: &Authority) -> Result<TlsMaterial, CertError> {
+        use rustls::pki_types::pem::PemObject;
+        let bad = |e: rustls::pki_types::pem::Error| CertError::Invalid(e.to_string());
+        Ok(TlsMaterial {
+            ca: vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).map_err(bad)?],
+            chain: vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(bad)?],
+            key: PrivateKeyDer::Pkcs8(
+                PrivatePkcs8KeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(bad)?,
+            ),
+        })
+    }
+}
+
+impl Authority {
+    /// A new CA named `name`, valid for `days`.
+    pub fn generate(name: &str, days: i64) -> Result<Self, CertError> {
+        let key = KeyPair::generate()?;
+        let cert = ca_params(name, days).self_signed(&key)?;
+        Ok(Self { cert_pem: cert.pem(), key })
+    }
+
+    /// Loads a CA written by [`Authority::write`].
+    pub fn load(dir: &Path) -> Result<Self, CertError> {
+        let cert_pem = read(&dir.join("ca.pem"))?;
+        let key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
+        Ok(Self { cert_pem, key })
+    }
+
+    /// Writes `ca.pem` (0644) and `ca.key` (0600) into `dir`; refuses to overwrite a CA.
+    pub fn write(&self, dir: &Path) -> Result<(), CertError> {
+        fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.into(), source })?;
+        let key_path = dir.join("ca.key");
+        if key_path.exists() {
+            return Err(CertError::Invalid(format!(
+                "{} exists; a CA is never overwritten (remove it by hand to start a new deployment)",
+                key_path.display()
+            )));
+        }
+        write_file(&key_path, &self.key.serialize_pem(), 0o600)?;
+        write_file(&dir.join("ca.pem"), &self.cert_pem, 0o644)
+    }
+
+    /// Issues a certificate for `role`/`id`. A hub certificate also names `dns` and `ips`
+    /// (what kiosks connect to).
+    pub fn issue(
+        &self,
+        role: Role,
+        id: &str,
+        dns: &[String],
+        ips: &[IpAddr],
+        days: i64,
+    ) -> Result<Issued, CertError> {
+        validate_id(id).map_err(CertError::Invalid)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::OrganizationName, "kioskd");
+        params.distinguished_name.push(DnType::OrganizationalUnitName, role.as_str());
+        params.distinguished_name.push(DnType::CommonName, id);
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - TimeDuration::hours(1);
+        params.not_after = now + TimeDuration::days(days);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        match role {
+            Role::Hub => {
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                for name in dns {
+                    let name = name
+                        .clone()
+                        .try_into()
+                        .map_err(|e: rcgen::Error| CertError::Invalid(format!("DNS name `{name}`: {e}")))?;
+                    params.subject_alt_names.push(SanType::DnsName(name));
+                }
+                params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+                if params.subject_alt_names.is_empty() {
+                    return Err(CertError::Invalid(
+                        "a hub certificate needs at least one --dns name or --ip".into(),
+                    ));
+                }
+            }
+            Role::Kiosk | Role::Agent => {
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            }
+        }
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+impl Issued {
+    /// Writes `<name>.pem` (0644) and `<name>.key` (0600) into `dir`.
+    pub fn write(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
+        fs::create_dir_all(dir).map_err(|source| CertError::Io { path: dir.into(), source })?;
+        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        write_file(&key, &self.key_pem, 0o600)?;
+        write_file(&cert, &self.cert_pem, 0o644)?;
+        Ok((cert, key))
+    }
+}
+
+/// A file name for an id: `branch-12/kiosk-3` → `branch-12_kiosk-3`.
+pub fn file_stem(id: &str) -> String {
+    id.replace(['/', '@'], "_")
+}
+
+fn ca_params(name: &str, days: i64) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::OrganizationName, "kioskd");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - TimeDuration::hours(1);
+    params.not_after = now + TimeDuration::days(days);
+    params
+}
+
+fn read(path: &Path) -> Result<String, CertError> {
+    fs::read_to_string(path).map_err(|source| CertError::Io { path: path.into(), source })
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertError> {
+    let io = |source| CertError::Io { path: path.into(), source };
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(io)?;
+    f.write_all(contents.as_bytes()).map_err(io)?;
+    // `mode` applies only when the file is created: enforce it for an existing file too.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edges::net::tls::identity_from_cert;
+
+    #[test]
+    fn issued_certificates_carry_role_and_id() {
+        let ca = Authority::generate("test CA", 30).unwrap();
+        let kiosk = ca.issue(Role::Kiosk, "branch-12/kiosk-3", &[], &[], 30).unwrap();
+        let m = kiosk.material(&ca).unwrap();
+        let ident = identity_from_cert(&m.chain[0]).unwrap();
+        assert_eq!((ident.role, ident.id.as_str()), (Role::Kiosk, "branch-12/kiosk-3"));
+        assert!(ca.issue(Role::Hub, "hub", &[], &[], 30).is_err(), "hub needs a name");
+        assert!(ca.issue(Role::Agent, "bad id!", &[], &[], 30).is_err());
+    }
+
+    #[test]
+    fn keys_are_written_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::generate("test CA", 30).unwrap();
+        ca.write(dir.path()).unwrap();
+        assert!(ca.write(dir.path()).is_err(), "never overwrites a CA");
+        let mode = fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let back = Authority::load(dir.path()).unwrap();
+        let agent = back.issue(Role::Agent, "agent-1", &[], &[], 30).unwrap();
+        let (_, key) = agent.write(dir.path(), "agent-1").unwrap();
+        assert_eq!(fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,312 @@
+//! The hub's Prometheus metrics, served over plain HTTP on a configurable address
+//! (`GET /metrics`, OpenMetrics text).
+//!
+//! Gauges come from the hub's status snapshot; counters and the wait and handle-time
+//! histograms from the event records the queue core emits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+use crate::protocol::CallId;
+use crate::queue::{Event, EventRecord};
+use crate::roles::hub::HubStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KioskLabel {
+    kiosk: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// Most calls tracked between queued and ended (open calls); older entries are forgotten.
+const MAX_TRACKED_CALLS: usize = 100_000;
+
+pub struct HubMetrics {
+    registry: Registry,
+    queue_length: Gauge,
+    oldest_wait_seconds: Gauge<f64, AtomicU64>,
+    agents: Family<StateLabel, Gauge>,
+    calls_connected_now: Gauge,
+    connections: Gauge,
+    offered: Counter,
+    answered: Counter,
+    abandoned: Counter,
+    rejected_busy: Counter,
+    offer_timeouts: Counter,
+    recordings_finished: Counter,
+    recordings_failed: Counter,
+    refused: Gauge,
+    wait_seconds: Histogram,
+    handle_seconds: Histogram,
+    media_packets: Family<KindLabel, Gauge>,
+    media_bytes: Gauge,
+    kiosk_connected: Family<KioskLabel, Gauge>,
+    kiosk_healthy: Family<KioskLabel, Gauge>,
+    kiosk_rtt_ms: Family<KioskLabel, Gauge>,
+    kiosk_lost_packets: Family<KioskLabel, Gauge>,
+    kiosk_sent_packets: Family<KioskLabel, Gauge>,
+    /// call id → (queued ms, connected ms)
+    open: HashMap<CallId, (Option<u64>, Option<u64>)>,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HubMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kioskd_hub");
+        let m = Self {
+            queue_length: Gauge::default(),
+            oldest_wait_seconds: Gauge::default(),
+            agents: Family::default(),
+            calls_connected_now: Gauge::default(),
+            connections: Gauge::default(),
+            offered: Counter::default(),
+            answered: Counter::default(),
+            abandoned: Counter::default(),
+            rejected_busy: Counter::default(),
+            offer_timeouts: Counter::default(),
+            recordings_finished: Counter::default(),
+            recordings_failed: Counter::default(),
+            refused: Gauge::default(),
+            wait_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            handle_seconds: Histogram::new(exponential_buckets(15.0, 2.0, 10)),
+            media_packets: Family::default(),
+            media_bytes: Gauge::default(),
+            kiosk_connected: Family::default(),
+            kiosk_healthy: Family::default(),
+            kiosk_rtt_ms: Family::default(),
+            kiosk_lost_packets: Family::default(),
+            kiosk_sent_packets: Family::default(),
+            open: HashMap::new(),
+            registry: Registry::default(),
+        };
+        registry.register("queue_length", "Callers waiting or being offered", m.queue_length.clone());
+        registry.register(
+            "oldest_wait_seconds",
+            "Wait of the caller first in line",
+            m.oldest_wait_seconds.clone(),
+        );
+        registry.register("agents", "Connected agents by room state", m.agents.clone());
+        registry.register("calls_in_progress", "Calls connected now", m.calls_connected_now.clone());
+        registry.register("connections", "Peers connected", m.connections.clone());
+        registry.register("calls_offered", "Offers made to agents", m.offered.clone());
+        registry.register("calls_answered", "Calls connected", m.answered.clone());
+        registry.register(
+            "calls_abandoned",
+            "Calls that ended before an agent answered",
+            m.abandoned.clone(),
+        );
+        registry.register(
+            "calls_rejected_busy",
+            "Callers turned away by a full queue",
+            m.rejected_busy.clone(),
+        );
+        registry.register("offer_timeouts", "Offers not answered in time", m.offer_timeouts.clone());
+        registry.register(
+            "recordings_finished",
+            "Call recordings written whole",
+            m.recordings_finished.clone(),
+        );
+        registry.register(
+            "recordings_failed",
+            "Call recordings stopped by an error (the calls went on)",
+            m.recordings_failed.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at the TLS handshake",
+            m.refused.clone(),
+        );
+        registry.register(
+            "wait_seconds",
+            "Time from joining the queue to an agent answering",
+            m.wait_seconds.clone(),
+        );
+        registry.register("handle_seconds", "Time from answer to hang-up", m.handle_seconds.clone());
+        registry.register(
+            "media_forwarded_packets",
+            "Media relayed between call legs",
+            m.media_packets.clone(),
+        );
+        registry.register(
+            "media_forwarded_bytes",
+            "Media bytes relayed between call legs",
+            m.media_bytes.clone(),
+        );
+        registry.register(
+            "kiosk_connected",
+            "Kiosk connected to the hub (1) or not (0)",
+            m.kiosk_connected.clone(),
+        );
+        registry.register(
+            "kiosk_healthy",
+            "Kiosk reports all its devices working (1) or not (0)",
+            m.kiosk_healthy.clone(),
+        );
+        registry.register("kiosk_rtt_ms", "Round trip from the kiosk to the hub", m.kiosk_rtt_ms.clone());
+        registry.register(
+            "kiosk_lost_packets",
+            "Packets the kiosk's connection lost",
+            m.kiosk_lost_packets.clone(),
+        );
+        registry.register(
+            "kiosk_sent_packets",
+            "Packets the kiosk's connection sent",
+            m.kiosk_sent_packets.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Updates the gauges from a status snapshot.
+    pub fn observe_status(&mut self, s: &HubStatus) {
+        self.queue_length.set(s.snapshot.waiting as i64);
+        self.oldest_wait_seconds.set(s.snapshot.oldest_wait.map_or(0.0, |d| d.as_secs_f64()));
+        for state in ["IDLE", "OFFERED", "BUSY", "WRAP-UP", "CLOSE"] {
+            let n = s.snapshot.agents.get(state).copied().unwrap_or(0);
+            self.agents.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+        }
+        self.calls_connected_now.set(s.snapshot.calls_connected as i64);
+        self.connections.set(s.connections as i64);
+        self.refused.set(s.refused as i64);
+        let m = &s.media;
+        for (kind, v) in [
+            ("audio_forwarded", m.audio_forwarded),
+            ("audio_dropped", m.audio_dropped),
+            ("video_forwarded", m.video_forwarded),
+            ("video_dropped", m.video_dropped),
+            ("invalid", m.invalid),
+        ] {
+            self.media_packets.get_or_create(&KindLabel { kind: kind.into() }).set(v as i64);
+        }
+        self.media_bytes.set(m.bytes as i64);
+        for (id, k) in &s.kiosks {
+            let l = KioskLabel { kiosk: id.clone() };
+            self.kiosk_connected.get_or_create(&l).set(i64::from(k.connected));
+            self.kiosk_healthy.get_or_create(&l).set(i64::from(k.health.problems.is_empty()));
+            self.kiosk_rtt_ms.get_or_create(&l).set(i64::from(k.health.rtt_ms));
+            self.kiosk_lost_packets.get_or_create(&l).set(k.health.lost_packets as i64);
+            self.kiosk_sent_packets.get_or_create(&l).set(k.health.sent_packets as i64);
+        }
+    }
+
+    /// Counts an event record.
+    pub fn observe_event(&mut self, rec: &EventRecord) {
+        match rec.event {
+            Event::Offered => {
+                self.offered.inc();
+            }
+            Event::RejectedBusy => {
+                self.rejected_busy.inc();
+            }
+            Event::OfferTimeout => {
+                self.offer_timeouts.inc();
+            }
+            Event::RecordingFinished => {
+                self.recordings_finished.inc();
+            }
+            Event::RecordingFailed => {
+                self.recordings_failed.inc();
+            }
+            Event::Queued => {
+                if let Some(id) = rec.call_id
+                    && self.open.len() < MAX_TRACKED_CALLS
+                {
+                    self.open.insert(id, (Some(rec.ts_ms), None));
+                }
+            }
+            Event::Connected => {
+                self.answered.inc();
+                if let Some(entry) = rec.call_id.and_then(|id| self.open.get_mut(&id)) {
+                    entry.1 = Some(rec.ts_ms);
+                    if let Some(q) = entry.0 {
+                        self.wait_seconds.observe(rec.ts_ms.saturating_sub(q) as f64 / 1000.0);
+                    }
+                }
+            }
+            Event::Ended => {
+                if let Some((_, Some(c))) = rec.call_id.and_then(|id| self.open.remove(&id)) {
+                    self.handle_seconds.observe(rec.ts_ms.saturating_sub(c) as f64 / 1000.0);
+                }
+            }
+            Event::Abandoned => {
+                self.abandoned.inc();
+                if let Some(id) = rec.call_id {
+                    self.open.remove(&id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the task is aborted.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Mutex<HubMetrics>>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    info!(addr = %local, "metrics on http://{local}/metrics");
+    tokio::spawn(async move {
+        while let Ok((mut sock, peer)) = listener.accept().await {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                // Requests are tiny; read at most 4 KiB of headers.
+                let mut buf = [0u8; 4096];
+                let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if request.starts_with("GET /metrics ") {
+                    let text = metrics.lock().map(|m| m.encode()).unwrap_or_default();
+                    ("200 OK", text)
+                } else {
+                    ("404 Not Found", "see /metrics\n".to_string())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if sock.write_all(head.as_bytes()).await.is_err()
+                    || sock.write_all(body.as_bytes()).await.is_err()
+                {
+                    debug!(%peer, "metrics client went away");
+                }
+            });
+        }
+    });
+    Ok(local)
+}
