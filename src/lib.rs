@@ -14,6 +14,7 @@
 
 // Cores (sans-IO).
 pub mod call;
+pub mod console;
 pub mod media;
 pub mod netsim;
 pub mod protocol;

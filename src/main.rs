@@ -624,6 +624,10 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         std::thread::Builder::new().name("console".into()).spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
+                // Leaving closes the channel: the console hangs up a call in progress and ends.
+                if matches!(line.trim().to_ascii_lowercase().as_str(), "quit" | "q" | "exit") {
+                    break;
+                }
                 match AgentCommand::parse(&line) {
                     Ok(Some(cmd)) => {
                         if cmd_tx.blocking_send(cmd).is_err() {
