@@ -125,51 +125,11 @@ impl Rig {
                 client: client_config(&ca.issue(role, id, &[], &[], 1)?.material(&ca)?)?,
             })
         };
-
-        let (agent_tx, agent_events) = mpsc::unbounded_channel();
-        let (agent_commands, cmd_rx) = mpsc::channel::<AgentCommand>(4);
-        let auto = AutoAnswer {
-            answer_delay: Duration::from_millis(50),
-            call_duration: Some(duration),
-            greeting: None,
-        };
-        let io = AgentIo {
-            commands: cmd_rx,
-            observer: Some(agent_tx),
-            print: false,
-            media: synthetic_devices(660.0, video),
-            media_options: opts.clone(),
-        };
         let agent_target = target(Role::Agent, "agent-1", hub.local_addr)?;
-        let agent = tokio::spawn(agent::run(agent_target, Some(auto), io, stop_rx.clone()));
-
-        let (backend, panel) = SimulatedButtons::new(false);
-        let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50))?;
-        let (kiosk_tx, kiosk_events) = mpsc::unbounded_channel();
-        let (kiosk_texts, kiosk_text_rx) = mpsc::channel::<String>(4);
-        let io = KioskIo {
-            buttons: presses,
-            texts: Some(kiosk_text_rx),
-            observer: Some(kiosk_tx),
-            leds: None,
-            notifier: Notifier::disabled(),
-            media: synthetic_devices(440.0, video),
-            media_options: opts,
-            device_problems: vec![],
-            health_file: None,
-            reload: None,
-        };
-        let kopts = KioskOptions {
-            call: CallConfig {
-                ended_screen: Duration::from_millis(300),
-                busy_screen: Duration::from_secs(1),
-                ..CallConfig::default()
-            },
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_millis(1000),
-        };
+        let (agent, agent_events, agent_commands) =
+            spawn_agent(agent_target, duration, &opts, stop_rx.clone());
         let kiosk_target = target(Role::Kiosk, "branch-1/kiosk-1", proxy.local_addr())?;
-        let kiosk = tokio::spawn(kiosk::run(kiosk_target, kopts, io, stop_rx));
+        let (kiosk, kiosk_events, kiosk_texts, panel) = spawn_kiosk(kiosk_target, opts, stop_rx)?;
         Ok(Self {
             dir,
             hub,
@@ -298,6 +258,67 @@ impl Rig {
         let _ = std::fs::remove_dir_all(&self.dir);
         path
     }
+}
+
+type AgentParts =
+    (JoinHandle<Result<(), AgentError>>, mpsc::UnboundedReceiver<AgentEvent>, mpsc::Sender<AgentCommand>);
+
+/// The agent: answers after 50 ms, hangs up after `duration`.
+fn spawn_agent(
+    target: HubTarget,
+    duration: Duration,
+    opts: &MediaOptions,
+    stop: watch::Receiver<bool>,
+) -> AgentParts {
+    let (agent_tx, agent_events) = mpsc::unbounded_channel();
+    let (agent_commands, cmd_rx) = mpsc::channel::<AgentCommand>(4);
+    let auto =
+        AutoAnswer { answer_delay: Duration::from_millis(50), call_duration: Some(duration), greeting: None };
+    let io = AgentIo {
+        commands: cmd_rx,
+        observer: Some(agent_tx),
+        print: false,
+        media: synthetic_devices(660.0, opts.video),
+        media_options: opts.clone(),
+    };
+    (tokio::spawn(agent::run(target, Some(auto), io, stop)), agent_events, agent_commands)
+}
+
+type KioskParts =
+    (JoinHandle<anyhow::Result<()>>, mpsc::UnboundedReceiver<KioskEvent>, mpsc::Sender<String>, Panel);
+
+/// The kiosk, with simulated buttons (no bounce) and texts from the bench.
+fn spawn_kiosk(
+    target: HubTarget,
+    opts: MediaOptions,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<KioskParts> {
+    let (backend, panel) = SimulatedButtons::new(false);
+    let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50))?;
+    let (kiosk_tx, kiosk_events) = mpsc::unbounded_channel();
+    let (kiosk_texts, kiosk_text_rx) = mpsc::channel::<String>(4);
+    let io = KioskIo {
+        buttons: presses,
+        texts: Some(kiosk_text_rx),
+        observer: Some(kiosk_tx),
+        leds: None,
+        notifier: Notifier::disabled(),
+        media: synthetic_devices(440.0, opts.video),
+        media_options: opts,
+        device_problems: vec![],
+        health_file: None,
+        reload: None,
+    };
+    let kopts = KioskOptions {
+        call: CallConfig {
+            ended_screen: Duration::from_millis(300),
+            busy_screen: Duration::from_secs(1),
+            ..CallConfig::default()
+        },
+        reconnect_min: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(1000),
+    };
+    Ok((tokio::spawn(kiosk::run(target, kopts, io, stop)), kiosk_events, kiosk_texts, panel))
 }
 
 fn on_agent(seen: &mut Observed, ev: AgentEvent) {
