@@ -183,22 +183,11 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         hang_up: stop_rx,
         epoch: Instant::now(),
     });
-    // Agents first, each IDLE before the kiosks call, so that every call finds one.
-    let mut agents = Vec::new();
-    for i in 1..=opts.calls {
-        let (ep, mut s) = connect(&opts, &format!("agent-{i}"), Role::Agent).await?;
-        s.writer.send(&ClientMsg::SetPresence { presence: Presence::Idle }).await?;
-        agents.push((ep, s, Role::Agent));
-    }
-    let mut kiosks = Vec::new();
-    for i in 1..=opts.calls {
-        let (ep, s) = connect(&opts, &format!("branch-1/kiosk-{i}"), Role::Kiosk).await?;
-        kiosks.push((ep, s, Role::Kiosk));
-    }
+    let parties_ready = connect_all(&opts).await?;
     let (connected_tx, mut connected_rx) = tokio::sync::mpsc::channel::<bool>(2 * opts.calls);
     let mut parties = JoinSet::new();
     let n = 2 * opts.calls;
-    for (i, (ep, s, role)) in agents.into_iter().chain(kiosks).enumerate() {
+    for (i, (ep, s, role)) in parties_ready.into_iter().enumerate() {
         let (run, connected) = (run.clone(), connected_tx.clone());
         // Cameras and microphones do not tick together: the parties' frames are spread evenly
         // over a frame interval, as independent devices would be.
@@ -211,18 +200,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         });
     }
     drop(connected_tx);
-    // Every party reports once connected (and whether the call is recorded).
-    let (mut connected, mut recorded) = (0, 0);
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
-    while connected < 2 * opts.calls {
-        match tokio::time::timeout_at(deadline, connected_rx.recv()).await {
-            Ok(Some(rec)) => {
-                connected += 1;
-                recorded += usize::from(rec);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let (connected, recorded) = wait_connected(&mut connected_rx, 2 * opts.calls).await;
     let started = Instant::now();
     if connected == 2 * opts.calls {
         tokio::time::sleep(opts.duration).await;
@@ -256,6 +234,39 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadReport> {
         keyframe_requests: run.keyframe_requests.load(Ordering::Relaxed),
         errors,
     })
+}
+
+/// Connects the agents (each IDLE before the kiosks call, so that every call finds one),
+/// then the kiosks.
+async fn connect_all(opts: &LoadOptions) -> anyhow::Result<Vec<(quinn::Endpoint, Session, Role)>> {
+    let mut parties = Vec::new();
+    for i in 1..=opts.calls {
+        let (ep, mut s) = connect(opts, &format!("agent-{i}"), Role::Agent).await?;
+        s.writer.send(&ClientMsg::SetPresence { presence: Presence::Idle }).await?;
+        parties.push((ep, s, Role::Agent));
+    }
+    for i in 1..=opts.calls {
+        let (ep, s) = connect(opts, &format!("branch-1/kiosk-{i}"), Role::Kiosk).await?;
+        parties.push((ep, s, Role::Kiosk));
+    }
+    Ok(parties)
+}
+
+/// Waits until every party reports it is connected (and whether its call is recorded), or the
+/// connect budget runs out; returns how many did.
+async fn wait_connected(rx: &mut tokio::sync::mpsc::Receiver<bool>, parties: usize) -> (usize, usize) {
+    let (mut connected, mut recorded) = (0, 0);
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while connected < parties {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(rec)) => {
+                connected += 1;
+                recorded += usize::from(rec);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    (connected, recorded)
 }
 
 /// One kiosk or agent: gets into a call, sends and counts media until the run hangs up.

@@ -104,81 +104,71 @@ impl HubMetrics {
             open: HashMap::new(),
             registry: Registry::default(),
         };
-        registry.register("queue_length", "Callers waiting or being offered", m.queue_length.clone());
-        registry.register(
+        m.register_calls(&mut registry);
+        m.register_media(&mut registry);
+        Self { registry, ..m }
+    }
+
+    /// The queue's and the calls' metrics.
+    fn register_calls(&self, r: &mut Registry) {
+        r.register("queue_length", "Callers waiting or being offered", self.queue_length.clone());
+        r.register(
             "oldest_wait_seconds",
             "Wait of the caller first in line",
-            m.oldest_wait_seconds.clone(),
+            self.oldest_wait_seconds.clone(),
         );
-        registry.register("agents", "Connected agents by room state", m.agents.clone());
-        registry.register("calls_in_progress", "Calls connected now", m.calls_connected_now.clone());
-        registry.register("connections", "Peers connected", m.connections.clone());
-        registry.register("calls_offered", "Offers made to agents", m.offered.clone());
-        registry.register("calls_answered", "Calls connected", m.answered.clone());
-        registry.register(
-            "calls_abandoned",
-            "Calls that ended before an agent answered",
-            m.abandoned.clone(),
-        );
-        registry.register(
-            "calls_rejected_busy",
-            "Callers turned away by a full queue",
-            m.rejected_busy.clone(),
-        );
-        registry.register("offer_timeouts", "Offers not answered in time", m.offer_timeouts.clone());
-        registry.register(
-            "recordings_finished",
-            "Call recordings written whole",
-            m.recordings_finished.clone(),
-        );
-        registry.register(
+        r.register("agents", "Connected agents by room state", self.agents.clone());
+        r.register("calls_in_progress", "Calls connected now", self.calls_connected_now.clone());
+        r.register("connections", "Peers connected", self.connections.clone());
+        r.register("calls_offered", "Offers made to agents", self.offered.clone());
+        r.register("calls_answered", "Calls connected", self.answered.clone());
+        r.register("calls_abandoned", "Calls that ended before an agent answered", self.abandoned.clone());
+        r.register("calls_rejected_busy", "Callers turned away by a full queue", self.rejected_busy.clone());
+        r.register("offer_timeouts", "Offers not answered in time", self.offer_timeouts.clone());
+        r.register("recordings_finished", "Call recordings written whole", self.recordings_finished.clone());
+        r.register(
             "recordings_failed",
             "Call recordings stopped by an error (the calls went on)",
-            m.recordings_failed.clone(),
+            self.recordings_failed.clone(),
         );
-        registry.register(
-            "connections_refused",
-            "Connections refused at the TLS handshake",
-            m.refused.clone(),
-        );
-        registry.register(
+        r.register("connections_refused", "Connections refused at the TLS handshake", self.refused.clone());
+        r.register(
             "wait_seconds",
             "Time from joining the queue to an agent answering",
-            m.wait_seconds.clone(),
+            self.wait_seconds.clone(),
         );
-        registry.register("handle_seconds", "Time from answer to hang-up", m.handle_seconds.clone());
-        registry.register(
-            "media_forwarded_packets",
-            "Media relayed between call legs",
-            m.media_packets.clone(),
-        );
-        registry.register(
+        r.register("handle_seconds", "Time from answer to hang-up", self.handle_seconds.clone());
+    }
+
+    /// The relay's and the kiosks' metrics.
+    fn register_media(&self, r: &mut Registry) {
+        r.register("media_forwarded_packets", "Media relayed between call legs", self.media_packets.clone());
+        r.register(
             "media_forwarded_bytes",
             "Media bytes relayed between call legs",
-            m.media_bytes.clone(),
+            self.media_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "kiosk_connected",
             "Kiosk connected to the hub (1) or not (0)",
-            m.kiosk_connected.clone(),
+            self.kiosk_connected.clone(),
         );
-        registry.register(
+        r.register(
             "kiosk_healthy",
             "Kiosk reports all its devices working (1) or not (0)",
-            m.kiosk_healthy.clone(),
+            self.kiosk_healthy.clone(),
         );
-        registry.register("kiosk_rtt_ms", "Round trip from the kiosk to the hub", m.kiosk_rtt_ms.clone());
-        registry.register(
+        r.register("kiosk_rtt_ms", "Round trip from the kiosk to the hub", self.kiosk_rtt_ms.clone());
+        r.register(
             "kiosk_lost_packets",
             "Packets the kiosk's connection lost",
-            m.kiosk_lost_packets.clone(),
+            self.kiosk_lost_packets.clone(),
         );
-        registry.register(
+        r.register(
             "kiosk_sent_packets",
             "Packets the kiosk's connection sent",
-            m.kiosk_sent_packets.clone(),
+            self.kiosk_sent_packets.clone(),
         );
-        Self { registry, ..m }
     }
 
     /// Updates the gauges from a status snapshot.
