@@ -131,17 +131,24 @@ def main():
         need(f"/dev/{chip}" in doctor and "CALL" in doctor and "HANGUP" in doctor, "doctor did not list the GPIO lines")
         need("ok    buttons" in doctor and "ok    media devices" in doctor, "doctor did not open the devices")
 
-    # Call 1: video from vivid at the agent.
+    # Call 1: video from vivid at the agent (a change of size mid-call starts a numbered file).
     frames = 0
-    y4m = out / "call1-seen.y4m"
-    if y4m.exists():
+    seen = sorted(out.glob("call1-seen*.y4m"), key=lambda p: (len(p.name), p.name))
+    last = None
+    for y4m in seen:
         w, h, luma = y4m_frames(y4m)
-        frames = len(luma)
+        frames += len(luma)
+        if luma:
+            last = (w, h, luma[-1])
+    if seen:
+        w, h, _ = y4m_frames(seen[0])
         need(f"{w}x{h}" == res.get("video"), f"agent's video is {w}x{h}, not {res.get('video')}")
-        if need(frames >= MIN_FRAMES, f"agent decoded {frames} frames (< {MIN_FRAMES})"):
-            bars = colour_bars(luma[-1], w, h)
+        if need(frames >= MIN_FRAMES and last is not None, f"agent decoded {frames} frames (< {MIN_FRAMES})"):
+            bars = colour_bars(last[2], last[0], last[1])
             notes["bars"] = bars
             need(is_colour_bars(bars), f"not vivid's colour bars: luma {bars}")
+        if len(seen) > 1:
+            notes["video_files"] = len(seen)
     elif "failure" not in res:
         problems.append("no video recorded at the agent")
 

@@ -96,6 +96,44 @@ press() {
 
 led() { cat "$sim/sim_gpio$1/value"; }
 
+# frames: the pictures the agent has shown (decoded) in this call, over all of its Y4M files
+# (a change of size mid-call starts agent-seen.1.y4m, and so on).
+frames() {
+    python3 - "$work" <<'PY'
+import glob, os, sys
+n = 0
+for path in glob.glob(os.path.join(sys.argv[1], "agent-seen*.y4m")):
+    with open(path, "rb") as f:
+        header = f.readline()
+    fields = dict((w[:1], w[1:]) for w in header.decode("ascii", "replace").split()[1:])
+    try:
+        frame = 6 + int(fields["W"]) * int(fields["H"]) * 3 // 2
+    except (KeyError, ValueError):
+        continue
+    n += (os.path.getsize(path) - len(header)) // frame
+print(n)
+PY
+}
+bytes() { if [[ -f $1 ]]; then stat -c %s "$1"; else echo 0; fi; }
+# Bytes of one second of the agent's WAV (48 kHz, mono, 16 bits).
+SECOND=96000
+
+# wait_media WHAT MIN_FRAMES WAV_BYTES: returns when the agent has shown MIN_FRAMES pictures in
+# this call and its WAV holds WAV_BYTES; fails the test after $WAIT seconds. The call lasts as
+# long as the machine needs to deliver that much, not a fixed time.
+wait_media() {
+    local what=$1 want_frames=$2 want_bytes=$3 deadline=$((SECONDS + WAIT)) f b
+    while :; do
+        f=$(frames) b=$(bytes "$work/agent-heard.wav")
+        if ((f >= want_frames && b >= want_bytes)); then
+            log "$what: $f pictures, $(((b - 44) / SECOND)) s of sound at the agent (at $(elapsed) s)"
+            return
+        fi
+        ((SECONDS < deadline)) || die "$what: the agent had $f of $want_frames pictures and $b of $want_bytes WAV bytes after $WAIT s"
+        sleep 0.2 # re-read the files' sizes
+    done
+}
+
 # metrics LABEL: the hub's media counters (what it relayed), from its metrics endpoint.
 metrics() {
     wget -q -O - http://127.0.0.1:9464/metrics | grep '^kioskd_hub_media' | sed "s/^/$1 /" >>"$out/metrics.txt"
@@ -237,7 +275,7 @@ wait_for "$work/kiosk.log" 'button pressed button="CALL" origin=Gpio' "CALL pres
 wait_for "$work/kiosk.log" 'state="connected"' "call 1 connected" "$k"
 wait_for "$work/agent.log" '\[call 1\] connected' "agent in call 1"
 result led_call "$(led $LED_CALL)$(led $LED_BUSY)"
-sleep 5 # the call itself
+wait_media "call 1" 40 $((44 + 3 * SECOND)) # the call itself
 metrics call1
 k=$(lines "$work/kiosk.log")
 press $HANGUP
@@ -247,8 +285,12 @@ wait_for "$work/agent.log" '\[call 1\] ended' "call 1 ended at the agent"
 wait_for "$work/kiosk.log" 'call media stopped call_id=1' "call 1 media stopped" "$k"
 kill -INT "$arecord_pid"
 wait "$arecord_pid" 2>/dev/null
-cp "$work/agent-seen.y4m" "$out/call1-seen.y4m"
+for f in "$work"/agent-seen*.y4m; do
+    cp "$f" "$out/call1-seen${f#"$work"/agent-seen}"
+done
 cp "$work/agent-heard.wav" "$out/call1-heard.wav"
+# Call 2 is measured on its own files (the agent creates them again when it opens its devices).
+rm -f "$work"/agent-seen*.y4m "$work/agent-heard.wav"
 wait_for "$work/kiosk.log" 'state="idle"' "kiosk idle again" "$k"
 
 # --- Call 2: the camera is unplugged mid-call ------------------------------------------------------
@@ -256,14 +298,14 @@ k=$(lines "$work/kiosk.log")
 press $CALL
 wait_for "$work/kiosk.log" 'state="connected"' "call 2 connected" "$k"
 wait_for "$work/agent.log" '\[call 2\] connected' "agent in call 2"
-sleep 3 # video and sound flow
+wait_media "call 2 before the unplug" 15 $((44 + 2 * SECOND)) # video and sound flow
 result unplug_wav_bytes "$(stat -c %s "$work/agent-heard.wav")"
 result unplug_y4m_bytes "$(stat -c %s "$work/agent-seen.y4m")"
 k=$(lines "$work/kiosk.log")
 v4l2-ctl -d /dev/video0 -c disconnect=1 >"$work/unplug.log" 2>&1 || die "vivid disconnect: $(cat "$work/unplug.log")"
 log "camera unplugged (vivid disconnect) at $(elapsed) s"
 wait_for "$work/kiosk.log" 'camera lost; the call goes on with audio' "kiosk reports the camera lost" "$k"
-sleep 4 # the call goes on with sound only
+wait_media "call 2 after the unplug" 0 $(($(stat -c %s "$work/agent-heard.wav") + 3 * SECOND)) # sound only
 result after_unplug_wav_bytes "$(stat -c %s "$work/agent-heard.wav")"
 result after_unplug_y4m_bytes "$(stat -c %s "$work/agent-seen.y4m")"
 cp /run/kioskd/health.json "$out/health-unplugged.json"
