@@ -44,16 +44,7 @@ fn core_folders_stay_sans_io() {
     let exempt: Vec<PathBuf> = EXEMPT.iter().map(|p| root.join(p)).collect();
     files.retain(|f| !exempt.iter().any(|e| f.starts_with(e)));
 
-    // Files that are `#[cfg(test)]` modules of another file are test code.
-    let mut test_files: Vec<PathBuf> = Vec::new();
-    for file in &files {
-        for name in cfg_test_out_of_line_mods(&lex(&read(file))) {
-            let dir = module_dir(file);
-            test_files.push(dir.join(format!("{name}.rs")));
-            test_files.push(dir.join(&name));
-        }
-    }
-    files.retain(|f| !test_files.iter().any(|t| f.starts_with(t)));
+    drop_test_files(&mut files);
     assert!(files.len() >= 8, "scanned only {files:?}: update the wall test");
 
     let mut breaches = Vec::new();
@@ -160,13 +151,10 @@ fn path_heads(s: &str) -> Vec<String> {
     heads
 }
 
-/// Which module imports which, from the production code of `src/` (comments and test code
-/// left out).
-fn import_graph(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut files = Vec::new();
-    collect_rs(&root.join("src"), &mut files);
+/// Leaves out the files that are `#[cfg(test)]` modules of another file (test code).
+fn drop_test_files(files: &mut Vec<PathBuf>) {
     let mut test_files: Vec<PathBuf> = Vec::new();
-    for file in &files {
+    for file in files.iter() {
         for name in cfg_test_out_of_line_mods(&lex(&read(file))) {
             let dir = module_dir(file);
             test_files.push(dir.join(format!("{name}.rs")));
@@ -174,6 +162,14 @@ fn import_graph(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     files.retain(|f| !test_files.iter().any(|t| f.starts_with(t)));
+}
+
+/// Which module imports which, from the production code of `src/` (comments and test code
+/// left out).
+fn import_graph(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    collect_rs(&root.join("src"), &mut files);
+    drop_test_files(&mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in &files {
         let Some(unit) = unit_of(file.strip_prefix(root).unwrap_or(file)) else { continue };

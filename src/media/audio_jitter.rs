@@ -62,7 +62,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::packet::{MAX_AUDIO_PAYLOAD, seq_delta};
+use super::packet::{MAX_AUDIO_PAYLOAD, RestartRule, SeqAnchor, extend_seq, seq_delta};
 use super::stats::TransitWindow;
 use super::{FRAME_US, UnixMicros};
 
@@ -76,6 +76,9 @@ pub const RESTART_SEQ_JUMP: i64 = 500;
 /// capture clock): 500 ms. Capture time grows with seq; a reordered packet is older in both, a
 /// paused sender newer in both.
 pub const RESTART_CAPTURE_SKEW_US: u64 = 500_000;
+/// The two restart limits, as the seq unwrapping takes them.
+const RESTART: RestartRule =
+    RestartRule { seq_jump: RESTART_SEQ_JUMP, capture_skew_us: RESTART_CAPTURE_SKEW_US };
 
 /// Slots in a row with nothing buffered after which the buffer stops concealing and waits for
 /// packets again: 50 slots = 1 s. The sender has stopped (muted, paused); Opus PLC has long faded
@@ -247,20 +250,11 @@ impl AudioJitterBuffer {
             self.stats.oversized += 1;
             return;
         }
-        let ext = match self.newest {
-            None => i64::from(seq),
-            Some((newest_ext, newest_seq, newest_captured)) => {
-                let delta = i64::from(seq_delta(seq, newest_seq));
-                let back = newest_captured.saturating_sub(captured_us) > RESTART_CAPTURE_SKEW_US;
-                let forward = captured_us.saturating_sub(newest_captured) > RESTART_CAPTURE_SKEW_US;
-                if delta.abs() > RESTART_SEQ_JUMP || (delta >= 0 && back) || (delta <= 0 && forward) {
-                    self.reset();
-                    i64::from(seq)
-                } else {
-                    newest_ext + delta
-                }
-            }
-        };
+        let ext =
+            extend_seq(self.newest.map(SeqAnchor::from), seq, captured_us, RESTART).unwrap_or_else(|| {
+                self.reset();
+                i64::from(seq)
+            });
         if self.frames.contains_key(&ext) {
             self.stats.duplicates += 1;
             return;

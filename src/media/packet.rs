@@ -196,6 +196,45 @@ pub fn seq_delta(later: u32, earlier: u32) -> i32 {
     later.wrapping_sub(earlier) as i32
 }
 
+/// The newest packet a receiver has seen: the reference for extending the next packet's seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqAnchor {
+    /// Its extended (never wrapping) seq.
+    pub ext: i64,
+    pub seq: u32,
+    pub captured_us: u64,
+}
+
+impl From<(i64, u32, u64)> for SeqAnchor {
+    fn from((ext, seq, captured_us): (i64, u32, u64)) -> Self {
+        Self { ext, seq, captured_us }
+    }
+}
+
+/// When a new seq is taken for a restarted sender rather than the same stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartRule {
+    /// A seq this far (either way) from the newest one is a new stream.
+    pub seq_jump: i64,
+    /// A newer seq captured this much earlier than the newest, or an older seq captured this
+    /// much later, is a new stream.
+    pub capture_skew_us: u64,
+}
+
+/// The extended seq of a packet `seq` captured at `captured_us`, after `newest`; `None` when
+/// the packet is from a restarted sender (the receiver resets and starts from `seq`).
+pub fn extend_seq(newest: Option<SeqAnchor>, seq: u32, captured_us: u64, rule: RestartRule) -> Option<i64> {
+    let Some(n) = newest else { return Some(i64::from(seq)) };
+    let delta = i64::from(seq_delta(seq, n.seq));
+    let back = n.captured_us.saturating_sub(captured_us) > rule.capture_skew_us;
+    let forward = captured_us.saturating_sub(n.captured_us) > rule.capture_skew_us;
+    if delta.abs() > rule.seq_jump || (delta >= 0 && back) || (delta <= 0 && forward) {
+        None
+    } else {
+        Some(n.ext + delta)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -299,6 +338,18 @@ mod tests {
         assert!(!is_copy(&first) && is_copy(&copy));
         assert_eq!(decode(&first).unwrap(), decode(&copy).unwrap());
         assert!(!is_copy(&[]));
+    }
+
+    #[test]
+    fn extend_seq_follows_the_stream_and_sees_restarts() {
+        let rule = RestartRule { seq_jump: 500, capture_skew_us: 500_000 };
+        let n = Some(SeqAnchor { ext: (1 << 32) + 5, seq: 5, captured_us: 10_000_000 });
+        assert_eq!(extend_seq(None, 7, 0, rule), Some(7));
+        assert_eq!(extend_seq(n, 7, 10_040_000, rule), Some((1 << 32) + 7));
+        assert_eq!(extend_seq(n, u32::MAX, 9_980_000, rule), Some((1 << 32) - 1), "wraps back");
+        assert_eq!(extend_seq(n, 506, 20_000_000, rule), None, "a jump of 501");
+        assert_eq!(extend_seq(n, 6, 9_000_000, rule), None, "newer seq, much older capture");
+        assert_eq!(extend_seq(n, 4, 11_000_000, rule), None, "older seq, much newer capture");
     }
 
     #[test]

@@ -61,7 +61,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use super::UnixMicros;
-use super::packet::seq_delta;
+use super::packet::{RestartRule, SeqAnchor, extend_seq, seq_delta};
 use super::stats::TransitWindow;
 
 /// A seq this far (in frames, either way) from the newest one seen is a new stream: 1000 frames
@@ -71,6 +71,9 @@ pub const RESTART_SEQ_JUMP: i64 = 1000;
 /// A newer seq with a capture time this much older (µs), or an older seq with one this much
 /// newer, is a new stream (a restarted sender): 1 s. Capture time grows with seq.
 pub const RESTART_CAPTURE_SKEW_US: u64 = 1_000_000;
+/// The two restart limits, as the seq unwrapping takes them.
+const RESTART: RestartRule =
+    RestartRule { seq_jump: RESTART_SEQ_JUMP, capture_skew_us: RESTART_CAPTURE_SKEW_US };
 
 /// Video playout settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -354,20 +357,11 @@ impl VideoPlayout {
 
     /// The extended seq of a received frame; resets the decode state on a sender restart.
     fn unwrap_seq(&mut self, seq: u32, captured_us: UnixMicros) -> i64 {
-        let ext = match self.newest {
-            None => i64::from(seq),
-            Some((newest_ext, newest_seq, newest_captured)) => {
-                let delta = i64::from(seq_delta(seq, newest_seq));
-                let back = newest_captured.saturating_sub(captured_us) > RESTART_CAPTURE_SKEW_US;
-                let forward = captured_us.saturating_sub(newest_captured) > RESTART_CAPTURE_SKEW_US;
-                if delta.abs() > RESTART_SEQ_JUMP || (delta >= 0 && back) || (delta <= 0 && forward) {
-                    self.reset();
-                    i64::from(seq)
-                } else {
-                    newest_ext + delta
-                }
-            }
-        };
+        let ext =
+            extend_seq(self.newest.map(SeqAnchor::from), seq, captured_us, RESTART).unwrap_or_else(|| {
+                self.reset();
+                i64::from(seq)
+            });
         if self.newest.is_none_or(|(newest_ext, ..)| ext > newest_ext) {
             self.newest = Some((ext, seq, captured_us));
         }

@@ -615,7 +615,8 @@ impl AgentQueue {
         }
     }
 
-    fn on_accept(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
+    /// Whether `call_id` is offered to `agent`; tells the agent when it is not.
+    fn offered_to(&mut self, peer: PeerId, agent: &str, call_id: CallId) -> bool {
         let offered = self
             .calls
             .get(&call_id)
@@ -625,6 +626,12 @@ impl AgentQueue {
                 peer,
                 HubMsg::Error { message: format!("call {call_id} is not offered to you"), fatal: false },
             );
+        }
+        offered
+    }
+
+    fn on_accept(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
+        if !self.offered_to(peer, agent, call_id) {
             return;
         }
         let Some(call) = self.calls.get_mut(&call_id) else {
@@ -650,15 +657,7 @@ impl AgentQueue {
     }
 
     fn on_decline(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
-        let offered = self
-            .calls
-            .get(&call_id)
-            .is_some_and(|c| matches!(&c.phase, Phase::Offered { agent: a, .. } if a == agent));
-        if !offered {
-            self.send(
-                peer,
-                HubMsg::Error { message: format!("call {call_id} is not offered to you"), fatal: false },
-            );
+        if !self.offered_to(peer, agent, call_id) {
             return;
         }
         self.decline(call_id, agent, now);

@@ -77,20 +77,20 @@ wait_for() {
 # that a busy guest does not stretch the bounce beyond what contacts do.
 press() {
     local pull=$sim/sim_gpio$1/pull
-    chrt -f -p 50 $BASHPID
-    for _ in 1 2 3; do
-        echo pull-down >"$pull"
-        echo pull-up >"$pull"
-    done
-    echo pull-down >"$pull"
-    chrt -o -p 0 $BASHPID
+    bounce "$pull" pull-down pull-up
     sleep 0.3 # the finger on the button
+    bounce "$pull" pull-up pull-down
+}
+
+# bounce PULL TO FROM: contacts settling on TO after three bounces back to FROM, toggled at
+# real-time priority.
+bounce() {
     chrt -f -p 50 $BASHPID
     for _ in 1 2 3; do
-        echo pull-up >"$pull"
-        echo pull-down >"$pull"
+        echo "$2" >"$1"
+        echo "$3" >"$1"
     done
-    echo pull-up >"$pull"
+    echo "$2" >"$1"
     chrt -o -p 0 $BASHPID
 }
 

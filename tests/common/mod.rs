@@ -12,7 +12,6 @@ use kioskd::edges::net::certs::Authority;
 use kioskd::edges::net::client::HubTarget;
 use kioskd::edges::net::tls::{TlsMaterial, client_config};
 use kioskd::edges::session::{MediaDevices, MediaOptions};
-use kioskd::edges::systemd::Notifier;
 use kioskd::protocol::Role;
 use kioskd::queue::QueueConfig;
 use kioskd::roles::agent::{self, AgentCommand, AgentEvent, AgentIo, AutoAnswer};
@@ -169,18 +168,8 @@ pub fn start_kiosk_full(
     let (obs_tx, events) = mpsc::unbounded_channel();
     let (texts, text_rx) = mpsc::channel(8);
     let (stop, stop_rx) = watch::channel(false);
-    let io = KioskIo {
-        buttons: presses,
-        texts: Some(text_rx),
-        observer: Some(obs_tx),
-        leds: None,
-        notifier: Notifier::disabled(),
-        media,
-        media_options,
-        device_problems,
-        health_file: None,
-        reload: None,
-    };
+    let io =
+        KioskIo { device_problems, ..KioskIo::in_process(presses, text_rx, obs_tx, media, media_options) };
     let opts = KioskOptions {
         call: CallConfig {
             ended_screen: Duration::from_millis(200),

@@ -455,6 +455,16 @@ pub struct MediaSections {
 }
 
 impl MediaSections {
+    /// The media sections of a role's configuration, together.
+    pub fn of(
+        camera: &CameraSection,
+        audio: &AudioSection,
+        screen: &ScreenSection,
+        video: &VideoSection,
+    ) -> Self {
+        Self { camera: camera.clone(), audio: audio.clone(), screen: screen.clone(), video: video.clone() }
+    }
+
     /// Checks values; devices are tried when the role starts.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let c = &self.camera;
@@ -531,12 +541,7 @@ pub struct KioskConfig {
 
 impl KioskConfig {
     pub fn media(&self) -> MediaSections {
-        MediaSections {
-            camera: self.camera.clone(),
-            audio: self.audio.clone(),
-            screen: self.screen.clone(),
-            video: self.video.clone(),
-        }
+        MediaSections::of(&self.camera, &self.audio, &self.screen, &self.video)
     }
 
     /// Loads and checks everything that can be checked without the hub: keys, values,
@@ -738,12 +743,7 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     pub fn media(&self) -> MediaSections {
-        MediaSections {
-            camera: self.camera.clone(),
-            audio: self.audio.clone(),
-            screen: self.screen.clone(),
-            video: self.video.clone(),
-        }
+        MediaSections::of(&self.camera, &self.audio, &self.screen, &self.video)
     }
 
     pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {

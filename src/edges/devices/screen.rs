@@ -157,6 +157,13 @@ pub(crate) enum PixelOrder {
     Xbgr,
 }
 
+/// The bytes of one 32 bpp row `dst_w` wide and the distance between rows (at least a row);
+/// `None` for an image of no width.
+fn row_layout(dst_w: u32, stride: usize) -> Option<(usize, usize)> {
+    let row_bytes = dst_w as usize * 4;
+    (row_bytes > 0).then_some((row_bytes, stride.max(row_bytes)))
+}
+
 /// Copies `frame` into a 32 bpp image `dst` of `dst_w`×`dst_h` whose lines are `stride`
 /// bytes apart, in `order`. A frame of another size is copied from the top-left corner; what
 /// it does not cover is made black. Never panics.
@@ -168,11 +175,7 @@ pub(crate) fn copy_frame_32bpp(
     stride: usize,
     order: PixelOrder,
 ) {
-    let row_bytes = dst_w as usize * 4;
-    let stride = stride.max(row_bytes);
-    if row_bytes == 0 {
-        return;
-    }
+    let Some((row_bytes, stride)) = row_layout(dst_w, stride) else { return };
     let same_size = (frame.width, frame.height) == (dst_w, dst_h);
     let cols = (frame.width.min(dst_w)) as usize;
     let mut src_rows = frame.rows();
@@ -216,11 +219,7 @@ pub(crate) fn i420_to_32bpp_scaled(
     stride: usize,
     order: PixelOrder,
 ) {
-    let row_bytes = dst_w as usize * 4;
-    let stride = stride.max(row_bytes);
-    if row_bytes == 0 {
-        return;
-    }
+    let Some((row_bytes, stride)) = row_layout(dst_w, stride) else { return };
     // Only whole rows that fit.
     let fits = dst.len() / stride + usize::from(dst.len() % stride >= row_bytes);
     let dst_h = (dst_h as usize).min(fits);

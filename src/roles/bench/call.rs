@@ -20,7 +20,6 @@ use crate::edges::net::client::HubTarget;
 use crate::edges::net::tls::client_config;
 use crate::edges::netsim::{Direction, ProxyStats, UdpProxy};
 use crate::edges::session::{MediaOptions, MediaStats, synthetic_devices};
-use crate::edges::systemd::Notifier;
 use crate::media::codec::VideoSettings;
 use crate::protocol::{EndReason, Role, RoomState};
 use crate::queue::QueueConfig;
@@ -297,18 +296,8 @@ fn spawn_kiosk(
     let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50))?;
     let (kiosk_tx, kiosk_events) = mpsc::unbounded_channel();
     let (kiosk_texts, kiosk_text_rx) = mpsc::channel::<String>(4);
-    let io = KioskIo {
-        buttons: presses,
-        texts: Some(kiosk_text_rx),
-        observer: Some(kiosk_tx),
-        leds: None,
-        notifier: Notifier::disabled(),
-        media: synthetic_devices(440.0, opts.video),
-        media_options: opts,
-        device_problems: vec![],
-        health_file: None,
-        reload: None,
-    };
+    let io =
+        KioskIo::in_process(presses, kiosk_text_rx, kiosk_tx, synthetic_devices(440.0, opts.video), opts);
     let kopts = KioskOptions {
         call: CallConfig {
             ended_screen: Duration::from_millis(300),

@@ -17,7 +17,6 @@ use crate::edges::net::certs::Authority;
 use crate::edges::net::client::HubTarget;
 use crate::edges::net::tls::client_config;
 use crate::edges::session::{MediaDevices, MediaOptions, synthetic_devices};
-use crate::edges::systemd::Notifier;
 use crate::protocol::Role;
 use crate::queue::QueueConfig;
 use crate::record::RecordingOptions;
@@ -152,18 +151,15 @@ impl Cast {
         let devices =
             if opts.media { synthetic_devices(KIOSK_TONE_HZ, opts.video) } else { MediaDevices::default() };
         let display = self.screen.as_ref().filter(|_| k == 0).map(|(d, _)| d.clone());
-        let io = KioskIo {
-            buttons: presses,
-            texts: Some(text_rx),
-            observer: Some(forward(ev_tx.clone(), move |ev| Ev::Kiosk(k, ev))),
-            leds: None,
-            notifier: Notifier::disabled(),
-            media: MediaDevices { display, ..devices },
-            media_options: MediaOptions { video: opts.video, ..MediaOptions::default() },
-            device_problems: Vec::new(),
-            health_file: None,
-            reload: None,
-        };
+        let observer = forward(ev_tx.clone(), move |ev| Ev::Kiosk(k, ev));
+        let media_options = MediaOptions { video: opts.video, ..MediaOptions::default() };
+        let io = KioskIo::in_process(
+            presses,
+            text_rx,
+            observer,
+            MediaDevices { display, ..devices },
+            media_options,
+        );
         let kopts = KioskOptions {
             call: CallConfig {
                 ended_screen: Duration::from_millis(300),

@@ -93,6 +93,31 @@ pub struct KioskIo {
     pub reload: Option<mpsc::Receiver<Reload>>,
 }
 
+impl KioskIo {
+    /// A kiosk run inside another program (the demo, the bench, tests): buttons, texts and
+    /// an observer from that program; no LEDs, systemd, health file or reloads.
+    pub fn in_process(
+        buttons: mpsc::Receiver<ButtonEvent>,
+        texts: mpsc::Receiver<String>,
+        observer: mpsc::UnboundedSender<KioskEvent>,
+        media: MediaDevices,
+        media_options: MediaOptions,
+    ) -> Self {
+        Self {
+            buttons,
+            texts: Some(texts),
+            observer: Some(observer),
+            leds: None,
+            notifier: Notifier::disabled(),
+            media,
+            media_options,
+            device_problems: Vec::new(),
+            health_file: None,
+            reload: None,
+        }
+    }
+}
+
 /// Settings that change without dropping a call: they apply from the next call or screen on.
 pub struct Reload {
     pub call: CallConfig,
