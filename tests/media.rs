@@ -223,3 +223,51 @@ async fn the_agent_saves_the_kiosks_video_and_sound_to_files() {
     let f = dominant_frequency(&samples, SAMPLE_RATE);
     assert!((f - 440.0).abs() < 4.4, "the saved sound is at {f:.1} Hz");
 }
+
+/// A second call between the same kiosk and agent gets its pictures like the first (the agent
+/// opens its screen and its decoder afresh for each call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_call_shows_the_pictures_like_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sections = MediaSections::default();
+    sections.screen.backend = kioskd::edges::config::ScreenBackend::Y4m;
+    sections.screen.path = Some(dir.path().join("seen.y4m"));
+    let (sinks, _, problems) = devices_from_config(&sections);
+    assert!(problems.is_empty(), "{problems:?}");
+    let agent_devices = MediaDevices { microphone: synthetic_devices(660.0, video()).microphone, ..sinks };
+
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a = start_agent_full(target, "agent-1", Some(auto(Some(2500))), agent_devices, opts());
+    let mut k = start_kiosk_full(
+        &pki,
+        hub.addr(),
+        "branch-1/kiosk-2",
+        synthetic_devices(440.0, video()),
+        opts(),
+        vec![],
+    );
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    for call in 1..=2 {
+        k.panel.press(Button::Call);
+        // The call's figures and the kiosk's return to idle come in either order.
+        let (mut kiosk, mut idle) = (None, false);
+        while kiosk.is_none() || !idle {
+            match k
+                .wait_for("media figures and idle", |e| {
+                    matches!(e, KioskEvent::Media { .. } | KioskEvent::State { state: KioskState::Idle, .. })
+                })
+                .await
+            {
+                KioskEvent::Media { stats, .. } => kiosk = Some(*stats),
+                _ => idle = true,
+            }
+        }
+        let kiosk = kiosk.expect("figures");
+        let agent = agent_media(&mut a).await;
+        assert!(agent.video_frames_displayed >= 40, "call {call}: {agent:#?}");
+        assert_frames_arrived(&format!("call {call}: kiosk → agent"), &kiosk, &agent);
+    }
+}

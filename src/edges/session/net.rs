@@ -146,7 +146,9 @@ pub(super) async fn recv_streams(
     stats: Shared,
     feedback: Feedback,
 ) {
+    // Aborted with this task: a reader left behind would take the next call's streams.
     let (reader, mut done) = spawn_frame_reader(conn);
+    let _reader = AbortOnDrop(reader);
     let mut reorder = VideoReorder::new(ReorderConfig::default());
     loop {
         let arrived = match reorder.poll_timeout() {
@@ -187,7 +189,15 @@ pub(super) async fn recv_streams(
             }
         }
     }
-    reader.abort();
+}
+
+/// Aborts its task when dropped (also when the task holding it is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads every incoming stream whole, each on its own task: frames come out in the order they
