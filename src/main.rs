@@ -97,6 +97,11 @@ struct BenchArgs {
     /// advisor's 640×480 video, a self-view and texts) on one core; one JSON line.
     #[arg(long)]
     compose: bool,
+    /// Instead of calls: the microphone's echo cancellation, noise suppression and gain control
+    /// against a synthetic kiosk enclosure (echo delay 20–150 ms with a step, T60 0.15–0.3 s,
+    /// clipping, −45 dBFS noise); one JSON line per echo path and a summary.
+    #[arg(long)]
+    aec: bool,
     /// With --compose: frames to compose.
     #[arg(long, default_value_t = 600)]
     frames: usize,
@@ -226,6 +231,10 @@ struct DemoArgs {
     /// The screen's language in the screenshots: en or zh.
     #[arg(long, default_value = "en")]
     language: String,
+    /// Switch off the kiosks' sound processing (echo cancellation, noise suppression, gain
+    /// control): the agent then hears its own voice back through the kiosk's enclosure.
+    #[arg(long)]
+    no_processing: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -684,6 +693,11 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         record: args.record,
         screenshots: args.screenshots,
         language: args.language,
+        processing: if args.no_processing {
+            kioskd::media::processing::ProcessingConfig::OFF
+        } else {
+            kioskd::media::processing::ProcessingConfig::default()
+        },
     };
     if !timeline {
         eprintln!(
@@ -723,6 +737,18 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let r = kioskd::edges::display::bench_compose(w, h, (640, 480), args.frames.max(1));
             println!("{}", serde_json::to_string(&r)?);
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.aec {
+        use kioskd::roles::bench::aec;
+        let mut results = Vec::new();
+        for case in aec::CASES {
+            let r = aec::measure(case, args.seed);
+            println!("{}", serde_json::to_string(&r)?);
+            results.push(r);
+        }
+        let summary = aec::summarize(&results);
+        println!("{}", serde_json::to_string(&summary)?);
         return Ok(ExitCode::SUCCESS);
     }
     use kioskd::netsim::link::LinkConfig;

@@ -247,3 +247,22 @@ fn health_and_doctor_report_on_a_running_kiosk() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("FAIL  camera") && text(&o).contains("/dev/video-none"), "{}", text(&o));
 }
+
+/// The demo's kiosk has a speaker that leaks into its microphone: with the kiosk's sound
+/// processing the agent does not hear itself back; without it, it does.
+#[test]
+fn the_demo_kiosks_echo_is_cancelled() {
+    let echo = |extra: &[&str]| {
+        let mut args = vec!["demo", "--calls", "1", "--call-duration-ms", "4000", "--json"];
+        args.extend_from_slice(extra);
+        let o = kioskd(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().expect("output")).expect("JSON");
+        v["kiosk_to_agent"]["echo_return_db"].as_f64().expect("echo_return_db")
+    };
+    let processed = echo(&[]);
+    let unprocessed = echo(&["--no-processing"]);
+    assert!(unprocessed > -15.0, "without processing the echo comes back at {unprocessed} dB");
+    assert!(processed < -40.0, "with processing the echo comes back at {processed} dB");
+}

@@ -44,6 +44,7 @@ fn assert_media_defaults(file: &str, m: &MediaSections) {
     assert_eq!(a.bitrate_kbps, d.bitrate_kbps, "{file}: audio.bitrate_kbps");
     assert_eq!(a.fec, d.fec, "{file}: audio.fec");
     assert_eq!(a.dtx, d.dtx, "{file}: audio.dtx");
+    assert_eq!(a.processing, d.processing, "{file}: audio.processing");
     assert_eq!(m.screen.path, None, "{file}: screen.path");
     let d = kioskd::edges::config::ScreenSection::default();
     assert_eq!((m.screen.width, m.screen.height), (d.width, d.height), "{file}: screen.width/height");

@@ -271,3 +271,45 @@ async fn the_second_call_shows_the_pictures_like_the_first() {
         assert_frames_arrived(&format!("call {call}: kiosk → agent"), &kiosk, &agent);
     }
 }
+
+/// Processing that fails mid-call (here by an injected fault) leaves the sound going,
+/// unprocessed, and says so in the call's problems (which the health file takes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processing_failure_leaves_the_sound_going_unprocessed() {
+    use kioskd::media::processing::ProcessingConfig;
+    let pki = Pki::new();
+    let hub = start_hub(&pki, QueueConfig::default()).await;
+    let target = pki.target(hub.addr(), Role::Agent, "agent-1");
+    let mut a = start_agent_full(
+        target,
+        "agent-1",
+        Some(auto(Some(2500))),
+        synthetic_devices(660.0, video()),
+        opts(),
+    );
+    a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let failing = MediaOptions {
+        processing: ProcessingConfig { fail_after_blocks: Some(50), ..ProcessingConfig::default() },
+        ..opts()
+    };
+    let mut k = start_kiosk_full(
+        &pki,
+        hub.addr(),
+        "branch-1/kiosk-3",
+        synthetic_devices(440.0, video()),
+        failing,
+        vec![],
+    );
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    let kiosk = kiosk_media(&mut k).await;
+    let agent = agent_media(&mut a).await;
+    assert!(
+        kiosk.problems.iter().any(|p| p.starts_with("audio processing failed") && p.contains("unprocessed")),
+        "{:?}",
+        kiosk.problems
+    );
+    assert!(kiosk.audio_processing.as_ref().is_some_and(|p| p.blocks == 50), "{:?}", kiosk.audio_processing);
+    assert!(agent.audio_frames_played + 5 >= kiosk.audio_frames_sent, "{agent:?}");
+    assert_tone("kiosk → agent after the failure", &agent, 440.0);
+}

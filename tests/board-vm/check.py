@@ -194,6 +194,12 @@ def main():
         lost = [p for p in health.get("problems", []) if p.startswith("camera")]
         need(bool(lost), f"the health file does not name the lost camera: {health.get('problems')}")
         need(res.get("health_unplugged_rc") not in (None, "0"), "kioskd health said healthy without a camera")
+    # The microphone's processing (echo cancellation and the rest) ran on the real ALSA
+    # devices, and did not fail.
+    kiosk_log = (out / "kiosk.log").read_text(errors="replace") if (out / "kiosk.log").exists() else ""
+    if kiosk_log:
+        need("microphone processing on" in kiosk_log, "the kiosk did not process its microphone")
+        need("audio processing stopped" not in kiosk_log, "the kiosk's audio processing failed")
     if "kiosk_exit" in res:
         need(res["kiosk_exit"] == "0", f"kioskd run exited {res['kiosk_exit']} on SIGTERM")
 
@@ -203,7 +209,7 @@ def main():
     print(
         f"board-vm: PASS (camera vivid YUYV {res.get('video')}: {frames} frames decoded at the agent; "
         f"tone {TONE_TO_AGENT:.0f} Hz at the agent {f_agent - TONE_TO_AGENT:+.1f} Hz; "
-        f"kiosk playback {f_kiosk:.1f} Hz; hangup via gpio-sim; "
+        f"kiosk playback {f_kiosk:.1f} Hz; microphone processed (AEC, NS, AGC); hangup via gpio-sim; "
         f"camera unplug → audio-only ({f_after:.1f} Hz), reported in the log and by kioskd health) in {total_s} s (guest {vm_s} s)"
     )
     return 0

@@ -306,6 +306,10 @@ pub struct AudioSection {
     /// Opus discontinuous transmission (near-silent packets during silence).
     #[serde(default)]
     pub dtx: bool,
+    /// `[audio.processing]`: echo cancellation, noise suppression, gain control and the
+    /// high-pass filter of the microphone, each on by default.
+    #[serde(default)]
+    pub processing: crate::media::processing::ProcessingConfig,
 }
 
 impl Default for AudioSection {
@@ -321,6 +325,7 @@ impl Default for AudioSection {
             bitrate_kbps: default_opus_kbps(),
             fec: true,
             dtx: false,
+            processing: crate::media::processing::ProcessingConfig::default(),
         }
     }
 }

@@ -3,11 +3,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::stats::{PLAYED_AUDIO_KEPT, Shared, lock, with};
 use super::{AudioOut, MAX_AUDIO_COPIES};
@@ -17,6 +17,7 @@ use crate::media::audio_jitter::{AudioJitterBuffer, Playout};
 use crate::media::codec::{AudioDecoder, AudioEncoder, AudioSettings};
 use crate::media::loss::LossPolicy;
 use crate::media::packet::{MediaHeader, MediaKind};
+use crate::media::processing::AudioProcessor;
 use crate::media::{FRAME_SAMPLES, FRAME_US, stretch};
 
 /// The "audio-send" thread: one Opus frame per 20 ms of microphone, each followed by copies of
@@ -27,6 +28,9 @@ pub(super) struct AudioSender {
     pub policy: Arc<Mutex<LossPolicy>>,
     pub out: mpsc::Sender<AudioOut>,
     pub stats: Shared,
+    /// Echo cancellation and the rest (media::processing), fed with what the speaker played.
+    pub processor: AudioProcessor,
+    pub played: std_mpsc::Receiver<Vec<i16>>,
 }
 
 impl AudioSender {
@@ -36,6 +40,9 @@ impl AudioSender {
             Ok(e) => e,
             Err(e) => return with(&self.stats, |s| s.problems.push(format!("audio encoder: {e}"))),
         };
+        if self.processor.config().any() {
+            info!(processing = %self.processor.config().describe(), "microphone processing on");
+        }
         let mut seq: u32 = 0;
         // The last frames sent, newest first, for the copies that follow each new frame.
         let mut recent: VecDeque<(MediaHeader, Vec<u8>)> = VecDeque::with_capacity(MAX_AUDIO_COPIES);
@@ -55,7 +62,9 @@ impl AudioSender {
                     return with(&self.stats, |s| s.problems.push(format!("microphone: {e}")));
                 }
             };
-            let Ok(payload) = enc.encode(&chunk.samples) else { continue };
+            let mut samples = chunk.samples;
+            self.process(&mut samples);
+            let Ok(payload) = enc.encode(&samples) else { continue };
             let header =
                 MediaHeader { kind: MediaKind::Audio, keyframe: false, seq, captured_us: chunk.captured_us };
             seq = seq.wrapping_add(1);
@@ -74,6 +83,32 @@ impl AudioSender {
     }
 }
 
+impl AudioSender {
+    /// The microphone's sound, processed against what the speaker played since the last
+    /// frame; a processing failure is reported once and the sound goes on unprocessed.
+    fn process(&mut self, samples: &mut [i16]) {
+        if !self.processor.config().any() || self.processor.failure().is_some() {
+            return;
+        }
+        while let Ok(played) = self.played.try_recv() {
+            self.processor.render(&played);
+        }
+        let ok = self.processor.capture(samples);
+        let stats = self.processor.stats().clone();
+        let failure =
+            (!ok).then(|| self.processor.failure().unwrap_or("audio processing failed").to_string());
+        with(&self.stats, |s| {
+            s.audio_processing = Some(stats);
+            if let Some(f) = &failure {
+                s.problems.push(f.clone());
+            }
+        });
+        if let Some(f) = failure {
+            warn!(problem = %f, "audio processing stopped; the call goes on");
+        }
+    }
+}
+
 /// The "audio-play" thread: every 20 ms, what the jitter buffer says to play — a frame, a
 /// frame and the one before it compressed into one slot, or a concealment (from the next
 /// frame's in-band FEC when it is there) — decoded and handed to the speaker.
@@ -83,6 +118,8 @@ pub(super) struct AudioPlayer {
     /// The jitter buffer's delay, for lip sync (video_playout).
     pub delay: Arc<AtomicU64>,
     pub stats: Shared,
+    /// What was played, for the echo canceller on this side's microphone.
+    pub played: std_mpsc::SyncSender<Vec<i16>>,
 }
 
 impl AudioPlayer {
@@ -193,6 +230,8 @@ impl AudioPlayer {
 
     /// Kept for measuring (the last 2 s), and to the speaker; a speaker that fails is dropped.
     fn play(&mut self, samples: &[i16]) {
+        // Exactly what goes to the speaker is the echo canceller's reference.
+        let _ = self.played.try_send(samples.to_vec());
         with(&self.stats, |st| {
             st.played_audio.extend(samples.iter().copied());
             while st.played_audio.len() > PLAYED_AUDIO_KEPT {

@@ -83,7 +83,7 @@ pub fn devices_from_config(media: &MediaSections) -> (MediaDevices, MediaOptions
         dtx: a.dtx,
         ..AudioSettings::default()
     };
-    let options = MediaOptions { video, audio, ..MediaOptions::default() };
+    let options = MediaOptions { video, audio, processing: a.processing, ..MediaOptions::default() };
     (MediaDevices { camera, microphone, speaker, screen, display: None }, options, problems)
 }
 

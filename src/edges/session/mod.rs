@@ -47,6 +47,7 @@ use crate::media::audio_jitter::{AudioJitterBuffer, JitterConfig};
 use crate::media::codec::{AudioSettings, VideoSettings};
 use crate::media::loss::LossPolicy;
 use crate::media::packet::MediaHeader;
+use crate::media::processing::{AudioProcessor, ProcessingConfig};
 use crate::media::rate::ReceiverRate;
 use crate::protocol::{CallId, ClientMsg};
 
@@ -68,6 +69,9 @@ pub struct MediaOptions {
     pub video: VideoSettings,
     pub audio: AudioSettings,
     pub jitter: JitterConfig,
+    /// Echo cancellation, noise suppression, gain control and high-pass filter of the
+    /// microphone (media::processing); all on by default.
+    pub processing: ProcessingConfig,
 }
 
 /// Pictures waiting for the encoder; more means the encoder is behind: drop the oldest.
@@ -76,6 +80,8 @@ const CAMERA_QUEUE: usize = 2;
 const VIDEO_OUT_QUEUE: usize = 8;
 /// Encoded audio frames waiting for the network (one second).
 const AUDIO_OUT_QUEUE: usize = 50 * (1 + MAX_AUDIO_COPIES);
+/// 20 ms slots played and not yet seen by the echo canceller (half a second).
+const PLAYED_QUEUE: usize = 25;
 /// Most copies of earlier audio frames sent after each new one.
 const MAX_AUDIO_COPIES: usize = 2;
 /// An audio frame for the send task: header, Opus packet, and whether it is a copy.
@@ -130,13 +136,21 @@ impl MediaSession {
             tasks: Vec::new(),
         };
         let feedback = Feedback { call_id, to_hub: feedback };
-        s.start_sending(&conn, devices, &opts);
-        s.start_receiving(conn, devices, &opts, feedback);
+        // What the speaker plays, to the microphone's echo canceller.
+        let (played_tx, played_rx) = std_mpsc::sync_channel(PLAYED_QUEUE);
+        s.start_sending(&conn, devices, &opts, played_rx);
+        s.start_receiving(conn, devices, &opts, feedback, played_tx);
         s
     }
 
     /// Camera → encoder and microphone → Opus, into the send task.
-    fn start_sending(&mut self, conn: &Connection, devices: &MediaDevices, opts: &MediaOptions) {
+    fn start_sending(
+        &mut self,
+        conn: &Connection,
+        devices: &MediaDevices,
+        opts: &MediaOptions,
+        played: std_mpsc::Receiver<Vec<i16>>,
+    ) {
         let (audio_tx, audio_rx) = mpsc::channel::<AudioOut>(AUDIO_OUT_QUEUE);
         let (video_tx, video_rx) = mpsc::channel::<VideoOut>(VIDEO_OUT_QUEUE);
         if let Some(cam) = self.open("camera", devices.camera.as_ref()) {
@@ -149,6 +163,8 @@ impl MediaSession {
                 policy: self.loss_policy.clone(),
                 out: audio_tx,
                 stats: self.stats.clone(),
+                processor: AudioProcessor::new(opts.processing),
+                played,
             };
             let stop = self.stop_send.clone();
             self.spawn("audio-send", move || sender.run(stop));
@@ -189,6 +205,7 @@ impl MediaSession {
         devices: &MediaDevices,
         opts: &MediaOptions,
         feedback: Feedback,
+        played: std_mpsc::SyncSender<Vec<i16>>,
     ) {
         let audio_delay = Arc::new(AtomicU64::new(0));
         let jitter = Arc::new(Mutex::new(AudioJitterBuffer::new(opts.jitter.clone())));
@@ -197,6 +214,7 @@ impl MediaSession {
             jitter: jitter.clone(),
             delay: audio_delay.clone(),
             stats: self.stats.clone(),
+            played,
         };
         let (stop, draining) = (self.stop.clone(), self.stop_send.clone());
         self.spawn("audio-play", move || player.run(stop, draining));

@@ -47,6 +47,8 @@ pub struct MediaStats {
     pub duration_s: f64,
     /// What this side could not use (camera missing, ...).
     pub problems: Vec<String>,
+    /// The microphone's processing (echo cancellation and the rest), when it runs.
+    pub audio_processing: Option<crate::media::processing::ProcessingStats>,
     #[serde(skip)]
     pub sent_frame_numbers: Vec<u32>,
     /// The frame numbers read from every picture decoded, in the order decoded.

@@ -5,6 +5,7 @@
 //! agent is on the bank's network (direct). Figures are taken at the receiving ends, on one
 //! clock (one process).
 
+pub mod aec;
 mod call;
 mod figures;
 pub mod load;

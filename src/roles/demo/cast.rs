@@ -148,11 +148,11 @@ impl Cast {
         let (backend, panel) = SimulatedButtons::new(true);
         let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50))?;
         let (text_tx, text_rx) = mpsc::channel(8);
-        let devices =
-            if opts.media { synthetic_devices(KIOSK_TONE_HZ, opts.video) } else { MediaDevices::default() };
+        let devices = if opts.media { kiosk_devices(k, opts) } else { MediaDevices::default() };
         let display = self.screen.as_ref().filter(|_| k == 0).map(|(d, _)| d.clone());
         let observer = forward(ev_tx.clone(), move |ev| Ev::Kiosk(k, ev));
-        let media_options = MediaOptions { video: opts.video, ..MediaOptions::default() };
+        let media_options =
+            MediaOptions { video: opts.video, processing: opts.processing, ..MediaOptions::default() };
         let io = KioskIo::in_process(
             presses,
             text_rx,
@@ -298,4 +298,28 @@ fn forward<E: Send + 'static>(
         }
     });
     tx
+}
+
+/// A kiosk's synthetic camera, and a speaker and microphone in one enclosure: what the kiosk
+/// plays comes back into its microphone (60 ms and more, a 0.2 s room, clipping, hall noise),
+/// for the echo canceller to remove.
+fn kiosk_devices(k: usize, opts: &DemoOptions) -> MediaDevices {
+    use crate::edges::devices::audio::synthetic::{
+        RoomMicrophone, RoomSpeaker, SharedRoom, SyntheticMicrophone,
+    };
+    use crate::media::room::{Room, RoomConfig};
+    let config =
+        RoomConfig { delay_ms: 60.0 + 10.0 * (k % 5) as f32, seed: k as u64 + 1, ..RoomConfig::default() };
+    let room: SharedRoom = std::sync::Arc::new(std::sync::Mutex::new(Room::new(config)));
+    let speaker_room = room.clone();
+    MediaDevices {
+        microphone: Some(std::sync::Arc::new(move || {
+            Ok(Box::new(RoomMicrophone { tone: SyntheticMicrophone::new(KIOSK_TONE_HZ), room: room.clone() })
+                as Box<dyn crate::edges::devices::audio::Microphone>)
+        })),
+        speaker: Some(std::sync::Arc::new(move || {
+            Ok(Box::new(RoomSpeaker(speaker_room.clone())) as Box<dyn crate::edges::devices::audio::Speaker>)
+        })),
+        ..synthetic_devices(KIOSK_TONE_HZ, opts.video)
+    }
 }

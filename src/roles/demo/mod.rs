@@ -44,6 +44,8 @@ pub struct DemoOptions {
     pub screenshots: Option<PathBuf>,
     /// The kiosks' screen language (`en`, `zh`).
     pub language: String,
+    /// The kiosks' sound processing (media::processing).
+    pub processing: crate::media::processing::ProcessingConfig,
 }
 
 /// Runs the demo and returns its report. Progress goes to stdout (timeline) or stderr.

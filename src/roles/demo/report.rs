@@ -115,6 +115,11 @@ pub struct Direction {
     pub bitrate_kbps: f64,
     /// Pitch of the sound played at the receiving end (the sender's tone), in Hz.
     pub tone_hz: f64,
+    /// kiosk→agent: the agent's own voice in what the agent hears, relative to how loud it
+    /// played at the kiosk (the kiosk's speaker leaks into its microphone; its echo canceller
+    /// takes it out), in dB, for the last call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_return_db: Option<f64>,
 }
 
 impl Direction {
@@ -163,6 +168,21 @@ impl DemoReport {
             && self.calls_completed == self.calls_requested
             && self.texts_delivered == self.texts_sent
     }
+}
+
+/// How loud the agent's tone comes back to the agent, against how loud the kiosk played it,
+/// in the last call both sides have figures of (their last 2 s of sound).
+pub(super) fn echo_return_db(pairs: &[(MediaStats, MediaStats)], agent_tone_hz: f64) -> Option<f64> {
+    use crate::edges::devices::audio::synthetic::tone_level_db;
+    let (agent, kiosk) = pairs.last()?;
+    let (back, played): (Vec<i16>, Vec<i16>) =
+        (agent.played_audio.iter().copied().collect(), kiosk.played_audio.iter().copied().collect());
+    if back.len() < 24_000 || played.len() < 24_000 {
+        return None;
+    }
+    let rate = crate::media::SAMPLE_RATE;
+    let db = tone_level_db(&back, agent_tone_hz, rate) - tone_level_db(&played, agent_tone_hz, rate);
+    Some((db * 10.0).round() / 10.0)
 }
 
 /// Pairs each call's stats from the sending side with the receiving side's.
@@ -255,7 +275,14 @@ fn print_direction(name: &str, d: &Direction, out: &mut impl Write) -> std::io::
         d.audio_latency_ms.p95,
         d.tone_hz,
         d.bitrate_kbps
-    )
+    )?;
+    if let Some(db) = d.echo_return_db {
+        writeln!(
+            out,
+            "              echo  the agent's own voice comes back at {db:.1} dB of its level at the kiosk's speaker"
+        )?;
+    }
+    Ok(())
 }
 
 fn print_recordings(rec: &Recordings, out: &mut impl Write) -> std::io::Result<()> {

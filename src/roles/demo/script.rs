@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cast::{Cast, Ev};
-use super::report::{Direction, pair};
-use super::{DemoOptions, DemoReport};
+use super::report::{Direction, echo_return_db, pair};
+use super::{AGENT_TONE_HZ, DemoOptions, DemoReport};
 use crate::call::{Button, KioskState};
 use crate::edges::session::MediaStats;
 use crate::protocol::{CallId, EndReason, RoomState};
@@ -384,7 +384,10 @@ impl Script {
             offer_ms: Percentiles::of_f64(offer_all).into(),
             offer_unqueued_ms: Percentiles::of_f64(offer_unqueued).into(),
             connect_ms: Percentiles::of_f64(self.connect_times()).into(),
-            kiosk_to_agent: media.then(|| Direction::from_pairs(&pair(&self.kiosk_media, &self.agent_media))),
+            kiosk_to_agent: media.then(|| Direction {
+                echo_return_db: echo_return_db(&pair(&self.agent_media, &self.kiosk_media), AGENT_TONE_HZ),
+                ..Direction::from_pairs(&pair(&self.kiosk_media, &self.agent_media))
+            }),
             agent_to_kiosk: media.then(|| Direction::from_pairs(&pair(&self.agent_media, &self.kiosk_media))),
             duration_s: (self.started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
             event_log,

@@ -198,6 +198,45 @@ pub fn check_devices(r: &mut Report, cfg: &KioskConfig) {
     }
 }
 
+/// Runs the microphone's processing as configured (`[audio.processing]`) on one second of
+/// speech through a synthetic enclosure; and reports a processing failure the running daemon
+/// wrote to its health file.
+pub fn check_processing(r: &mut Report, cfg: &KioskConfig) {
+    use crate::media::processing::AudioProcessor;
+    use crate::media::room::{Room, RoomConfig, level_dbfs, voice};
+    let what = "audio processing";
+    let config = cfg.audio.processing;
+    if !config.any() {
+        r.warn(what, "off: the advisor hears the kiosk's speaker back and the hall's noise");
+    } else {
+        let mut p = AudioProcessor::new(config);
+        let mut room = Room::new(RoomConfig::default());
+        let far = voice(2 * 48_000, 120.0, -20.0, 1);
+        let (mut mic_level, mut out_level) = (Vec::new(), Vec::new());
+        for f in far.chunks_exact(crate::media::FRAME_SAMPLES) {
+            room.play(f);
+            p.render(f);
+            let mut mic = room.microphone(&[0; crate::media::FRAME_SAMPLES]);
+            mic_level.extend(mic.iter().map(|&s| f32::from(s)));
+            p.capture(&mut mic);
+            out_level.extend(mic.iter().map(|&s| f32::from(s)));
+        }
+        match p.failure() {
+            Some(f) => r.fail(what, f),
+            None => {
+                let half = mic_level.len() / 2;
+                let reduced = level_dbfs(&mic_level[half..]) - level_dbfs(&out_level[half..]);
+                r.ok(what, format!("{} (a test echo reduced by {reduced:.0} dB)", config.describe()));
+            }
+        }
+    }
+    if let Ok(h) = crate::edges::health::Health::read(&cfg.health_file) {
+        for p in h.problems.iter().filter(|p| p.starts_with("audio processing")) {
+            r.fail(what, format!("the daemon reports: {p}"));
+        }
+    }
+}
+
 /// Connects to the hub with the kiosk's certificate, TLS handshake only: proves the hub answers
 /// and accepts this certificate, without disturbing a running daemon's session.
 pub async fn check_hub(r: &mut Report, cfg: &KioskConfig, tls: &TlsMaterial) {
@@ -256,11 +295,13 @@ pub async fn run(config: &Path) -> Report {
                 .map_or(0, |d| d.as_secs() as i64);
             check_certificates(&mut r, &tls, now);
             check_devices(&mut r, &cfg);
+            check_processing(&mut r, &cfg);
             check_hub(&mut r, &cfg, &tls).await;
         }
         Err(e) => {
             r.fail("configuration", e.to_string());
             check_devices(&mut r, &cfg);
+            check_processing(&mut r, &cfg);
         }
     }
     r
