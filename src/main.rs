@@ -279,6 +279,20 @@ enum CertsCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Revoke every certificate issued for ID (and/or the one in --cert): writes DIR/crl.pem,
+    /// signed by the CA, which a hub with `[tls] crl` follows (refused at the next handshake;
+    /// connected peers disconnected within seconds).
+    Revoke {
+        /// Folder holding ca.pem, ca.key and the register of issued certificates.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The identity to lock out, for example branch-12/kiosk-3.
+        #[arg(required_unless_present = "cert")]
+        id: Option<String>,
+        /// A certificate file (PEM) to revoke, e.g. one issued before the register existed.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -569,9 +583,13 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         event_log: cfg.event_log.clone(),
         metrics: cfg.metrics_listen,
         recording: cfg.recording.options(),
+        crl: cfg.tls.crl.clone(),
     })
     .await
     .context("starting the hub")?;
+    // SIGHUP reads the revocation list again (it is also followed when its file changes).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let notifier = Notifier::from_env();
     notifier.ready();
     let mut status = hub.watch_status();
@@ -589,6 +607,10 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         };
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = hangup.recv() => {
+                info!("SIGHUP: reading the revocation list again");
+                hub.reload_revocations();
+            }
             () = tick => {
                 let beat = status.borrow().heartbeat;
                 if beat != fed_at {
@@ -831,7 +853,28 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
                 Authority::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
             let issued = ca.issue(role, &id, &dns, &ip, days)?;
             let (cert, key) = issued.write(out.as_deref().unwrap_or(&dir), &file_stem(&id))?;
+            kioskd::edges::net::certs::record_issued(&dir, &id, role, &issued.cert_pem)
+                .context("recording the certificate in the CA's register")?;
             println!("issued {role} certificate for `{id}`: {} and {} (0600)", cert.display(), key.display());
+        }
+        CertsCommand::Revoke { dir, id, cert } => {
+            let r = kioskd::edges::net::certs::revoke(&dir, id.as_deref(), cert.as_deref())?;
+            let who = id.as_deref().map_or_else(|| "the certificate".to_string(), |i| format!("`{i}`"));
+            if r.serials.is_empty() {
+                println!(
+                    "{who} was already revoked; {} written ({} revoked in all)",
+                    r.crl.display(),
+                    r.total
+                );
+            } else {
+                println!(
+                    "revoked {who} ({} certificate(s): {}); {} written ({} revoked in all)",
+                    r.serials.len(),
+                    r.serials.join(", "),
+                    r.crl.display(),
+                    r.total
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -266,3 +266,41 @@ fn the_demo_kiosks_echo_is_cancelled() {
     assert!(unprocessed > -15.0, "without processing the echo comes back at {unprocessed} dB");
     assert!(processed < -40.0, "with processing the echo comes back at {processed} dB");
 }
+
+/// `kioskd certs revoke` finds an identity's certificates in the CA's register and writes a
+/// signed list the hub's configuration takes (`[tls] crl`); an unknown identity is an error.
+#[test]
+fn certs_revoke_writes_a_list_the_hub_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    let d = dir.path().to_str().expect("utf-8");
+    let o = kioskd(&["certs", "revoke", "--dir", d, "branch-1/kiosk-1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("revoked `branch-1/kiosk-1` (1 certificate(s)"), "{}", text(&o));
+    let crl = dir.path().join("crl.pem");
+    let list = kioskd::edges::net::tls::Revocations::load(&crl).expect("a revocation list");
+    let kiosk = kioskd::edges::net::tls::read_certs(&dir.path().join("branch-1_kiosk-1.pem")).expect("cert");
+    let serial = kioskd::edges::net::tls::serial_of(&kiosk[0]).expect("serial");
+    assert_eq!(list.serials.len(), 1);
+    assert!(list.serials.contains(&serial));
+    // Again: nothing new; by file: the agent too.
+    let o = kioskd(&["certs", "revoke", "--dir", d, "branch-1/kiosk-1"]);
+    assert!(text(&o).contains("already revoked"), "{}", text(&o));
+    let agent = dir.path().join("agent-1.pem");
+    let o = kioskd(&["certs", "revoke", "--dir", d, "--cert", agent.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(kioskd::edges::net::tls::Revocations::load(&crl).expect("list").serials.len(), 2);
+    let o = kioskd(&["certs", "revoke", "--dir", d, "nobody"]);
+    assert!(!o.status.success() && text(&o).contains("no certificate for `nobody`"), "{}", text(&o));
+
+    // The hub's configuration takes the list; a missing one is a configuration error.
+    let hub = hub_toml(dir.path(), "");
+    let with_crl = std::fs::read_to_string(&hub).expect("read") + &format!("crl = \"{d}/crl.pem\"\n");
+    std::fs::write(&hub, &with_crl).expect("write");
+    let o = kioskd(&["hub", "--config", hub.to_str().expect("utf-8"), "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(&hub, with_crl.replace("crl.pem", "missing.pem")).expect("write");
+    let o = kioskd(&["hub", "--config", hub.to_str().expect("utf-8"), "--check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("tls.crl"), "{}", text(&o));
+}

@@ -39,6 +39,7 @@ async fn two_loaded_calls_connect_deliver_their_media_and_are_recorded() {
         event_log: dir.path().join("events.jsonl"),
         metrics: None,
         recording: Some(RecordingOptions { dir: recordings.clone(), retention: None }),
+        crl: None,
     })
     .await
     .expect("hub starts");

@@ -65,6 +65,9 @@ pub enum Event {
     /// A call's recording stopped on an error, e.g. a full disk (`detail` = the error); the
     /// call itself went on.
     RecordingFailed,
+    /// A connected kiosk or agent was disconnected because its certificate was revoked
+    /// (`detail` = the certificate's serial number).
+    Revoked,
 }
 
 /// One call as reconstructed from the log.

@@ -42,10 +42,15 @@ impl Pki {
     }
 
     pub fn target(&self, hub: SocketAddr, role: Role, id: &str) -> HubTarget {
+        Self::target_of(hub, &self.material(role, id))
+    }
+
+    /// A target presenting `material` (a certificate whose serial the test knows).
+    pub fn target_of(hub: SocketAddr, material: &TlsMaterial) -> HubTarget {
         HubTarget {
             address: hub.to_string(),
             server_name: "localhost".into(),
-            client: client_config(&self.material(role, id)).expect("client config"),
+            client: client_config(material).expect("client config"),
         }
     }
 }
@@ -75,6 +80,17 @@ pub async fn start_hub_full(
     log: PathBuf,
     metrics: Option<SocketAddr>,
 ) -> RunningHub {
+    start_hub_revoking(pki, queue, log, metrics, None).await
+}
+
+/// A hub following the revocation list at `crl`.
+pub async fn start_hub_revoking(
+    pki: &Pki,
+    queue: QueueConfig,
+    log: PathBuf,
+    metrics: Option<SocketAddr>,
+    crl: Option<PathBuf>,
+) -> RunningHub {
     hub::start(HubOptions {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         tls: pki.material(Role::Hub, "hub.test"),
@@ -82,6 +98,7 @@ pub async fn start_hub_full(
         event_log: log,
         metrics,
         recording: None,
+        crl,
     })
     .await
     .expect("hub starts")
@@ -163,6 +180,17 @@ pub fn start_kiosk_full(
     media_options: MediaOptions,
     device_problems: Vec<String>,
 ) -> TestKiosk {
+    start_kiosk_target(pki.target(hub, Role::Kiosk, id), id, media, media_options, device_problems)
+}
+
+/// A kiosk connecting with `target` (its own certificate).
+pub fn start_kiosk_target(
+    target: HubTarget,
+    id: &str,
+    media: MediaDevices,
+    media_options: MediaOptions,
+    device_problems: Vec<String>,
+) -> TestKiosk {
     let (backend, panel) = SimulatedButtons::new(true);
     let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50)).expect("button thread");
     let (obs_tx, events) = mpsc::unbounded_channel();
@@ -179,7 +207,7 @@ pub fn start_kiosk_full(
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
     };
-    let task = tokio::spawn(kiosk::run(pki.target(hub, Role::Kiosk, id), opts, io, stop_rx));
+    let task = tokio::spawn(kiosk::run(target, opts, io, stop_rx));
     TestKiosk { id: id.into(), panel, events, texts, stop, task }
 }
 

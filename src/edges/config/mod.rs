@@ -91,6 +91,9 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Its private key (PEM, PKCS#8).
     pub key: PathBuf,
+    /// The hub only: a certificate revocation list (PEM) from `kioskd certs revoke`.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
 }
 
 impl TlsFiles {
@@ -103,6 +106,13 @@ impl TlsFiles {
         let chain = certs("tls.cert", &self.cert)?;
         let key = crate::edges::net::tls::read_key(&self.key)
             .map_err(|e| ConfigError::new(file, "tls.key", e.to_string()))?;
+        if let Some(crl) = &self.crl {
+            if role != Role::Hub {
+                return Err(ConfigError::new(file, "tls.crl", "only the hub reads a revocation list"));
+            }
+            crate::edges::net::tls::Revocations::load(crl)
+                .map_err(|e| ConfigError::new(file, "tls.crl", e.to_string()))?;
+        }
         let m = TlsMaterial { ca, chain, key };
         let ident = m.identity().map_err(|e: TlsError| ConfigError::new(file, "tls.cert", e.to_string()))?;
         if ident.role != role {

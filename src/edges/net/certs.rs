@@ -133,10 +133,134 @@ impl Authority {
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             }
         }
+        // A random positive serial: what a revocation names.
+        let mut serial = [0u8; 16];
+        rand::Rng::fill(&mut rand::rng(), &mut serial[..]);
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
         Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+
+    /// A certificate revocation list naming `serials`, signed by this CA; `number` is the
+    /// list's sequence number (higher for a newer list).
+    pub fn revocation_list(&self, serials: &[Vec<u8>], number: u64) -> Result<String, CertError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - TimeDuration::minutes(5),
+            next_update: now + TimeDuration::days(365),
+            crl_number: rcgen::SerialNumber::from(number.to_be_bytes().to_vec()),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(s),
+                    revocation_time: now - TimeDuration::minutes(5),
+                    reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&issuer)?.pem()?)
+    }
+}
+
+/// One line of the CA folder's register of issued certificates (`issued.jsonl`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IssuedRecord {
+    pub id: String,
+    pub role: String,
+    /// The serial number, hex.
+    pub serial: String,
+}
+
+/// What `kioskd certs revoke` did.
+#[derive(Debug)]
+pub struct Revoked {
+    /// Serials newly revoked (hex).
+    pub serials: Vec<String>,
+    /// Serials the list names now, in all.
+    pub total: usize,
+    pub crl: PathBuf,
+}
+
+/// Appends an issued certificate to `dir/issued.jsonl` (what a revocation looks up).
+pub fn record_issued(dir: &Path, id: &str, role: Role, cert_pem: &str) -> Result<(), CertError> {
+    use rustls::pki_types::pem::PemObject;
+    let der =
+        CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CertError::Invalid(e.to_string()))?;
+    let serial = super::tls::serial_of(&der).map_err(|e| CertError::Invalid(e.to_string()))?;
+    let rec = IssuedRecord { id: id.into(), role: role.as_str().into(), serial: hex(&serial) };
+    let line = serde_json::to_string(&rec).map_err(|e| CertError::Invalid(e.to_string()))? + "\n";
+    append(&dir.join("issued.jsonl"), &line)
+}
+
+/// Revokes every certificate issued for `id` (from the register) and the certificate in
+/// `cert_file` when given, and writes `dir/crl.pem` (atomically: the hub may be reading it).
+pub fn revoke(dir: &Path, id: Option<&str>, cert_file: Option<&Path>) -> Result<Revoked, CertError> {
+    let ca = Authority::load(dir)?;
+    let mut new: Vec<String> = Vec::new();
+    if let Some(id) = id {
+        let text = fs::read_to_string(dir.join("issued.jsonl")).unwrap_or_default();
+        for line in text.lines() {
+            let rec: IssuedRecord = serde_json::from_str(line)
+                .map_err(|e| CertError::Invalid(format!("{}/issued.jsonl: {e}", dir.display())))?;
+            if rec.id == id {
+                new.push(rec.serial);
+            }
+        }
+        if new.is_empty() && cert_file.is_none() {
+            return Err(CertError::Invalid(format!(
+                "no certificate for `{id}` in {}/issued.jsonl (give --cert FILE for one issued elsewhere)",
+                dir.display()
+            )));
+        }
+    }
+    if let Some(file) = cert_file {
+        let certs = super::tls::read_certs(file).map_err(|e| CertError::Invalid(e.to_string()))?;
+        let der =
+            certs.first().ok_or_else(|| CertError::Invalid(format!("{}: no certificate", file.display())))?;
+        new.push(hex(&super::tls::serial_of(der).map_err(|e| CertError::Invalid(e.to_string()))?));
+    }
+    let list_path = dir.join("revoked.jsonl");
+    let mut all: Vec<String> =
+        fs::read_to_string(&list_path).unwrap_or_default().lines().map(|l| l.trim().to_string()).collect();
+    all.retain(|l| !l.is_empty());
+    new.retain(|s| !all.contains(s));
+    new.dedup();
+    for s in &new {
+        append(&list_path, &format!("{s}\n"))?;
+    }
+    all.extend(new.iter().cloned());
+    let serials: Vec<Vec<u8>> = all.iter().filter_map(|h| unhex(h)).collect();
+    let number = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let pem = ca.revocation_list(&serials, number)?;
+    let crl = dir.join("crl.pem");
+    let tmp = dir.join(".crl.pem.tmp");
+    write_file(&tmp, &pem, 0o644)?;
+    fs::rename(&tmp, &crl).map_err(|source| CertError::Io { path: crl.clone(), source })?;
+    Ok(Revoked { serials: new, total: serials.len(), crl })
+}
+
+fn append(path: &Path, line: &str) -> Result<(), CertError> {
+    let io = |source| CertError::Io { path: path.into(), source };
+    let mut f = fs::OpenOptions::new().create(true).append(true).mode(0o644).open(path).map_err(io)?;
+    f.write_all(line.as_bytes()).map_err(io)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 impl Issued {

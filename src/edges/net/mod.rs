@@ -20,4 +20,6 @@ pub mod close_code {
     pub const TOO_SLOW: u32 = 4;
     /// The process is shutting down.
     pub const SHUTDOWN: u32 = 5;
+    /// The peer's certificate was revoked (`kioskd certs revoke`).
+    pub const REVOKED: u32 = 6;
 }

@@ -193,9 +193,20 @@ pub fn transport_config() -> quinn::TransportConfig {
 
 /// The hub's QUIC server configuration: a client certificate from the CA is required.
 pub fn server_config(m: &TlsMaterial) -> Result<quinn::ServerConfig, TlsError> {
+    server_config_revoking(m, &Revocations::default())
+}
+
+/// As [`server_config`], refusing the client certificates that `revoked` names.
+pub fn server_config_revoking(
+    m: &TlsMaterial,
+    revoked: &Revocations,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider.clone()).build()?;
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider.clone());
+    if !revoked.crls.is_empty() {
+        builder = builder.with_crls(revoked.crls.clone()).only_check_end_entity_revocation();
+    }
+    let verifier = builder.build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -276,6 +287,48 @@ impl ServerCertVerifier for HubVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// The serial number of a DER certificate (its bytes, as in a revocation list).
+pub fn serial_of(der: &[u8]) -> Result<Vec<u8>, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Parse(e.to_string()))?;
+    Ok(cert.raw_serial().to_vec())
+}
+
+/// The serial number of a connection's peer certificate.
+pub fn peer_serial(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    serial_of(certs.first()?).ok()
+}
+
+/// A certificate revocation list read from a file: as rustls takes it, and the serials it
+/// names.
+#[derive(Debug, Clone, Default)]
+pub struct Revocations {
+    pub crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
+    pub serials: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Revocations {
+    /// Reads PEM CRLs from `path` (at least one).
+    pub fn load(path: &Path) -> Result<Self, TlsError> {
+        use rustls::pki_types::CertificateRevocationListDer;
+        let read_err = |error| TlsError::Read { path: path.display().to_string(), error };
+        let crls = CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(read_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read_err)?;
+        if crls.is_empty() {
+            return Err(TlsError::Parse(format!("{}: no revocation list", path.display())));
+        }
+        let mut serials = std::collections::HashSet::new();
+        for crl in &crls {
+            let (_, parsed) = x509_parser::parse_x509_crl(crl)
+                .map_err(|e| TlsError::Parse(format!("{}: {e}", path.display())))?;
+            serials.extend(parsed.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()));
+        }
+        Ok(Self { crls, serials })
     }
 }
 

@@ -109,6 +109,7 @@ impl Rig {
             event_log: dir.join("events.jsonl"),
             metrics: None,
             recording: None,
+            crl: None,
         })
         .await?;
         let mut down = scenario.link.clone();

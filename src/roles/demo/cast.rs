@@ -250,6 +250,7 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         event_log: log.to_path_buf(),
         metrics: None,
         recording: opts.record.clone().map(|dir| RecordingOptions { dir, retention: None }),
+        crl: None,
     })
     .await?)
 }

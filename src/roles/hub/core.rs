@@ -50,6 +50,8 @@ pub(super) struct Core {
     pub(super) stopper: mpsc::UnboundedSender<(Instant, Recording)>,
     pub(super) recordings_finished: u64,
     pub(super) recordings_failed: u64,
+    /// Peers disconnected because their certificate was revoked.
+    pub(super) revoked: u64,
 }
 
 impl Core {
@@ -111,6 +113,7 @@ impl Core {
                 self.input(Input::Disconnected { peer });
             }
             CoreCmd::Refused => self.refused += 1,
+            CoreCmd::Revoked(serials) => self.revoke(&serials),
             CoreCmd::Health { id, health } => {
                 self.kiosks.insert(id, KioskStatus { connected: true, health });
             }
@@ -202,6 +205,7 @@ impl Core {
             snapshot: self.queue.snapshot(now),
             connections: self.links.len(),
             refused: self.refused,
+            revoked: self.revoked,
             event_log_errors: self.log_errors,
             media: {
                 let mut t = self.media_totals.clone();
@@ -301,6 +305,44 @@ impl Core {
             self.log_errors += 1;
             error!(error = %e, "event log write failed");
         }
+    }
+
+    /// Disconnects every peer whose certificate `serials` names; their calls end as when a
+    /// peer is lost.
+    fn revoke(&mut self, serials: &std::collections::HashSet<Vec<u8>>) {
+        let revoked: Vec<(PeerId, Role, String, Vec<u8>)> = self
+            .links
+            .iter()
+            .filter_map(|(peer, l)| {
+                l.serial
+                    .as_ref()
+                    .filter(|s| serials.contains(*s))
+                    .map(|s| (*peer, l.role, l.id.clone(), s.clone()))
+            })
+            .collect();
+        for (peer, role, id, serial) in revoked {
+            warn!(%role, id = %id, "certificate revoked: disconnected");
+            let (kiosk, agent) = if role == Role::Kiosk { (Some(id), None) } else { (None, Some(id)) };
+            let rec = EventRecord {
+                ts_ms: unix_ms(),
+                event: Event::Revoked,
+                call_id: None,
+                kiosk,
+                agent,
+                detail: Some(crate::edges::net::certs::hex(&serial)),
+                position: None,
+            };
+            self.log_event(&rec);
+            self.revoked += 1;
+            if let Some(l) = self.links.get(&peer) {
+                l.conn.close(VarInt::from_u32(close_code::REVOKED), b"certificate revoked");
+            }
+        }
+        if let Err(e) = self.log.flush() {
+            self.log_errors += 1;
+            error!(error = %e, "event log flush failed");
+        }
+        self.publish_status();
     }
 
     /// Logs a recording's event now, with its call's parties.

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use self::core::Core;
 use crate::edges::net::close_code;
-use crate::edges::net::tls::{TlsMaterial, server_config};
+use crate::edges::net::tls::{Revocations, TlsMaterial, server_config_revoking};
 use crate::protocol::KioskHealth;
 use crate::queue::{AgentQueue, LogSummary, QueueConfig, QueueStats, Snapshot};
 use crate::record::RecordingOptions;
@@ -37,6 +37,7 @@ pub mod metrics;
 mod peer;
 pub mod recording;
 pub mod relay;
+mod revocation;
 
 /// Messages queued for one peer before it counts as too slow (256 × ≤16 KiB).
 pub(super) const PEER_QUEUE: usize = 256;
@@ -58,6 +59,8 @@ pub enum HubError {
     Metrics(SocketAddr, std::io::Error),
     #[error("recordings folder {0}: {1}")]
     Recordings(PathBuf, std::io::Error),
+    #[error("revocation list: {0}")]
+    Crl(crate::edges::net::tls::TlsError),
 }
 
 /// What the hub needs to run.
@@ -71,6 +74,10 @@ pub struct HubOptions {
     pub metrics: Option<SocketAddr>,
     /// Record the calls whose customer consented; none when recording is off.
     pub recording: Option<RecordingOptions>,
+    /// A certificate revocation list (PEM, `kioskd certs revoke`): its certificates are refused
+    /// at the handshake, and connected peers it names are disconnected. Read again when the
+    /// file changes and on [`RunningHub::reload_revocations`] (SIGHUP).
+    pub crl: Option<PathBuf>,
 }
 
 /// What the hub reports while it runs.
@@ -80,6 +87,8 @@ pub struct HubStatus {
     pub snapshot: Snapshot,
     pub connections: usize,
     pub refused: u64,
+    /// Peers disconnected because their certificate was revoked.
+    pub revoked: u64,
     pub event_log_errors: u64,
     /// Media relayed, over all calls so far.
     pub media: relay::LegTotals,
@@ -107,6 +116,7 @@ pub struct RunningHub {
     pub metrics_addr: Option<SocketAddr>,
     status: watch::Receiver<HubStatus>,
     shutdown: watch::Sender<bool>,
+    reload: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
     endpoint: quinn::Endpoint,
 }
@@ -121,6 +131,11 @@ impl RunningHub {
         self.status.clone()
     }
 
+    /// Reads the revocation list again (SIGHUP); also done when the file changes.
+    pub fn reload_revocations(&self) {
+        self.reload.notify_one();
+    }
+
     /// Ends every call, tells every peer, and stops.
     pub async fn shutdown(self) -> HubStatus {
         let _ = self.shutdown.send(true);
@@ -133,7 +148,11 @@ impl RunningHub {
 
 /// Binds the endpoint and starts the hub's tasks.
 pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
-    let server = server_config(&opts.tls)?;
+    let revoked = match &opts.crl {
+        Some(path) => Revocations::load(path).map_err(HubError::Crl)?,
+        None => Revocations::default(),
+    };
+    let server = server_config_revoking(&opts.tls, &revoked)?;
     let endpoint =
         quinn::Endpoint::server(server, opts.listen).map_err(|e| HubError::Listen(opts.listen, e))?;
     let local_addr = endpoint.local_addr().map_err(|e| HubError::Listen(opts.listen, e))?;
@@ -145,6 +164,16 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
     let (status_tx, status_rx) = watch::channel(HubStatus::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let reload = Arc::new(tokio::sync::Notify::new());
+    if let Some(path) = opts.crl.clone() {
+        let watch = revocation::Watch {
+            path,
+            tls: opts.tls.clone(),
+            endpoint: endpoint.clone(),
+            core: core_tx.clone(),
+        };
+        tokio::spawn(watch.run(revoked, reload.clone()));
+    }
     let accept = tokio::spawn(peer::accept_loop(endpoint.clone(), core_tx));
     let now = Instant::now().into_std();
     let queue_config = QueueConfig { record_calls: opts.recording.is_some(), ..opts.queue };
@@ -172,6 +201,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         stopper: stopper_tx,
         recordings_finished: 0,
         recordings_failed: 0,
+        revoked: 0,
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, notes_rx, shutdown_rx).await;
@@ -180,7 +210,15 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         let _ = stopper.await;
     });
     info!(addr = %local_addr, log = %opts.event_log.display(), "hub listening");
-    Ok(RunningHub { local_addr, metrics_addr, status: status_rx, shutdown: shutdown_tx, task, endpoint })
+    Ok(RunningHub {
+        local_addr,
+        metrics_addr,
+        status: status_rx,
+        shutdown: shutdown_tx,
+        reload,
+        task,
+        endpoint,
+    })
 }
 
 /// Reads what the event log holds so far (to restore the queue) and opens it to append.

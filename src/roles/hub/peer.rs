@@ -14,17 +14,32 @@ use super::relay::{self, Leg};
 use super::{PEER_QUEUE, STREAM_TIMEOUT};
 use crate::edges::net::close_code;
 use crate::edges::net::control::{ControlError, ControlReader, ControlWriter};
-use crate::edges::net::tls::{Identity, peer_identity};
+use crate::edges::net::tls::{Identity, peer_identity, peer_serial};
 use crate::protocol::{ClientMsg, HubMsg, KioskHealth, Role};
 use crate::queue::PeerId;
 
 /// What the connection tasks tell the core task.
 pub(super) enum CoreCmd {
-    Health { id: String, health: KioskHealth },
-    Connected { peer: PeerId, role: Role, id: String, link: PeerLink },
-    Message { peer: PeerId, msg: ClientMsg },
-    Disconnected { peer: PeerId },
+    Health {
+        id: String,
+        health: KioskHealth,
+    },
+    Connected {
+        peer: PeerId,
+        role: Role,
+        id: String,
+        link: PeerLink,
+    },
+    Message {
+        peer: PeerId,
+        msg: ClientMsg,
+    },
+    Disconnected {
+        peer: PeerId,
+    },
     Refused,
+    /// The revocation list changed: these certificate serials are revoked.
+    Revoked(std::collections::HashSet<Vec<u8>>),
 }
 
 /// The core's handle on one connected peer.
@@ -36,6 +51,8 @@ pub(super) struct PeerLink {
     pub conn: Connection,
     pub remote: SocketAddr,
     pub id: String,
+    /// The serial number of the peer's certificate (what a revocation names).
+    pub serial: Option<Vec<u8>>,
 }
 
 /// For a peer's writer task.
@@ -73,7 +90,9 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
     info!(role = %ident.role, id = %ident.id, "connected");
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
     let (route, route_rx) = watch::channel(None);
-    let link = PeerLink { tx, role: ident.role, route, conn: conn.clone(), remote, id: ident.id.clone() };
+    let serial = peer_serial(&conn);
+    let link =
+        PeerLink { tx, role: ident.role, route, conn: conn.clone(), remote, id: ident.id.clone(), serial };
     if core.send(CoreCmd::Connected { peer, role: ident.role, id: ident.id.clone(), link }).await.is_err() {
         return; // hub stopping
     }
