@@ -137,6 +137,13 @@ impl AudioProcessor {
         self.failure.as_deref()
     }
 
+    /// Stops processing for the rest of the call, for a reason found outside (e.g. it cannot
+    /// keep up with the microphone on this machine).
+    pub fn give_up(&mut self, why: &str) {
+        self.failure = Some(format!("audio processing failed ({why}); the sound goes on unprocessed"));
+        self.apm = None;
+    }
+
     pub fn stats(&self) -> &ProcessingStats {
         &self.stats
     }

@@ -31,7 +31,14 @@ pub(super) struct AudioSender {
     /// Echo cancellation and the rest (media::processing), fed with what the speaker played.
     pub processor: AudioProcessor,
     pub played: std_mpsc::Receiver<Vec<i16>>,
+    /// Processing time of the last frames, for [`SLOW_PROCESSING`].
+    pub spent: VecDeque<Duration>,
 }
+
+/// Processing that takes more than this share of real time over [`SLOW_WINDOW`] frames is
+/// given up: the microphone would overrun and the sound break up.
+const SLOW_PROCESSING: f64 = 0.8;
+const SLOW_WINDOW: usize = 50;
 
 impl AudioSender {
     /// Runs until `stop`, or until the microphone fails (the call goes on with video).
@@ -93,7 +100,19 @@ impl AudioSender {
         while let Ok(played) = self.played.try_recv() {
             self.processor.render(&played);
         }
-        let ok = self.processor.capture(samples);
+        let started = std::time::Instant::now();
+        let mut ok = self.processor.capture(samples);
+        self.spent.push_back(started.elapsed());
+        if self.spent.len() > SLOW_WINDOW {
+            self.spent.pop_front();
+        }
+        let total: Duration = self.spent.iter().sum();
+        let budget = Duration::from_micros(FRAME_US).mul_f64(SLOW_PROCESSING * SLOW_WINDOW as f64);
+        if ok && self.spent.len() == SLOW_WINDOW && total > budget {
+            let per_frame = total.as_secs_f64() * 1000.0 / SLOW_WINDOW as f64;
+            self.processor.give_up(&format!("too slow on this machine: {per_frame:.1} ms per 20 ms frame"));
+            ok = false;
+        }
         let stats = self.processor.stats().clone();
         let failure =
             (!ok).then(|| self.processor.failure().unwrap_or("audio processing failed").to_string());

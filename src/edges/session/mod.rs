@@ -165,6 +165,7 @@ impl MediaSession {
                 stats: self.stats.clone(),
                 processor: AudioProcessor::new(opts.processing),
                 played,
+                spent: std::collections::VecDeque::new(),
             };
             let stop = self.stop_send.clone();
             self.spawn("audio-send", move || sender.run(stop));
