@@ -14,7 +14,10 @@
 //!   to take effect), and again only while the queue is larger than at the last cut.
 //! - below [`UNDERUSE_US`]: the path keeps up; an existing cap rises by 8 % per
 //!   [`RAISE_EVERY_US`], and disappears above [`NO_CAP_BPS`].
-//! - in between: the cap holds.
+//! - in between: the cap holds — except at the bottom ([`LOW_CAP_BPS`] or less), where the
+//!   sender sends little or no video and a queue of that size is not one its media can build
+//!   (a busy receiver or sender reads and stamps late): the cap rises as in underuse. Holding
+//!   there kept a kiosk's video off for the rest of a call after one overloaded second.
 //!
 //! Nothing for [`GAP_US`] is an outage, not a queue: what the sender held meanwhile arrives
 //! in a burst when the path returns, late by the outage's length, and the video rate measured
@@ -47,6 +50,9 @@ pub const CUT_EVERY_US: u64 = 500_000;
 pub const RAISE_EVERY_US: u64 = 500_000;
 /// The received video rate is measured over this window.
 pub const RATE_WINDOW_US: u64 = 1_000_000;
+/// At or below this cap, a standing queue between [`UNDERUSE_US`] and [`OVERUSE_US`] does not
+/// hold the cap: it rises as in underuse.
+pub const LOW_CAP_BPS: u64 = 150_000;
 /// A cap above this is no cap.
 pub const NO_CAP_BPS: u64 = 10_000_000;
 /// The lowest cap: the sender's ladder goes to audio only below its floor anyway.
@@ -215,7 +221,10 @@ impl ReceiverRate {
                 self.q_at_cut = Some(q);
                 self.last_raise = now;
             }
-            Usage::Under if now.saturating_sub(self.last_raise) >= RAISE_EVERY_US => {
+            Usage::Under | Usage::Normal
+                if now.saturating_sub(self.last_raise) >= RAISE_EVERY_US
+                    && (usage == Usage::Under || self.cap.is_some_and(|c| c <= LOW_CAP_BPS)) =>
+            {
                 self.last_raise = now;
                 self.q_at_cut = None;
                 if let Some(c) = self.cap {
@@ -292,6 +301,31 @@ mod tests {
             now += step;
         }
         (hints, worst_after / MS)
+    }
+
+    /// One overloaded moment takes the cap to its floor; a standing queue of 25 ms afterwards
+    /// (a busy machine, not the path) does not keep it there.
+    #[test]
+    fn a_cap_at_the_floor_rises_through_a_standing_queue() {
+        let mut rx = ReceiverRate::new();
+        let t0: u64 = 1_700_000_000_000_000;
+        let mut caps = Vec::new();
+        for i in 0..(25 * 50u64) {
+            let sent = t0 + i * 20 * MS;
+            let extra = match i {
+                0..50 => 0,
+                50..150 => (i - 50) * 3 * MS,
+                _ => 25 * MS,
+            };
+            rx.on_audio(sent + 5 * MS + extra, sent);
+            if let Some(cap) = rx.poll(sent + 5 * MS + extra) {
+                caps.push((i / 50, cap));
+            }
+        }
+        let lowest = caps.iter().map(|(_, c)| *c).min().expect("a cap");
+        assert_eq!(u64::from(lowest), MIN_CAP_BPS, "{caps:?}");
+        let last = caps.last().expect("hints").1;
+        assert!(u64::from(last) > LOW_CAP_BPS, "the cap stayed at {last} bit/s: {caps:?}");
     }
 
     #[test]
