@@ -11,6 +11,7 @@ The recordings are analysed here, on the host, rather than in the slow emulated 
 """
 
 import json
+import re
 import math
 from collections import Counter
 import struct
@@ -195,11 +196,17 @@ def main():
         need(bool(lost), f"the health file does not name the lost camera: {health.get('problems')}")
         need(res.get("health_unplugged_rc") not in (None, "0"), "kioskd health said healthy without a camera")
     # The microphone's processing (echo cancellation and the rest) ran on the real ALSA
-    # devices, and did not fail.
+    # devices. Under emulation (TCG) it may take longer than real time: the kiosk then gives it
+    # up for the call, says why in its log and health file, and the sound goes on unprocessed.
     kiosk_log = (out / "kiosk.log").read_text(errors="replace") if (out / "kiosk.log").exists() else ""
+    processing = "not run"
     if kiosk_log:
         need("microphone processing on" in kiosk_log, "the kiosk did not process its microphone")
-        need("audio processing stopped" not in kiosk_log, "the kiosk's audio processing failed")
+        slow = re.search(r"too slow on this machine: ([0-9.]+) ms per 20 ms frame", kiosk_log)
+        stopped = "audio processing stopped" in kiosk_log
+        need(not stopped or slow is not None, "the kiosk's audio processing failed")
+        processing = f"given up as too slow under emulation ({slow.group(1)} ms per 20 ms frame)" if slow else "on throughout"
+        notes["processing"] = processing
     if "kiosk_exit" in res:
         need(res["kiosk_exit"] == "0", f"kioskd run exited {res['kiosk_exit']} on SIGTERM")
 
@@ -209,7 +216,7 @@ def main():
     print(
         f"board-vm: PASS (camera vivid YUYV {res.get('video')}: {frames} frames decoded at the agent; "
         f"tone {TONE_TO_AGENT:.0f} Hz at the agent {f_agent - TONE_TO_AGENT:+.1f} Hz; "
-        f"kiosk playback {f_kiosk:.1f} Hz; microphone processed (AEC, NS, AGC); hangup via gpio-sim; "
+        f"kiosk playback {f_kiosk:.1f} Hz; microphone processing {processing}; hangup via gpio-sim; "
         f"camera unplug → audio-only ({f_after:.1f} Hz), reported in the log and by kioskd health) in {total_s} s (guest {vm_s} s)"
     )
     return 0
