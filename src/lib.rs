@@ -15,6 +15,7 @@
 // Cores (sans-IO).
 pub mod call;
 pub mod console;
+pub mod limits;
 pub mod media;
 pub mod netsim;
 pub mod protocol;

@@ -579,11 +579,12 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
     let hub = hub::start(hub::HubOptions {
         listen: cfg.listen,
         tls,
-        queue: cfg.queue.queue_config(),
+        queue: cfg.queue_config(),
         event_log: cfg.event_log.clone(),
         metrics: cfg.metrics_listen,
         recording: cfg.recording.options(),
         crl: cfg.tls.crl.clone(),
+        admission: cfg.limits.admission(),
     })
     .await
     .context("starting the hub")?;

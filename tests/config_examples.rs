@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use kioskd::edges::config::{
     AgentConfig, AudioSection, ButtonBackend, CameraBackend, CameraSection, CaptureBackend, HubConfig,
-    HubQueueConfig, KioskCallConfig, KioskConfig, MediaSections, PlaybackBackend, ScreenBackend,
-    VideoSection, parse,
+    HubQueueConfig, KioskCallConfig, KioskConfig, LimitsSection, MediaSections, PlaybackBackend,
+    ScreenBackend, VideoSection, parse,
 };
 
 fn example(rel: &str) -> (PathBuf, String) {
@@ -89,6 +89,12 @@ fn hub_example_parses_with_the_documented_defaults() {
     assert_eq!(q.default_handle_time_s, d.default_handle_time_s, "default_handle_time_s");
     assert_eq!(q.busy_retry_after_s, d.busy_retry_after_s, "busy_retry_after_s");
     assert_eq!(cfg.metrics_listen, None, "metrics are off unless metrics_listen is set");
+    let (l, d) = (&cfg.limits, LimitsSection::default());
+    assert_eq!(l.handshakes_per_second, d.handshakes_per_second, "limits.handshakes_per_second");
+    assert_eq!(l.pending_handshakes, d.pending_handshakes, "limits.pending_handshakes");
+    assert_eq!(l.connections_per_address, d.connections_per_address, "limits.connections_per_address");
+    assert_eq!(l.call_requests_per_minute, d.call_requests_per_minute, "limits.call_requests_per_minute");
+    assert_eq!(l.texts_per_minute, d.texts_per_minute, "limits.texts_per_minute");
 
     assert!(!cfg.recording.enabled && cfg.recording.options().is_none(), "recording is off by default");
 
@@ -250,4 +256,14 @@ fn hub_and_agent_load_name_a_misspelt_key() {
     std::fs::write(&file, agent.replacen("address = ", "adress = ", 1)).unwrap();
     let e = AgentConfig::load(&file).expect_err("a misspelt key must be refused");
     assert!(e.to_string().contains("adress"), "{e}");
+}
+
+#[test]
+fn a_hub_limit_of_zero_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, hub) = example("docs/hub.example.toml");
+    let file = dir.path().join("hub.toml");
+    std::fs::write(&file, hub.replacen("texts_per_minute = 60", "texts_per_minute = 0", 1)).unwrap();
+    let e = HubConfig::load(&file).expect_err("a zero limit must be refused");
+    assert!(e.to_string().contains("limits.texts_per_minute"), "{e}");
 }

@@ -40,6 +40,7 @@ async fn two_loaded_calls_connect_deliver_their_media_and_are_recorded() {
         metrics: None,
         recording: Some(RecordingOptions { dir: recordings.clone(), retention: None }),
         crl: None,
+        admission: Default::default(),
     })
     .await
     .expect("hub starts");

@@ -82,6 +82,30 @@ pub struct ProxyStats {
     pub refused: u64,
 }
 
+/// A copy of the datagrams the proxy received, either way, as they arrived (before their
+/// links impaired them), in order of arrival: what a capture of the server's UDP port shows.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    pub datagrams: Vec<(Direction, Vec<u8>)>,
+    /// Their payload bytes in all.
+    pub bytes: usize,
+    /// Datagrams left out because the capture had reached its size.
+    pub left_out: u64,
+    /// At most this many payload bytes are kept.
+    limit: usize,
+}
+
+impl Capture {
+    fn keep(&mut self, direction: Direction, packet: &[u8]) {
+        if self.bytes + packet.len() > self.limit {
+            self.left_out += 1;
+        } else {
+            self.bytes += packet.len();
+            self.datagrams.push((direction, packet.to_vec()));
+        }
+    }
+}
+
 /// Starts [`RunningProxy`]s.
 #[derive(Debug)]
 pub struct UdpProxy;
@@ -108,6 +132,7 @@ impl UdpProxy {
                 clients: HashMap::new(),
                 next_ordinal: 0,
                 retired: ProxyStats::default(),
+                capture: None,
             }),
             wake: Notify::new(),
             changed,
@@ -180,6 +205,17 @@ impl RunningProxy {
         Ok(())
     }
 
+    /// From now on keeps a copy of every datagram either way, up to `max_bytes` of payload
+    /// (a capture of the server's traffic, for tests and benchmarks); restarts an empty one.
+    pub fn start_capture(&self, max_bytes: usize) {
+        self.shared.lock().capture = Some(Capture { limit: max_bytes, ..Capture::default() });
+    }
+
+    /// Stops the capture and hands it over (empty if none was started).
+    pub fn take_capture(&self) -> Capture {
+        self.shared.lock().capture.take().unwrap_or_default()
+    }
+
     /// Stops relaying, drops the packets in flight and closes the sockets.
     pub async fn stop(mut self) {
         self.abort();
@@ -245,6 +281,8 @@ struct State {
     next_ordinal: u64,
     /// Counters of evicted clients.
     retired: ProxyStats,
+    /// The datagrams kept since `start_capture`, if one runs.
+    capture: Option<Capture>,
 }
 
 impl State {
@@ -378,6 +416,9 @@ async fn receive_from_clients(shared: Arc<Shared>) {
                 if state.clients.contains_key(&from) { Ok(()) } else { state.admit(&shared, from, now) };
             match admitted {
                 Ok(()) => {
+                    if let Some(capture) = state.capture.as_mut() {
+                        capture.keep(Direction::Up, &packet);
+                    }
                     if let Some(client) = state.clients.get_mut(&from) {
                         client.last_active = now;
                         client.up.handle_packet(packet, now);
@@ -415,6 +456,9 @@ async fn receive_from_upstream(shared: Arc<Shared>, client: SocketAddr, socket: 
         let packet = buf.get(..len).unwrap_or_default().to_vec();
         {
             let mut state = shared.lock();
+            if let Some(capture) = state.capture.as_mut() {
+                capture.keep(Direction::Down, &packet);
+            }
             let Some(entry) = state.clients.get_mut(&client) else { return };
             entry.last_active = now;
             entry.down.handle_packet(packet, now);

@@ -20,6 +20,7 @@ pub mod log;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::limits::{Rate, RateRefusal, RateTable};
 use crate::protocol::{CallId, ClientMsg, EndReason, HubMsg, Presence, Role, RoomState, WithdrawReason};
 pub use log::{Event, EventRecord, LogSummary};
 
@@ -43,6 +44,11 @@ pub struct QueueConfig {
     pub busy_retry_after: Duration,
     /// Record calls whose kiosk asked with the customer's consent.
     pub record_calls: bool,
+    /// Fresh call requests per kiosk; past it the kiosk is told busy (with when to retry),
+    /// and no call is made: a kiosk asking again and again cannot ring the agents.
+    pub call_requests: Rate,
+    /// Texts per sender per call; past it a text is refused (not relayed) and the sender told.
+    pub texts: Rate,
 }
 
 impl Default for QueueConfig {
@@ -55,9 +61,15 @@ impl Default for QueueConfig {
             default_handle_time: Duration::from_secs(180),
             busy_retry_after: Duration::from_secs(60),
             record_calls: false,
+            call_requests: Rate::per_minute(10),
+            texts: Rate::per_minute(60),
         }
     }
 }
+
+/// Most kiosks (and call sides) whose rates are tracked at once: far above any hub's kiosks;
+/// keys whose bucket has refilled are forgotten first (`limits::RateTable`).
+const RATE_KEYS: usize = 20_000;
 
 /// Handle times kept for the wait estimate (a moving window).
 const HANDLE_WINDOW: usize = 20;
@@ -181,6 +193,10 @@ pub struct QueueStats {
     pub abandoned: u64,
     pub texts_relayed: u64,
     pub protocol_errors: u64,
+    /// Call requests refused by [`QueueConfig::call_requests`].
+    pub call_requests_limited: u64,
+    /// Texts refused by [`QueueConfig::texts`].
+    pub texts_limited: u64,
 }
 
 /// A snapshot for status lines and metrics.
@@ -210,13 +226,16 @@ pub struct AgentQueue {
     handle_times: VecDeque<Duration>,
     out: VecDeque<Output>,
     stats: QueueStats,
+    /// Each kiosk's fresh call requests.
+    call_requests: RateTable<String>,
+    /// Each call's texts, per sending side.
+    texts: RateTable<(CallId, Role)>,
 }
 
 impl AgentQueue {
     /// A queue whose `now` maps to `unix_ms` in the event log.
     pub fn new(config: QueueConfig, now: Instant, unix_ms: u64) -> Self {
         Self {
-            config,
             epoch: (now, unix_ms),
             peers: HashMap::new(),
             rooms: BTreeMap::new(),
@@ -227,6 +246,9 @@ impl AgentQueue {
             handle_times: VecDeque::new(),
             out: VecDeque::new(),
             stats: QueueStats::default(),
+            call_requests: RateTable::new(config.call_requests, RATE_KEYS),
+            texts: RateTable::new(config.texts, RATE_KEYS),
+            config,
         }
     }
 
@@ -355,6 +377,11 @@ impl AgentQueue {
             (Role::Agent, ClientMsg::Decline { call_id }) => self.on_decline(peer, &id, call_id, now),
             (Role::Agent, ClientMsg::HangUp { call_id }) => self.on_agent_hangup(peer, &id, call_id, now),
             (_, ClientMsg::Text { call_id, id: text_id, body }) => {
+                if let Err(refusal) = self.texts.check(&(call_id, role), now) {
+                    self.stats.texts_limited += 1;
+                    let message = format!("text {text_id} not delivered: {}", rate_message(refusal, "texts"));
+                    return self.send(peer, HubMsg::Error { message, fatal: false });
+                }
                 self.relay(peer, role, &id, call_id, HubMsg::Text { call_id, id: text_id, body })
             }
             (_, ClientMsg::TextAck { call_id, id: text_id }) => {
@@ -436,6 +463,17 @@ impl AgentQueue {
                 self.kiosk_back(peer, &kiosk, call_id, now);
                 return;
             }
+        }
+        // Counted after the repeats above: only a request that would make a new call is.
+        if let Err(refusal) = self.call_requests.check(&kiosk, now) {
+            self.stats.call_requests_limited += 1;
+            let retry_after_s = match refusal {
+                RateRefusal::Exceeded { retry_after } => {
+                    retry_after.as_secs().clamp(1, u32::MAX.into()) as u32
+                }
+                RateRefusal::TableFull => self.config.busy_retry_after.as_secs().min(u32::MAX.into()) as u32,
+            };
+            return self.send(peer, HubMsg::Busy { retry_after_s });
         }
         if self.queue.len() >= self.config.max_queue {
             self.stats.rejected_busy += 1;
@@ -893,6 +931,8 @@ impl AgentQueue {
             return;
         };
         let (kiosk, phase, recorded) = (call.kiosk.clone(), call.phase.clone(), call.recorded);
+        self.texts.forget(&(call_id, Role::Kiosk));
+        self.texts.forget(&(call_id, Role::Agent));
         if let Phase::Offered { agent, .. } = &phase {
             self.withdraw(call_id, agent, WithdrawReason::CallerLeft, now);
         }
@@ -1065,3 +1105,13 @@ impl AgentQueue {
 
 #[cfg(test)]
 mod tests;
+
+/// Why a rate limit said no, for the peer.
+fn rate_message(refusal: RateRefusal, what: &str) -> String {
+    match refusal {
+        RateRefusal::Exceeded { retry_after } => {
+            format!("too many {what}; the next is taken in {:.1} s", retry_after.as_secs_f64())
+        }
+        RateRefusal::TableFull => format!("too many {what} on the hub; try again later"),
+    }
+}

@@ -1724,3 +1724,82 @@ fn loss_reports_go_to_the_other_party_of_a_connected_call_only() {
     let outs = hub.send(a1, ClientMsg::LossReport { call_id: call, audio_loss_pct: 3 }, t0 + secs(4));
     assert!(sent_to(&outs, a1).is_empty() && sent_to(&outs, k1).is_empty(), "{outs:#?}");
 }
+
+// ----- flood limits -----
+
+#[test]
+fn a_kiosk_asking_for_calls_too_often_is_told_busy_and_rings_no_agent() {
+    let config = QueueConfig { call_requests: Rate::per_minute(3), ..QueueConfig::default() };
+    let (mut hub, t0) = Hub::new(config);
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let k2 = hub.kiosk("k2", t0);
+    // Three fresh requests (each hung up again) are allowed within the minute ...
+    for i in 0..3u64 {
+        let outs = hub.request(k1, t0 + secs(i));
+        let call_id = offered(&outs, a1).expect("offered");
+        hub.hang_up(k1, call_id, t0 + secs(i));
+    }
+    // ... the fourth is told busy, for the 20 s until the next is allowed, and no call is made.
+    let outs = hub.request(k1, t0 + secs(3));
+    assert_eq!(sent_to(&outs, k1), [HubMsg::Busy { retry_after_s: 17 }]);
+    assert_eq!(offered(&outs, a1), None);
+    assert!(event_kinds(&outs).is_empty(), "a refused request writes nothing to the event log");
+    assert_eq!(hub.q.stats().call_requests_limited, 1);
+    assert_eq!(hub.q.stats().queued, 3);
+    // Another kiosk is not affected.
+    assert!(offered(&hub.request(k2, t0 + secs(3)), a1).is_some());
+    hub.hang_up(k2, 4, t0 + secs(3));
+    // Twenty seconds on, one more request from k1 is taken.
+    assert!(offered(&hub.request(k1, t0 + secs(20)), a1).is_some());
+}
+
+#[test]
+fn repeating_a_request_while_waiting_is_not_a_new_request() {
+    let config = QueueConfig { call_requests: Rate::per_minute(1), ..QueueConfig::default() };
+    let (mut hub, t0) = Hub::new(config);
+    let k1 = hub.kiosk("k1", t0);
+    hub.request(k1, t0);
+    for i in 1..10 {
+        let outs = hub.request(k1, t0 + secs(i));
+        assert!(!sent_to(&outs, k1).iter().any(|m| matches!(m, HubMsg::Busy { .. })), "{outs:#?}");
+    }
+    assert_eq!(hub.q.stats().call_requests_limited, 0);
+}
+
+#[test]
+fn texts_past_the_rate_are_refused_to_their_sender_and_not_relayed() {
+    let config = QueueConfig { texts: Rate::per_minute(5), ..QueueConfig::default() };
+    let (mut hub, t0) = Hub::new(config);
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let call_id = hub.connected_call(k1, a1, t0);
+    for id in 0..5 {
+        let outs = hub.text(k1, call_id, id, "hello", t0);
+        assert_eq!(sent_to(&outs, a1).len(), 1, "text {id} relayed");
+    }
+    let outs = hub.text(k1, call_id, 5, "hello", t0);
+    assert!(sent_to(&outs, a1).is_empty(), "the sixth is not relayed");
+    let to_kiosk = sent_to(&outs, k1);
+    assert!(matches!(&to_kiosk[..], [m] if is_error(m, false)), "{to_kiosk:?}");
+    // The other side has its own allowance.
+    assert_eq!(sent_to(&hub.text(a1, call_id, 1, "hi", t0), k1).len(), 1);
+    assert_eq!(hub.q.stats().texts_limited, 1);
+    assert_eq!(hub.q.stats().texts_relayed, 6);
+    // Twelve seconds later one more is taken.
+    assert_eq!(sent_to(&hub.text(k1, call_id, 6, "again", t0 + secs(12)), a1).len(), 1);
+}
+
+#[test]
+fn a_new_call_starts_with_a_fresh_text_allowance() {
+    let config = QueueConfig { texts: Rate::per_minute(1), ..QueueConfig::default() };
+    let (mut hub, t0) = Hub::new(config);
+    let a1 = hub.idle_agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    let first = hub.connected_call(k1, a1, t0);
+    hub.text(k1, first, 0, "one", t0);
+    assert!(sent_to(&hub.text(k1, first, 1, "two", t0), a1).is_empty());
+    hub.hang_up(k1, first, t0);
+    let second = hub.connected_call(k1, a1, t0 + secs(1));
+    assert_eq!(sent_to(&hub.text(k1, second, 0, "one", t0 + secs(1)), a1).len(), 1);
+}

@@ -99,6 +99,7 @@ pub async fn start_hub_revoking(
         metrics,
         recording: None,
         crl,
+        admission: Default::default(),
     })
     .await
     .expect("hub starts")
@@ -191,6 +192,23 @@ pub fn start_kiosk_target(
     media_options: MediaOptions,
     device_problems: Vec<String>,
 ) -> TestKiosk {
+    let call = CallConfig {
+        ended_screen: Duration::from_millis(200),
+        busy_screen: Duration::from_millis(500),
+        ..CallConfig::default()
+    };
+    start_kiosk_call(target, id, media, media_options, device_problems, call)
+}
+
+/// A kiosk with its own call configuration (e.g. the customer's consent to recording).
+pub fn start_kiosk_call(
+    target: HubTarget,
+    id: &str,
+    media: MediaDevices,
+    media_options: MediaOptions,
+    device_problems: Vec<String>,
+    call: CallConfig,
+) -> TestKiosk {
     let (backend, panel) = SimulatedButtons::new(true);
     let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50)).expect("button thread");
     let (obs_tx, events) = mpsc::unbounded_channel();
@@ -199,11 +217,7 @@ pub fn start_kiosk_target(
     let io =
         KioskIo { device_problems, ..KioskIo::in_process(presses, text_rx, obs_tx, media, media_options) };
     let opts = KioskOptions {
-        call: CallConfig {
-            ended_screen: Duration::from_millis(200),
-            busy_screen: Duration::from_millis(500),
-            ..CallConfig::default()
-        },
+        call,
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
     };

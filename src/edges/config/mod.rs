@@ -638,7 +638,7 @@ impl HubQueueConfig {
             kiosk_grace: Duration::from_secs(self.kiosk_grace_s),
             default_handle_time: Duration::from_secs(self.default_handle_time_s),
             busy_retry_after: Duration::from_secs(self.busy_retry_after_s),
-            record_calls: false,
+            ..QueueConfig::default()
         }
     }
 }
@@ -663,6 +663,67 @@ pub struct HubConfig {
     pub queue: HubQueueConfig,
     #[serde(default)]
     pub recording: RecordingSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]` of the hub: flood protection. New connections past a limit get no answer (a
+/// real client's retransmission comes in once the flood's share is used up); a kiosk asking
+/// for calls too often is told busy; texts past the rate are refused and the sender told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// New handshakes per second, over all clients.
+    pub handshakes_per_second: u32,
+    /// Handshakes in progress at once; from half of it on, new clients first prove their
+    /// address (QUIC Retry).
+    pub pending_handshakes: u32,
+    /// Connections from one IP address at once (a branch's kiosks behind one NAT share one).
+    pub connections_per_address: u32,
+    /// Fresh call requests per kiosk per minute.
+    pub call_requests_per_minute: u32,
+    /// Texts per minute from each side of a call.
+    pub texts_per_minute: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let admission = crate::limits::AdmissionConfig::default();
+        let queue = QueueConfig::default();
+        Self {
+            handshakes_per_second: admission.handshakes.count,
+            pending_handshakes: admission.pending_handshakes,
+            connections_per_address: admission.connections_per_address,
+            call_requests_per_minute: queue.call_requests.count,
+            texts_per_minute: queue.texts.count,
+        }
+    }
+}
+
+impl LimitsSection {
+    pub fn admission(&self) -> crate::limits::AdmissionConfig {
+        crate::limits::AdmissionConfig {
+            handshakes: crate::limits::Rate::per_second(self.handshakes_per_second),
+            pending_handshakes: self.pending_handshakes,
+            connections_per_address: self.connections_per_address,
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let fields = [
+            ("handshakes_per_second", self.handshakes_per_second),
+            ("pending_handshakes", self.pending_handshakes),
+            ("connections_per_address", self.connections_per_address),
+            ("call_requests_per_minute", self.call_requests_per_minute),
+            ("texts_per_minute", self.texts_per_minute),
+        ];
+        for (key, value) in fields {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(ConfigError::new(path, &format!("limits.{key}"), "must be 1 to 1000000"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[recording]` of the hub: calls are recorded only when `enabled` and the kiosk's request
@@ -690,8 +751,18 @@ impl RecordingSection {
 }
 
 impl HubConfig {
+    /// The queue's settings, with the call request and text limits.
+    pub fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            call_requests: crate::limits::Rate::per_minute(self.limits.call_requests_per_minute),
+            texts: crate::limits::Rate::per_minute(self.limits.texts_per_minute),
+            ..self.queue.queue_config()
+        }
+    }
+
     pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
         let cfg: Self = load(path)?;
+        cfg.limits.validate(path)?;
         let q = &cfg.queue;
         if !(1..=100_000).contains(&q.max_queue) {
             return Err(ConfigError::new(path, "queue.max_queue", "must be 1 to 100000"));

@@ -110,6 +110,7 @@ impl Rig {
             metrics: None,
             recording: None,
             crl: None,
+            admission: Default::default(),
         })
         .await?;
         let mut down = scenario.link.clone();

@@ -241,6 +241,8 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         offer_timeout: Duration::from_secs(10),
         wrap_up: Duration::ZERO,
         kiosk_grace: Duration::from_secs(5),
+        // The demo's kiosks place their calls back to back, faster than customers would.
+        call_requests: crate::limits::Rate::per_minute(1000),
         ..QueueConfig::default()
     };
     Ok(hub::start(HubOptions {
@@ -251,6 +253,7 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         metrics: None,
         recording: opts.record.clone().map(|dir| RecordingOptions { dir, retention: None }),
         crl: None,
+        admission: Default::default(),
     })
     .await?)
 }

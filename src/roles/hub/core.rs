@@ -14,11 +14,12 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::metrics::HubMetrics;
-use super::peer::{CoreCmd, PeerLink, WriterCmd};
+use super::peer::{self, CoreCmd, PeerLink, WriterCmd};
 use super::recording::{Note, Recording};
 use super::relay::{self, Leg};
 use super::{HubStatus, KioskStatus, unix_ms};
 use crate::edges::net::close_code;
+use crate::limits::Refusal;
 use crate::protocol::{CallId, HubMsg, Role};
 use crate::queue::log::{Event, EventRecord};
 use crate::queue::{AgentQueue, Input, Output, PeerId};
@@ -52,6 +53,8 @@ pub(super) struct Core {
     pub(super) recordings_failed: u64,
     /// Peers disconnected because their certificate was revoked.
     pub(super) revoked: u64,
+    /// The flood limits on new connections, for their counters.
+    pub(super) admission: peer::SharedAdmission,
 }
 
 impl Core {
@@ -219,6 +222,7 @@ impl Core {
             recordings_active: self.recordings.len(),
             recordings_finished: self.recordings_finished,
             recordings_failed: self.recordings_failed,
+            flood: self.flood(),
         };
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
@@ -226,6 +230,15 @@ impl Core {
             m.observe_status(&status);
         }
         self.status.send_replace(status);
+    }
+
+    fn flood(&self) -> super::FloodStatus {
+        let admission = peer::lock(&self.admission);
+        super::FloodStatus {
+            refused: Refusal::ALL.iter().map(|r| (r.as_str(), admission.refused(*r))).collect(),
+            retries: admission.retries(),
+            pending_handshakes: admission.pending(),
+        }
     }
 
     /// Points `peer`'s media at its partner's connection, or nowhere.

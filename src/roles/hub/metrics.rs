@@ -34,6 +34,11 @@ struct KioskLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -56,6 +61,9 @@ pub struct HubMetrics {
     recordings_finished: Counter,
     recordings_failed: Counter,
     refused: Gauge,
+    flood_refused: Family<ReasonLabel, Gauge>,
+    address_retries: Gauge,
+    pending_handshakes: Gauge,
     wait_seconds: Histogram,
     handle_seconds: Histogram,
     media_packets: Family<KindLabel, Gauge>,
@@ -92,6 +100,9 @@ impl HubMetrics {
             recordings_finished: Counter::default(),
             recordings_failed: Counter::default(),
             refused: Gauge::default(),
+            flood_refused: Family::default(),
+            address_retries: Gauge::default(),
+            pending_handshakes: Gauge::default(),
             wait_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             handle_seconds: Histogram::new(exponential_buckets(15.0, 2.0, 10)),
             media_packets: Family::default(),
@@ -132,6 +143,17 @@ impl HubMetrics {
             self.recordings_failed.clone(),
         );
         r.register("connections_refused", "Connections refused at the TLS handshake", self.refused.clone());
+        r.register(
+            "flood_refused",
+            "Refused by the flood limits: new connections (handshake_rate, pending_handshakes, per_address), call requests and texts",
+            self.flood_refused.clone(),
+        );
+        r.register(
+            "address_retries",
+            "New clients asked to prove their address (QUIC Retry) while many handshakes were in progress",
+            self.address_retries.clone(),
+        );
+        r.register("pending_handshakes", "Handshakes in progress", self.pending_handshakes.clone());
         r.register(
             "wait_seconds",
             "Time from joining the queue to an agent answering",
@@ -182,6 +204,12 @@ impl HubMetrics {
         self.calls_connected_now.set(s.snapshot.calls_connected as i64);
         self.connections.set(s.connections as i64);
         self.refused.set(s.refused as i64);
+        let limited = [("call_requests", s.stats.call_requests_limited), ("texts", s.stats.texts_limited)];
+        for (reason, n) in s.flood.refused.iter().map(|(r, n)| (*r, *n)).chain(limited) {
+            self.flood_refused.get_or_create(&ReasonLabel { reason: reason.into() }).set(n as i64);
+        }
+        self.address_retries.set(s.flood.retries as i64);
+        self.pending_handshakes.set(i64::from(s.flood.pending_handshakes));
         let m = &s.media;
         for (kind, v) in [
             ("audio_forwarded", m.audio_forwarded),

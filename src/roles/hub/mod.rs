@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use self::core::Core;
 use crate::edges::net::close_code;
 use crate::edges::net::tls::{Revocations, TlsMaterial, server_config_revoking};
+use crate::limits::{Admission, AdmissionConfig};
 use crate::protocol::KioskHealth;
 use crate::queue::{AgentQueue, LogSummary, QueueConfig, QueueStats, Snapshot};
 use crate::record::RecordingOptions;
@@ -78,6 +79,9 @@ pub struct HubOptions {
     /// at the handshake, and connected peers it names are disconnected. Read again when the
     /// file changes and on [`RunningHub::reload_revocations`] (SIGHUP).
     pub crl: Option<PathBuf>,
+    /// The limits on new connections (flood protection); the limits on call requests and
+    /// texts are the queue's.
+    pub admission: AdmissionConfig,
 }
 
 /// What the hub reports while it runs.
@@ -100,6 +104,19 @@ pub struct HubStatus {
     pub recordings_active: usize,
     pub recordings_finished: u64,
     pub recordings_failed: u64,
+    /// New connections held back by the flood limits.
+    pub flood: FloodStatus,
+}
+
+/// What the flood limits on new connections did (`limits::Admission`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FloodStatus {
+    /// Refused (ignored, no answer sent), by reason (`limits::Refusal::as_str`).
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Clients asked to prove their address (QUIC Retry) before their handshake.
+    pub retries: u64,
+    /// Handshakes in progress now.
+    pub pending_handshakes: u32,
 }
 
 /// A kiosk as the hub knows it.
@@ -174,7 +191,9 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         };
         tokio::spawn(watch.run(revoked, reload.clone()));
     }
-    let accept = tokio::spawn(peer::accept_loop(endpoint.clone(), core_tx));
+    let admission =
+        Arc::new(std::sync::Mutex::new(Admission::new(opts.admission, Instant::now().into_std())));
+    let accept = tokio::spawn(peer::accept_loop(endpoint.clone(), core_tx, admission.clone()));
     let now = Instant::now().into_std();
     let queue_config = QueueConfig { record_calls: opts.recording.is_some(), ..opts.queue };
     let mut queue = AgentQueue::new(queue_config, now, unix_ms());
@@ -202,6 +221,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         recordings_finished: 0,
         recordings_failed: 0,
         revoked: 0,
+        admission,
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, notes_rx, shutdown_rx).await;

@@ -1,10 +1,10 @@
 //! One task per connection: the handshake, the identity from the certificate, the control
 //! stream read into the core, a writer task for what the core sends back, and the media relay.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, VarInt};
 use tokio::sync::{mpsc, watch};
@@ -15,6 +15,7 @@ use super::{PEER_QUEUE, STREAM_TIMEOUT};
 use crate::edges::net::close_code;
 use crate::edges::net::control::{ControlError, ControlReader, ControlWriter};
 use crate::edges::net::tls::{Identity, peer_identity, peer_serial};
+use crate::limits::{Admission, Admit};
 use crate::protocol::{ClientMsg, HubMsg, KioskHealth, Role};
 use crate::queue::PeerId;
 
@@ -61,22 +62,110 @@ pub(super) enum WriterCmd {
     Close(u32, String),
 }
 
-pub(super) async fn accept_loop(endpoint: quinn::Endpoint, core: mpsc::Sender<CoreCmd>) {
+/// The admission of new connections, shared by the accept loop, the connections (which say
+/// when their handshake and they end) and the core (which reports its counters).
+pub(super) type SharedAdmission = Arc<Mutex<Admission<IpAddr>>>;
+
+pub(super) fn lock(admission: &SharedAdmission) -> std::sync::MutexGuard<'_, Admission<IpAddr>> {
+    // Every change is one call into the admission core: consistent even after a panic.
+    admission.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An accepted connection's place in the admission counts, given back when it is dropped.
+struct Admitted {
+    admission: SharedAdmission,
+    ip: IpAddr,
+    handshaking: bool,
+}
+
+impl Admitted {
+    fn handshake_done(&mut self) {
+        if std::mem::take(&mut self.handshaking) {
+            lock(&self.admission).handshake_done();
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.handshake_done();
+        lock(&self.admission).closed(&self.ip);
+    }
+}
+
+/// Logs of refusals at most every [`Throttled::EVERY`], with the number left out: a flood
+/// must not become a flood of log lines.
+#[derive(Default)]
+pub(super) struct Throttled {
+    last: Mutex<Option<Instant>>,
+    left_out: AtomicU64,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    /// `Some(left out since the last line)` when a line may be logged now.
+    pub(super) fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.left_out.swap(0, Ordering::Relaxed))
+    }
+}
+
+pub(super) async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    core: mpsc::Sender<CoreCmd>,
+    admission: SharedAdmission,
+) {
     let next_peer = Arc::new(AtomicU64::new(1));
+    let refusals = Arc::new(Throttled::default());
     while let Some(incoming) = endpoint.accept().await {
-        let peer = next_peer.fetch_add(1, Ordering::Relaxed);
-        let core = core.clone();
         let remote = incoming.remote_address();
+        let verdict =
+            lock(&admission).admit(&remote.ip(), incoming.remote_address_validated(), Instant::now());
+        match verdict {
+            Ok(Admit::Accept) => {}
+            Ok(Admit::Retry) => {
+                // Cannot fail: the address is not validated (checked by the admission).
+                let _ = incoming.retry();
+                continue;
+            }
+            Err(reason) => {
+                // No answer at all: nothing to amplify, and a real client's next Initial
+                // (its retransmission) is admitted once the flood's share is used up.
+                incoming.ignore();
+                if let Some(left_out) = refusals.allow() {
+                    warn!(%remote, reason = reason.as_str(), left_out, "new connection refused: flood limit");
+                }
+                continue;
+            }
+        }
+        let admitted = Admitted { admission: admission.clone(), ip: remote.ip(), handshaking: true };
+        let peer = next_peer.fetch_add(1, Ordering::Relaxed);
+        let (core, refusals) = (core.clone(), refusals.clone());
         tokio::spawn(
-            async move { handle_connection(incoming, peer, core).await }
+            async move { handle_connection(incoming, peer, core, admitted, &refusals).await }
                 .instrument(info_span!("peer", peer, %remote)),
         );
     }
 }
 
-async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::Sender<CoreCmd>) {
+async fn handle_connection(
+    incoming: quinn::Incoming,
+    peer: PeerId,
+    core: mpsc::Sender<CoreCmd>,
+    mut admitted: Admitted,
+    refusals: &Throttled,
+) {
     let remote = incoming.remote_address();
-    let Some((conn, ident)) = identify(incoming, &core).await else { return };
+    let identified = identify(incoming, &core, refusals).await;
+    admitted.handshake_done();
+    let Some((conn, ident)) = identified else { return };
     let (send, recv) = match tokio::time::timeout(STREAM_TIMEOUT, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
@@ -104,12 +193,21 @@ async fn handle_connection(incoming: quinn::Incoming, peer: PeerId, core: mpsc::
 }
 
 /// The handshake, and the peer's role and identity from its certificate.
-async fn identify(incoming: quinn::Incoming, core: &mpsc::Sender<CoreCmd>) -> Option<(Connection, Identity)> {
+async fn identify(
+    incoming: quinn::Incoming,
+    core: &mpsc::Sender<CoreCmd>,
+    refusals: &Throttled,
+) -> Option<(Connection, Identity)> {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
-            warn!(%remote, reason = %e, "connection refused during TLS handshake");
+            match refusals.allow() {
+                Some(left_out) => {
+                    warn!(%remote, reason = %e, left_out, "connection refused during TLS handshake")
+                }
+                None => debug!(%remote, reason = %e, "connection refused during TLS handshake"),
+            }
             let _ = core.send(CoreCmd::Refused).await;
             return None;
         }
