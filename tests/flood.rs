@@ -38,7 +38,7 @@ fn video() -> VideoSettings {
 
 /// A client that trusts the hub but has no certificate of its own: what anyone on the
 /// network can send.
-fn anonymous_client(pki: &Pki) -> quinn::Endpoint {
+fn anonymous_config(pki: &Pki) -> quinn::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.material(Role::Hub, "hub.flood").ca[0].clone()).expect("CA certificate");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -53,9 +53,14 @@ fn anonymous_client(pki: &Pki) -> quinn::Endpoint {
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(2_000))));
     config.transport_config(Arc::new(transport));
+    config
+}
+
+/// An endpoint for [`anonymous_config`] clients, on the runtime it is called in.
+fn anonymous_client(config: &quinn::ClientConfig) -> quinn::Endpoint {
     let mut ep =
         quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("client endpoint");
-    ep.set_default_client_config(config);
+    ep.set_default_client_config(config.clone());
     ep
 }
 
@@ -193,11 +198,21 @@ async fn floods_are_refused_and_counted_while_a_call_goes_on_without_a_gap() {
             most.fetch_max(pending, Ordering::Relaxed);
         }
     });
-    let (unauthenticated, half_open, busy) = tokio::join!(
-        connect_flood(anonymous_client(&pki), hub_addr, UNAUTHENTICATED, 100),
-        connect_flood(anonymous_client(&pki), proxy.local_addr(), HALF_OPEN, 100),
-        request_and_hang_up(session),
-    );
+    // The flooding clients run on a runtime (a thread) of their own, as if on another machine:
+    // their handshakes' cryptography does not hold up the call's tasks on this runtime.
+    let (anonymous, via_proxy) = (anonymous_config(&pki), proxy.local_addr());
+    let floods = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            tokio::join!(
+                connect_flood(anonymous_client(&anonymous), hub_addr, UNAUTHENTICATED, 100),
+                connect_flood(anonymous_client(&anonymous), via_proxy, HALF_OPEN, 100),
+            )
+        })
+    });
+    let busy = request_and_hang_up(session).await;
+    let (unauthenticated, half_open) =
+        tokio::task::spawn_blocking(move || floods.join().expect("flood thread")).await.expect("join");
     assert_eq!(unauthenticated, 0, "a client without a certificate got in");
     assert_eq!(half_open, 0, "a half-open connection completed");
     let rss_after = resident_mib();
