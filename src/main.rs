@@ -279,6 +279,18 @@ enum CertsCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Create the renewal CA (DIR/renewal/ca.pem, ca.key), signed by the root CA in DIR: a hub
+    /// given it (`[renewal]`) renews kiosk and agent certificates on line, while the root's
+    /// key stays offline.
+    RenewalCa {
+        /// Folder holding the root's ca.pem and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "kioskd renewal CA")]
+        name: String,
+        #[arg(long, default_value_t = 1825)]
+        days: i64,
+    },
     /// Revoke every certificate issued for ID (and/or the one in --cert): writes DIR/crl.pem,
     /// signed by the CA, which a hub with `[tls] crl` follows (refused at the next handshake;
     /// connected peers disconnected within seconds).
@@ -484,6 +496,7 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         call: cfg.call.call_config(),
         reconnect_min: Duration::from_millis(cfg.call.reconnect_min_ms),
         reconnect_max: Duration::from_millis(cfg.call.reconnect_max_ms),
+        renewal: cfg.tls.renewer(&args.config, &tls)?,
     };
     let (mut media, media_options, device_problems) = devices_from_config(&cfg.media());
     for p in &device_problems {
@@ -575,6 +588,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let renewal = cfg.renewal_issuer(&args.config, &tls)?;
     let mut shutdown = shutdown_signal()?;
     let hub = hub::start(hub::HubOptions {
         listen: cfg.listen,
@@ -585,6 +599,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         recording: cfg.recording.options(),
         crl: cfg.tls.crl.clone(),
         admission: cfg.limits.admission(),
+        renewal,
     })
     .await
     .context("starting the hub")?;
@@ -678,7 +693,8 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     for p in &problems {
         println!("{p}; calls go on without it");
     }
-    let io = AgentIo { commands: cmd_rx, observer: None, print: true, media, media_options };
+    let renewal = cfg.tls.renewer(&args.config, &tls)?;
+    let io = AgentIo { commands: cmd_rx, observer: None, print: true, media, media_options, renewal };
     match agent::run(target, auto, io, shutdown_signal()?).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -857,6 +873,16 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
             kioskd::edges::net::certs::record_issued(&dir, &id, role, &issued.cert_pem)
                 .context("recording the certificate in the CA's register")?;
             println!("issued {role} certificate for `{id}`: {} and {} (0600)", cert.display(), key.display());
+        }
+        CertsCommand::RenewalCa { dir, name, days } => {
+            let root =
+                Authority::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
+            let sub_dir = dir.join(kioskd::edges::net::certs::RENEWAL_DIR);
+            root.issue_renewal_ca(&name, days)?.write(&sub_dir)?;
+            println!(
+                "created renewal CA `{name}`: {0}/ca.pem and {0}/ca.key; give them to the hub as [renewal] ca_cert and ca_key",
+                sub_dir.display()
+            );
         }
         CertsCommand::Revoke { dir, id, cert } => {
             let r = kioskd::edges::net::certs::revoke(&dir, id.as_deref(), cert.as_deref())?;

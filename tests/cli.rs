@@ -304,3 +304,35 @@ fn certs_revoke_writes_a_list_the_hub_reads() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("tls.crl"), "{}", text(&o));
 }
+
+/// `kioskd certs renewal-ca` makes the CA a hub renews with; the hub's `[renewal]` takes it and
+/// refuses the root itself (whose key must stay offline) and a bad validity.
+#[test]
+fn certs_renewal_ca_makes_what_the_hub_renews_with() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    let d = dir.path().to_str().expect("utf-8");
+    let o = kioskd(&["certs", "renewal-ca", "--dir", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mode = std::fs::metadata(dir.path().join("renewal/ca.key")).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let renewal = |cert: &str, key: &str, days: u32| {
+        format!("[renewal]\nca_cert = \"{d}/{cert}\"\nca_key = \"{d}/{key}\"\ndays = {days}\n")
+    };
+    let hub = dir.path().join("hub.toml");
+    let base = std::fs::read_to_string(hub_toml(dir.path(), "")).expect("read");
+    std::fs::write(&hub, format!("{base}{}", renewal("renewal/ca.pem", "renewal/ca.key", 90)))
+        .expect("write");
+    let o = kioskd(&["hub", "--config", hub.to_str().expect("utf-8"), "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for (section, expect) in [
+        (renewal("ca.pem", "ca.key", 90), "root"),
+        (renewal("renewal/ca.pem", "ca.key", 90), "key"),
+        (renewal("renewal/ca.pem", "renewal/ca.key", 0), "renewal.days"),
+    ] {
+        std::fs::write(&hub, format!("{base}{section}")).expect("write");
+        let o = kioskd(&["hub", "--config", hub.to_str().expect("utf-8"), "--check"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("renewal") && text(&o).contains(expect), "{expect}: {}", text(&o));
+    }
+}

@@ -41,6 +41,7 @@ async fn two_loaded_calls_connect_deliver_their_media_and_are_recorded() {
         recording: Some(RecordingOptions { dir: recordings.clone(), retention: None }),
         crl: None,
         admission: Default::default(),
+        renewal: None,
     })
     .await
     .expect("hub starts");

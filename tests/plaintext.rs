@@ -113,6 +113,7 @@ async fn a_recorded_call_with_texts_shows_nothing_in_clear_on_the_hubs_udp_port(
         recording: Some(RecordingOptions { dir: dir.path().join("rec"), retention: None }),
         crl: None,
         admission: Default::default(),
+        renewal: None,
     })
     .await
     .expect("hub starts");

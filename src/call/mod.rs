@@ -460,7 +460,10 @@ impl CallMachine {
             // Handled by the media driver, which owns the encoder.
             | HubMsg::KeyframeRequest { .. }
             | HubMsg::RateHint { .. }
-            | HubMsg::LossReport { .. } => {}
+            | HubMsg::LossReport { .. }
+            // Handled by the link, which owns the certificate files.
+            | HubMsg::Renewed { .. }
+            | HubMsg::RenewRefused { .. } => {}
         }
     }
 

@@ -295,7 +295,10 @@ impl Console {
             | HubMsg::Welcome { .. }
             | HubMsg::Queued { .. }
             | HubMsg::Busy { .. }
-            | HubMsg::Ringing { .. } => {}
+            | HubMsg::Ringing { .. }
+            // The session's renewal handles these.
+            | HubMsg::Renewed { .. }
+            | HubMsg::RenewRefused { .. } => {}
         }
     }
 

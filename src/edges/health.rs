@@ -30,6 +30,10 @@ pub struct Health {
     pub hub_reached: bool,
     /// Devices that do not work ("camera: cannot open /dev/video0: ...").
     pub problems: Vec<String>,
+    /// The certificate's days left and its renewal (a failing renewal is reported here; it
+    /// does not make the kiosk unhealthy until the certificate is no longer valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<crate::edges::net::renew::CertificateHealth>,
 }
 
 /// What `kioskd health` found.
@@ -100,6 +104,7 @@ mod tests {
             in_call: false,
             hub_reached: true,
             problems: vec![],
+            certificate: None,
         }
     }
 

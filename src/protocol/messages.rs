@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_ID_BYTES, MAX_TEXT_BYTES};
+use super::{MAX_CHAIN_BYTES, MAX_CSR_BYTES, MAX_ID_BYTES, MAX_TEXT_BYTES};
 
 /// A call's id, given by the hub. Unique over the hub's event log, also across restarts.
 pub type CallId = u64;
@@ -179,6 +179,10 @@ pub enum ClientMsg {
     /// Kiosk: its health, sent on connecting and every few seconds; the hub exposes it per
     /// kiosk in its metrics.
     Health(KioskHealth),
+    /// Kiosk or agent: a certificate signing request (PEM) for a new key, to renew the
+    /// certificate before it expires. The hub issues for the identity of this connection's
+    /// certificate, never for what the request names.
+    Renew { csr: String },
 }
 
 /// A kiosk's health as it reports it.
@@ -218,6 +222,7 @@ impl ClientMsg {
             ClientMsg::Health(_) => "health",
             ClientMsg::RateHint { .. } => "rate_hint",
             ClientMsg::LossReport { .. } => "loss_report",
+            ClientMsg::Renew { .. } => "renew",
         }
     }
 
@@ -239,6 +244,7 @@ impl ClientMsg {
                 }
                 Ok(())
             }
+            ClientMsg::Renew { csr } => check_pem("csr", csr, "CERTIFICATE REQUEST", MAX_CSR_BYTES),
             _ => Ok(()),
         }
     }
@@ -292,6 +298,12 @@ pub enum HubMsg {
     LossReport { call_id: CallId, audio_loss_pct: u8 },
     /// The hub refuses what the peer did; `fatal` means the connection is closed next.
     Error { message: String, fatal: bool },
+    /// Kiosk or agent: the renewed certificate chain (PEM: the new certificate first), for the
+    /// key of the request. Used from the next connection.
+    Renewed { chain: String },
+    /// Kiosk or agent: the renewal was not done (no renewal CA at this hub, a bad request);
+    /// the party tries again later.
+    RenewRefused { reason: String },
 }
 
 impl HubMsg {
@@ -313,6 +325,8 @@ impl HubMsg {
             HubMsg::RateHint { .. } => "rate_hint",
             HubMsg::LossReport { .. } => "loss_report",
             HubMsg::Error { .. } => "error",
+            HubMsg::Renewed { .. } => "renewed",
+            HubMsg::RenewRefused { .. } => "renew_refused",
         }
     }
 
@@ -323,6 +337,8 @@ impl HubMsg {
             HubMsg::Connected { peer, .. } => check_len("peer", peer, MAX_ID_BYTES),
             HubMsg::Text { body, .. } => check_text(body),
             HubMsg::Error { message, .. } => check_len("message", message, MAX_TEXT_BYTES),
+            HubMsg::Renewed { chain } => check_pem("chain", chain, "CERTIFICATE", MAX_CHAIN_BYTES),
+            HubMsg::RenewRefused { reason } => check_len("reason", reason, MAX_TEXT_BYTES),
             _ => Ok(()),
         }
     }
@@ -331,6 +347,18 @@ impl HubMsg {
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
         return Err(format!("{field} is {} bytes, more than {max}", value.len()));
+    }
+    Ok(())
+}
+
+/// A PEM text of at most `max` bytes that begins with a `label` block, in printable ASCII.
+fn check_pem(field: &str, value: &str, label: &str, max: usize) -> Result<(), String> {
+    check_len(field, value, max)?;
+    if !value.trim_start().starts_with(&format!("-----BEGIN {label}-----")) {
+        return Err(format!("{field} is not a PEM {label}"));
+    }
+    if value.bytes().any(|b| !(b.is_ascii_graphic() || b == b' ' || b == b'\n' || b == b'\r')) {
+        return Err(format!("{field} holds bytes that PEM does not"));
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod messages;
+pub mod renewal;
 pub mod text;
 
 pub use codec::{DecodeError, EncodeError, FrameDecoder, decode_frame, encode_frame};
@@ -23,6 +24,13 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Largest text message body in bytes of UTF-8 (4 KiB, about a screenful).
 pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+
+/// Largest certificate request (PEM) a party may send for renewal; a P-256 request is about
+/// 500 bytes.
+pub const MAX_CSR_BYTES: usize = 4 * 1024;
+
+/// Largest renewed chain (PEM: the new certificate and the renewal CA's) the hub sends back.
+pub const MAX_CHAIN_BYTES: usize = 8 * 1024;
 
 /// Largest identity string (certificate common name) in bytes.
 pub const MAX_ID_BYTES: usize = 128;

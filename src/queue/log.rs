@@ -68,6 +68,11 @@ pub enum Event {
     /// A connected kiosk or agent was disconnected because its certificate was revoked
     /// (`detail` = the certificate's serial number).
     Revoked,
+    /// The hub renewed a kiosk's or agent's certificate on line (`detail` = the new serial
+    /// and its end of validity).
+    CertificateRenewed,
+    /// The hub did not renew a certificate it was asked to (`detail` = why).
+    RenewalRefused,
 }
 
 /// One call as reconstructed from the log.

@@ -399,6 +399,8 @@ impl AgentQueue {
             }
             // The driver turns a kiosk's health into metrics; the queue has nothing to do.
             (Role::Kiosk, ClientMsg::Health(_)) => {}
+            // The driver renews certificates (it holds the renewal CA); nothing for the queue.
+            (Role::Kiosk | Role::Agent, ClientMsg::Renew { .. }) => {}
             (role, msg) => self.refuse(now, peer, format!("a {role} may not send {}", msg.kind())),
         }
     }

@@ -10,6 +10,7 @@ use kioskd::call::{CallConfig, KioskState};
 use kioskd::edges::devices::buttons::{self, simulated::Panel, simulated::SimulatedButtons};
 use kioskd::edges::net::certs::Authority;
 use kioskd::edges::net::client::HubTarget;
+use kioskd::edges::net::renew::SharedRenewer;
 use kioskd::edges::net::tls::{TlsMaterial, client_config};
 use kioskd::edges::session::{MediaDevices, MediaOptions};
 use kioskd::protocol::Role;
@@ -100,6 +101,7 @@ pub async fn start_hub_revoking(
         recording: None,
         crl,
         admission: Default::default(),
+        renewal: None,
     })
     .await
     .expect("hub starts")
@@ -209,6 +211,34 @@ pub fn start_kiosk_call(
     device_problems: Vec<String>,
     call: CallConfig,
 ) -> TestKiosk {
+    let opts = KioskOptions {
+        call,
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        renewal: None,
+    };
+    start_kiosk_opts(target, id, media, media_options, device_problems, opts)
+}
+
+/// A kiosk without media that renews its certificate with `renewal`.
+pub fn start_kiosk_renewing(target: HubTarget, id: &str, renewal: SharedRenewer) -> TestKiosk {
+    let opts = KioskOptions {
+        call: CallConfig::default(),
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        renewal: Some(renewal),
+    };
+    start_kiosk_opts(target, id, MediaDevices::default(), MediaOptions::default(), Vec::new(), opts)
+}
+
+fn start_kiosk_opts(
+    target: HubTarget,
+    id: &str,
+    media: MediaDevices,
+    media_options: MediaOptions,
+    device_problems: Vec<String>,
+    opts: KioskOptions,
+) -> TestKiosk {
     let (backend, panel) = SimulatedButtons::new(true);
     let presses = buttons::spawn(Box::new(backend), Duration::from_millis(50)).expect("button thread");
     let (obs_tx, events) = mpsc::unbounded_channel();
@@ -216,11 +246,6 @@ pub fn start_kiosk_call(
     let (stop, stop_rx) = watch::channel(false);
     let io =
         KioskIo { device_problems, ..KioskIo::in_process(presses, text_rx, obs_tx, media, media_options) };
-    let opts = KioskOptions {
-        call,
-        reconnect_min: Duration::from_millis(50),
-        reconnect_max: Duration::from_millis(500),
-    };
     let task = tokio::spawn(kiosk::run(target, opts, io, stop_rx));
     TestKiosk { id: id.into(), panel, events, texts, stop, task }
 }
@@ -275,7 +300,14 @@ pub fn start_agent_full(
     let (commands, cmd_rx) = mpsc::channel(16);
     let (obs_tx, events) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
-    let io = AgentIo { commands: cmd_rx, observer: Some(obs_tx), print: false, media, media_options };
+    let io = AgentIo {
+        commands: cmd_rx,
+        observer: Some(obs_tx),
+        print: false,
+        media,
+        media_options,
+        renewal: None,
+    };
     let task = tokio::spawn(agent::run(target, auto, io, stop_rx));
     TestAgent { id: id.into(), commands, events, stop, task }
 }

@@ -94,11 +94,62 @@ pub struct TlsFiles {
     /// The hub only: a certificate revocation list (PEM) from `kioskd certs revoke`.
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// Kiosk and agent: renew the certificate on line this many days before it expires (0:
+    /// never). The hub must have a `[renewal]` CA.
+    #[serde(default = "default_renew_before_days")]
+    pub renew_before_days: u32,
+    /// Kiosk and agent: after a failed renewal, try again this many seconds later.
+    #[serde(default = "default_renew_retry_s")]
+    pub renew_retry_s: u32,
+}
+
+fn default_renew_before_days() -> u32 {
+    30
+}
+
+fn default_renew_retry_s() -> u32 {
+    3600
 }
 
 impl TlsFiles {
+    /// The renewal of this party's certificate (kiosk and agent), when not turned off.
+    pub fn renewer(
+        &self,
+        file: &Path,
+        material: &TlsMaterial,
+    ) -> Result<Option<crate::edges::net::renew::SharedRenewer>, ConfigError> {
+        use crate::edges::net::renew::{CertFiles, Renewer};
+        if self.renew_before_days == 0 {
+            return Ok(None);
+        }
+        let policy = crate::protocol::renewal::RenewalPolicy {
+            before_s: i64::from(self.renew_before_days) * 86_400,
+            retry_s: i64::from(self.renew_retry_s),
+            ..Default::default()
+        };
+        let files = CertFiles { cert: self.cert.clone(), key: self.key.clone() };
+        Renewer::new(files, material.clone(), policy)
+            .map(|r| Some(r.shared()))
+            .map_err(|e| ConfigError::new(file, "tls.cert", e.to_string()))
+    }
+
     /// Loads the files and checks that the certificate is for `role`.
     pub fn load(&self, file: &Path, role: Role) -> Result<TlsMaterial, ConfigError> {
+        if role != Role::Hub {
+            if self.renew_before_days > 3650 {
+                return Err(ConfigError::new(file, "tls.renew_before_days", "must be 0 to 3650"));
+            }
+            if self.renew_retry_s == 0 {
+                return Err(ConfigError::new(file, "tls.renew_retry_s", "must be > 0"));
+            }
+            let files =
+                crate::edges::net::renew::CertFiles { cert: self.cert.clone(), key: self.key.clone() };
+            match files.finish_pending() {
+                Ok(Some(what)) => tracing::warn!(cert = %self.cert.display(), "{what}"),
+                Ok(None) => {}
+                Err(e) => return Err(ConfigError::new(file, "tls.cert", e.to_string())),
+            }
+        }
         let certs = |key: &str, path: &Path| {
             crate::edges::net::tls::read_certs(path).map_err(|e| ConfigError::new(file, key, e.to_string()))
         };
@@ -665,6 +716,58 @@ pub struct HubConfig {
     pub recording: RecordingSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// On-line renewal of kiosk and agent certificates; off when absent.
+    #[serde(default)]
+    pub renewal: Option<RenewalSection>,
+}
+
+/// `[renewal]` of the hub: a renewal CA (`kioskd certs renewal-ca`) below the deployment's
+/// root, never the root itself, with which the hub signs the certificates that kiosks and
+/// agents ask for before theirs expire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalSection {
+    /// The renewal CA's certificate (PEM), signed by `tls.ca`.
+    pub ca_cert: PathBuf,
+    /// Its key (PEM, kept readable by the hub only).
+    pub ca_key: PathBuf,
+    /// Validity of a renewed certificate, in days.
+    #[serde(default = "default_renewal_days")]
+    pub days: i64,
+    /// The folder of the register of renewed certificates (`issued.jsonl`, what
+    /// `kioskd certs revoke` looks identities up in); the renewal CA's folder by default.
+    #[serde(default)]
+    pub register_dir: Option<PathBuf>,
+}
+
+fn default_renewal_days() -> i64 {
+    90
+}
+
+impl RenewalSection {
+    /// The renewal CA, checked: a CA, not a root, signed by one of `roots`, its key its own.
+    pub fn issuer(
+        &self,
+        file: &Path,
+        roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<crate::edges::net::certs::RenewalIssuer, ConfigError> {
+        let bad = |key: &str, msg: String| ConfigError::new(file, key, msg);
+        if !(1..=3650).contains(&self.days) {
+            return Err(bad("renewal.days", "must be 1 to 3650".into()));
+        }
+        let ca = crate::edges::net::certs::Authority::load_files(&self.ca_cert, &self.ca_key)
+            .map_err(|e| bad("renewal.ca_key", e.to_string()))?;
+        crate::edges::net::certs::check_renewal_ca(&ca, roots)
+            .map_err(|e| bad("renewal.ca_cert", e.to_string()))?;
+        let dir = match &self.register_dir {
+            Some(d) => d.clone(),
+            None => self.ca_cert.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        };
+        if !dir.is_dir() {
+            return Err(bad("renewal.register_dir", format!("{} is not a directory", dir.display())));
+        }
+        Ok(crate::edges::net::certs::RenewalIssuer::new(ca, self.days, dir))
+    }
 }
 
 /// `[limits]` of the hub: flood protection. New connections past a limit get no answer (a
@@ -760,6 +863,15 @@ impl HubConfig {
         }
     }
 
+    /// The renewal CA, when `[renewal]` is set (checked against the deployment's CA).
+    pub fn renewal_issuer(
+        &self,
+        path: &Path,
+        tls: &TlsMaterial,
+    ) -> Result<Option<std::sync::Arc<crate::edges::net::certs::RenewalIssuer>>, ConfigError> {
+        self.renewal.as_ref().map(|r| r.issuer(path, &tls.ca).map(std::sync::Arc::new)).transpose()
+    }
+
     pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
         let cfg: Self = load(path)?;
         cfg.limits.validate(path)?;
@@ -804,6 +916,7 @@ impl HubConfig {
             ));
         }
         let tls = cfg.tls.load(path, Role::Hub)?;
+        cfg.renewal_issuer(path, &tls)?;
         Ok((cfg, tls))
     }
 }

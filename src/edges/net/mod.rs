@@ -4,6 +4,7 @@ pub mod certs;
 pub mod client;
 pub mod control;
 pub mod frame;
+pub mod renew;
 pub mod tls;
 
 /// QUIC application close codes. The reason text goes with them.

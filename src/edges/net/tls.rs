@@ -11,6 +11,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::protocol::{ALPN, MAX_ID_BYTES, Role};
@@ -204,9 +205,19 @@ pub fn server_config_revoking(
     let provider = provider();
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider.clone());
     if !revoked.crls.is_empty() {
-        builder = builder.with_crls(revoked.crls.clone()).only_check_end_entity_revocation();
+        // The list is the root's: webpki checks the certificates the root issued against it; a
+        // certificate from the renewal CA has no list of its issuer's, and is checked by its
+        // serial below (serials are random, 16 bytes: the same across both).
+        builder = builder
+            .with_crls(revoked.crls.clone())
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
     }
-    let verifier = builder.build()?;
+    let verifier: Arc<dyn ClientCertVerifier> = if revoked.serials.is_empty() {
+        builder.build()?
+    } else {
+        Arc::new(RevokingVerifier { inner: builder.build()?, serials: revoked.serials.clone() })
+    };
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -264,6 +275,93 @@ impl ServerCertVerifier for HubVerifier {
             _ => {
                 Err(rustls::Error::General("the server's certificate is not a kioskd hub certificate".into()))
             }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Verifies a client chain (leaf first) against `ca` the way the hub does, at `now_unix`.
+pub fn verify_client_chain(
+    ca: &[CertificateDer<'static>],
+    chain: &[CertificateDer<'static>],
+    now_unix: i64,
+) -> Result<(), String> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(ca).map_err(|e| e.to_string())?),
+        provider(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let (leaf, rest) = chain.split_first().ok_or("no certificate")?;
+    let now = UnixTime::since_unix_epoch(Duration::from_secs(now_unix.max(0) as u64));
+    verifier.verify_client_cert(leaf, rest, now).map(drop).map_err(|e| e.to_string())
+}
+
+/// The end of a DER certificate's validity, in seconds since the Unix epoch.
+pub fn not_after(der: &[u8]) -> Result<i64, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Parse(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// The end of a connection's peer certificate's validity (Unix seconds).
+pub fn peer_not_after(conn: &quinn::Connection) -> Option<i64> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    not_after(certs.first()?).ok()
+}
+
+/// The CA's verification, then a refusal of every certificate whose serial the revocation list
+/// names, whichever CA of the deployment issued it.
+#[derive(Debug)]
+struct RevokingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    serials: std::collections::HashSet<Vec<u8>>,
+}
+
+impl ClientCertVerifier for RevokingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        match serial_of(end_entity) {
+            Ok(serial) if !self.serials.contains(&serial) => Ok(verified),
+            Ok(_) => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)),
+            Err(e) => Err(rustls::Error::General(e.to_string())),
         }
     }
 

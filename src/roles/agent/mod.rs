@@ -13,8 +13,8 @@ use tracing::{debug, info, warn};
 pub use crate::console::{AutoAnswer, Command as AgentCommand, HELP};
 use crate::console::{Console, Event, Output};
 use crate::edges::net::client::{self, HubTarget, Session};
-use crate::edges::net::close_code;
 use crate::edges::net::control::{ControlError, ControlReader, ControlWriter};
+use crate::edges::net::{close_code, renew};
 use crate::edges::session::{MediaDevices, MediaOptions, MediaSession, MediaStats};
 use crate::protocol::{CallId, ClientMsg, EndReason, HubMsg, Role, RoomState, WithdrawReason};
 
@@ -114,6 +114,8 @@ pub struct AgentIo {
     /// The agent's camera, microphone, and where the kiosk's picture and sound go.
     pub media: MediaDevices,
     pub media_options: MediaOptions,
+    /// Renews the agent's certificate on line before it expires.
+    pub renewal: Option<renew::SharedRenewer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,9 +188,26 @@ impl Agent {
     }
 
     async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+        let result = self.run_session(&mut shutdown).await;
+        if let Some(r) = &self.io.renewal {
+            renew::lock(r).connection_lost();
+        }
+        result
+    }
+
+    async fn run_session(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), AgentError> {
         loop {
-            let deadline = self.carry_out().await;
-            match self.wait(deadline, &mut shutdown).await {
+            let renewal = self.io.renewal.clone();
+            if let Some(req) = renewal.as_ref().and_then(|r| renew::lock(r).poll()) {
+                self.send(req).await;
+            }
+            let mut deadline = self.carry_out().await;
+            if let Some(r) = &renewal {
+                let wake = Instant::now() + renew::lock(r).wake_in();
+                deadline = Some(deadline.map_or(wake, |d| d.min(wake)));
+            }
+            match self.wait(deadline, shutdown).await {
+                Wake::Hub(Ok(msg)) if renewal.as_ref().is_some_and(|r| renew::lock(r).handle(&msg)) => {}
                 Wake::Hub(Ok(msg)) => self.on_hub(msg),
                 Wake::Hub(Err(ControlError::Decode(e))) => {
                     self.conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), e.to_string().as_bytes());

@@ -111,6 +111,7 @@ impl Rig {
             recording: None,
             crl: None,
             admission: Default::default(),
+            renewal: None,
         })
         .await?;
         let mut down = scenario.link.clone();
@@ -281,6 +282,7 @@ fn spawn_agent(
         print: false,
         media: synthetic_devices(660.0, opts.video),
         media_options: opts.clone(),
+        renewal: None,
     };
     (tokio::spawn(agent::run(target, Some(auto), io, stop)), agent_events, agent_commands)
 }
@@ -308,6 +310,7 @@ fn spawn_kiosk(
         },
         reconnect_min: Duration::from_millis(100),
         reconnect_max: Duration::from_millis(1000),
+        renewal: None,
     };
     Ok((tokio::spawn(kiosk::run(target, kopts, io, stop)), kiosk_events, kiosk_texts, panel))
 }

@@ -124,7 +124,14 @@ impl Cast {
         let media =
             if opts.media { synthetic_devices(AGENT_TONE_HZ, opts.video) } else { MediaDevices::default() };
         let media_options = MediaOptions { video: opts.video, ..MediaOptions::default() };
-        let io = AgentIo { commands: cmd_rx, observer: Some(observer), print: false, media, media_options };
+        let io = AgentIo {
+            commands: cmd_rx,
+            observer: Some(observer),
+            print: false,
+            media,
+            media_options,
+            renewal: None,
+        };
         let stop = self.stop.subscribe();
         let name = id.clone();
         self.tasks.push(tokio::spawn(async move {
@@ -168,6 +175,7 @@ impl Cast {
             },
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
+            renewal: None,
         };
         let stop = self.stop.subscribe();
         let name = id.clone();
@@ -254,6 +262,7 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         recording: opts.record.clone().map(|dir| RecordingOptions { dir, retention: None }),
         crl: None,
         admission: Default::default(),
+        renewal: None,
     })
     .await?)
 }

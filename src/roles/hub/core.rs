@@ -55,6 +55,10 @@ pub(super) struct Core {
     pub(super) revoked: u64,
     /// The flood limits on new connections, for their counters.
     pub(super) admission: peer::SharedAdmission,
+    /// The hub's own certificate's end.
+    pub(super) own_certificate: Option<super::CertificateExpiry>,
+    pub(super) renewed: u64,
+    pub(super) renewals_refused: u64,
 }
 
 impl Core {
@@ -117,6 +121,7 @@ impl Core {
             }
             CoreCmd::Refused => self.refused += 1,
             CoreCmd::Revoked(serials) => self.revoke(&serials),
+            CoreCmd::Renewal { role, id, outcome } => self.renewal(role, id, outcome),
             CoreCmd::Health { id, health } => {
                 self.kiosks.insert(id, KioskStatus { connected: true, health });
             }
@@ -223,6 +228,9 @@ impl Core {
             recordings_finished: self.recordings_finished,
             recordings_failed: self.recordings_failed,
             flood: self.flood(),
+            certificates: self.certificates(),
+            renewed: self.renewed,
+            renewals_refused: self.renewals_refused,
         };
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
@@ -230,6 +238,49 @@ impl Core {
             m.observe_status(&status);
         }
         self.status.send_replace(status);
+    }
+
+    fn certificates(&self) -> Vec<super::CertificateExpiry> {
+        let mut parties: Vec<super::CertificateExpiry> = self
+            .links
+            .values()
+            .filter_map(|l| {
+                Some(super::CertificateExpiry { role: l.role, id: l.id.clone(), not_after: l.not_after? })
+            })
+            .collect();
+        parties.sort_by(|a, b| (a.role, &a.id).cmp(&(b.role, &b.id)));
+        parties.dedup();
+        self.own_certificate.iter().cloned().chain(parties).collect()
+    }
+
+    /// Logs a renewal the connection task did (or refused).
+    fn renewal(&mut self, role: Role, id: String, outcome: Result<String, String>) {
+        let (event, detail) = match outcome {
+            Ok(d) => {
+                self.renewed += 1;
+                (Event::CertificateRenewed, d)
+            }
+            Err(d) => {
+                self.renewals_refused += 1;
+                (Event::RenewalRefused, d)
+            }
+        };
+        let (kiosk, agent) = if role == Role::Kiosk { (Some(id), None) } else { (None, Some(id)) };
+        let rec = EventRecord {
+            ts_ms: unix_ms(),
+            event,
+            call_id: None,
+            kiosk,
+            agent,
+            detail: Some(detail),
+            position: None,
+        };
+        self.log_event(&rec);
+        if let Err(e) = self.log.flush() {
+            self.log_errors += 1;
+            error!(error = %e, "event log flush failed");
+        }
+        self.publish_status();
     }
 
     fn flood(&self) -> super::FloodStatus {

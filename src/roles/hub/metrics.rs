@@ -34,6 +34,12 @@ struct KioskLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartyLabel {
+    role: String,
+    id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -73,6 +79,9 @@ pub struct HubMetrics {
     kiosk_rtt_ms: Family<KioskLabel, Gauge>,
     kiosk_lost_packets: Family<KioskLabel, Gauge>,
     kiosk_sent_packets: Family<KioskLabel, Gauge>,
+    certificate_expiry_days: Family<PartyLabel, Gauge<f64, AtomicU64>>,
+    renewed: Gauge,
+    renewals_refused: Gauge,
     /// call id → (queued ms, connected ms)
     open: HashMap<CallId, (Option<u64>, Option<u64>)>,
 }
@@ -112,6 +121,9 @@ impl HubMetrics {
             kiosk_rtt_ms: Family::default(),
             kiosk_lost_packets: Family::default(),
             kiosk_sent_packets: Family::default(),
+            certificate_expiry_days: Family::default(),
+            renewed: Gauge::default(),
+            renewals_refused: Gauge::default(),
             open: HashMap::new(),
             registry: Registry::default(),
         };
@@ -154,6 +166,21 @@ impl HubMetrics {
             self.address_retries.clone(),
         );
         r.register("pending_handshakes", "Handshakes in progress", self.pending_handshakes.clone());
+        r.register(
+            "certificate_expiry_days",
+            "Days until the certificate expires: the hub's own and each connected party's",
+            self.certificate_expiry_days.clone(),
+        );
+        r.register(
+            "certificates_renewed",
+            "Kiosk and agent certificates renewed on line",
+            self.renewed.clone(),
+        );
+        r.register(
+            "certificate_renewals_refused",
+            "Renewal requests refused (no renewal CA, a bad request, too many)",
+            self.renewals_refused.clone(),
+        );
         r.register(
             "wait_seconds",
             "Time from joining the queue to an agent answering",
@@ -210,6 +237,17 @@ impl HubMetrics {
         }
         self.address_retries.set(s.flood.retries as i64);
         self.pending_handshakes.set(i64::from(s.flood.pending_handshakes));
+        // Only the parties connected now: the family is rebuilt each time.
+        self.certificate_expiry_days.clear();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for c in &s.certificates {
+            let l = PartyLabel { role: c.role.as_str().into(), id: c.id.clone() };
+            self.certificate_expiry_days.get_or_create(&l).set((c.not_after - now) as f64 / 86_400.0);
+        }
+        self.renewed.set(s.renewed as i64);
+        self.renewals_refused.set(s.renewals_refused as i64);
         let m = &s.media;
         for (kind, v) in [
             ("audio_forwarded", m.audio_forwarded),
@@ -327,4 +365,43 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Mutex<HubMetrics>>) -> std::io
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Role;
+    use crate::roles::hub::CertificateExpiry;
+
+    #[test]
+    fn certificate_expiry_shows_the_hub_and_the_parties_connected_now() {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let mut m = HubMetrics::new();
+        let cert = |role, id: &str, days: i64| CertificateExpiry {
+            role,
+            id: id.into(),
+            not_after: now + days * 86_400,
+        };
+        let mut s = HubStatus {
+            certificates: vec![cert(Role::Hub, "hub-1", 400), cert(Role::Kiosk, "branch-1/kiosk-1", 12)],
+            renewed: 3,
+            ..HubStatus::default()
+        };
+        m.observe_status(&s);
+        let text = m.encode();
+        let line = |id: &str| {
+            text.lines()
+                .find(|l| l.starts_with("kioskd_hub_certificate_expiry_days{") && l.contains(id))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        assert!(line("hub-1").is_some_and(|d| (d - 400.0).abs() < 0.01), "{text}");
+        assert!(line("branch-1/kiosk-1").is_some_and(|d| (d - 12.0).abs() < 0.01), "{text}");
+        assert!(text.contains("kioskd_hub_certificates_renewed 3"), "{text}");
+        // The kiosk goes: its series goes with it.
+        s.certificates.truncate(1);
+        m.observe_status(&s);
+        assert!(!m.encode().contains("branch-1/kiosk-1"));
+    }
 }

@@ -38,7 +38,10 @@ pub mod metrics;
 mod peer;
 pub mod recording;
 pub mod relay;
+mod renewal;
 mod revocation;
+
+pub use renewal::RenewalIssuer;
 
 /// Messages queued for one peer before it counts as too slow (256 × ≤16 KiB).
 pub(super) const PEER_QUEUE: usize = 256;
@@ -82,6 +85,20 @@ pub struct HubOptions {
     /// The limits on new connections (flood protection); the limits on call requests and
     /// texts are the queue's.
     pub admission: AdmissionConfig,
+    /// Renews kiosk and agent certificates on line with this renewal CA; refused when absent.
+    pub renewal: Option<Arc<RenewalIssuer>>,
+}
+
+/// Certificates within this many days of their end are warned about (log, doctor).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// A certificate's end of validity, the hub's own or a connected party's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    pub role: crate::protocol::Role,
+    pub id: String,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 /// What the hub reports while it runs.
@@ -106,6 +123,11 @@ pub struct HubStatus {
     pub recordings_failed: u64,
     /// New connections held back by the flood limits.
     pub flood: FloodStatus,
+    /// The hub's own certificate first, then each connected party's.
+    pub certificates: Vec<CertificateExpiry>,
+    /// Certificates renewed on line, and requests refused.
+    pub renewed: u64,
+    pub renewals_refused: u64,
 }
 
 /// What the flood limits on new connections did (`limits::Admission`).
@@ -189,11 +211,16 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
             endpoint: endpoint.clone(),
             core: core_tx.clone(),
         };
-        tokio::spawn(watch.run(revoked, reload.clone()));
+        tokio::spawn(watch.run(revoked, reload.clone(), shutdown_rx.clone()));
     }
     let admission =
         Arc::new(std::sync::Mutex::new(Admission::new(opts.admission, Instant::now().into_std())));
-    let accept = tokio::spawn(peer::accept_loop(endpoint.clone(), core_tx, admission.clone()));
+    let own = own_expiry(&opts.tls);
+    if let Some(own) = &own {
+        tokio::spawn(warn_own_expiry(own.not_after));
+    }
+    let accept =
+        tokio::spawn(peer::accept_loop(endpoint.clone(), core_tx, admission.clone(), opts.renewal.clone()));
     let now = Instant::now().into_std();
     let queue_config = QueueConfig { record_calls: opts.recording.is_some(), ..opts.queue };
     let mut queue = AgentQueue::new(queue_config, now, unix_ms());
@@ -222,6 +249,9 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         recordings_failed: 0,
         revoked: 0,
         admission,
+        own_certificate: own,
+        renewed: 0,
+        renewals_refused: 0,
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, notes_rx, shutdown_rx).await;
@@ -239,6 +269,35 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         task,
         endpoint,
     })
+}
+
+fn own_expiry(tls: &TlsMaterial) -> Option<CertificateExpiry> {
+    let leaf = tls.chain.first()?;
+    let ident = crate::edges::net::tls::identity_from_cert(leaf).ok()?;
+    let not_after = crate::edges::net::tls::not_after(leaf).ok()?;
+    Some(CertificateExpiry { role: ident.role, id: ident.id, not_after })
+}
+
+/// Whole days from now to `not_after` (Unix seconds), negative once past.
+pub fn days_left(not_after: i64) -> i64 {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    (not_after - now).div_euclid(86_400)
+}
+
+/// Warns about the hub's own certificate from [`EXPIRY_WARNING_DAYS`] before its end, at start
+/// and every 12 hours.
+async fn warn_own_expiry(not_after: i64) {
+    let mut every = tokio::time::interval(Duration::from_secs(12 * 3600));
+    loop {
+        every.tick().await;
+        let days = days_left(not_after);
+        if days < EXPIRY_WARNING_DAYS {
+            warn!(
+                days,
+                "the hub's certificate expires in {days} days: issue a new one (`kioskd certs issue --role hub`)"
+            );
+        }
+    }
 }
 
 /// Reads what the event log holds so far (to restore the queue) and opens it to append.

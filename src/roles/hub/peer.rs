@@ -11,10 +11,11 @@ use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::relay::{self, Leg};
+use super::renewal::{self, RenewalIssuer};
 use super::{PEER_QUEUE, STREAM_TIMEOUT};
 use crate::edges::net::close_code;
 use crate::edges::net::control::{ControlError, ControlReader, ControlWriter};
-use crate::edges::net::tls::{Identity, peer_identity, peer_serial};
+use crate::edges::net::tls::{Identity, peer_identity, peer_not_after, peer_serial};
 use crate::limits::{Admission, Admit};
 use crate::protocol::{ClientMsg, HubMsg, KioskHealth, Role};
 use crate::queue::PeerId;
@@ -41,6 +42,12 @@ pub(super) enum CoreCmd {
     Refused,
     /// The revocation list changed: these certificate serials are revoked.
     Revoked(std::collections::HashSet<Vec<u8>>),
+    /// A certificate was renewed (the new serial) or its renewal refused (why), for the log.
+    Renewal {
+        role: Role,
+        id: String,
+        outcome: Result<String, String>,
+    },
 }
 
 /// The core's handle on one connected peer.
@@ -54,6 +61,8 @@ pub(super) struct PeerLink {
     pub id: String,
     /// The serial number of the peer's certificate (what a revocation names).
     pub serial: Option<Vec<u8>>,
+    /// The end of the peer's certificate's validity (Unix seconds).
+    pub not_after: Option<i64>,
 }
 
 /// For a peer's writer task.
@@ -121,6 +130,7 @@ pub(super) async fn accept_loop(
     endpoint: quinn::Endpoint,
     core: mpsc::Sender<CoreCmd>,
     admission: SharedAdmission,
+    renewal: Option<Arc<RenewalIssuer>>,
 ) {
     let next_peer = Arc::new(AtomicU64::new(1));
     let refusals = Arc::new(Throttled::default());
@@ -147,9 +157,9 @@ pub(super) async fn accept_loop(
         }
         let admitted = Admitted { admission: admission.clone(), ip: remote.ip(), handshaking: true };
         let peer = next_peer.fetch_add(1, Ordering::Relaxed);
-        let (core, refusals) = (core.clone(), refusals.clone());
+        let (core, refusals, renewal) = (core.clone(), refusals.clone(), renewal.clone());
         tokio::spawn(
-            async move { handle_connection(incoming, peer, core, admitted, &refusals).await }
+            async move { handle_connection(incoming, peer, core, admitted, &refusals, renewal).await }
                 .instrument(info_span!("peer", peer, %remote)),
         );
     }
@@ -161,6 +171,7 @@ async fn handle_connection(
     core: mpsc::Sender<CoreCmd>,
     mut admitted: Admitted,
     refusals: &Throttled,
+    renewal: Option<Arc<RenewalIssuer>>,
 ) {
     let remote = incoming.remote_address();
     let identified = identify(incoming, &core, refusals).await;
@@ -176,18 +187,33 @@ async fn handle_connection(
             return conn.close(VarInt::from_u32(close_code::PROTOCOL), b"no control stream");
         }
     };
-    info!(role = %ident.role, id = %ident.id, "connected");
+    let not_after = peer_not_after(&conn);
+    match not_after.map(super::days_left) {
+        Some(days) if days < super::EXPIRY_WARNING_DAYS => {
+            warn!(role = %ident.role, id = %ident.id, days, "connected; its certificate expires in {days} days")
+        }
+        _ => info!(role = %ident.role, id = %ident.id, "connected"),
+    }
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
     let (route, route_rx) = watch::channel(None);
     let serial = peer_serial(&conn);
-    let link =
-        PeerLink { tx, role: ident.role, route, conn: conn.clone(), remote, id: ident.id.clone(), serial };
+    let link = PeerLink {
+        tx: tx.clone(),
+        role: ident.role,
+        route,
+        conn: conn.clone(),
+        remote,
+        id: ident.id.clone(),
+        serial,
+        not_after,
+    };
     if core.send(CoreCmd::Connected { peer, role: ident.role, id: ident.id.clone(), link }).await.is_err() {
         return; // hub stopping
     }
     tokio::spawn(write_loop(rx, ControlWriter::new(send), conn.clone()).in_current_span());
     let relay = tokio::spawn(relay::forward(conn.clone(), route_rx).in_current_span());
-    read_loop(ControlReader::new(recv), &conn, &ident, peer, &core).await;
+    let renewals = Renewals { issuer: renewal, asked: 0, tx };
+    read_loop(ControlReader::new(recv), &conn, &ident, peer, &core, renewals).await;
     relay.abort();
     let _ = core.send(CoreCmd::Disconnected { peer }).await;
 }
@@ -230,6 +256,7 @@ async fn read_loop(
     ident: &Identity,
     peer: PeerId,
     core: &mpsc::Sender<CoreCmd>,
+    mut renewals: Renewals,
 ) {
     let remote = conn.remote_address();
     // The first message (hello) must come quickly; a silent peer holds no slot for long.
@@ -248,6 +275,10 @@ async fn read_loop(
         };
         match msg {
             Ok(msg) => {
+                if let ClientMsg::Renew { csr } = &msg {
+                    renewals.answer(ident, csr, core).await;
+                    continue;
+                }
                 if let ClientMsg::Health(health) = &msg
                     && ident.role == Role::Kiosk
                 {
@@ -266,6 +297,43 @@ async fn read_loop(
                 return info!(id = %ident.id, %reason, "disconnected");
             }
         }
+    }
+}
+
+/// A connection's renewal requests, answered on its own writer.
+struct Renewals {
+    issuer: Option<Arc<RenewalIssuer>>,
+    asked: u32,
+    tx: mpsc::Sender<WriterCmd>,
+}
+
+impl Renewals {
+    async fn answer(&mut self, ident: &Identity, csr: &str, core: &mpsc::Sender<CoreCmd>) {
+        self.asked += 1;
+        let (reply, outcome) = match &self.issuer {
+            _ if self.asked > renewal::MAX_PER_CONNECTION => {
+                let reason =
+                    format!("at most {} renewal requests per connection", renewal::MAX_PER_CONNECTION);
+                (HubMsg::RenewRefused { reason: reason.clone() }, Err(reason))
+            }
+            None => {
+                let reason = "this hub does not renew certificates (no [renewal] CA)".to_string();
+                (HubMsg::RenewRefused { reason: reason.clone() }, Err(reason))
+            }
+            Some(issuer) => {
+                // Signing is a few hundred microseconds; the register write is one line.
+                let (issuer, ident2, csr) = (issuer.clone(), ident.clone(), csr.to_string());
+                match tokio::task::spawn_blocking(move || renewal::answer(&issuer, &ident2, &csr)).await {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        let reason = format!("renewal failed: {e}");
+                        (HubMsg::RenewRefused { reason: reason.clone() }, Err(reason))
+                    }
+                }
+            }
+        };
+        let _ = self.tx.send(WriterCmd::Msg(reply)).await;
+        let _ = core.send(CoreCmd::Renewal { role: ident.role, id: ident.id.clone(), outcome }).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
 use super::peer::CoreCmd;
@@ -24,7 +24,12 @@ pub(super) struct Watch {
 }
 
 impl Watch {
-    pub(super) async fn run(self, mut current: Revocations, reload: Arc<Notify>) {
+    pub(super) async fn run(
+        self,
+        mut current: Revocations,
+        reload: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut seen = self.stamp();
         let mut every = tokio::time::interval(CHECK_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -32,6 +37,8 @@ impl Watch {
             let asked = tokio::select! {
                 _ = every.tick() => false,
                 () = reload.notified() => true,
+                // The hub stops: let go of its endpoint (its port is free again).
+                _ = stop.changed() => return,
             };
             let stamp = self.stamp();
             if !asked && stamp == seen {

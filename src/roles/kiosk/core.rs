@@ -63,6 +63,8 @@ pub(super) struct Kiosk {
     watchdog: Option<Interval>,
     health_tick: Interval,
     media_watch: Interval,
+    /// The certificate's renewal (driven by the link), for the health file.
+    renewal: Option<crate::edges::net::renew::SharedRenewer>,
 }
 
 impl Kiosk {
@@ -72,6 +74,7 @@ impl Kiosk {
         link: mpsc::Receiver<LinkEvent>,
         resuming: watch::Sender<bool>,
         shutdown: watch::Receiver<bool>,
+        renewal: Option<crate::edges::net::renew::SharedRenewer>,
     ) -> Self {
         let machine = CallMachine::new(call);
         // The screen starts from the machine's state and the devices found missing.
@@ -104,6 +107,7 @@ impl Kiosk {
             health,
             health_tick: tokio::time::interval(HEALTH_EVERY),
             media_watch: tokio::time::interval(MEDIA_WATCH_EVERY),
+            renewal,
         }
     }
 
@@ -427,6 +431,8 @@ impl Kiosk {
     fn write_health(&mut self) {
         if let Some(path) = &self.io.health_file {
             self.health.updated_unix = unix_now();
+            self.health.certificate =
+                self.renewal.as_ref().map(|r| crate::edges::net::renew::lock(r).health());
             if let Err(e) = self.health.write(path) {
                 debug!(error = %e, path = %path.display(), "health file not written");
             }

@@ -237,6 +237,40 @@ pub fn check_processing(r: &mut Report, cfg: &KioskConfig) {
     }
 }
 
+fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What the running daemon wrote of its certificate's renewal.
+pub fn check_renewal(r: &mut Report, cfg: &KioskConfig) {
+    let what = "certificate renewal";
+    if cfg.tls.renew_before_days == 0 {
+        return r.warn(what, "off (tls.renew_before_days = 0): the certificate must be replaced by hand");
+    }
+    let Ok(h) = crate::edges::health::Health::read(&cfg.health_file) else {
+        return r.line(format!("  skip  {what}: the daemon is not running (no health file)"));
+    };
+    match h.certificate {
+        Some(c) if c.renewal_error.is_some() => r.warn(
+            what,
+            format!(
+                "failed {} time(s), retried every {} s: {}",
+                c.renewal_failures,
+                cfg.tls.renew_retry_s,
+                c.renewal_error.unwrap_or_default()
+            ),
+        ),
+        Some(c) => r.ok(
+            what,
+            format!(
+                "{} days before expiry ({} renewed since the daemon started)",
+                cfg.tls.renew_before_days, c.renewed
+            ),
+        ),
+        None => r.ok(what, format!("{} days before expiry", cfg.tls.renew_before_days)),
+    }
+}
+
 /// Connects to the hub with the kiosk's certificate, TLS handshake only: proves the hub answers
 /// and accepts this certificate, without disturbing a running daemon's session.
 pub async fn check_hub(r: &mut Report, cfg: &KioskConfig, tls: &TlsMaterial) {
@@ -259,6 +293,14 @@ pub async fn check_hub(r: &mut Report, cfg: &KioskConfig, tls: &TlsMaterial) {
     match tokio::time::timeout(Duration::from_secs(5), attempt).await {
         Ok(Ok(conn)) => {
             let rtt = conn.rtt();
+            if let Some(until) = crate::edges::net::tls::peer_not_after(&conn) {
+                let days = (until - now_unix()).div_euclid(86_400);
+                if days < EXPIRY_WARNING_DAYS {
+                    r.warn("hub certificate", format!("expires in {days} days"));
+                } else {
+                    r.ok("hub certificate", format!("valid for {days} more days"));
+                }
+            }
             conn.close(quinn::VarInt::from_u32(crate::edges::net::close_code::NORMAL), b"doctor");
             r.ok(
                 what,
@@ -296,6 +338,7 @@ pub async fn run(config: &Path) -> Report {
             check_certificates(&mut r, &tls, now);
             check_devices(&mut r, &cfg);
             check_processing(&mut r, &cfg);
+            check_renewal(&mut r, &cfg);
             check_hub(&mut r, &cfg, &tls).await;
         }
         Err(e) => {

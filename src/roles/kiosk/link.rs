@@ -11,8 +11,8 @@ use tracing::warn;
 use super::KioskOptions;
 use crate::call::backoff::Backoff;
 use crate::edges::net::client::{self, ClientError, HubTarget};
-use crate::edges::net::close_code;
 use crate::edges::net::control::ControlError;
+use crate::edges::net::{close_code, renew};
 use crate::protocol::{ClientMsg, HubMsg, Role};
 
 /// Messages to the hub waiting for the link (control messages are few and small).
@@ -44,7 +44,7 @@ pub const RESUME_FAST_FOR: Duration = Duration::from_secs(60);
 /// messages both ways. While `resuming`, it retries fast (a call is held at the hub for
 /// its grace period, and a customer is waiting).
 pub(super) async fn link_task(
-    target: HubTarget,
+    mut target: HubTarget,
     opts: KioskOptions,
     events: mpsc::Sender<LinkEvent>,
     mut stop: watch::Receiver<bool>,
@@ -62,6 +62,13 @@ pub(super) async fn link_task(
             return;
         }
         let resume = fast(&resuming, down_since);
+        // A renewed certificate is used from the next connection on.
+        if let Some(config) = opts.renewal.as_ref().and_then(|r| renew::lock(r).take_client_config()) {
+            if let Some((_, ep)) = &mut endpoint {
+                ep.set_default_client_config(config.clone());
+            }
+            target.client = config;
+        }
         let attempt = async {
             let addr = client::resolve(&target.address).await?;
             let ipv6 = addr.is_ipv6();
@@ -84,7 +91,7 @@ pub(super) async fn link_task(
         let reason = match attempt.await {
             Ok(session) => {
                 backoff.reset();
-                let reason = session_loop(session, &events, &mut stop).await;
+                let reason = session_loop(session, &events, &mut stop, opts.renewal.as_ref()).await;
                 down_since = Instant::now();
                 reason
             }
@@ -148,9 +155,26 @@ async fn session_loop(
     session: client::Session,
     events: &mpsc::Sender<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
+    renewal: Option<&renew::SharedRenewer>,
+) -> String {
+    let reason = session_msgs(session, events, stop, renewal).await;
+    if let Some(r) = renewal {
+        renew::lock(r).connection_lost();
+    }
+    reason
+}
+
+async fn session_msgs(
+    session: client::Session,
+    events: &mpsc::Sender<LinkEvent>,
+    stop: &mut watch::Receiver<bool>,
+    renewal: Option<&renew::SharedRenewer>,
 ) -> String {
     let client::Session { conn, mut writer, mut reader, id, remote } = session;
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(OUT_QUEUE);
+    // The renewal's requests go through the kiosk's queue too, without keeping it open: the
+    // writer closes the connection once the kiosk drops its sender.
+    let renew_tx = out_tx.downgrade();
     if events.send(LinkEvent::Up { id, out: out_tx, conn: conn.clone() }).await.is_err() {
         return "kiosk stopping".into();
     }
@@ -167,10 +191,19 @@ async fn session_loop(
         writer_conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"kiosk stopping");
         "kiosk stopping".to_string()
     });
+    let renew_wake = || renewal.map_or(Duration::from_secs(86_400), |r| renew::lock(r).wake_in());
     loop {
+        if let Some(tx) = renew_tx.upgrade()
+            && let Some(req) = renewal.and_then(|r| renew::lock(r).poll())
+        {
+            let _ = tx.try_send(req);
+        }
         tokio::select! {
             msg = reader.recv::<HubMsg>() => match msg {
                 Ok(msg) => {
+                    if renewal.is_some_and(|r| renew::lock(r).handle(&msg)) {
+                        continue;
+                    }
                     if let HubMsg::Error { message, fatal } = &msg {
                         warn!(%message, fatal, "hub reports an error");
                     }
@@ -189,6 +222,7 @@ async fn session_loop(
             res = &mut writer_task => {
                 return res.unwrap_or_else(|e| e.to_string());
             }
+            () = tokio::time::sleep(renew_wake()) => {}
             _ = stop.changed() => {
                 // Let the writer flush the last messages (a hang-up) before closing.
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await;

@@ -132,6 +132,9 @@ pub struct KioskOptions {
     pub call: CallConfig,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Renews the kiosk's certificate on line before it expires; none in demos and tests
+    /// that do not test it.
+    pub renewal: Option<crate::edges::net::renew::SharedRenewer>,
 }
 
 /// Runs the kiosk until `shutdown` turns true. On shutdown a call in progress is hung up first.
@@ -147,7 +150,7 @@ pub async fn run(
     let (resuming_tx, resuming_rx) = watch::channel(false);
     let link = tokio::spawn(link::link_task(target, opts.clone(), link_tx, link_stop_rx, resuming_rx));
 
-    let mut kiosk = core::Kiosk::new(opts.call, io, link_rx, resuming_tx, shutdown);
+    let mut kiosk = core::Kiosk::new(opts.call, io, link_rx, resuming_tx, shutdown, opts.renewal.clone());
     kiosk.run().await;
     kiosk.shut_down().await;
 
