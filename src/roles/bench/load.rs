@@ -308,12 +308,16 @@ async fn party(
     // The control stream until the run ends: keyframe requests restart the clip.
     loop {
         tokio::select! {
+            biased;
             _ = hang_up.wait_for(|h| *h) => break,
             msg = reader.recv::<HubMsg>() => match msg {
                 Ok(HubMsg::KeyframeRequest { .. }) => {
                     run.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     restart.store(true, Ordering::Relaxed);
                 }
+                // The run has ended and the kiosk's hang-up arrived before this party looked
+                // at the run's end (a loaded machine polls it late): the call ended as planned.
+                Ok(HubMsg::CallEnded { .. }) if *run.hang_up.borrow() => break,
                 Ok(HubMsg::CallEnded { reason, .. }) => {
                     sender.abort();
                     tasks.abort_all();
