@@ -21,8 +21,10 @@ Usage:
 Run it after every change to Cargo.lock (tests/fleet.rs fails until you do).
 
 The class reads every Cargo.lock in the source tree; this script reads the top-level one, the
-only one kioskd has. A second workspace (a fuzz/ folder with its own Cargo.lock, say) would
-appear in `bitbake -c update_crates` output: add it here then.
+product's. fuzz/ is a second workspace with its own Cargo.lock (the fuzz targets, built by
+scripts/fuzz.sh on a development machine, never by the recipe, which builds the top-level
+package with `cargo --frozen`): its crates are left out of the include on purpose, where
+`bitbake -c update_crates` would list them too under a "# from fuzz/Cargo.lock" heading.
 """
 
 import argparse
