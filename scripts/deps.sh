@@ -17,6 +17,9 @@ PACKAGES=(
     python3
     # tests/recording.rs: an independent player (ffprobe, ffmpeg) opens the call recordings.
     ffmpeg
+    # tests/postgres.rs: a real PostgreSQL server (initdb, pg_ctl, psql) that the tests start
+    # in a temporary folder.
+    postgresql
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }

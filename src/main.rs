@@ -310,7 +310,14 @@ enum CertsCommand {
 #[derive(Args)]
 struct ReportArgs {
     /// The hub's event log (JSON lines).
-    events: PathBuf,
+    #[arg(required_unless_present_any = ["database", "hub_config"])]
+    events: Option<PathBuf>,
+    /// The deployment's PostgreSQL (`postgresql://user@host/db`): every hub's events.
+    #[arg(long, conflicts_with_all = ["events", "hub_config"])]
+    database: Option<String>,
+    /// A hub's configuration: its `[database]` (every hub's events), else its event log.
+    #[arg(long, conflicts_with = "events")]
+    hub_config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -373,7 +380,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => run_agent(args).await,
         Command::Demo(args) => run_demo(args).await,
         Command::Certs(cmd) => certs(cmd),
-        Command::Report(args) => report(&args.events),
+        Command::Report(args) => report(args).await,
         Command::Doctor(args) => {
             let r = kioskd::roles::kiosk::doctor::run(&args.config).await;
             print!("{}", r.text);
@@ -479,16 +486,16 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
             "{}: OK (kiosk {}, hub {}, buttons {:?})",
             args.config.display(),
             ident.id,
-            cfg.hub.address,
+            cfg.hub.shown(),
             cfg.buttons.backend
         );
         return Ok(ExitCode::SUCCESS);
     }
-    info!(id = %ident.id, hub = %cfg.hub.address, "kiosk starting");
+    info!(id = %ident.id, hub = %cfg.hub.shown(), "kiosk starting");
     let presses = buttons::spawn(buttons, Duration::from_millis(cfg.buttons.debounce_ms))
         .context("starting the button thread")?;
     let target = HubTarget {
-        address: cfg.hub.address.clone(),
+        addresses: cfg.hub.all(),
         server_name: cfg.hub.server_name(),
         client: client_config(&tls)?,
     };
@@ -544,8 +551,8 @@ fn reload_on_sighup(
         while hup.recv().await.is_some() {
             match KioskConfig::load(&path) {
                 Ok((cfg, _)) => {
-                    if cfg.hub.address != current.hub.address || cfg.tls.cert != current.tls.cert {
-                        tracing::warn!("hub address and certificates change at the next restart");
+                    if cfg.hub.all() != current.hub.all() || cfg.tls.cert != current.tls.cert {
+                        tracing::warn!("hub addresses and certificates change at the next restart");
                     }
                     if cfg.buttons.backend != current.buttons.backend
                         || cfg.buttons.call != current.buttons.call
@@ -589,6 +596,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let renewal = cfg.renewal_issuer(&args.config, &tls)?;
+    let database = cfg.database_url(&args.config)?;
     let mut shutdown = shutdown_signal()?;
     let hub = hub::start(hub::HubOptions {
         listen: cfg.listen,
@@ -600,6 +608,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         crl: cfg.tls.crl.clone(),
         admission: cfg.limits.admission(),
         renewal,
+        database,
     })
     .await
     .context("starting the hub")?;
@@ -654,7 +663,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let (cfg, tls) = AgentConfig::load(&args.config)?;
     kioskd::edges::net::tls::set_congestion(cfg.congestion);
     let target = HubTarget {
-        address: cfg.hub.address.clone(),
+        addresses: cfg.hub.all(),
         server_name: cfg.hub.server_name(),
         client: client_config(&tls)?,
     };
@@ -907,9 +916,29 @@ fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(path: &Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let summary = LogSummary::from_lines(text.lines());
+async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let (mut file, mut database) = (args.events, args.database);
+    if let Some(path) = &args.hub_config {
+        let cfg: HubConfig = kioskd::edges::config::load(path)?;
+        match cfg.database_url(path)? {
+            Some(url) => database = Some(url),
+            None => file = Some(cfg.event_log),
+        }
+    }
+    let summary = match (file, database) {
+        (_, Some(url)) => {
+            kioskd::edges::db::check_url(&url).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+            let db = kioskd::edges::db::Database::connect_read(&url).await?;
+            let lines = db.event_lines().await?;
+            LogSummary::from_lines(lines.iter().map(String::as_str))
+        }
+        (Some(path), None) => {
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            LogSummary::from_lines(text.lines())
+        }
+        (None, None) => anyhow::bail!("give the event log file, --database or --hub-config"),
+    };
     println!("{}", serde_json::to_string_pretty(&summary.report())?);
     Ok(ExitCode::SUCCESS)
 }

@@ -143,7 +143,7 @@ async fn peers_without_a_valid_certificate_are_refused() {
     let other = Pki::new();
     let mut foreign = start_agent_with(
         kioskd::edges::net::client::HubTarget {
-            address: hub.addr().to_string(),
+            addresses: vec![hub.addr().to_string()],
             server_name: "localhost".into(),
             client: kioskd::edges::net::tls::client_config(&{
                 let mut m = other.material(Role::Agent, "agent-x");

@@ -42,6 +42,7 @@ async fn two_loaded_calls_connect_deliver_their_media_and_are_recorded() {
         crl: None,
         admission: Default::default(),
         renewal: None,
+        database: None,
     })
     .await
     .expect("hub starts");

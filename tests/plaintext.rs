@@ -114,6 +114,7 @@ async fn a_recorded_call_with_texts_shows_nothing_in_clear_on_the_hubs_udp_port(
         crl: None,
         admission: Default::default(),
         renewal: None,
+        database: None,
     })
     .await
     .expect("hub starts");

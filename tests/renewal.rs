@@ -89,6 +89,7 @@ impl Deployment {
             crl: Some(self.path("crl.pem")),
             admission: Default::default(),
             renewal: renewal.then(|| self.issuer()),
+            database: None,
         })
         .await
         .expect("hub starts")

@@ -406,6 +406,29 @@ impl Console {
         }
     }
 
+    /// The connection to the hub was lost and a new one is up (to the same hub or another of
+    /// the deployment): a call or offer in progress went with the old connection (the hub ends
+    /// it for the customer), and the new session's room starts CLOSE. An advisor who was
+    /// taking calls (IDLE, offered, in a call or wrapping up) is made IDLE again, so that a
+    /// failover does not quietly stop their calls; one who had closed stays CLOSE.
+    pub fn reconnected(&mut self) {
+        let was_open = self.room != RoomState::Close;
+        self.offer = None;
+        self.answer_at = None;
+        self.hangup_at = None;
+        if let Some(call) = self.call.take() {
+            self.out.push_back(Output::StopMedia);
+            self.emit(Event::Ended { call_id: call.call_id, reason: EndReason::AgentDisconnected });
+        }
+        if self.room != RoomState::Close {
+            self.room = RoomState::Close;
+            self.emit(Event::Room { state: RoomState::Close });
+        }
+        if was_open || self.auto.is_some() {
+            self.send(ClientMsg::SetPresence { presence: Presence::Idle });
+        }
+    }
+
     /// The console is closing: a call in progress is hung up rather than leaving the customer
     /// alone.
     pub fn close(&mut self) {

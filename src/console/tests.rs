@@ -364,3 +364,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_reconnect_ends_the_lost_call_and_takes_calls_again() {
+    let t0 = Instant::now();
+    let mut c = in_call(t0);
+    c.handle_hub(HubMsg::Room { state: RoomState::Busy }, t0);
+    drain(&mut c);
+    c.reconnected();
+    let (out, _) = drain(&mut c);
+    assert!(out.contains(&Output::StopMedia), "{out:?}");
+    assert_eq!(
+        events(&out),
+        [
+            Event::Ended { call_id: 7, reason: EndReason::AgentDisconnected },
+            Event::Room { state: RoomState::Close }
+        ]
+    );
+    assert_eq!(to_hub(&out), [ClientMsg::SetPresence { presence: Presence::Idle }]);
+    assert_eq!((c.call_id(), c.room()), (None, RoomState::Close));
+    // The old call's commands now find nothing.
+    c.handle_command(Command::HangUp);
+    assert!(to_hub(&drain(&mut c).0).is_empty());
+}
+
+#[test]
+fn a_reconnect_leaves_a_closed_room_closed_and_forgets_an_offer() {
+    let t0 = Instant::now();
+    let mut c = Console::new(None);
+    drain(&mut c);
+    c.reconnected();
+    assert!(drain(&mut c).0.is_empty(), "closed before, closed after, nothing sent");
+
+    let mut c = Console::new(Some(AutoAnswer {
+        answer_delay: Duration::from_millis(500),
+        call_duration: None,
+        greeting: None,
+    }));
+    c.handle_hub(HubMsg::Room { state: RoomState::Idle }, t0);
+    c.handle_hub(offer(3), t0);
+    drain(&mut c);
+    c.reconnected();
+    let (out, deadline) = drain(&mut c);
+    assert_eq!(to_hub(&out), [ClientMsg::SetPresence { presence: Presence::Idle }]);
+    assert_eq!(deadline, None, "the scripted accept of the lost offer is dropped");
+    c.handle_timeout(t0 + Duration::from_secs(1));
+    assert!(to_hub(&drain(&mut c).0).is_empty(), "nothing accepted on the new hub");
+}

@@ -2,6 +2,7 @@
 //! reads or writes a device, a socket or a file and hands what it got to a core.
 
 pub mod config;
+pub mod db;
 pub mod devices;
 pub mod display;
 pub mod health;

@@ -49,7 +49,7 @@ impl Pki {
     /// A target presenting `material` (a certificate whose serial the test knows).
     pub fn target_of(hub: SocketAddr, material: &TlsMaterial) -> HubTarget {
         HubTarget {
-            address: hub.to_string(),
+            addresses: vec![hub.to_string()],
             server_name: "localhost".into(),
             client: client_config(material).expect("client config"),
         }
@@ -102,6 +102,7 @@ pub async fn start_hub_revoking(
         crl,
         admission: Default::default(),
         renewal: None,
+        database: None,
     })
     .await
     .expect("hub starts")
@@ -402,3 +403,4 @@ impl Lines {
         }
     }
 }
+pub mod postgres;

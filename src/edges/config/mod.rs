@@ -54,32 +54,81 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
     })
 }
 
-/// Where the hub is, for kiosks and agents.
+/// Where the hub is, for kiosks and agents: one hub (`address`), or the hubs of a deployment
+/// (`addresses`, tried in order; the next is taken when one is gone). A name that resolves to
+/// several addresses stands for several hubs too.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubLink {
     /// `host:port` of the hub.
-    pub address: String,
-    /// Name in the hub's certificate; defaults to the host part of `address`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `host:port` of each hub, instead of `address`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Name in the hubs' certificates; defaults to the host part of the first address.
     #[serde(default)]
     pub server_name: Option<String>,
 }
 
 impl HubLink {
+    /// One hub.
+    pub fn one(address: impl Into<String>) -> Self {
+        Self { address: Some(address.into()), addresses: Vec::new(), server_name: None }
+    }
+
+    /// Every hub's `host:port`, in order.
+    pub fn all(&self) -> Vec<String> {
+        self.address.iter().chain(&self.addresses).cloned().collect()
+    }
+
+    /// The addresses, for messages.
+    pub fn shown(&self) -> String {
+        self.all().join(", ")
+    }
+
     pub fn server_name(&self) -> String {
         self.server_name.clone().unwrap_or_else(|| {
-            let host = self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h);
+            let first = self.all().into_iter().next().unwrap_or_default();
+            let host = first.rsplit_once(':').map_or(first.as_str(), |(h, _)| h);
             host.trim_start_matches('[').trim_end_matches(']').to_string()
         })
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
-        match self.address.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
-            _ => Err(ConfigError::new(file, "hub.address", format!("`{}` is not host:port", self.address))),
+        match (&self.address, self.addresses.is_empty()) {
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    file,
+                    "hub.addresses",
+                    "give hub.address or hub.addresses, not both",
+                ));
+            }
+            (None, true) => {
+                return Err(ConfigError::new(file, "hub.address", "missing: where the hub is (host:port)"));
+            }
+            _ => {}
         }
+        let key = if self.address.is_some() { "hub.address" } else { "hub.addresses" };
+        let all = self.all();
+        for (i, a) in all.iter().enumerate() {
+            match a.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                _ => return Err(ConfigError::new(file, key, format!("`{a}` is not host:port"))),
+            }
+            if all[..i].contains(a) {
+                return Err(ConfigError::new(file, key, format!("`{a}` is listed twice")));
+            }
+        }
+        if all.len() > MAX_HUBS {
+            return Err(ConfigError::new(file, key, format!("at most {MAX_HUBS} hubs")));
+        }
+        Ok(())
     }
 }
+
+/// Hubs a kiosk or agent may know.
+const MAX_HUBS: usize = 16;
 
 /// Certificate files.
 #[derive(Debug, Clone, Deserialize)]
@@ -719,6 +768,40 @@ pub struct HubConfig {
     /// On-line renewal of kiosk and agent certificates; off when absent.
     #[serde(default)]
     pub renewal: Option<RenewalSection>,
+    /// The deployment's PostgreSQL; the event log file only when absent.
+    #[serde(default)]
+    pub database: Option<DatabaseSection>,
+}
+
+/// `[database]` of the hub: the PostgreSQL that the hubs of a deployment share. Give the
+/// connection as `url`, or as `url_file` (a file holding it, readable by the hub only) to keep
+/// a password out of the configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `postgresql://user[:password]@host[:port]/dbname`, or `host=… user=… dbname=…`.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+}
+
+impl DatabaseSection {
+    /// The connection string, read and checked (its syntax; not whether the database answers).
+    pub fn url(&self, path: &Path) -> Result<String, ConfigError> {
+        let url = match (&self.url, &self.url_file) {
+            (Some(u), None) => u.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| ConfigError::new(path, "database.url_file", format!("{}: {e}", f.display())))?,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(path, "database", "give url or url_file, not both"));
+            }
+            (None, None) => return Err(ConfigError::new(path, "database", "needs url or url_file")),
+        };
+        crate::edges::db::check_url(&url).map_err(|e| ConfigError::new(path, "database.url", e))?;
+        Ok(url)
+    }
 }
 
 /// `[renewal]` of the hub: a renewal CA (`kioskd certs renewal-ca`) below the deployment's
@@ -872,9 +955,15 @@ impl HubConfig {
         self.renewal.as_ref().map(|r| r.issuer(path, &tls.ca).map(std::sync::Arc::new)).transpose()
     }
 
+    /// The database's connection string, when `[database]` is set.
+    pub fn database_url(&self, path: &Path) -> Result<Option<String>, ConfigError> {
+        self.database.as_ref().map(|d| d.url(path)).transpose()
+    }
+
     pub fn load(path: &Path) -> Result<(Self, TlsMaterial), ConfigError> {
         let cfg: Self = load(path)?;
         cfg.limits.validate(path)?;
+        cfg.database_url(path)?;
         let q = &cfg.queue;
         if !(1..=100_000).contains(&q.max_queue) {
             return Err(ConfigError::new(path, "queue.max_queue", "must be 1 to 100000"));
@@ -1108,9 +1197,39 @@ mod tests {
 
     #[test]
     fn server_name_defaults_to_host() {
-        let h = HubLink { address: "hub.example:4433".into(), server_name: None };
+        let h = HubLink::one("hub.example:4433");
         assert_eq!(h.server_name(), "hub.example");
-        let h = HubLink { address: "[::1]:4433".into(), server_name: None };
+        let h = HubLink::one("[::1]:4433");
         assert_eq!(h.server_name(), "::1");
+    }
+
+    #[test]
+    fn several_hubs_are_listed_once_each() {
+        let file = Path::new("/etc/kioskd/kiosk.toml");
+        let two = |list: &str| HubLink {
+            address: None,
+            addresses: toml::from_str::<Addrs>(list).unwrap().a,
+            server_name: None,
+        };
+        #[derive(Deserialize)]
+        struct Addrs {
+            a: Vec<String>,
+        }
+        let h = two(r#"a = ["hub-a.bank:4433", "hub-b.bank:4433"]"#);
+        assert!(h.validate(file).is_ok());
+        assert_eq!(h.all(), ["hub-a.bank:4433", "hub-b.bank:4433"]);
+        assert_eq!(h.server_name(), "hub-a.bank");
+        let e = two(r#"a = ["hub-a.bank:4433", "hub-a.bank:4433"]"#).validate(file).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("hub.addresses", "`hub-a.bank:4433` is listed twice")
+        );
+        let e = two(r#"a = ["hub-a.bank:4433", "hub-b"]"#).validate(file).unwrap_err();
+        assert!(e.message.contains("`hub-b` is not host:port"), "{e}");
+        let mut both = HubLink::one("hub-a.bank:4433");
+        both.addresses.push("hub-b.bank:4433".into());
+        assert!(both.validate(file).unwrap_err().message.contains("not both"));
+        let none = HubLink { address: None, addresses: Vec::new(), server_name: None };
+        assert_eq!(none.validate(file).unwrap_err().key, "hub.address");
     }
 }

@@ -20,6 +20,8 @@ pub enum ClientError {
     Connect(SocketAddr, String),
     #[error("the hub refused this client: {0}")]
     Refused(String),
+    #[error("the hub at {0} refused this certificate: {1}")]
+    CertificateRefused(SocketAddr, String),
     #[error("the hub did not welcome this client within {WELCOME_TIMEOUT:?}")]
     NoWelcome,
     #[error("unexpected first message from the hub: {0}")]
@@ -40,15 +42,34 @@ pub struct Session {
     pub remote: SocketAddr,
 }
 
-/// A client endpoint bound to an ephemeral port of the right address family.
-/// Where the hub is and how to reach it.
+/// Where the hubs are and how to reach them.
 #[derive(Clone)]
 pub struct HubTarget {
-    pub address: String,
+    /// `host:port` of each hub of the deployment, in the order to try them; a name may stand
+    /// for several addresses (each is tried).
+    pub addresses: Vec<String>,
+    /// The name every hub's certificate carries.
     pub server_name: String,
     pub client: quinn::ClientConfig,
 }
 
+impl HubTarget {
+    /// A target of one hub.
+    pub fn one(
+        address: impl Into<String>,
+        server_name: impl Into<String>,
+        client: quinn::ClientConfig,
+    ) -> Self {
+        Self { addresses: vec![address.into()], server_name: server_name.into(), client }
+    }
+
+    /// The addresses, for logs.
+    pub fn shown(&self) -> String {
+        self.addresses.join(", ")
+    }
+}
+
+/// A client endpoint bound to an ephemeral port of the right address family.
 pub fn endpoint(config: quinn::ClientConfig, ipv6: bool) -> std::io::Result<Endpoint> {
     let bind: SocketAddr =
         if ipv6 { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(std::io::Error::other)?;
@@ -64,6 +85,167 @@ pub async fn resolve(address: &str) -> Result<SocketAddr, ClientError> {
         .map_err(|e| ClientError::Resolve(address.into(), e.to_string()))?
         .next()
         .ok_or_else(|| ClientError::Resolve(address.into(), "no address".into()))
+}
+
+/// Every address of every hub in `addresses`, in order, without repeats. A name that does not
+/// resolve is skipped (and logged) as long as another does.
+pub async fn resolve_all(addresses: &[String]) -> Result<Vec<SocketAddr>, ClientError> {
+    let mut all = Vec::new();
+    let mut errors = Vec::new();
+    for a in addresses {
+        match tokio::net::lookup_host(a.as_str()).await {
+            Ok(found) => {
+                let before = all.len();
+                for addr in found {
+                    if !all.contains(&addr) {
+                        all.push(addr);
+                    }
+                }
+                if all.len() == before {
+                    errors.push(format!("{a}: no address"));
+                }
+            }
+            Err(e) => errors.push(format!("{a}: {e}")),
+        }
+    }
+    if all.is_empty() {
+        return Err(ClientError::Resolve(addresses.join(", "), errors.join("; ")));
+    }
+    for e in &errors {
+        tracing::warn!(error = %e, "a hub's address does not resolve");
+    }
+    Ok(all)
+}
+
+impl ClientError {
+    /// The hub turned this client away (its certificate, or the hub's own refusal): trying
+    /// again will not help until someone changes something.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused(_) | Self::CertificateRefused(..))
+    }
+}
+
+/// Client endpoints, one per address family, made when first needed.
+pub struct Endpoints {
+    config: quinn::ClientConfig,
+    v4: Option<Endpoint>,
+    v6: Option<Endpoint>,
+}
+
+impl Endpoints {
+    pub fn new(config: quinn::ClientConfig) -> Self {
+        Self { config, v4: None, v6: None }
+    }
+
+    /// The endpoint to reach `addr` from.
+    pub fn for_addr(&mut self, addr: SocketAddr) -> Result<Endpoint, ClientError> {
+        let (slot, v6) = if addr.is_ipv6() { (&mut self.v6, true) } else { (&mut self.v4, false) };
+        if let Some(ep) = slot {
+            return Ok(ep.clone());
+        }
+        let ep = endpoint(self.config.clone(), v6).map_err(|e| ClientError::Connect(addr, e.to_string()))?;
+        *slot = Some(ep.clone());
+        Ok(ep)
+    }
+
+    /// New connections use `config` from now on (a renewed certificate).
+    pub fn set_client_config(&mut self, config: quinn::ClientConfig) {
+        for ep in [&mut self.v4, &mut self.v6].into_iter().flatten() {
+            ep.set_default_client_config(config.clone());
+        }
+        self.config = config;
+    }
+
+    /// Waits until every connection of these endpoints has closed.
+    pub async fn wait_idle(&self) {
+        for ep in [&self.v4, &self.v6].into_iter().flatten() {
+            ep.wait_idle().await;
+        }
+    }
+}
+
+/// With several hubs, a handshake to the next one starts if the last has not completed within
+/// this (0.8–1.2×): a hub that is gone never answers, and its handshake would otherwise wait
+/// out the idle timeout.
+pub const FAILOVER_STAGGER: Duration = Duration::from_millis(1000);
+
+/// How handshakes are raced (see [`race_handshakes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Race {
+    /// A new attempt starts this long after the last one (0.8–1.2×, at random) while the
+    /// earlier ones go on.
+    pub stagger: Duration,
+    /// Attempts in progress at once.
+    pub at_once: usize,
+    /// Attempts in all; `None`: until one completes or every attempt failed and none is left
+    /// to start.
+    pub total: Option<usize>,
+}
+
+/// Handshakes with the hubs at `addrs`, the first attempt to `addrs[first]`, each later one to
+/// the next address round the list (with one address, to it again: a first packet lost on a
+/// path that just came back is not waited for). The first handshake to complete is taken,
+/// with the index of its address; the others are dropped (closed before any hello, so no hub
+/// sees a second session of this client).
+pub async fn race_handshakes(
+    eps: &mut Endpoints,
+    addrs: &[SocketAddr],
+    first: usize,
+    server_name: &str,
+    race: Race,
+) -> Result<(Connection, usize), ClientError> {
+    let n = addrs.len();
+    let Some(&first_addr) = addrs.get(first % n.max(1)) else {
+        return Err(ClientError::Resolve(String::new(), "no hub address".into()));
+    };
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut started = 0usize;
+    let start = |eps: &mut Endpoints, attempts: &mut tokio::task::JoinSet<_>, started: &mut usize| {
+        let i = (first + *started) % n;
+        *started += 1;
+        let addr = addrs[i];
+        let name = server_name.to_string();
+        match eps.for_addr(addr) {
+            Ok(ep) => {
+                attempts.spawn(async move { (i, handshake(&ep, addr, &name).await) });
+            }
+            Err(e) => {
+                attempts.spawn(async move { (i, Err(e)) });
+            }
+        }
+        tokio::time::Instant::now() + race.stagger.mul_f64(0.8 + 0.4 * rand::random::<f64>())
+    };
+    let mut next = start(eps, &mut attempts, &mut started);
+    let more = |started: usize| race.total.is_none_or(|t| started < t);
+    let mut last_error = None;
+    loop {
+        let can_start = attempts.len() < race.at_once && more(started);
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok((i, Ok(conn)))) => return Ok((conn, i)),
+                Some(Ok((_, Err(e)))) => {
+                    last_error = Some(e);
+                    // A refused or failed attempt makes room for the next address at once.
+                    if attempts.is_empty() && more(started) {
+                        next = start(eps, &mut attempts, &mut started);
+                    }
+                }
+                Some(Err(e)) => last_error = Some(ClientError::Connect(first_addr, e.to_string())),
+                None => {
+                    return Err(last_error
+                        .unwrap_or_else(|| ClientError::Connect(first_addr, "no attempt made".into())));
+                }
+            },
+            () = tokio::time::sleep_until(next), if can_start => {
+                next = start(eps, &mut attempts, &mut started);
+            }
+        }
+        if attempts.is_empty() && !more(started) {
+            return Err(
+                last_error.unwrap_or_else(|| ClientError::Connect(first_addr, "no attempt made".into()))
+            );
+        }
+    }
 }
 
 /// Connects, says hello as `role` and waits for the welcome.
@@ -85,7 +267,13 @@ pub async fn handshake(
 ) -> Result<Connection, ClientError> {
     let connecting =
         endpoint.connect(addr, server_name).map_err(|e| ClientError::Connect(addr, e.to_string()))?;
-    connecting.await.map_err(|e| ClientError::Connect(addr, e.to_string()))
+    connecting.await.map_err(|e| match &e {
+        // A TLS alert from the hub: it refuses this certificate (revoked, expired, unknown).
+        quinn::ConnectionError::ConnectionClosed(c) if (0x100..0x200).contains(&u64::from(c.error_code)) => {
+            ClientError::CertificateRefused(addr, e.to_string())
+        }
+        _ => ClientError::Connect(addr, e.to_string()),
+    })
 }
 
 /// On a connection just made: says hello as `role` and waits for the welcome.

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::call::backoff::Backoff;
 pub use crate::console::{AutoAnswer, Command as AgentCommand, HELP};
 use crate::console::{Console, Event, Output};
 use crate::edges::net::client::{self, HubTarget, Session};
@@ -128,23 +129,84 @@ pub enum AgentError {
 }
 
 /// Connects and runs the console until the commands end (the person quit; a scripted console
-/// runs without commands), shutdown, or the loss of the hub.
+/// runs without commands) or shutdown. The first connection must succeed (a console started
+/// with no hub to reach says so and stops); a connection lost later is made again, to the same
+/// hub or the next of the deployment's, with back-off, and the console goes on.
 pub async fn run(
     target: HubTarget,
     auto: Option<AutoAnswer>,
     io: AgentIo,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let addr = client::resolve(&target.address).await?;
-    let endpoint = client::endpoint(target.client.clone(), addr.is_ipv6())
-        .map_err(|e| client::ClientError::Connect(addr, e.to_string()))?;
-    let session = client::connect(&endpoint, addr, &target.server_name, Role::Agent).await?;
-    info!(id = %session.id, "agent connected");
+    let mut endpoints = client::Endpoints::new(target.client.clone());
+    let mut preferred = 0usize;
+    let session = connect(&target, &mut endpoints, &mut preferred).await?;
+    info!(id = %session.id, hub = %session.remote, "agent connected");
     let mut agent = Agent::new(session, auto, io);
-    let result = agent.run(shutdown).await;
+    let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+    let result = loop {
+        match agent.run(shutdown.clone()).await {
+            Err(AgentError::Lost(reason)) => {
+                warn!(%reason, "connection to the hub lost: connecting again");
+                agent.print(format!("[hub] connection lost ({reason}); connecting again…"));
+                agent.detach();
+            }
+            other => break other,
+        }
+        // Again until a hub answers or the console is stopped.
+        let session = loop {
+            if *shutdown.borrow() {
+                break None;
+            }
+            if let Some(config) = agent.io.renewal.as_ref().and_then(|r| renew::lock(r).take_client_config())
+            {
+                endpoints.set_client_config(config);
+            }
+            match connect(&target, &mut endpoints, &mut preferred).await {
+                Ok(s) => break Some(s),
+                Err(e) if e.is_refusal() => {
+                    // Revoked, expired, or turned away: a person must act; the console stops.
+                    agent.print(format!("[hub] {e}"));
+                    endpoints.wait_idle().await;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    preferred += 1;
+                    let delay = backoff.next_delay(rand::random::<f64>());
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "no hub reachable");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait_for(|s| *s) => break None,
+                    }
+                }
+            }
+        };
+        let Some(session) = session else { break Ok(()) };
+        backoff.reset();
+        info!(id = %session.id, hub = %session.remote, "agent connected again");
+        agent.attach(session);
+    };
     agent.close().await;
-    endpoint.wait_idle().await;
+    endpoints.wait_idle().await;
     result
+}
+
+/// Back-off between attempts to reach a hub after the connection was lost.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Connects to the first hub of `target` that answers, `preferred` first (and remembered).
+async fn connect(
+    target: &HubTarget,
+    endpoints: &mut client::Endpoints,
+    preferred: &mut usize,
+) -> Result<Session, client::ClientError> {
+    let addrs = client::resolve_all(&target.addresses).await?;
+    let race =
+        client::Race { stagger: client::FAILOVER_STAGGER, at_once: addrs.len(), total: Some(addrs.len()) };
+    let (conn, i) = client::race_handshakes(endpoints, &addrs, *preferred, &target.server_name, race).await?;
+    *preferred = i;
+    client::welcome(conn, addrs[i], Role::Agent).await
 }
 
 /// What woke the driver.
@@ -224,6 +286,23 @@ impl Agent {
                 Wake::ToHub(msg) => self.send(msg).await,
             }
         }
+    }
+
+    /// The connection is gone: media stopped, the console told (its call went with the hub).
+    fn detach(&mut self) {
+        self.stop_media();
+        self.conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"connection lost");
+    }
+
+    /// A new session, maybe with another hub: the console starts its room again.
+    fn attach(&mut self, session: Session) {
+        let Session { conn, writer, reader, id, remote } = session;
+        self.conn = conn;
+        self.writer = writer;
+        self.reader = reader;
+        self.console.reconnected();
+        self.print(format!("connected again to the hub at {remote} as {id}"));
+        self.observe(AgentEvent::Welcome { id, at: Instant::now() });
     }
 
     /// Leaving: a call in progress is hung up, media stopped, the connection closed politely.

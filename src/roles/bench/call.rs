@@ -112,6 +112,7 @@ impl Rig {
             crl: None,
             admission: Default::default(),
             renewal: None,
+            database: None,
         })
         .await?;
         let mut down = scenario.link.clone();
@@ -122,7 +123,7 @@ impl Rig {
         let (stop, stop_rx) = watch::channel(false);
         let target = |role: Role, id: &str, addr: SocketAddr| -> anyhow::Result<HubTarget> {
             Ok(HubTarget {
-                address: addr.to_string(),
+                addresses: vec![addr.to_string()],
                 server_name: "localhost".into(),
                 client: client_config(&ca.issue(role, id, &[], &[], 1)?.material(&ca)?)?,
             })

@@ -99,7 +99,7 @@ impl Cast {
     fn target(&self, ca: &Authority, role: Role, id: &str) -> anyhow::Result<HubTarget> {
         let cert = ca.issue(role, id, &[], &[], 1)?;
         Ok(HubTarget {
-            address: self.hub.local_addr.to_string(),
+            addresses: vec![self.hub.local_addr.to_string()],
             server_name: "localhost".into(),
             client: client_config(&cert.material(ca)?)?,
         })
@@ -263,6 +263,7 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         crl: None,
         admission: Default::default(),
         renewal: None,
+        database: None,
     })
     .await?)
 }

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use self::core::Core;
+use crate::edges::db::{ShipStatus, Shipper};
 use crate::edges::net::close_code;
 use crate::edges::net::tls::{Revocations, TlsMaterial, server_config_revoking};
 use crate::limits::{Admission, AdmissionConfig};
@@ -47,6 +48,8 @@ pub use renewal::RenewalIssuer;
 pub(super) const PEER_QUEUE: usize = 256;
 /// Inputs queued for the core from all connections; back-pressure beyond it.
 const CORE_QUEUE: usize = 4096;
+/// At shutdown, the longest wait for the event log's last lines to reach the database.
+const SHIP_AT_SHUTDOWN: Duration = Duration::from_secs(8);
 /// Time a new connection has to open its control stream.
 pub(super) const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,6 +90,9 @@ pub struct HubOptions {
     pub admission: AdmissionConfig,
     /// Renews kiosk and agent certificates on line with this renewal CA; refused when absent.
     pub renewal: Option<Arc<RenewalIssuer>>,
+    /// The deployment's PostgreSQL (`postgresql://…`): the event log is shipped to it, line by
+    /// line, from the file (which stays the hub's journal). None: the file only.
+    pub database: Option<String>,
 }
 
 /// Certificates within this many days of their end are warned about (log, doctor).
@@ -158,6 +164,7 @@ pub struct RunningHub {
     reload: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
     endpoint: quinn::Endpoint,
+    database: Option<watch::Receiver<ShipStatus>>,
 }
 
 impl RunningHub {
@@ -168,6 +175,11 @@ impl RunningHub {
     /// A receiver that sees every status change (tests wait on it).
     pub fn watch_status(&self) -> watch::Receiver<HubStatus> {
         self.status.clone()
+    }
+
+    /// What the shipping of the event log to the database has done, when there is one.
+    pub fn database_status(&self) -> Option<watch::Receiver<ShipStatus>> {
+        self.database.clone()
     }
 
     /// Reads the revocation list again (SIGHUP); also done when the file changes.
@@ -253,11 +265,27 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         renewed: 0,
         renewals_refused: 0,
     };
+    let (database, shipper) = match opts.database {
+        Some(url) => {
+            let hub = own_expiry(&opts.tls).map_or_else(|| "hub".to_string(), |c| c.id);
+            let (tx, rx) = watch::channel(ShipStatus::default());
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let shipper = Shipper { url, hub, file: opts.event_log.clone() };
+            (Some(rx), Some((tokio::spawn(shipper.run(tx, stop_rx)), stop_tx)))
+        }
+        None => (None, None),
+    };
     let task = tokio::spawn(async move {
         core.run(core_rx, notes_rx, shutdown_rx).await;
         accept.abort();
         // Recordings still being finished complete before the hub says it stopped.
         let _ = stopper.await;
+        // The core's last lines are in the file: they go to the database before the hub stops
+        // (or at its next start, when the database is away).
+        if let Some((task, stop)) = shipper {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(SHIP_AT_SHUTDOWN, task).await;
+        }
     });
     info!(addr = %local_addr, log = %opts.event_log.display(), "hub listening");
     Ok(RunningHub {
@@ -268,6 +296,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         reload,
         task,
         endpoint,
+        database,
     })
 }
 

@@ -271,50 +271,69 @@ pub fn check_renewal(r: &mut Report, cfg: &KioskConfig) {
     }
 }
 
-/// Connects to the hub with the kiosk's certificate, TLS handshake only: proves the hub answers
-/// and accepts this certificate, without disturbing a running daemon's session.
+/// Connects to each hub with the kiosk's certificate, TLS handshake only: proves the hubs
+/// answer and accept this certificate, without disturbing a running daemon's session. With
+/// several hubs, one that does not answer is a warning while another does (the kiosk fails
+/// over), a failure when none does.
 pub async fn check_hub(r: &mut Report, cfg: &KioskConfig, tls: &TlsMaterial) {
     let what = "hub";
     let client = match client_config(tls) {
         Ok(c) => c,
         Err(e) => return r.fail(what, e.to_string()),
     };
-    let addr = match crate::edges::net::client::resolve(&cfg.hub.address).await {
+    let addrs = match crate::edges::net::client::resolve_all(&cfg.hub.all()).await {
         Ok(a) => a,
         Err(e) => return r.fail(what, e.to_string()),
     };
-    let ep = match crate::edges::net::client::endpoint(client, addr.is_ipv6()) {
-        Ok(ep) => ep,
-        Err(e) => return r.fail(what, e.to_string()),
-    };
-    let attempt = async {
-        ep.connect(addr, &cfg.hub.server_name()).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-        Ok(Ok(conn)) => {
-            let rtt = conn.rtt();
-            if let Some(until) = crate::edges::net::tls::peer_not_after(&conn) {
-                let days = (until - now_unix()).div_euclid(86_400);
-                if days < EXPIRY_WARNING_DAYS {
-                    r.warn("hub certificate", format!("expires in {days} days"));
-                } else {
-                    r.ok("hub certificate", format!("valid for {days} more days"));
-                }
+    let mut eps = crate::edges::net::client::Endpoints::new(client);
+    let mut failed = Vec::new();
+    let several = addrs.len() > 1;
+    for addr in &addrs {
+        let name = if several { format!("hub {addr}") } else { what.to_string() };
+        let ep = match eps.for_addr(*addr) {
+            Ok(ep) => ep,
+            Err(e) => {
+                failed.push((name, e.to_string()));
+                continue;
             }
-            conn.close(quinn::VarInt::from_u32(crate::edges::net::close_code::NORMAL), b"doctor");
-            r.ok(
-                what,
-                format!(
-                    "{} answered (TLS 1.3, round trip {:.1} ms)",
-                    cfg.hub.address,
-                    rtt.as_secs_f64() * 1000.0
-                ),
-            );
+        };
+        let attempt = async {
+            ep.connect(*addr, &cfg.hub.server_name())
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(conn)) => {
+                let rtt = conn.rtt();
+                if let Some(until) = crate::edges::net::tls::peer_not_after(&conn) {
+                    let days = (until - now_unix()).div_euclid(86_400);
+                    let cert = format!("{name} certificate");
+                    if days < EXPIRY_WARNING_DAYS {
+                        r.warn(&cert, format!("expires in {days} days"));
+                    } else {
+                        r.ok(&cert, format!("valid for {days} more days"));
+                    }
+                }
+                conn.close(quinn::VarInt::from_u32(crate::edges::net::close_code::NORMAL), b"doctor");
+                r.ok(
+                    &name,
+                    format!("{addr} answered (TLS 1.3, round trip {:.1} ms)", rtt.as_secs_f64() * 1000.0),
+                );
+            }
+            Ok(Err(e)) => failed.push((name, format!("{addr}: {e}"))),
+            Err(_) => failed.push((name, format!("{addr}: no answer within 5 s"))),
         }
-        Ok(Err(e)) => r.fail(what, format!("{}: {e}", cfg.hub.address)),
-        Err(_) => r.fail(what, format!("{}: no answer within 5 s", cfg.hub.address)),
     }
-    ep.wait_idle().await;
+    let all_failed = failed.len() == addrs.len();
+    for (name, msg) in failed {
+        if all_failed {
+            r.fail(&name, msg);
+        } else {
+            r.warn(&name, format!("{msg} (the kiosk uses the other hubs)"));
+        }
+    }
+    eps.wait_idle().await;
 }
 
 /// The whole check for a kiosk configuration file.

@@ -1,16 +1,15 @@
 //! The kiosk's link to the hub: connects, reconnects with back-off and jitter, races
 //! handshakes while a call waits to be resumed, and forwards control messages both ways.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::KioskOptions;
 use crate::call::backoff::Backoff;
-use crate::edges::net::client::{self, ClientError, HubTarget};
+use crate::edges::net::client::{self, HubTarget};
 use crate::edges::net::control::ControlError;
 use crate::edges::net::{close_code, renew};
 use crate::protocol::{ClientMsg, HubMsg, Role};
@@ -51,7 +50,9 @@ pub(super) async fn link_task(
     resuming: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
-    let mut endpoint: Option<(bool, quinn::Endpoint)> = None;
+    let mut endpoints = client::Endpoints::new(target.client.clone());
+    // The hub to try first: the one of the last session (or the first of the list).
+    let mut preferred = 0usize;
     // When the link last went down (or the first attempt began).
     let mut down_since = Instant::now();
     let fast = |resuming: &watch::Receiver<bool>, since: Instant| {
@@ -64,29 +65,30 @@ pub(super) async fn link_task(
         let resume = fast(&resuming, down_since);
         // A renewed certificate is used from the next connection on.
         if let Some(config) = opts.renewal.as_ref().and_then(|r| renew::lock(r).take_client_config()) {
-            if let Some((_, ep)) = &mut endpoint {
-                ep.set_default_client_config(config.clone());
-            }
+            endpoints.set_client_config(config.clone());
             target.client = config;
         }
         let attempt = async {
-            let addr = client::resolve(&target.address).await?;
-            let ipv6 = addr.is_ipv6();
-            let ep = match &endpoint {
-                Some((v6, ep)) if *v6 == ipv6 => ep.clone(),
-                _ => {
-                    let ep = client::endpoint(target.client.clone(), ipv6)
-                        .map_err(|e| ClientError::Connect(addr, e.to_string()))?;
-                    endpoint = Some((ipv6, ep.clone()));
-                    ep
+            let addrs = client::resolve_all(&target.addresses).await?;
+            let race = if resume {
+                client::Race { stagger: RESUME_ATTEMPT, at_once: RESUME_RACE, total: None }
+            } else {
+                // Each hub once, the next one started if the last has not answered within
+                // FAILOVER_STAGGER (a hub that is gone never answers: its handshake would
+                // wait out the idle timeout).
+                client::Race {
+                    stagger: client::FAILOVER_STAGGER,
+                    at_once: addrs.len(),
+                    total: Some(addrs.len()),
                 }
             };
-            let conn = if resume {
-                race_handshakes(&ep, addr, &target.server_name).await?
-            } else {
-                client::handshake(&ep, addr, &target.server_name).await?
-            };
-            client::welcome(conn, addr, Role::Kiosk).await
+            let (conn, i) =
+                client::race_handshakes(&mut endpoints, &addrs, preferred, &target.server_name, race).await?;
+            if i != preferred % addrs.len() {
+                info!(hub = %addrs[i], "connected to another hub of the deployment");
+            }
+            preferred = i;
+            client::welcome(conn, addrs[i], Role::Kiosk).await
         };
         let reason = match attempt.await {
             Ok(session) => {
@@ -95,7 +97,11 @@ pub(super) async fn link_task(
                 down_since = Instant::now();
                 reason
             }
-            Err(e) => e.to_string(),
+            Err(e) => {
+                // The next attempt starts with the next hub.
+                preferred += 1;
+                e.to_string()
+            }
         };
         if *stop.borrow() {
             return;
@@ -111,41 +117,6 @@ pub(super) async fn link_task(
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Handshakes with the hub, starting a fresh attempt every [`RESUME_ATTEMPT`] (with jitter,
-/// so that kiosks resuming together spread out) while the earlier ones go on, at most
-/// [`RESUME_RACE`] at once. The first to complete is taken; the others are dropped (closed
-/// before any hello, so the hub never sees two sessions of this kiosk).
-async fn race_handshakes(
-    ep: &quinn::Endpoint,
-    addr: SocketAddr,
-    server_name: &str,
-) -> Result<quinn::Connection, ClientError> {
-    let mut attempts = tokio::task::JoinSet::new();
-    let start = |attempts: &mut tokio::task::JoinSet<_>| {
-        let (ep, name) = (ep.clone(), server_name.to_string());
-        attempts.spawn(async move { client::handshake(&ep, addr, &name).await });
-        Instant::now() + RESUME_ATTEMPT.mul_f64(0.8 + 0.4 * rand::random::<f64>())
-    };
-    let mut next = start(&mut attempts);
-    let mut last_error = None;
-    loop {
-        tokio::select! {
-            done = attempts.join_next() => match done {
-                Some(Ok(Ok(conn))) => return Ok(conn),
-                Some(Ok(Err(e))) => last_error = Some(e),
-                Some(Err(e)) => last_error = Some(ClientError::Connect(addr, e.to_string())),
-                None => {
-                    return Err(last_error
-                        .unwrap_or_else(|| ClientError::Connect(addr, "no attempt made".into())));
-                }
-            },
-            () = tokio::time::sleep_until(next), if attempts.len() < RESUME_RACE => {
-                next = start(&mut attempts);
-            }
         }
     }
 }
@@ -178,7 +149,7 @@ async fn session_msgs(
     if events.send(LinkEvent::Up { id, out: out_tx, conn: conn.clone() }).await.is_err() {
         return "kiosk stopping".into();
     }
-    let _: SocketAddr = remote;
+    let _ = remote;
     let writer_conn = conn.clone();
     let mut writer_task = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {

@@ -1,0 +1,156 @@
+//! Kiosks and agents that know several hubs: when theirs dies (SIGKILL of a real `kioskd hub`
+//! process), they move to the next one and take calls there. Real QUIC and mutual TLS on
+//! 127.0.0.1, the deployment's certificates as `kioskd certs` writes them.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use kioskd::call::{Button, KioskState};
+use kioskd::edges::net::client::HubTarget;
+use kioskd::edges::net::tls::{TlsMaterial, client_config};
+use kioskd::edges::session::{MediaDevices, MediaOptions};
+use kioskd::protocol::RoomState;
+use kioskd::roles::agent::AgentEvent;
+use kioskd::roles::kiosk::KioskEvent;
+use tokio::time::Instant;
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port").port()
+}
+
+/// A `kioskd hub` process on `port` (its own event log), started and listening.
+fn spawn_hub(dir: &Path, name: &str, port: u16) -> Child {
+    let d = dir.display();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nevent_log = \"{d}/{name}-events.jsonl\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/hub.test.pem\"\nkey = \"{d}/hub.test.key\"\n"
+        ),
+    )
+    .expect("hub config");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_kioskd"))
+            .args(["hub", "--config", config.to_str().expect("utf-8")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the hub"),
+    );
+    Lines::of(&mut child.0).wait_for("hub listening");
+    child
+}
+
+fn target(dir: &Path, stem: &str, ports: &[u16]) -> HubTarget {
+    let material = TlsMaterial::load(
+        &dir.join("ca.pem"),
+        &dir.join(format!("{stem}.pem")),
+        &dir.join(format!("{stem}.key")),
+    )
+    .expect("certificates");
+    HubTarget {
+        addresses: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        server_name: "localhost".into(),
+        client: client_config(&material).expect("client config"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiosk_and_agent_move_to_the_next_hub_when_theirs_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let mut hub_a = spawn_hub(dir.path(), "hub-a", port_a);
+    let _hub_b = spawn_hub(dir.path(), "hub-b", port_b);
+
+    let mut agent =
+        start_agent_with(target(dir.path(), "agent-1", &[port_a, port_b]), "agent-1", Some(auto(Some(300))));
+    agent.wait_for("IDLE on hub A", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let mut kiosk = start_kiosk_target(
+        target(dir.path(), "branch-1_kiosk-1", &[port_a, port_b]),
+        "branch-1/kiosk-1",
+        MediaDevices::default(),
+        MediaOptions::default(),
+        Vec::new(),
+    );
+    kiosk.wait_for("up on hub A", |e| matches!(e, KioskEvent::HubUp { .. })).await;
+    kiosk.wait_state("idle", |s| *s == KioskState::Idle).await;
+    // Both are on hub A (the first listed): a call goes through it.
+    kiosk.panel.press(Button::Call);
+    kiosk.wait_state("ended on hub A", |s| matches!(s, KioskState::Ended { .. })).await;
+    kiosk.wait_state("idle again", |s| *s == KioskState::Idle).await;
+    let a_log = std::fs::read_to_string(dir.path().join("hub-a-events.jsonl")).expect("hub A's log");
+    assert!(a_log.contains("\"connected\""), "the first call went through hub A: {a_log}");
+
+    // Hub A dies.
+    let killed = Instant::now();
+    hub_a.0.kill().expect("SIGKILL hub A");
+    let _ = hub_a.0.wait();
+    kiosk.wait_for("down", |e| matches!(e, KioskEvent::HubDown { .. })).await;
+    kiosk.wait_for("up on hub B", |e| matches!(e, KioskEvent::HubUp { .. })).await;
+    let kiosk_back = killed.elapsed();
+    agent.wait_for("welcomed by hub B", |e| matches!(e, AgentEvent::Welcome { .. })).await;
+    agent.wait_for("IDLE on hub B", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let agent_back = killed.elapsed();
+    println!(
+        "{{\"failover\":\"hub killed\",\"kiosk_on_next_hub_ms\":{},\"agent_idle_on_next_hub_ms\":{}}}",
+        kiosk_back.as_millis(),
+        agent_back.as_millis()
+    );
+
+    // A call through hub B.
+    kiosk.wait_state("idle", |s| *s == KioskState::Idle).await;
+    kiosk.panel.press(Button::Call);
+    kiosk.wait_state("in a call on hub B", |s| matches!(s, KioskState::Connected { .. })).await;
+    kiosk.wait_state("ended on hub B", |s| matches!(s, KioskState::Ended { .. })).await;
+    let b_log = std::fs::read_to_string(dir.path().join("hub-b-events.jsonl")).expect("hub B's log");
+    assert!(b_log.contains("\"connected\""), "the second call went through hub B: {b_log}");
+
+    let _ = kiosk.stop.send(true);
+    let _ = agent.stop.send(true);
+    let _ = tokio::time::timeout(WAIT, kiosk.task).await.expect("the kiosk stops");
+    let done = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
+    assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+    assert!(kiosk_back < Duration::from_secs(10) && agent_back < Duration::from_secs(10));
+}
+
+#[test]
+fn doctor_warns_of_a_hub_that_is_gone_while_another_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    deployment(dir.path());
+    let d = dir.path().display();
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let _hub_b = spawn_hub(dir.path(), "hub-b", port_b);
+    let kiosk = dir.path().join("kiosk.toml");
+    let write = |addresses: &str| {
+        std::fs::write(
+            &kiosk,
+            format!(
+                "[hub]\naddresses = [{addresses}]\nserver_name = \"localhost\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/branch-1_kiosk-1.pem\"\nkey = \"{d}/branch-1_kiosk-1.key\"\n[buttons]\nbackend = \"simulated\"\ninput = \"{d}/buttons.sock\"\n[camera]\nbackend = \"synthetic\"\n[audio]\ncapture = \"synthetic\"\n"
+            ),
+        )
+        .expect("kiosk config");
+    };
+    write(&format!("\"127.0.0.1:{port_a}\", \"127.0.0.1:{port_b}\""));
+    let o = kioskd_bin(&["doctor", "--config", kiosk.to_str().expect("utf-8")]);
+    let text = output_text(&o);
+    assert!(o.status.success(), "one hub answering is not a failure: {text}");
+    assert!(text.contains(&format!("127.0.0.1:{port_b} answered")), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port_a}: no answer")) && text.contains("uses the other hubs"),
+        "{text}"
+    );
+
+    write(&format!("\"127.0.0.1:{port_a}\""));
+    let o = kioskd_bin(&["doctor", "--config", kiosk.to_str().expect("utf-8")]);
+    assert!(!o.status.success(), "no hub answering is a failure: {}", output_text(&o));
+
+    write(&format!("\"127.0.0.1:{port_b}\", \"127.0.0.1:{port_b}\""));
+    let o = kioskd_bin(&["run", "--config", kiosk.to_str().expect("utf-8"), "--check"]);
+    assert!(!o.status.success() && output_text(&o).contains("listed twice"), "{}", output_text(&o));
+}
