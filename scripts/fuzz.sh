@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of every decoder that reads network or file input (fuzz/, libFuzzer).
 #
-#   scripts/fuzz.sh --short [SECONDS]   each target for SECONDS (default 8): what .ci/run does
+#   scripts/fuzz.sh --short [SECONDS]   each target for SECONDS (default 5): what .ci/run does
 #   scripts/fuzz.sh --long [EXECS]      each target for EXECS executions (default 10 000 000),
 #                                       two at a time; the figures go to fuzz/RESULTS.jsonl
 #   scripts/fuzz.sh --seeds             rewrites the seed corpora (fuzz/corpus/) from the encoders
@@ -11,7 +11,8 @@
 # rustc option; cargo-fuzz is not needed. `FUZZ_ASAN=1` adds AddressSanitizer (nightly only).
 # Each run prints one JSON line per target: executions, speed, new coverage units, peak memory,
 # crashes and timeouts. Inputs that the fuzzer finds go to fuzz/corpus-grown/ (not committed);
-# a crash or timeout leaves its input in fuzz/artifacts/TARGET/ and fails the script.
+# a crash or timeout leaves its input in fuzz/artifacts/TARGET/ and fails the script (once
+# fixed, keep the input in fuzz/regressions/TARGET/ and write a test of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ case "${1:-}" in
     --seeds) mode=seeds; shift ;;
     -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
 esac
-[[ $mode == short ]] && limit=${limit:-8}
+[[ $mode == short ]] && limit=${limit:-5}
 [[ $mode == long ]] && limit=${limit:-10000000}
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
@@ -46,11 +47,13 @@ if [[ ${FUZZ_ASAN:-0} == 1 ]]; then
     flags+=" -Zsanitizer=address"
     toolchain=(+nightly)
 fi
+# The short runs build quicker (profile `ci`, opt-level 1); the long ones run faster (release).
+profile=${FUZZ_PROFILE:-$([[ $mode == short ]] && echo ci || echo release)}
 # --target keeps the instrumentation off build scripts and proc macros.
-echo "fuzz.sh: building the fuzz targets (release, libFuzzer coverage${FUZZ_ASAN:+, AddressSanitizer})" >&2
-RUSTFLAGS="$flags" cargo "${toolchain[@]}" build --quiet --release --manifest-path fuzz/Cargo.toml \
+echo "fuzz.sh: building the fuzz targets (profile $profile, libFuzzer coverage${FUZZ_ASAN:+, AddressSanitizer})" >&2
+RUSTFLAGS="$flags" cargo "${toolchain[@]}" build --quiet --profile "$profile" --manifest-path fuzz/Cargo.toml \
     --target "$triple" --bins
-bin=fuzz/target/$triple/release
+bin=fuzz/target/$triple/$profile
 
 if [[ $mode == seeds ]]; then
     rm -rf fuzz/corpus
@@ -69,8 +72,11 @@ one() {
     rc=0
     local t0 t1
     t0=$(date +%s.%N)
-    # The committed seeds are read, never written: what the fuzzer adds goes to corpus-grown.
-    "$bin/$t" "fuzz/corpus-grown/$t" "fuzz/corpus/$t" "${budget[@]}" -print_final_stats=1 \
+    # The committed seeds and the inputs of crashes found before (fuzz/regressions/, each
+    # also a test of the project's) are read, never written: new inputs go to corpus-grown.
+    local inputs=("fuzz/corpus-grown/$t" "fuzz/corpus/$t")
+    [[ -d fuzz/regressions/$t ]] && inputs+=("fuzz/regressions/$t")
+    "$bin/$t" "${inputs[@]}" "${budget[@]}" -print_final_stats=1 \
         -timeout=10 -rss_limit_mb=2048 -artifact_prefix="fuzz/artifacts/$t/" \
         >"$log" 2>&1 || rc=$?
     t1=$(date +%s.%N)

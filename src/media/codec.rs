@@ -151,6 +151,10 @@ impl VideoDecoder {
         let (ys, us, vs) = yuv.strides();
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
         let (w2, h2) = (w & !1, h & !1);
+        if w2 == 0 || h2 == 0 {
+            // A stream may crop its picture to a single row or column: nothing to show.
+            return Err(CodecError::H264(format!("a picture of {w}×{h} pixels")));
+        }
         let mut data = Vec::with_capacity(Picture::i420_len(w2 as u32, h2 as u32));
         let (y, u, v) = (yuv.y(), yuv.u(), yuv.v());
         for row in 0..h2 {
@@ -268,6 +272,30 @@ impl AudioDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (fuzz/fuzz_targets/h264_decode.rs, input kept in fuzz/regressions/): a
+    /// stream whose picture is cropped to one pixel's width gave a picture of width 0.
+    #[test]
+    fn a_picture_cropped_to_one_pixel_is_refused_not_shown_empty() {
+        let input = include_bytes!("../../fuzz/regressions/h264_decode/one-pixel-wide-picture");
+        let mut dec = VideoDecoder::new().unwrap();
+        let (mut rest, mut n, mut refused) = (&input[..], 0u64, 0);
+        while rest.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let au = &rest[2..(2 + len).min(rest.len())];
+            rest = &rest[(2 + len).min(rest.len())..];
+            n += 1;
+            match dec.decode(au, n) {
+                Ok(Some(pic)) => {
+                    assert!(pic.width > 0 && pic.height > 0 && pic.width % 2 == 0 && pic.height % 2 == 0);
+                    assert_eq!(pic.data.len(), Picture::i420_len(pic.width, pic.height));
+                }
+                Ok(None) => {}
+                Err(e) => refused += usize::from(e.to_string().contains("pixels")),
+            }
+        }
+        assert!(refused > 0, "the one-pixel picture is refused");
+    }
 
     fn pattern(w: u32, h: u32, t: u32) -> Picture {
         let mut p = Picture::black(w, h, 0);

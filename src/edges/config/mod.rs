@@ -47,7 +47,8 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
         .map_err(|e| ConfigError::new(path, "(syntax)", e.to_string().trim().to_string()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { "(top level)".to_string() } else { key };
+        // The top level is "." (or nothing, for a key named `""` there).
+        let key = if key == "." || key.is_empty() { "(top level)".to_string() } else { key };
         // toml's message repeats the source excerpt; keep its first line only.
         let message = e.inner().message().lines().next().unwrap_or_default().to_string();
         ConfigError::new(path, &key, message)
@@ -1193,6 +1194,18 @@ mod tests {
         assert!(e.message.ends_with("fr.toml: missing keys: ended.title"), "{e}");
         let e = ui("language_file = \"/nonexistent/fr.toml\"").lang(file).unwrap_err();
         assert!(e.message.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn an_error_at_the_top_level_names_it() {
+        // Found by fuzzing (fuzz/fuzz_targets/config_toml.rs): a key named "" left the error's
+        // key empty.
+        let file = Path::new("/etc/kioskd/kiosk.toml");
+        for text in ["\"\" = 1\n", "congestion = \"bbr\"\n\"\"  = \"x\"\n"] {
+            let e = parse::<KioskConfig>(file, text).unwrap_err();
+            assert_eq!(e.key, "(top level)", "{e}");
+            assert!(e.message.contains("unknown field"), "{e}");
+        }
     }
 
     #[test]
