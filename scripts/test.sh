@@ -22,6 +22,10 @@ run cargo clippy --all-targets -- -D warnings
 run cargo test --all-targets
 run cargo build
 
+# Every fuzz target (fuzz/, libFuzzer) for a few seconds over its seeds and the inputs of the
+# crashes found before; scripts/fuzz.sh --long is the 10-million-execution run (fuzz/README.md).
+run ./scripts/fuzz.sh --short 4
+
 step="demo smoke run"
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
@@ -47,4 +51,4 @@ run ./scripts/yocto-check.sh
 
 trap - ERR
 echo
-echo "test.sh: OK — formatting, clippy, all tests, the demo smoke run, the board test, the aarch64 demo and the Yocto layer check passed"
+echo "test.sh: OK — formatting, clippy, all tests, the fuzz targets, the demo smoke run, the board test, the aarch64 demo and the Yocto layer check passed"

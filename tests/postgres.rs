@@ -80,6 +80,12 @@ async fn the_event_log_goes_to_postgresql_and_is_reported_from_it() {
     let hub = start_hub_db(&pki, &log, Some(pg.url.clone())).await;
     let mut ship = hub.database_status().expect("a database");
     wait_ship(&mut ship, "connected", |s| s.connected).await;
+    // The hub's status (and so its metrics) carries the shipping's.
+    let mut status = hub.watch_status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.database.as_ref().is_some_and(|d| d.connected)))
+        .await
+        .expect("the hub's status shows the database")
+        .expect("status");
     one_call(&pki, &hub, "branch-1/kiosk-1").await;
     one_call(&pki, &hub, "branch-1/kiosk-2").await;
     hub.shutdown().await;

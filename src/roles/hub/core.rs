@@ -59,6 +59,8 @@ pub(super) struct Core {
     pub(super) own_certificate: Option<super::CertificateExpiry>,
     pub(super) renewed: u64,
     pub(super) renewals_refused: u64,
+    /// The event log's shipping to the database, when there is one.
+    pub(super) database: Option<tokio::sync::watch::Receiver<crate::edges::db::ShipStatus>>,
 }
 
 impl Core {
@@ -231,6 +233,7 @@ impl Core {
             certificates: self.certificates(),
             renewed: self.renewed,
             renewals_refused: self.renewals_refused,
+            database: self.database.as_ref().map(|d| d.borrow().clone()),
         };
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()

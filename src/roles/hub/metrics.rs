@@ -82,6 +82,8 @@ pub struct HubMetrics {
     certificate_expiry_days: Family<PartyLabel, Gauge<f64, AtomicU64>>,
     renewed: Gauge,
     renewals_refused: Gauge,
+    /// The event log's shipping to the database, by kind.
+    database: Family<KindLabel, Gauge>,
     /// call id → (queued ms, connected ms)
     open: HashMap<CallId, (Option<u64>, Option<u64>)>,
 }
@@ -124,6 +126,7 @@ impl HubMetrics {
             certificate_expiry_days: Family::default(),
             renewed: Gauge::default(),
             renewals_refused: Gauge::default(),
+            database: Family::default(),
             open: HashMap::new(),
             registry: Registry::default(),
         };
@@ -180,6 +183,11 @@ impl HubMetrics {
             "certificate_renewals_refused",
             "Renewal requests refused (no renewal CA, a bad request, too many)",
             self.renewals_refused.clone(),
+        );
+        r.register(
+            "database_events",
+            "Shipping the event log to the database (when configured): connected (0 or 1), shipped (lines), pending_bytes, skipped (lines), errors",
+            self.database.clone(),
         );
         r.register(
             "wait_seconds",
@@ -248,6 +256,17 @@ impl HubMetrics {
         }
         self.renewed.set(s.renewed as i64);
         self.renewals_refused.set(s.renewals_refused as i64);
+        if let Some(d) = &s.database {
+            for (kind, v) in [
+                ("connected", u64::from(d.connected)),
+                ("shipped", d.shipped),
+                ("pending_bytes", d.pending_bytes),
+                ("skipped", d.skipped),
+                ("errors", d.errors),
+            ] {
+                self.database.get_or_create(&KindLabel { kind: kind.into() }).set(v as i64);
+            }
+        }
         let m = &s.media;
         for (kind, v) in [
             ("audio_forwarded", m.audio_forwarded),
@@ -403,5 +422,29 @@ mod tests {
         s.certificates.truncate(1);
         m.observe_status(&s);
         assert!(!m.encode().contains("branch-1/kiosk-1"));
+    }
+
+    #[test]
+    fn the_database_shipping_shows_when_there_is_a_database() {
+        let mut m = HubMetrics::new();
+        m.observe_status(&HubStatus::default());
+        assert!(!m.encode().contains("kioskd_hub_database_events{"), "no database, no series");
+        let database = crate::edges::db::ShipStatus {
+            connected: true,
+            shipped: 120,
+            pending_bytes: 300,
+            skipped: 1,
+            errors: 2,
+        };
+        m.observe_status(&HubStatus { database: Some(database), ..HubStatus::default() });
+        let text = m.encode();
+        for line in [
+            "kioskd_hub_database_events{kind=\"connected\"} 1",
+            "kioskd_hub_database_events{kind=\"shipped\"} 120",
+            "kioskd_hub_database_events{kind=\"pending_bytes\"} 300",
+            "kioskd_hub_database_events{kind=\"errors\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

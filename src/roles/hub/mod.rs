@@ -134,6 +134,8 @@ pub struct HubStatus {
     /// Certificates renewed on line, and requests refused.
     pub renewed: u64,
     pub renewals_refused: u64,
+    /// The event log's shipping to the database, when there is one.
+    pub database: Option<ShipStatus>,
 }
 
 /// What the flood limits on new connections did (`limits::Admission`).
@@ -240,6 +242,16 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
     let (stopper_tx, stopper_rx) = mpsc::unbounded_channel();
     let stopper = tokio::spawn(stop_recordings(stopper_rx));
+    let (database, shipper) = match opts.database {
+        Some(url) => {
+            let hub = own_expiry(&opts.tls).map_or_else(|| "hub".to_string(), |c| c.id);
+            let (tx, rx) = watch::channel(ShipStatus::default());
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let shipper = Shipper { url, hub, file: opts.event_log.clone() };
+            (Some(rx), Some((tokio::spawn(shipper.run(tx, stop_rx)), stop_tx)))
+        }
+        None => (None, None),
+    };
     let core = Core {
         queue,
         links: HashMap::new(),
@@ -264,16 +276,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         own_certificate: own,
         renewed: 0,
         renewals_refused: 0,
-    };
-    let (database, shipper) = match opts.database {
-        Some(url) => {
-            let hub = own_expiry(&opts.tls).map_or_else(|| "hub".to_string(), |c| c.id);
-            let (tx, rx) = watch::channel(ShipStatus::default());
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let shipper = Shipper { url, hub, file: opts.event_log.clone() };
-            (Some(rx), Some((tokio::spawn(shipper.run(tx, stop_rx)), stop_tx)))
-        }
-        None => (None, None),
+        database: database.clone(),
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, notes_rx, shutdown_rx).await;
