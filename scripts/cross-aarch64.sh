@@ -69,9 +69,27 @@ if $demo; then
     # A smaller picture than the default 640x480 at 30 fps: emulation runs the codecs several
     # times slower than a board, and the machine running CI may be busy.
     say "running under qemu-aarch64: a demo call with media (320x240, 15 fps)"
-    report=$(run demo --media on --width 320 --height 240 --fps 15 --call-duration-ms 4000 --json | tail -n 1)
+    # The demo exits non-zero when its report lists errors: the report is read either way.
+    report=$(run demo --media on --width 320 --height 240 --fps 15 --call-duration-ms 4000 --json | tail -n 1) || true
     echo "$report"
-    if [[ $report != *'"calls_completed":1'* || $report != *'"errors":[]'* ]]; then
+    # Under emulation the echo canceller can exceed its real-time budget (16 ms of each 20 ms
+    # frame; CI saw 16-31 ms under qemu-user): the kiosk then stops processing and the call goes
+    # on with the sound unprocessed, which is the designed fallback and is what this accepts. Any other
+    # error, or a call that did not complete, fails the check.
+    if ! python3 - "$report" <<'PY'
+import json, sys
+try:
+    r = json.loads(sys.argv[1])
+except ValueError:
+    print("cross-aarch64.sh: the demo printed no report"); sys.exit(1)
+slow = [e for e in r.get("errors", []) if "audio processing failed (too slow on this machine" in e]
+other = [e for e in r.get("errors", []) if e not in slow]
+for e in slow:
+    print("cross-aarch64.sh: under emulation:", e)
+if r.get("calls_completed") != 1 or other:
+    print("cross-aarch64.sh: errors:", other); sys.exit(1)
+PY
+    then
         say "the aarch64 demo did not complete its call"
         exit 1
     fi

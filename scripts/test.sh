@@ -5,10 +5,13 @@ cd "$(dirname "$0")/.."
 
 step=""
 trap 'echo; echo "test.sh: FAILED during: ${step}"' ERR
+# Each step's wall time, so that CI's time budget (25 min on a clean clone) can be read per step.
 run() {
     step="$*"
     printf '\n==> %s\n' "$*"
+    local t0=$SECONDS
     "$@"
+    printf '==> %s: %d s (%d s so far)\n' "$*" $((SECONDS - t0)) "$SECONDS"
 }
 
 run ./scripts/deps.sh

@@ -21,6 +21,11 @@ use super::tls::{Identity, TlsMaterial, not_after, serial_of, validate_id};
 use crate::protocol::MAX_CHAIN_BYTES;
 use crate::protocol::Role;
 
+/// Validity of the certificates that `kioskd demo` and `kioskd bench` make for one run: they
+/// live in memory (or a temporary folder) only and die with the process. Longer than the hub's
+/// 30-day expiry warning, so that a demo does not warn about its own throwaway certificates.
+pub const EPHEMERAL_DAYS: i64 = 60;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {

@@ -15,7 +15,7 @@ use super::figures::OutageTexts;
 use crate::call::{Button, CallConfig, KioskState};
 use crate::edges::devices::buttons::{self, simulated::Panel, simulated::SimulatedButtons};
 use crate::edges::devices::unix_micros_now;
-use crate::edges::net::certs::Authority;
+use crate::edges::net::certs::{Authority, EPHEMERAL_DAYS};
 use crate::edges::net::client::HubTarget;
 use crate::edges::net::tls::client_config;
 use crate::edges::netsim::{Direction, ProxyStats, UdpProxy};
@@ -97,11 +97,16 @@ impl Rig {
         duration: Duration,
         video: VideoSettings,
     ) -> anyhow::Result<Self> {
-        let ca = Authority::generate("kioskd bench CA", 1)?;
+        let ca = Authority::generate("kioskd bench CA", EPHEMERAL_DAYS)?;
         let dir = std::env::temp_dir().join(format!("kioskd-bench-{}-{}", std::process::id(), scenario.name));
         std::fs::create_dir_all(&dir)?;
-        let hub_cert =
-            ca.issue(Role::Hub, "hub.bench", &["localhost".into()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1)?;
+        let hub_cert = ca.issue(
+            Role::Hub,
+            "hub.bench",
+            &["localhost".into()],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            EPHEMERAL_DAYS,
+        )?;
         let hub = hub::start(HubOptions {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             tls: hub_cert.material(&ca)?,
@@ -125,7 +130,7 @@ impl Rig {
             Ok(HubTarget {
                 addresses: vec![addr.to_string()],
                 server_name: "localhost".into(),
-                client: client_config(&ca.issue(role, id, &[], &[], 1)?.material(&ca)?)?,
+                client: client_config(&ca.issue(role, id, &[], &[], EPHEMERAL_DAYS)?.material(&ca)?)?,
             })
         };
         let agent_target = target(Role::Agent, "agent-1", hub.local_addr)?;

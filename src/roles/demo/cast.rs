@@ -13,7 +13,7 @@ use crate::call::CallConfig;
 use crate::edges::devices::buttons::simulated::{Panel, SimulatedButtons};
 use crate::edges::devices::buttons::{self};
 use crate::edges::display::{Display, DisplayOptions, DisplayThread};
-use crate::edges::net::certs::Authority;
+use crate::edges::net::certs::{Authority, EPHEMERAL_DAYS};
 use crate::edges::net::client::HubTarget;
 use crate::edges::net::tls::client_config;
 use crate::edges::session::{MediaDevices, MediaOptions, synthetic_devices};
@@ -67,7 +67,7 @@ pub(super) struct Stopped {
 impl Cast {
     pub(super) async fn start(opts: &DemoOptions) -> anyhow::Result<Self> {
         // A deployment CA and certificates for everyone, in memory.
-        let ca = Authority::generate("kioskd demo CA", 1)?;
+        let ca = Authority::generate("kioskd demo CA", EPHEMERAL_DAYS)?;
         let log = EventLog::new(opts.event_log.clone())?;
         let hub = start_hub(opts, &ca, &log.path).await?;
         let (ev_tx, events) = mpsc::unbounded_channel();
@@ -97,7 +97,7 @@ impl Cast {
 
     /// A certificate for `id` and where the hub is.
     fn target(&self, ca: &Authority, role: Role, id: &str) -> anyhow::Result<HubTarget> {
-        let cert = ca.issue(role, id, &[], &[], 1)?;
+        let cert = ca.issue(role, id, &[], &[], EPHEMERAL_DAYS)?;
         Ok(HubTarget {
             addresses: vec![self.hub.local_addr.to_string()],
             server_name: "localhost".into(),
@@ -242,8 +242,13 @@ impl EventLog {
 }
 
 async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) -> anyhow::Result<RunningHub> {
-    let hub_cert =
-        ca.issue(Role::Hub, "hub.demo", &["localhost".into()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1)?;
+    let hub_cert = ca.issue(
+        Role::Hub,
+        "hub.demo",
+        &["localhost".into()],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        EPHEMERAL_DAYS,
+    )?;
     let queue = QueueConfig {
         max_queue: opts.kiosks.max(50),
         offer_timeout: Duration::from_secs(10),
