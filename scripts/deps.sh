@@ -27,9 +27,13 @@ say() { printf 'deps.sh: %s\n' "$*"; }
 # --- Debian packages -------------------------------------------------------------------------
 if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     missing=()
+    native=$(dpkg --print-architecture)
     for pkg in "${PACKAGES[@]}"; do
-        # dpkg-query -W also answers for packages installed for several architectures.
-        if ! dpkg-query -W -f='${db:Status-Status}\n' "$pkg" 2>/dev/null | grep -qx installed; then
+        # Installed for this machine's architecture (or for all): dpkg-query -W also answers
+        # for another architecture's copy, such as the arm64 libasound2-dev of the aarch64
+        # cross-build, which does not build for this machine.
+        if ! dpkg-query -W -f='${Architecture} ${db:Status-Status}\n' "$pkg" 2>/dev/null |
+            grep -qE "^($native|all) installed$"; then
             missing+=("$pkg")
         fi
     done

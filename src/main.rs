@@ -929,8 +929,8 @@ async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         (_, Some(url)) => {
             kioskd::edges::db::check_url(&url).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
             let db = kioskd::edges::db::Database::connect_read(&url).await?;
-            let lines = db.event_lines().await?;
-            LogSummary::from_lines(lines.iter().map(String::as_str))
+            let events = db.events().await?;
+            LogSummary::from_hubs(events.iter().map(|(hub, rec)| (hub.as_str(), rec)))
         }
         (Some(path), None) => {
             let text =

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::postgres::Postgres;
 use common::*;
 use kioskd::call::{Button, KioskState};
 use kioskd::edges::net::client::HubTarget;
@@ -24,12 +25,18 @@ fn free_udp_port() -> u16 {
 
 /// A `kioskd hub` process on `port` (its own event log), started and listening.
 fn spawn_hub(dir: &Path, name: &str, port: u16) -> Child {
+    spawn_hub_with(dir, name, port, "hub.test", "")
+}
+
+/// A `kioskd hub` process with the certificate `cert` (its file stem) and `extra` lines of
+/// configuration.
+fn spawn_hub_with(dir: &Path, name: &str, port: u16, cert: &str, extra: &str) -> Child {
     let d = dir.display();
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nevent_log = \"{d}/{name}-events.jsonl\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/hub.test.pem\"\nkey = \"{d}/hub.test.key\"\n"
+            "listen = \"127.0.0.1:{port}\"\nevent_log = \"{d}/{name}-events.jsonl\"\n[tls]\nca = \"{d}/ca.pem\"\ncert = \"{d}/{cert}.pem\"\nkey = \"{d}/{cert}.key\"\n{extra}"
         ),
     )
     .expect("hub config");
@@ -153,4 +160,118 @@ fn doctor_warns_of_a_hub_that_is_gone_while_another_answers() {
     write(&format!("\"127.0.0.1:{port_b}\", \"127.0.0.1:{port_b}\""));
     let o = kioskd_bin(&["run", "--config", kiosk.to_str().expect("utf-8"), "--check"]);
     assert!(!o.status.success() && output_text(&o).contains("listed twice"), "{}", output_text(&o));
+}
+
+/// Issues a certificate in the deployment of `dir` (`kioskd certs issue` arguments).
+fn issue(dir: &Path, args: &[&str]) {
+    let mut all = vec!["certs", "issue", "--dir", dir.to_str().expect("utf-8")];
+    all.extend(args);
+    let o = kioskd_bin(&all);
+    assert!(o.status.success(), "{}", output_text(&o));
+}
+
+/// The kiosks in the order hub B's event log shows them connected to an agent.
+fn connected_order(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).expect("hub B's event log");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "connected")
+        .filter_map(|v| v["kiosk"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_callers_keep_their_places_when_their_hub_is_killed() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    deployment(d);
+    // Each hub has its own identity: the database keeps every hub's events apart by it.
+    for hub in ["hub-a", "hub-b"] {
+        issue(d, &["--role", "hub", "--id", hub, "--dns", "localhost", "--ip", "127.0.0.1"]);
+    }
+    for k in ["branch-1/kiosk-2", "branch-2/kiosk-1"] {
+        issue(d, &["--role", "kiosk", "--id", k]);
+    }
+    let database = format!("[database]\nurl = \"{}\"\n", pg.url);
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let mut hub_a = spawn_hub_with(d, "hub-a", port_a, "hub-a", &database);
+    let _hub_b = spawn_hub_with(d, "hub-b", port_b, "hub-b", &database);
+
+    // Two customers wait on hub A (no agent there), then one on hub B.
+    let kiosk = |stem: &str, id: &str, ports: &[u16]| {
+        start_kiosk_target(
+            target(d, stem, ports),
+            id,
+            MediaDevices::default(),
+            MediaOptions::default(),
+            Vec::new(),
+        )
+    };
+    let mut k1 = kiosk("branch-1_kiosk-1", "branch-1/kiosk-1", &[port_a, port_b]);
+    let mut k2 = kiosk("branch-1_kiosk-2", "branch-1/kiosk-2", &[port_a, port_b]);
+    let mut k3 = kiosk("branch-2_kiosk-1", "branch-2/kiosk-1", &[port_b, port_a]);
+    for (k, n) in [(&mut k1, 1), (&mut k2, 2), (&mut k3, 1)] {
+        k.wait_state("idle", |s| *s == KioskState::Idle).await;
+        k.panel.press(Button::Call);
+        k.wait_state("waiting", |s| matches!(s, KioskState::Waiting { position, .. } if *position == n))
+            .await;
+    }
+    // Hub A's two callers are in the database (shipped within a fraction of a second).
+    let shipped = Instant::now();
+    let count = "SELECT count(*) FROM events WHERE hub = 'hub-a' AND record ->> 'event' = 'queued'";
+    while pg.psql(count) != "2" {
+        assert!(shipped.elapsed() < WAIT, "hub A's queue did not reach the database within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Hub A dies: its callers move to hub B and keep their places ahead of hub B's own.
+    let killed = Instant::now();
+    hub_a.0.kill().expect("SIGKILL hub A");
+    let _ = hub_a.0.wait();
+    for k in [&mut k1, &mut k2] {
+        k.wait_for("up on hub B", |e| matches!(e, KioskEvent::HubUp { .. })).await;
+    }
+    let moved = killed.elapsed();
+    // Hub B's own caller goes from first to third once both have their places back (had they
+    // asked afresh, they would be behind it).
+    k3.wait_state("third on hub B", |s| matches!(s, KioskState::Waiting { position: 3, .. })).await;
+    let restored = killed.elapsed();
+    println!(
+        "{{\"failover\":\"waiting callers\",\"callers_on_next_hub_ms\":{},\"places_restored_ms\":{}}}",
+        moved.as_millis(),
+        restored.as_millis()
+    );
+
+    // An agent on hub B takes them in the order they first pressed the button.
+    let agent = start_agent_with(target(d, "agent-1", &[port_b]), "agent-1", Some(auto(Some(200))));
+    for k in [&mut k1, &mut k2, &mut k3] {
+        k.wait_state("in the call", |s| matches!(s, KioskState::Connected { .. })).await;
+        k.wait_state("ended", |s| matches!(s, KioskState::Ended { .. })).await;
+    }
+    let order = connected_order(&d.join("hub-b-events.jsonl"));
+    assert_eq!(order, ["branch-1/kiosk-1", "branch-1/kiosk-2", "branch-2/kiosk-1"]);
+    let b_log = std::fs::read_to_string(d.join("hub-b-events.jsonl")).expect("hub B's log");
+    assert_eq!(b_log.matches("\"moved\":{\"hub\":\"hub-a\"").count(), 2, "{b_log}");
+
+    // The deployment's report counts three calls, all answered: a moved caller is one call.
+    let shipped = Instant::now();
+    let ended = "SELECT count(*) FROM events WHERE hub = 'hub-b' AND record ->> 'event' = 'ended'";
+    while pg.psql(ended) != "3" {
+        assert!(shipped.elapsed() < WAIT, "hub B's calls did not reach the database within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = kioskd_bin(&["report", "--database", &pg.url]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(3), Some(3)), "{report}");
+    assert_eq!(report["open"].as_u64(), Some(0), "{report}");
+
+    for k in [k1, k2, k3] {
+        let _ = k.stop.send(true);
+        let _ = tokio::time::timeout(WAIT, k.task).await.expect("the kiosk stops");
+    }
+    let _ = agent.stop.send(true);
+    let done = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
+    assert!(matches!(done, Ok(Ok(()))), "{done:?}");
 }

@@ -18,7 +18,7 @@ use kioskd::media::codec::{AudioEncoder, AudioSettings, VideoEncoder, VideoSetti
 use kioskd::media::packet::{MediaHeader, MediaKind};
 use kioskd::media::{FRAME_SAMPLES, Picture};
 use kioskd::protocol::*;
-use kioskd::queue::{Event, EventRecord};
+use kioskd::queue::{Event, EventRecord, Moved};
 use kioskd_fuzz::{T0, Writer, opus_ops, recorder_ops as rec};
 
 fn main() {
@@ -386,6 +386,7 @@ fn event_log(out: &Path) {
         agent: matches!(event, Event::Offered | Event::Connected | Event::Ended).then(|| "agent-1".into()),
         detail: detail.map(str::to_string),
         position: (event == Event::Queued).then_some(1),
+        moved: None,
     };
     let records = [
         rec(1_700_000_000_000, Event::HubStarted, None, None),
@@ -407,6 +408,11 @@ fn event_log(out: &Path) {
         text.push('\n');
     }
     write(out, "event_log", "day", text.as_bytes());
+    // A caller that moved from another hub (its place kept from there).
+    let mut moved = rec(1_700_000_072_000, Event::Queued, Some(4), None);
+    moved.moved = Some(Moved { hub: "hub-b".into(), call_id: 9, joined_ms: 1_700_000_060_000 });
+    let line = serde_json::to_string(&moved).expect("record");
+    write(out, "event_log", "moved-caller", format!("{text}{line}\n").as_bytes());
     text.push_str("{\"ts_ms\":17");
     write(out, "event_log", "torn-last-line", text.as_bytes());
 }

@@ -213,6 +213,9 @@ pub struct CallMachine {
     shown: Option<KioskState>,
     /// A call hung up while the hub was unreachable; the hub is told on reconnect.
     pending_hangup: Option<CallId>,
+    /// The waiting call asked back after a reconnect, until the hub answers: a hub the kiosk
+    /// moved to (its previous one gone) gives the caller its place under a new call number.
+    resuming: Option<CallId>,
     out: VecDeque<Output>,
 }
 
@@ -226,6 +229,7 @@ impl CallMachine {
             inbox: TextInbox::new(),
             shown: None,
             pending_hangup: None,
+            resuming: None,
             out: VecDeque::new(),
         };
         m.show();
@@ -312,6 +316,9 @@ impl CallMachine {
                     Phase::Requesting { cancel: true } => self.phase = Phase::Idle,
                     _ => {
                         if let Some(call_id) = self.call_id() {
+                            self.resuming =
+                                matches!(self.phase, Phase::Waiting { .. } | Phase::Ringing { .. })
+                                    .then_some(call_id);
                             self.send_hub(ClientMsg::RequestAgent {
                                 resume: Some(call_id),
                                 consent: self.config.recording_consent,
@@ -376,6 +383,12 @@ impl CallMachine {
                     self.phase = Phase::Waiting { call_id, position, estimated_wait_s };
                 }
                 Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if c == call_id => {
+                    self.resuming = None;
+                    self.phase = Phase::Waiting { call_id, position, estimated_wait_s };
+                }
+                // The hub we moved to kept our place, under its own number for the call.
+                Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if self.resuming == Some(c) => {
+                    self.resuming = None;
                     self.phase = Phase::Waiting { call_id, position, estimated_wait_s };
                 }
                 // A call we no longer want (hung up while the hub was unreachable).
@@ -425,6 +438,7 @@ impl CallMachine {
                 if self.call_id() != Some(call_id) {
                     return;
                 }
+                self.resuming = None;
                 if reason == EndReason::Unknown
                     && matches!(self.phase, Phase::Waiting { .. } | Phase::Ringing { .. })
                 {

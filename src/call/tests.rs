@@ -455,6 +455,39 @@ fn hub_back_while_waiting_resumes_the_call() {
 }
 
 #[test]
+fn a_hub_moved_to_gives_the_waiting_caller_its_place_under_its_own_number() {
+    let t0 = Instant::now();
+    let mut m = ringing(t0);
+    feed(&mut m, Input::HubDown, t0 + secs(1));
+    feed(&mut m, Input::HubUp, t0 + secs(4));
+
+    // The other hub kept the place: waiting at position 2 in call 77, nothing hung up.
+    assert_eq!(
+        hub(&mut m, queued(77, 2, Some(30)), t0 + secs(4)),
+        [Output::State(waiting_state(2, Some(30))), Output::Wait(None)]
+    );
+    assert_eq!(m.call_id(), Some(77));
+    hub(&mut m, connected_msg(77), t0 + secs(9));
+    assert_eq!(m.state(), connected_state());
+    // Only once: a later Queued for yet another call is not ours.
+    assert_eq!(
+        hub(&mut m, queued(78, 1, None), t0 + secs(10)),
+        [Output::ToHub(ClientMsg::HangUp { call_id: 78 }), Output::Wait(None)]
+    );
+}
+
+#[test]
+fn without_a_reconnect_a_queued_for_another_call_is_still_hung_up() {
+    let t0 = Instant::now();
+    let mut m = waiting(t0);
+    assert_eq!(
+        hub(&mut m, queued(CALL + 1, 1, None), t0),
+        [Output::ToHub(ClientMsg::HangUp { call_id: CALL + 1 }), Output::Wait(None)]
+    );
+    assert_eq!(m.call_id(), Some(CALL));
+}
+
+#[test]
 fn hub_back_while_connected_resumes_the_call() {
     let t0 = Instant::now();
     let mut m = connected(t0);

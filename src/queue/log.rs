@@ -29,6 +29,21 @@ pub struct EventRecord {
     /// Queue position when queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u32>,
+    /// On a `queued` event: the caller comes from another hub of the deployment, which had
+    /// queued it first (that hub died or the kiosk lost it), and keeps its place from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<Moved>,
+}
+
+/// Where a caller that moved between hubs had waited first (see [`EventRecord::moved`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    /// The hub that queued the caller first (its certificate's id).
+    pub hub: String,
+    /// The call's number on that hub.
+    pub call_id: CallId,
+    /// When the caller first joined a queue (ms since the Unix epoch): its place.
+    pub joined_ms: u64,
 }
 
 /// What happened.
@@ -129,6 +144,36 @@ impl LogSummary {
         summary
     }
 
+    /// Replays the records of several hubs (hub id and record, in time order), as the
+    /// deployment's database holds them. Each hub numbers its calls from 1, so a call is known
+    /// by its hub and number, renumbered here in order of appearance; a caller that moved to
+    /// another hub (a `queued` event with [`EventRecord::moved`]) is one call, and what the
+    /// hub it left writes about it afterwards (a restart closing it) is left out.
+    pub fn from_hubs<'a>(records: impl IntoIterator<Item = (&'a str, &'a EventRecord)>) -> Self {
+        let mut summary = LogSummary::default();
+        let mut ids: BTreeMap<(&'a str, CallId), CallId> = BTreeMap::new();
+        let mut left: std::collections::BTreeSet<(&'a str, CallId)> = Default::default();
+        for (hub, rec) in records {
+            let Some(call) = rec.call_id else { continue };
+            if left.contains(&(hub, call)) {
+                continue;
+            }
+            let next = ids.len() as CallId + 1;
+            let id = match (&rec.moved, rec.event) {
+                (Some(m), Event::Queued) if ids.contains_key(&(m.hub.as_str(), m.call_id)) => {
+                    let id = ids[&(m.hub.as_str(), m.call_id)];
+                    left.insert((m.hub.as_str(), m.call_id));
+                    *ids.entry((hub, call)).or_insert(id)
+                }
+                _ => *ids.entry((hub, call)).or_insert(next),
+            };
+            let mut rec = rec.clone();
+            rec.call_id = Some(id);
+            summary.apply(&rec);
+        }
+        summary
+    }
+
     pub fn apply(&mut self, rec: &EventRecord) {
         let Some(id) = rec.call_id else { return };
         let call = self.calls.entry(id).or_default();
@@ -136,7 +181,8 @@ impl LogSummary {
             call.kiosk.clone_from(&rec.kiosk);
         }
         match rec.event {
-            Event::Queued => call.queued_ms = Some(rec.ts_ms),
+            // A caller that moved from another hub waits from when it first joined.
+            Event::Queued => call.queued_ms = Some(rec.moved.as_ref().map_or(rec.ts_ms, |m| m.joined_ms)),
             Event::Connected => {
                 call.connected_ms = Some(rec.ts_ms);
                 call.agent.clone_from(&rec.agent);
@@ -260,6 +306,7 @@ mod tests {
             agent: Some("a".into()),
             detail: None,
             position: None,
+            moved: None,
         })
         .unwrap()
     }
@@ -283,6 +330,35 @@ mod tests {
         assert_eq!(s.next_call_id(), 4);
         assert_eq!(s.recent_handle_times(5), [Duration::from_secs(60)]);
         assert_eq!(s.open_calls().map(|(id, _)| id).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn several_hubs_number_their_calls_alike_and_a_moved_caller_is_one_call() {
+        let parse = |line: String| serde_json::from_str::<EventRecord>(&line).unwrap();
+        let on = |hub: &'static str, ts, event, call| (hub, parse(rec(ts, event, call)));
+        let mut moved = parse(rec(9000, Event::Queued, 2));
+        moved.moved = Some(Moved { hub: "hub-a".into(), call_id: 2, joined_ms: 1500 });
+        let records = [
+            on("hub-a", 1000, Event::Queued, 1),
+            on("hub-b", 1200, Event::Queued, 1), // hub-b's call 1: another call
+            on("hub-a", 1500, Event::Queued, 2),
+            on("hub-a", 3000, Event::Connected, 1),
+            on("hub-b", 3500, Event::Abandoned, 1),
+            // hub-a died; the caller of its call 2 waits on as hub-b's call 2.
+            ("hub-b", moved),
+            on("hub-b", 12000, Event::Connected, 2),
+            on("hub-b", 42000, Event::Ended, 2),
+            // hub-a restarts and closes the call it had left open: not counted again.
+            on("hub-a", 50000, Event::Abandoned, 2),
+            on("hub-a", 63000, Event::Ended, 1),
+        ];
+        let s = LogSummary::from_hubs(records.iter().map(|(h, r)| (*h, r)));
+        let r = s.report();
+        assert_eq!((r.calls, r.answered, r.abandoned, r.open), (3, 2, 1, 0));
+        // The moved caller waited from 1500 (on hub-a) to 12000 (answered on hub-b).
+        let mut waits: Vec<_> = s.calls.values().filter_map(|c| c.connected_ms.and(c.waiting())).collect();
+        waits.sort();
+        assert_eq!(waits, [Duration::from_millis(2000), Duration::from_millis(10_500)]);
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! and of several IDLE agents the one idle longest gets the offer. A declined or unanswered
 //! offer goes to the next IDLE agent and the caller keeps its place. A kiosk that loses its
 //! connection keeps its place (or its call) for `kiosk_grace`.
+//! With a database shared by several hubs, a kiosk that resumes a call this hub does not know
+//! keeps the place it had on another hub: the driver looks it up ([`Output::FindPlace`],
+//! [`Input::PlaceFound`]) and the caller joins by its original time of joining.
 
 pub mod log;
 
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::limits::{Rate, RateRefusal, RateTable};
 use crate::protocol::{CallId, ClientMsg, EndReason, HubMsg, Presence, Role, RoomState, WithdrawReason};
-pub use log::{Event, EventRecord, LogSummary};
+pub use log::{Event, EventRecord, LogSummary, Moved};
 
 /// A connection, numbered by the driver. Never reused within a hub's life.
 pub type PeerId = u64;
@@ -49,6 +52,10 @@ pub struct QueueConfig {
     pub call_requests: Rate,
     /// Texts per sender per call; past it a text is refused (not relayed) and the sender told.
     pub texts: Rate,
+    /// The hub shares the deployment's database with other hubs: a kiosk that resumes a call
+    /// this hub does not know may have waited on another hub, so the core asks the driver to
+    /// look up its place ([`Output::FindPlace`]) before saying the call is unknown.
+    pub shared_places: bool,
 }
 
 impl Default for QueueConfig {
@@ -63,6 +70,7 @@ impl Default for QueueConfig {
             record_calls: false,
             call_requests: Rate::per_minute(10),
             texts: Rate::per_minute(60),
+            shared_places: false,
         }
     }
 }
@@ -92,6 +100,9 @@ pub enum Input {
     Tick,
     /// The hub stops: end every call.
     Shutdown,
+    /// The answer to [`Output::FindPlace`]: where the kiosk on `peer` waited in `call_id` on
+    /// another hub, or `None` (no such place, or the database could not say).
+    PlaceFound { peer: PeerId, call_id: CallId, place: Option<Moved> },
 }
 
 /// What the core asks the driver to do.
@@ -123,6 +134,13 @@ pub enum Output {
     },
     /// The recorded call ended: finish its recording once the media in flight has arrived.
     StopRecording {
+        call_id: CallId,
+    },
+    /// Look up in the deployment's database where `kiosk` waited in `call_id` on another hub
+    /// (only with [`QueueConfig::shared_places`]); answer with [`Input::PlaceFound`].
+    FindPlace {
+        peer: PeerId,
+        kiosk: String,
         call_id: CallId,
     },
     /// Nothing more to do until this time (or the next input).
@@ -197,6 +215,8 @@ pub struct QueueStats {
     pub call_requests_limited: u64,
     /// Texts refused by [`QueueConfig::texts`].
     pub texts_limited: u64,
+    /// Callers that kept their place from another hub ([`Output::FindPlace`]).
+    pub moved_in: u64,
 }
 
 /// A snapshot for status lines and metrics.
@@ -230,6 +250,9 @@ pub struct AgentQueue {
     call_requests: RateTable<String>,
     /// Each call's texts, per sending side.
     texts: RateTable<(CallId, Role)>,
+    /// Kiosks resuming a call this hub does not know, while their place is looked up: the
+    /// call they named and whether the customer consented to recording.
+    finding: HashMap<PeerId, (CallId, bool)>,
 }
 
 impl AgentQueue {
@@ -248,6 +271,7 @@ impl AgentQueue {
             stats: QueueStats::default(),
             call_requests: RateTable::new(config.call_requests, RATE_KEYS),
             texts: RateTable::new(config.texts, RATE_KEYS),
+            finding: HashMap::new(),
             config,
         }
     }
@@ -298,6 +322,7 @@ impl AgentQueue {
             Input::Disconnected { peer } => self.on_disconnected(peer, now),
             Input::Tick => {}
             Input::Shutdown => self.on_shutdown(now),
+            Input::PlaceFound { peer, call_id, place } => self.on_place_found(peer, call_id, place, now),
         }
         self.expire(now);
         self.dispatch(now);
@@ -406,6 +431,7 @@ impl AgentQueue {
     }
 
     fn on_disconnected(&mut self, peer: PeerId, now: Instant) {
+        self.finding.remove(&peer);
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
@@ -444,6 +470,14 @@ impl AgentQueue {
     ) {
         if let Some(call_id) = resume {
             let owned = self.calls.get(&call_id).is_some_and(|c| c.kiosk == kiosk);
+            let here = self.calls.values().any(|c| c.kiosk == kiosk);
+            if !owned && !here && self.config.shared_places {
+                // Perhaps from a hub that died: its place is looked up (once per connection).
+                if self.finding.insert(peer, (call_id, consent)).is_none() {
+                    self.out.push_back(Output::FindPlace { peer, kiosk, call_id });
+                }
+                return;
+            }
             if !owned {
                 self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
                 return;
@@ -506,6 +540,60 @@ impl AgentQueue {
         self.out.push_back(Output::Event(rec));
     }
 
+    /// Where a kiosk that resumed an unknown call waited before: it joins this hub's queue at
+    /// the place its original time of joining gives it (before everyone who joined later),
+    /// under a new call number; without a place the call is unknown and the kiosk asks afresh.
+    fn on_place_found(&mut self, peer: PeerId, call_id: CallId, place: Option<Moved>, now: Instant) {
+        // A stale answer (the kiosk left, hung up or asked again meanwhile) is dropped.
+        if self.finding.get(&peer).map(|f| f.0) != Some(call_id) {
+            return;
+        }
+        let Some((_, consent)) = self.finding.remove(&peer) else { return };
+        let Some(kiosk) =
+            self.peers.get(&peer).filter(|p| p.greeted && p.role == Role::Kiosk).map(|p| p.id.clone())
+        else {
+            return;
+        };
+        let here = self.calls.values().any(|c| c.kiosk == kiosk);
+        let Some(place) = place.filter(|_| !here && self.queue.len() < self.config.max_queue) else {
+            if !here {
+                self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
+            }
+            return;
+        };
+        // The place in this hub's time: as long ago as the caller joined (never in the future).
+        let unix_now = self.record(now, Event::Queued, None, None, None).ts_ms;
+        let waited = Duration::from_millis(unix_now.saturating_sub(place.joined_ms));
+        let requested_at = now.checked_sub(waited).unwrap_or(now);
+        let new_id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(
+            new_id,
+            Call {
+                kiosk: kiosk.clone(),
+                requested_at,
+                phase: Phase::Queued,
+                declined_by: BTreeSet::new(),
+                away_until: None,
+                told: None,
+                consent,
+                recorded: false,
+            },
+        );
+        let at = self
+            .queue
+            .iter()
+            .position(|id| self.calls.get(id).is_some_and(|c| c.requested_at > requested_at))
+            .unwrap_or(self.queue.len());
+        self.queue.insert(at, new_id);
+        self.stats.queued += 1;
+        self.stats.moved_in += 1;
+        let mut rec = self.record(now, Event::Queued, Some(new_id), Some(&kiosk), None);
+        rec.position = Some(at as u32 + 1);
+        rec.moved = Some(place);
+        self.out.push_back(Output::Event(rec));
+    }
+
     /// The kiosk is (again) connected for `call_id`: tell it where the call stands.
     fn kiosk_back(&mut self, peer: PeerId, kiosk: &str, call_id: CallId, now: Instant) {
         let Some(call) = self.calls.get_mut(&call_id) else {
@@ -562,6 +650,10 @@ impl AgentQueue {
     }
 
     fn on_kiosk_hangup(&mut self, peer: PeerId, kiosk: &str, call_id: CallId, now: Instant) {
+        // Hung up while its place was being looked up: the answer is dropped.
+        if self.finding.get(&peer).is_some_and(|f| f.0 == call_id) {
+            self.finding.remove(&peer);
+        }
         if self.calls.get(&call_id).is_some_and(|c| c.kiosk == kiosk) {
             self.end_call(call_id, EndReason::KioskHungUp, now);
         } else {
@@ -1087,6 +1179,7 @@ impl AgentQueue {
             agent: agent.map(str::to_string),
             detail: None,
             position: None,
+            moved: None,
         }
     }
 

@@ -652,6 +652,128 @@ fn without_grace_a_lost_kiosk_ends_its_call_at_once() {
     assert_eq!(deadline(&outs), None);
 }
 
+// ----- callers moving from another hub -----
+
+fn shared() -> QueueConfig {
+    QueueConfig { shared_places: true, ..QueueConfig::default() }
+}
+
+/// Where a caller waited on `hub-a`: call `call_id`, joined at `t0 + joined`.
+fn place(call_id: CallId, joined: Duration) -> Moved {
+    Moved { hub: "hub-a".into(), call_id, joined_ms: T0_UNIX_MS + joined.as_millis() as u64 }
+}
+
+fn found(hub: &mut Hub, peer: PeerId, call_id: CallId, place: Option<Moved>, now: Instant) -> Vec<Output> {
+    hub.input(Input::PlaceFound { peer, call_id, place }, now)
+}
+
+fn queued_id(outs: &[Output], kiosk: PeerId) -> Option<CallId> {
+    sent_to(outs, kiosk).iter().find_map(|m| match m {
+        HubMsg::Queued { call_id, .. } => Some(*call_id),
+        _ => None,
+    })
+}
+
+#[test]
+fn callers_from_a_dead_hub_keep_their_original_order() {
+    let (mut hub, t0) = Hub::new(shared());
+    let a1 = hub.agent("a1", t0);
+    let (k1, k2, k3) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0), hub.kiosk("k3", t0));
+    // k3 joined this hub at 10 s; k1 and k2 had joined hub-a at 1 s and 2 s, and come here at
+    // 20 s and 21 s naming their calls there.
+    hub.request(k3, t0 + secs(10));
+    let outs = hub.resume(k2, 6, t0 + secs(20));
+    assert_eq!(
+        outs.iter().filter(|o| matches!(o, Output::FindPlace { .. })).collect::<Vec<_>>(),
+        [&Output::FindPlace { peer: k2, kiosk: "k2".into(), call_id: 6 }]
+    );
+    assert!(sent_to(&outs, k2).is_empty(), "nothing is said until the place is known");
+    let outs = found(&mut hub, k2, 6, Some(place(6, secs(2))), t0 + secs(20));
+    assert_eq!(positions(&outs, k2), [(1, None)]);
+    assert_eq!(positions(&outs, k3), [(2, None)]);
+    let rec = event(&outs, Event::Queued);
+    assert_eq!((rec.kiosk.as_deref(), rec.position), (Some("k2"), Some(1)));
+    assert_eq!(rec.moved, Some(place(6, secs(2))));
+
+    hub.resume(k1, 5, t0 + secs(21));
+    let outs = found(&mut hub, k1, 5, Some(place(5, secs(1))), t0 + secs(21));
+    assert_eq!(positions(&outs, k1), [(1, None)]);
+    assert_eq!(positions(&outs, k2), [(2, None)]);
+    assert_eq!(positions(&outs, k3), [(3, None)]);
+    let first = queued_id(&outs, k1).expect("k1 queued under a new number");
+    assert_ne!(first, 5);
+
+    // The agent takes them in the order they first joined, k1's wait counted from 1 s.
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(30));
+    assert_eq!(offered(&outs, a1), Some(first));
+    assert!(sent_to(&outs, a1).iter().any(|m| matches!(m, HubMsg::Offer { waited_ms: 29_000, .. })));
+    assert_eq!(hub.q.stats().moved_in, 2);
+    // The event log tells the same: replayed, k1 waited from 1 s.
+    let lines: Vec<String> = hub.log.iter().map(|r| serde_json::to_string(r).expect("json")).collect();
+    let summary = LogSummary::from_lines(lines.iter().map(String::as_str));
+    assert_eq!(summary.calls[&first].queued_ms, Some(T0_UNIX_MS + 1000));
+}
+
+#[test]
+fn a_caller_without_a_place_elsewhere_is_told_its_call_is_unknown() {
+    let (mut hub, t0) = Hub::new(shared());
+    let k1 = hub.kiosk("k1", t0);
+    hub.resume(k1, 5, t0);
+    let outs = found(&mut hub, k1, 5, None, t0 + secs(1));
+    assert_eq!(sent_to(&outs, k1), [HubMsg::CallEnded { call_id: 5, reason: EndReason::Unknown }]);
+    assert!(events(&outs).is_empty());
+    // A hub without the database says so at once.
+    let (mut alone, t0) = Hub::new(QueueConfig::default());
+    let k1 = alone.kiosk("k1", t0);
+    let outs = alone.resume(k1, 5, t0);
+    assert_eq!(sent_to(&outs, k1), [HubMsg::CallEnded { call_id: 5, reason: EndReason::Unknown }]);
+    assert!(!outs.iter().any(|o| matches!(o, Output::FindPlace { .. })));
+}
+
+#[test]
+fn a_place_found_too_late_is_dropped() {
+    let (mut hub, t0) = Hub::new(shared());
+    // The kiosk left before the answer.
+    let k1 = hub.kiosk("k1", t0);
+    hub.resume(k1, 5, t0);
+    hub.disconnect(k1, t0);
+    let outs = found(&mut hub, k1, 5, Some(place(5, secs(0))), t0 + secs(1));
+    assert!(events(&outs).is_empty() && sent_to(&outs, k1).is_empty());
+    // The customer hung up meanwhile.
+    let k2 = hub.kiosk("k2", t0);
+    hub.resume(k2, 6, t0);
+    hub.hang_up(k2, 6, t0);
+    let outs = found(&mut hub, k2, 6, Some(place(6, secs(0))), t0 + secs(1));
+    assert!(events(&outs).is_empty() && sent_to(&outs, k2).is_empty());
+    // The kiosk asked afresh meanwhile: one call, the fresh one.
+    let k3 = hub.kiosk("k3", t0);
+    hub.resume(k3, 7, t0);
+    hub.request(k3, t0);
+    let outs = found(&mut hub, k3, 7, Some(place(7, secs(0))), t0 + secs(1));
+    assert!(events(&outs).is_empty() && sent_to(&outs, k3).is_empty());
+    // An answer for another call than the one asked about.
+    let k4 = hub.kiosk("k4", t0);
+    hub.resume(k4, 8, t0);
+    let outs = found(&mut hub, k4, 9, Some(place(9, secs(0))), t0 + secs(1));
+    assert!(events(&outs).is_empty());
+    assert_eq!(hub.q.snapshot(t0 + secs(1)).waiting, 1);
+    assert_eq!(hub.q.stats().moved_in, 0);
+}
+
+#[test]
+fn a_place_from_the_future_counts_as_now_and_a_full_queue_refuses_it() {
+    let config = QueueConfig { max_queue: 1, ..shared() };
+    let (mut hub, t0) = Hub::new(config);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    hub.resume(k1, 5, t0 + secs(5));
+    // Another hub's clock ahead of ours: the caller joins at the back, now.
+    let outs = found(&mut hub, k1, 5, Some(place(5, secs(3600))), t0 + secs(5));
+    assert_eq!(positions(&outs, k1), [(1, None)]);
+    hub.resume(k2, 6, t0 + secs(6));
+    let outs = found(&mut hub, k2, 6, Some(place(6, secs(0))), t0 + secs(6));
+    assert_eq!(sent_to(&outs, k2), [HubMsg::CallEnded { call_id: 6, reason: EndReason::Unknown }]);
+}
+
 // ----- wrap-up -----
 
 #[test]
@@ -1052,6 +1174,7 @@ fn log_line(ts_ms: u64, event: Event, call_id: CallId, kiosk: &str, agent: Optio
         agent: agent.map(str::to_string),
         detail: None,
         position: None,
+        moved: None,
     };
     serde_json::to_string(&rec).unwrap()
 }
@@ -1083,6 +1206,7 @@ fn restore_continues_call_ids_and_closes_calls_left_open() {
         agent: agent.map(str::to_string),
         detail: Some("hub_restart".into()),
         position: None,
+        moved: None,
     };
     let started = EventRecord {
         ts_ms: T0_UNIX_MS,
@@ -1092,6 +1216,7 @@ fn restore_continues_call_ids_and_closes_calls_left_open() {
         agent: None,
         detail: None,
         position: None,
+        moved: None,
     };
     assert_eq!(
         events(&outs),

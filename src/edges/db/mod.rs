@@ -10,6 +10,9 @@
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
+
+use crate::protocol::CallId;
+use crate::queue::log::{Event, EventRecord, Moved};
 use tracing::{info, warn};
 
 pub mod ship;
@@ -17,8 +20,10 @@ pub mod ship;
 pub use ship::{ShipStatus, Shipper};
 
 /// The schema's versions, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "event log", include_str!("../../../migrations/0001_events.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "event log", include_str!("../../../migrations/0001_events.sql")),
+    (2, "events by kiosk", include_str!("../../../migrations/0002_kiosk_index.sql")),
+];
 
 /// The advisory lock key under which migrations run ("kioskd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6b696f736b64;
@@ -180,25 +185,69 @@ impl Database {
         self.client.is_closed()
     }
 
-    /// Every event of the deployment in time order (one hub's in the order it wrote them), as
-    /// JSON lines (what
-    /// [`crate::queue::LogSummary::from_lines`] reads).
-    pub async fn event_lines(&self) -> Result<Vec<String>, DbError> {
+    /// Every event of the deployment in time order (one hub's in the order it wrote them), with
+    /// the hub that recorded it (what [`crate::queue::LogSummary::from_hubs`] reads).
+    pub async fn events(&self) -> Result<Vec<(String, EventRecord)>, DbError> {
         let rows = self
             .client
-            .query("SELECT id, record::text FROM events ORDER BY (record ->> 'ts_ms')::bigint, hub, seq", &[])
+            .query(
+                "SELECT id, hub, record::text FROM events ORDER BY (record ->> 'ts_ms')::bigint, hub, seq",
+                &[],
+            )
             .await
             .map_err(pg("reading the event log"))?;
-        rows.iter()
-            .map(|r| {
-                let (id, text): (i64, String) = (r.get(0), r.get(1));
-                // Stored as jsonb: valid JSON by construction; checked again as a record.
-                serde_json::from_str::<crate::queue::log::EventRecord>(&text)
-                    .map(|_| text)
-                    .map_err(|e| DbError::BadEvent(id, e.to_string()))
-            })
-            .collect()
+        rows.iter().map(record_of).collect()
     }
+
+    /// Where `kiosk` waited in call `call_id` on another hub than `own_hub` (the hub it left),
+    /// if that call is still waiting there by what that hub recorded: the hub and its original
+    /// time of joining, for the kiosk to keep its place (see [`place_of`]).
+    pub async fn find_place(
+        &self,
+        kiosk: &str,
+        call_id: CallId,
+        own_hub: &str,
+    ) -> Result<Option<Moved>, DbError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, hub, record::text FROM events
+                 WHERE record ->> 'kiosk' = $1 AND hub <> $2
+                 ORDER BY (record ->> 'ts_ms')::bigint, hub, seq",
+                &[&kiosk, &own_hub],
+            )
+            .await
+            .map_err(pg("looking up a caller's place"))?;
+        let records = rows.iter().map(record_of).collect::<Result<Vec<_>, _>>()?;
+        Ok(place_of(&records, call_id))
+    }
+}
+
+/// A row of `events` (id, hub, record as text), checked as an event record.
+fn record_of(row: &tokio_postgres::Row) -> Result<(String, EventRecord), DbError> {
+    let (id, hub, text): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+    // Stored as jsonb: valid JSON by construction; checked again as a record.
+    let rec = serde_json::from_str::<EventRecord>(&text).map_err(|e| DbError::BadEvent(id, e.to_string()))?;
+    Ok((hub, rec))
+}
+
+/// Of one kiosk's events on other hubs, in time order: where it waits in call `call_id`. The
+/// last hub that queued that call number for it holds the place, unless that hub recorded the
+/// call's end or its connection since (then there is no place to keep). The original time of
+/// joining goes with the caller from hub to hub.
+pub fn place_of(records: &[(String, EventRecord)], call_id: CallId) -> Option<Moved> {
+    let queued = records.iter().rposition(|(_, r)| r.event == Event::Queued && r.call_id == Some(call_id))?;
+    let (hub, rec) = &records[queued];
+    let over = records[queued + 1..].iter().any(|(h, r)| {
+        h == hub
+            && r.call_id == Some(call_id)
+            && matches!(r.event, Event::Connected | Event::Ended | Event::Abandoned | Event::RejectedBusy)
+    });
+    (!over).then(|| Moved {
+        hub: hub.clone(),
+        call_id,
+        joined_ms: rec.moved.as_ref().map_or(rec.ts_ms, |m| m.joined_ms),
+    })
 }
 
 /// Checks a connection string's syntax (`postgresql://…` or `key=value …`), saying what is
@@ -248,6 +297,49 @@ mod tests {
         let e = check_url("postgresql://kioskd:s3cret@db:notaport/kioskd").unwrap_err();
         assert!(!e.contains("s3cret") && e.contains("kioskd@db"), "{e}");
         assert!(check_url("user=kioskd").unwrap_err().contains("no host"));
+    }
+
+    fn rec(ts_ms: u64, event: Event, call_id: CallId, moved: Option<Moved>) -> EventRecord {
+        EventRecord {
+            ts_ms,
+            event,
+            call_id: Some(call_id),
+            kiosk: Some("branch-1/kiosk-1".into()),
+            agent: None,
+            detail: None,
+            position: None,
+            moved,
+        }
+    }
+
+    #[test]
+    fn a_place_is_the_last_queueing_of_the_call_on_a_hub_that_did_not_end_it() {
+        let a = |r| ("hub-a".to_string(), r);
+        let b = |r| ("hub-b".to_string(), r);
+        // Waiting on A since 1000 (offered meanwhile): the place is A's, from 1000.
+        let waiting = [a(rec(1000, Event::Queued, 5, None)), a(rec(2000, Event::Offered, 5, None))];
+        let place = place_of(&waiting, 5).expect("a place");
+        assert_eq!(place, Moved { hub: "hub-a".into(), call_id: 5, joined_ms: 1000 });
+        // Another call number, or a call that A connected or ended: no place.
+        assert_eq!(place_of(&waiting, 6), None);
+        for end in [Event::Connected, Event::Ended, Event::Abandoned] {
+            let over = [a(rec(1000, Event::Queued, 5, None)), a(rec(3000, end, 5, None))];
+            assert_eq!(place_of(&over, 5), None, "{end:?}");
+        }
+        // Another hub's call with the same number ending does not end A's.
+        let mixed = [a(rec(1000, Event::Queued, 5, None)), b(rec(3000, Event::Ended, 5, None))];
+        assert!(place_of(&mixed, 5).is_some());
+        // Moved from C to B, then B died: the place is B's, with C's time of joining.
+        let moved = Moved { hub: "hub-c".into(), call_id: 2, joined_ms: 400 };
+        let twice = [b(rec(1500, Event::Queued, 5, Some(moved)))];
+        assert_eq!(place_of(&twice, 5), Some(Moved { hub: "hub-b".into(), call_id: 5, joined_ms: 400 }));
+        // The same number queued again later on A (a new customer): the later one counts.
+        let again = [
+            a(rec(1000, Event::Queued, 5, None)),
+            a(rec(1500, Event::Ended, 5, None)),
+            a(rec(9000, Event::Queued, 5, None)),
+        ];
+        assert_eq!(place_of(&again, 5).map(|p| p.joined_ms), Some(9000));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub(super) struct Core {
     pub(super) renewals_refused: u64,
     /// The event log's shipping to the database, when there is one.
     pub(super) database: Option<tokio::sync::watch::Receiver<crate::edges::db::ShipStatus>>,
+    /// Where place lookups go (see [`super::find_places`]), when there is a database.
+    pub(super) places: Option<mpsc::Sender<super::PlaceQuery>>,
 }
 
 impl Core {
@@ -124,6 +126,9 @@ impl Core {
             CoreCmd::Refused => self.refused += 1,
             CoreCmd::Revoked(serials) => self.revoke(&serials),
             CoreCmd::Renewal { role, id, outcome } => self.renewal(role, id, outcome),
+            CoreCmd::PlaceFound { peer, call_id, place } => {
+                self.input(Input::PlaceFound { peer, call_id, place });
+            }
             CoreCmd::Health { id, health } => {
                 self.kiosks.insert(id, KioskStatus { connected: true, health });
             }
@@ -194,6 +199,14 @@ impl Core {
                     if let Some(recording) = self.recordings.remove(&call_id) {
                         let at = Instant::now() + crate::media::DRAIN + Duration::from_millis(100);
                         let _ = self.stopper.send((at, recording));
+                    }
+                }
+                Output::FindPlace { peer, kiosk, call_id } => {
+                    let query = super::PlaceQuery { peer, kiosk, call_id };
+                    // Without a database, or with too many lookups waiting, there is no place
+                    // to find: the kiosk asks afresh.
+                    if self.places.as_ref().is_none_or(|p| p.try_send(query).is_err()) {
+                        self.input(Input::PlaceFound { peer, call_id, place: None });
                     }
                 }
                 Output::Wait(deadline) => break deadline,
@@ -277,6 +290,7 @@ impl Core {
             agent,
             detail: Some(detail),
             position: None,
+            moved: None,
         };
         self.log_event(&rec);
         if let Err(e) = self.log.flush() {
@@ -398,6 +412,7 @@ impl Core {
                 agent,
                 detail: Some(crate::edges::net::certs::hex(&serial)),
                 position: None,
+                moved: None,
             };
             self.log_event(&rec);
             self.revoked += 1;
@@ -422,6 +437,7 @@ impl Core {
             agent: None,
             detail: Some(detail),
             position: None,
+            moved: None,
         };
         self.log_event(&rec);
         if let Err(e) = self.log.flush() {

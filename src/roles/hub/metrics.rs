@@ -62,6 +62,7 @@ pub struct HubMetrics {
     offered: Counter,
     answered: Counter,
     abandoned: Counter,
+    moved_in: Counter,
     rejected_busy: Counter,
     offer_timeouts: Counter,
     recordings_finished: Counter,
@@ -106,6 +107,7 @@ impl HubMetrics {
             offered: Counter::default(),
             answered: Counter::default(),
             abandoned: Counter::default(),
+            moved_in: Counter::default(),
             rejected_busy: Counter::default(),
             offer_timeouts: Counter::default(),
             recordings_finished: Counter::default(),
@@ -149,6 +151,11 @@ impl HubMetrics {
         r.register("calls_offered", "Offers made to agents", self.offered.clone());
         r.register("calls_answered", "Calls connected", self.answered.clone());
         r.register("calls_abandoned", "Calls that ended before an agent answered", self.abandoned.clone());
+        r.register(
+            "callers_moved_in",
+            "Callers that kept their place from another hub of the deployment",
+            self.moved_in.clone(),
+        );
         r.register("calls_rejected_busy", "Callers turned away by a full queue", self.rejected_busy.clone());
         r.register("offer_timeouts", "Offers not answered in time", self.offer_timeouts.clone());
         r.register("recordings_finished", "Call recordings written whole", self.recordings_finished.clone());
@@ -307,10 +314,15 @@ impl HubMetrics {
                 self.recordings_failed.inc();
             }
             Event::Queued => {
+                if rec.moved.is_some() {
+                    self.moved_in.inc();
+                }
+                // A caller from another hub waits from when it first joined.
+                let joined = rec.moved.as_ref().map_or(rec.ts_ms, |m| m.joined_ms);
                 if let Some(id) = rec.call_id
                     && self.open.len() < MAX_TRACKED_CALLS
                 {
-                    self.open.insert(id, (Some(rec.ts_ms), None));
+                    self.open.insert(id, (Some(joined), None));
                 }
             }
             Event::Connected => {
@@ -446,5 +458,27 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
+    }
+
+    #[test]
+    fn a_caller_from_another_hub_is_counted_and_waits_from_its_first_joining() {
+        let mut m = HubMetrics::new();
+        let rec = |ts_ms, event, moved| EventRecord {
+            ts_ms,
+            event,
+            call_id: Some(4),
+            kiosk: Some("branch-1/kiosk-1".into()),
+            agent: None,
+            detail: None,
+            position: None,
+            moved,
+        };
+        let moved = crate::queue::Moved { hub: "hub-a".into(), call_id: 9, joined_ms: 10_000 };
+        m.observe_event(&rec(30_000, Event::Queued, Some(moved)));
+        m.observe_event(&rec(40_000, Event::Connected, None));
+        let text = m.encode();
+        assert!(text.contains("kioskd_hub_callers_moved_in_total 1"), "{text}");
+        // 30 s from the first joining on hub-a, not 10 s from joining here.
+        assert!(text.contains("kioskd_hub_wait_seconds_sum 30.0"), "{text}");
     }
 }

@@ -233,10 +233,20 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     if let Some(own) = &own {
         tokio::spawn(warn_own_expiry(own.not_after));
     }
+    let hub_id = own.as_ref().map_or_else(|| "hub".to_string(), |c| c.id.clone());
+    let places = opts.database.clone().map(|url| {
+        let (tx, rx) = mpsc::channel(PLACE_QUERIES);
+        tokio::spawn(find_places(url, hub_id.clone(), rx, core_tx.clone()));
+        tx
+    });
     let accept =
         tokio::spawn(peer::accept_loop(endpoint.clone(), core_tx, admission.clone(), opts.renewal.clone()));
     let now = Instant::now().into_std();
-    let queue_config = QueueConfig { record_calls: opts.recording.is_some(), ..opts.queue };
+    let queue_config = QueueConfig {
+        record_calls: opts.recording.is_some(),
+        shared_places: opts.database.is_some(),
+        ..opts.queue
+    };
     let mut queue = AgentQueue::new(queue_config, now, unix_ms());
     queue.restore(&summary, now);
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
@@ -244,10 +254,9 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     let stopper = tokio::spawn(stop_recordings(stopper_rx));
     let (database, shipper) = match opts.database {
         Some(url) => {
-            let hub = own_expiry(&opts.tls).map_or_else(|| "hub".to_string(), |c| c.id);
             let (tx, rx) = watch::channel(ShipStatus::default());
             let (stop_tx, stop_rx) = watch::channel(false);
-            let shipper = Shipper { url, hub, file: opts.event_log.clone() };
+            let shipper = Shipper { url, hub: hub_id, file: opts.event_log.clone() };
             (Some(rx), Some((tokio::spawn(shipper.run(tx, stop_rx)), stop_tx)))
         }
         None => (None, None),
@@ -277,6 +286,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         renewed: 0,
         renewals_refused: 0,
         database: database.clone(),
+        places,
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, notes_rx, shutdown_rx).await;
@@ -301,6 +311,63 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         endpoint,
         database,
     })
+}
+
+/// Most place lookups waiting for the database at once; past it a kiosk asks afresh.
+const PLACE_QUERIES: usize = 1024;
+
+/// Longest wait for the database to say where a caller waited.
+const PLACE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A kiosk resuming a call this hub does not know: where did it wait (see
+/// [`crate::queue::Output::FindPlace`]).
+pub(super) struct PlaceQuery {
+    pub peer: crate::queue::PeerId,
+    pub kiosk: String,
+    pub call_id: crate::protocol::CallId,
+}
+
+/// Answers place lookups from the deployment's database, one at a time, on a connection of its
+/// own (opened when needed, again after a failure). A lookup that fails or takes longer than
+/// [`PLACE_TIMEOUT`] finds no place: the kiosk then asks afresh, as it would without a database.
+async fn find_places(
+    url: String,
+    hub: String,
+    mut queries: mpsc::Receiver<PlaceQuery>,
+    core: mpsc::Sender<peer::CoreCmd>,
+) {
+    let mut db: Option<crate::edges::db::Database> = None;
+    while let Some(q) = queries.recv().await {
+        let lookup = async {
+            if db.as_ref().is_none_or(|d| d.is_closed()) {
+                db = Some(crate::edges::db::Database::connect_read(&url).await?);
+            }
+            match &db {
+                Some(d) => d.find_place(&q.kiosk, q.call_id, &hub).await,
+                None => Ok(None),
+            }
+        };
+        let place = match tokio::time::timeout(PLACE_TIMEOUT, lookup).await {
+            Ok(Ok(place)) => place,
+            Ok(Err(e)) => {
+                warn!(kiosk = %q.kiosk, error = %e, "could not look up a caller's place in the database");
+                db = None;
+                None
+            }
+            Err(_) => {
+                warn!(kiosk = %q.kiosk, "the database did not say within {PLACE_TIMEOUT:?} where a caller waited");
+                db = None;
+                None
+            }
+        };
+        if let Some(p) = &place {
+            info!(kiosk = %q.kiosk, from = %p.hub, call_id = p.call_id, "a caller keeps its place from another hub");
+        }
+        let found = peer::CoreCmd::PlaceFound { peer: q.peer, call_id: q.call_id, place };
+        if core.send(found).await.is_err() {
+            break;
+        }
+    }
 }
 
 fn own_expiry(tls: &TlsMaterial) -> Option<CertificateExpiry> {

@@ -48,6 +48,12 @@ pub(super) enum CoreCmd {
         id: String,
         outcome: Result<String, String>,
     },
+    /// The database's answer to [`crate::queue::Output::FindPlace`].
+    PlaceFound {
+        peer: PeerId,
+        call_id: crate::protocol::CallId,
+        place: Option<crate::queue::Moved>,
+    },
 }
 
 /// The core's handle on one connected peer.
