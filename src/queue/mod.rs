@@ -518,26 +518,7 @@ impl AgentQueue {
             self.emit(now, Event::RejectedBusy, None, Some(&kiosk), None, None);
             return;
         }
-        let call_id = self.next_call;
-        self.next_call += 1;
-        self.calls.insert(
-            call_id,
-            Call {
-                kiosk: kiosk.clone(),
-                requested_at: now,
-                phase: Phase::Queued,
-                declined_by: BTreeSet::new(),
-                away_until: None,
-                told: None,
-                consent,
-                recorded: false,
-            },
-        );
-        self.queue.push_back(call_id);
-        self.stats.queued += 1;
-        let mut rec = self.record(now, Event::Queued, Some(call_id), Some(&kiosk), None);
-        rec.position = Some(self.queue.len() as u32);
-        self.out.push_back(Output::Event(rec));
+        self.enqueue(&kiosk, now, consent, None, now);
     }
 
     /// Where a kiosk that resumed an unknown call waited before: it joins this hub's queue at
@@ -565,12 +546,25 @@ impl AgentQueue {
         let unix_now = self.record(now, Event::Queued, None, None, None).ts_ms;
         let waited = Duration::from_millis(unix_now.saturating_sub(place.joined_ms));
         let requested_at = now.checked_sub(waited).unwrap_or(now);
-        let new_id = self.next_call;
+        self.enqueue(&kiosk, requested_at, consent, Some(place), now);
+    }
+
+    /// A new call of `kiosk` in the queue, before every call requested after `requested_at`
+    /// (a fresh request: `now`, the back of the queue), logged as `queued`.
+    fn enqueue(
+        &mut self,
+        kiosk: &str,
+        requested_at: Instant,
+        consent: bool,
+        moved: Option<Moved>,
+        now: Instant,
+    ) {
+        let call_id = self.next_call;
         self.next_call += 1;
         self.calls.insert(
-            new_id,
+            call_id,
             Call {
-                kiosk: kiosk.clone(),
+                kiosk: kiosk.to_string(),
                 requested_at,
                 phase: Phase::Queued,
                 declined_by: BTreeSet::new(),
@@ -585,12 +579,12 @@ impl AgentQueue {
             .iter()
             .position(|id| self.calls.get(id).is_some_and(|c| c.requested_at > requested_at))
             .unwrap_or(self.queue.len());
-        self.queue.insert(at, new_id);
+        self.queue.insert(at, call_id);
         self.stats.queued += 1;
-        self.stats.moved_in += 1;
-        let mut rec = self.record(now, Event::Queued, Some(new_id), Some(&kiosk), None);
+        self.stats.moved_in += u64::from(moved.is_some());
+        let mut rec = self.record(now, Event::Queued, Some(call_id), Some(kiosk), None);
         rec.position = Some(at as u32 + 1);
-        rec.moved = Some(place);
+        rec.moved = moved;
         self.out.push_back(Output::Event(rec));
     }
 
