@@ -20,6 +20,8 @@ PACKAGES=(
     # tests/postgres.rs: a real PostgreSQL server (initdb, pg_ctl, psql) that the tests start
     # in a temporary folder.
     postgresql
+    # tests/browser_console.rs: the advisors' browser console in a real headless Chromium.
+    chromium
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }

@@ -49,6 +49,9 @@ enum Command {
     /// Create a deployment CA and issue hub, kiosk and agent certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// The advisors' accounts of the hub's browser console (name and password, Argon2id).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Waiting time, handle time and abandoned calls from a hub's event log.
     Report(ReportArgs),
     /// List cameras, sound devices and GPIO lines; check the configured devices, the
@@ -245,6 +248,35 @@ enum MediaMode {
 }
 
 #[derive(Subcommand)]
+enum AgentsCommand {
+    /// Add an account; the password is read from standard input (asked twice on a terminal).
+    Add {
+        /// The accounts file (`[console] accounts` of the hub); created when missing.
+        #[arg(long)]
+        file: PathBuf,
+        /// The agent's name: the same identity as its agent certificate's.
+        name: String,
+    },
+    /// Set a new password for an account (standard input, as for add).
+    Passwd {
+        #[arg(long)]
+        file: PathBuf,
+        name: String,
+    },
+    /// Remove an account; it cannot sign in from then on.
+    Remove {
+        #[arg(long)]
+        file: PathBuf,
+        name: String,
+    },
+    /// List the accounts.
+    List {
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum CertsCommand {
     /// Create a new deployment CA (ca.pem, ca.key) in DIR.
     Init {
@@ -327,6 +359,7 @@ fn main() -> ExitCode {
         Command::Demo(_)
             | Command::Agent(_)
             | Command::Certs(_)
+            | Command::Agents(_)
             | Command::Report(_)
             | Command::Doctor(_)
             | Command::Health(_)
@@ -380,6 +413,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => run_agent(args).await,
         Command::Demo(args) => run_demo(args).await,
         Command::Certs(cmd) => certs(cmd),
+        Command::Agents(cmd) => agents(cmd),
         Command::Report(args) => report(args).await,
         Command::Doctor(args) => {
             let r = kioskd::roles::kiosk::doctor::run(&args.config).await;
@@ -609,6 +643,13 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         admission: cfg.limits.admission(),
         renewal,
         database,
+        console: cfg.console.as_ref().map(|c| hub::console::ConsoleOptions {
+            listen: c.listen,
+            media: c.media,
+            media_public: c.media_public,
+            accounts: c.accounts.clone(),
+            session_ttl: Duration::from_secs(u64::from(c.session_hours) * 3600),
+        }),
     })
     .await
     .context("starting the hub")?;
@@ -865,6 +906,87 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&r)?);
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn agents(cmd: AgentsCommand) -> anyhow::Result<ExitCode> {
+    use hub::console::Accounts;
+    match cmd {
+        AgentsCommand::Add { file, name } => {
+            let password = read_password(&name)?;
+            Accounts::set(&file, &name, &password, false)?;
+            println!("added `{name}` to {}", file.display());
+        }
+        AgentsCommand::Passwd { file, name } => {
+            let password = read_password(&name)?;
+            Accounts::set(&file, &name, &password, true)?;
+            println!(
+                "new password for `{name}` in {} (signed-in pages stay until they sign out or expire)",
+                file.display()
+            );
+        }
+        AgentsCommand::Remove { file, name } => {
+            Accounts::remove(&file, &name)?;
+            println!("removed `{name}` from {}", file.display());
+        }
+        AgentsCommand::List { file } => {
+            for name in Accounts::load(&file)?.names()? {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A password from standard input: asked twice without echo on a terminal, one line otherwise.
+fn read_password(name: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let read_line = |prompt: &str| -> anyhow::Result<String> {
+        if terminal {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+        }
+        let echo = terminal.then(|| set_echo(false));
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        if let Some(Some(saved)) = echo {
+            restore_echo(&saved);
+            eprintln!();
+        }
+        read.context("reading the password")?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let password = read_line(&format!("password for {name}: "))?;
+    if terminal && read_line("again: ")? != password {
+        anyhow::bail!("the two passwords differ");
+    }
+    Ok(password)
+}
+
+/// Turns the terminal's echo off; the settings to restore, when standard input is a terminal.
+fn set_echo(on: bool) -> Option<libc::termios> {
+    // SAFETY: termios is plain data; tcgetattr fills it or fails, and it is used only if filled.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) != 0 {
+            return None;
+        }
+        let saved = t;
+        if on {
+            t.c_lflag |= libc::ECHO;
+        } else {
+            t.c_lflag &= !libc::ECHO;
+        }
+        (libc::tcsetattr(0, libc::TCSANOW, &t) == 0).then_some(saved)
+    }
+}
+
+fn restore_echo(saved: &libc::termios) {
+    // SAFETY: restores settings tcgetattr returned for the same descriptor.
+    unsafe {
+        libc::tcsetattr(0, libc::TCSANOW, saved);
+    }
 }
 
 fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {

@@ -43,6 +43,7 @@ async fn two_loaded_calls_connect_deliver_their_media_and_are_recorded() {
         admission: Default::default(),
         renewal: None,
         database: None,
+        console: None,
     })
     .await
     .expect("hub starts");

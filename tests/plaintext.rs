@@ -115,6 +115,7 @@ async fn a_recorded_call_with_texts_shows_nothing_in_clear_on_the_hubs_udp_port(
         admission: Default::default(),
         renewal: None,
         database: None,
+        console: None,
     })
     .await
     .expect("hub starts");

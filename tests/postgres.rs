@@ -30,6 +30,7 @@ async fn start_hub_db(pki: &Pki, log: &Path, database: Option<String>) -> Runnin
         admission: Default::default(),
         renewal: None,
         database,
+        console: None,
     })
     .await
     .expect("hub starts")

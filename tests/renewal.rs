@@ -90,6 +90,7 @@ impl Deployment {
             admission: Default::default(),
             renewal: renewal.then(|| self.issuer()),
             database: None,
+            console: None,
         })
         .await
         .expect("hub starts")

@@ -11,6 +11,7 @@
 
 #[cfg(test)]
 mod tests;
+pub mod web;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

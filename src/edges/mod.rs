@@ -1,6 +1,7 @@
 //! The edges: the code that moves bytes between the world and the cores. Each is thin: it
 //! reads or writes a device, a socket or a file and hands what it got to a core.
 
+pub mod browser;
 pub mod config;
 pub mod db;
 pub mod devices;

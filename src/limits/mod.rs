@@ -115,6 +115,11 @@ impl<K: Hash + Eq + Clone> RateTable<K> {
         }
     }
 
+    /// How long until `key` may have an event (zero when it may now), taking nothing.
+    pub fn wait(&self, key: &K, now: Instant) -> Duration {
+        self.buckets.get(key).map_or(Duration::ZERO, |b| b.wait(now))
+    }
+
     /// Forgets `key` (its call ended).
     pub fn forget(&mut self, key: &K) {
         self.buckets.remove(key);

@@ -88,6 +88,14 @@ pub enum Event {
     CertificateRenewed,
     /// The hub did not renew a certificate it was asked to (`detail` = why).
     RenewalRefused,
+    /// An advisor signed in to the browser console (`detail` = how, and from where).
+    SignIn,
+    /// A browser console sign-in failed or was refused by its rate limit (`detail` = why, and
+    /// from where).
+    SignInFailed,
+    SignOut,
+    /// The console refused a WebSocket (`detail` = why, e.g. a foreign origin).
+    ConsoleRefused,
 }
 
 /// One call as reconstructed from the log.

@@ -103,6 +103,7 @@ pub async fn start_hub_revoking(
         admission: Default::default(),
         renewal: None,
         database: None,
+        console: None,
     })
     .await
     .expect("hub starts")

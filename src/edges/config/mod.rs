@@ -772,6 +772,55 @@ pub struct HubConfig {
     /// The deployment's PostgreSQL; the event log file only when absent.
     #[serde(default)]
     pub database: Option<DatabaseSection>,
+    /// The advisors' browser console; off when absent.
+    #[serde(default)]
+    pub console: Option<ConsoleSection>,
+}
+
+/// `[console]` of the hub: the browser console, served over HTTPS with the hub's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// TCP address of the page (HTTPS), e.g. "0.0.0.0:8443".
+    pub listen: SocketAddr,
+    /// UDP address of the WebRTC media, e.g. "0.0.0.0:8444".
+    pub media: SocketAddr,
+    /// The address browsers send media to, when `media` is unspecified (0.0.0.0) or behind NAT.
+    #[serde(default)]
+    pub media_public: Option<SocketAddr>,
+    /// The advisors' accounts (`kioskd agents add`).
+    pub accounts: PathBuf,
+    /// How long a sign-in lasts, in hours.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u32,
+}
+
+fn default_session_hours() -> u32 {
+    10
+}
+
+impl ConsoleSection {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if !(1..=24 * 7).contains(&self.session_hours) {
+            return Err(ConfigError::new(path, "console.session_hours", "must be 1 to 168"));
+        }
+        let public = self.media_public.unwrap_or(self.media);
+        if public.ip().is_unspecified() {
+            return Err(ConfigError::new(
+                path,
+                "console.media_public",
+                "needed when console.media is unspecified (0.0.0.0): the address browsers reach",
+            ));
+        }
+        if !self.accounts.is_file() {
+            return Err(ConfigError::new(
+                path,
+                "console.accounts",
+                format!("{} does not exist (create it with `kioskd agents add`)", self.accounts.display()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[database]` of the hub: the PostgreSQL that the hubs of a deployment share. Give the
@@ -965,6 +1014,9 @@ impl HubConfig {
         let cfg: Self = load(path)?;
         cfg.limits.validate(path)?;
         cfg.database_url(path)?;
+        if let Some(c) = &cfg.console {
+            c.validate(path)?;
+        }
         let q = &cfg.queue;
         if !(1..=100_000).contains(&q.max_queue) {
             return Err(ConfigError::new(path, "queue.max_queue", "must be 1 to 100000"));

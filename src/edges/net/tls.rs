@@ -231,6 +231,23 @@ pub fn server_config_revoking(
     Ok(config)
 }
 
+/// The hub's browser console over HTTPS: TLS 1.3 with the hub's certificate. A client
+/// certificate is not required (advisors sign in with a password), but one the browser
+/// presents must come from the deployment's CA; the console then takes its identity from it.
+pub fn console_server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(m.chain.clone(), m.key.clone_key())?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls.max_early_data_size = 0;
+    Ok(Arc::new(tls))
+}
+
 /// A kiosk's or agent's QUIC client configuration: presents its certificate and accepts only a
 /// hub certificate from the CA.
 pub fn client_config(m: &TlsMaterial) -> Result<quinn::ClientConfig, TlsError> {

@@ -57,6 +57,10 @@ pub struct MediaStats {
     /// The frame numbers of the pictures shown (the playout skips a picture that is late).
     #[serde(skip)]
     pub verified_frame_numbers: Vec<u32>,
+    /// The frame numbers of every decoded picture whose stamp reads, whatever capture time it
+    /// names: a browser's camera plays a stamped file whose times the receiver cannot know.
+    #[serde(skip)]
+    pub stamped_frame_numbers: Vec<u32>,
     /// When each picture was shown (for freezes and recovery times), and its latency from
     /// capture to display in milliseconds (same index).
     #[serde(skip)]

@@ -100,11 +100,15 @@ impl VideoReceiver {
                 Ok(Some(pic)) => {
                     // A synthetic camera's frame number, checked against the capture time the
                     // header carries.
-                    let stamp = camera::synthetic::read_stamp(&pic)
-                        .filter(|&(_, ms)| ms == (h.captured_us / 1000) as u32)
-                        .map(|(n, _)| n);
+                    let read = camera::synthetic::read_stamp(&pic);
+                    let stamp = read.filter(|&(_, ms)| ms == (h.captured_us / 1000) as u32).map(|(n, _)| n);
                     with(&self.stats, |s| {
                         s.video_frames_decoded += 1;
+                        if let Some((n, _)) = read
+                            && s.stamped_frame_numbers.len() < MAX_FRAME_LOG
+                        {
+                            s.stamped_frame_numbers.push(n);
+                        }
                         if let Some(n) = stamp
                             && s.decoded_frame_numbers.len() < MAX_FRAME_LOG
                         {

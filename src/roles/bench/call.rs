@@ -118,6 +118,7 @@ impl Rig {
             admission: Default::default(),
             renewal: None,
             database: None,
+            console: None,
         })
         .await?;
         let mut down = scenario.link.clone();

@@ -8,7 +8,6 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::VarInt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -132,6 +131,7 @@ impl Core {
             CoreCmd::Health { id, health } => {
                 self.kiosks.insert(id, KioskStatus { connected: true, health });
             }
+            CoreCmd::Console { event, agent, detail } => self.console_event(event, agent, detail),
         }
     }
 
@@ -183,7 +183,7 @@ impl Core {
                     if let Some(link) = self.links.remove(&peer) {
                         warn!(peer, remote = %link.remote, id = %link.id, %reason, "refusing peer");
                         if link.tx.try_send(WriterCmd::Close(close_code::REFUSED, reason.clone())).is_err() {
-                            link.conn.close(VarInt::from_u32(close_code::REFUSED), reason.as_bytes());
+                            link.conn.close(close_code::REFUSED, reason.as_bytes());
                         }
                     }
                 }
@@ -300,6 +300,32 @@ impl Core {
         self.publish_status();
     }
 
+    /// Logs what the browser console did (sign-ins, refusals).
+    fn console_event(&mut self, what: &str, agent: String, detail: String) {
+        let event = match what {
+            "sign_in" => Event::SignIn,
+            "sign_out" => Event::SignOut,
+            "sign_in_failed" => Event::SignInFailed,
+            "sign_in_refused" => Event::SignInFailed,
+            _ => Event::ConsoleRefused,
+        };
+        let rec = EventRecord {
+            ts_ms: unix_ms(),
+            event,
+            call_id: None,
+            kiosk: None,
+            agent: (!agent.is_empty()).then_some(agent),
+            detail: Some(detail),
+            position: None,
+            moved: None,
+        };
+        self.log_event(&rec);
+        if let Err(e) = self.log.flush() {
+            self.log_errors += 1;
+            error!(error = %e, "event log flush failed");
+        }
+    }
+
     fn flood(&self) -> super::FloodStatus {
         let admission = peer::lock(&self.admission);
         super::FloodStatus {
@@ -312,14 +338,14 @@ impl Core {
     /// Points `peer`'s media at its partner's connection, or nowhere.
     fn route(&mut self, peer: PeerId, to: Option<(PeerId, CallId)>) {
         let leg = to.and_then(|(partner, call_id)| {
-            let conn = self.links.get(&partner)?.conn.clone();
+            let to = self.links.get(&partner)?.conn.sink();
             let counters = self.media.entry(call_id).or_default().leg(peer);
             let party = match self.links.get(&peer)?.role {
                 Role::Agent => Party::Agent,
                 _ => Party::Kiosk,
             };
             let tap = self.recordings.get(&call_id).map(|r| r.tap(party));
-            Some(Leg { call_id, conn, counters, tap })
+            Some(Leg { call_id, to, counters, tap })
         });
         if let Some(old) = self.routes.remove(&peer) {
             self.finish_media(old);
@@ -417,7 +443,7 @@ impl Core {
             self.log_event(&rec);
             self.revoked += 1;
             if let Some(l) = self.links.get(&peer) {
-                l.conn.close(VarInt::from_u32(close_code::REVOKED), b"certificate revoked");
+                l.conn.close(close_code::REVOKED, b"certificate revoked");
             }
         }
         if let Err(e) = self.log.flush() {
@@ -496,7 +522,7 @@ impl Core {
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = link.tx.try_send(WriterCmd::Msg(msg)) {
             warn!(peer, remote = %link.remote, id = %link.id, "peer cannot keep up with its messages; disconnecting it");
-            link.conn.close(VarInt::from_u32(close_code::TOO_SLOW), b"too slow");
+            link.conn.close(close_code::TOO_SLOW, b"too slow");
             self.links.remove(&peer);
         }
     }

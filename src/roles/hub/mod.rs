@@ -34,6 +34,7 @@ use crate::record::RecordingOptions;
 use metrics::HubMetrics;
 use recording::Recording;
 
+pub mod console;
 mod core;
 pub mod metrics;
 mod peer;
@@ -68,6 +69,8 @@ pub enum HubError {
     Recordings(PathBuf, std::io::Error),
     #[error("revocation list: {0}")]
     Crl(crate::edges::net::tls::TlsError),
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
 }
 
 /// What the hub needs to run.
@@ -93,6 +96,8 @@ pub struct HubOptions {
     /// The deployment's PostgreSQL (`postgresql://…`): the event log is shipped to it, line by
     /// line, from the file (which stays the hub's journal). None: the file only.
     pub database: Option<String>,
+    /// The advisors' browser console; off when absent.
+    pub console: Option<console::ConsoleOptions>,
 }
 
 /// Certificates within this many days of their end are warned about (log, doctor).
@@ -161,6 +166,8 @@ pub struct RunningHub {
     pub local_addr: SocketAddr,
     /// Where the metrics are served, when enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the browser console is served, when enabled.
+    pub console_addrs: Option<console::ConsoleAddrs>,
     status: watch::Receiver<HubStatus>,
     shutdown: watch::Sender<bool>,
     reload: Arc<tokio::sync::Notify>,
@@ -239,6 +246,10 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         tokio::spawn(find_places(url, hub_id.clone(), rx, core_tx.clone()));
         tx
     });
+    let console_addrs = match opts.console {
+        Some(c) => Some(console::start(c, &opts.tls, core_tx.clone(), shutdown_rx.clone()).await?),
+        None => None,
+    };
     let accept =
         tokio::spawn(peer::accept_loop(endpoint.clone(), core_tx, admission.clone(), opts.renewal.clone()));
     let now = Instant::now().into_std();
@@ -304,6 +315,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     Ok(RunningHub {
         local_addr,
         metrics_addr,
+        console_addrs,
         status: status_rx,
         shutdown: shutdown_tx,
         reload,

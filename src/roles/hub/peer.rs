@@ -48,6 +48,12 @@ pub(super) enum CoreCmd {
         id: String,
         outcome: Result<String, String>,
     },
+    /// The browser console signed an advisor in or out, or refused something: for the log.
+    Console {
+        event: &'static str,
+        agent: String,
+        detail: String,
+    },
     /// The database's answer to [`crate::queue::Output::FindPlace`].
     PlaceFound {
         peer: PeerId,
@@ -62,13 +68,38 @@ pub(super) struct PeerLink {
     pub role: Role,
     /// Where this peer's media goes (set by the core's `Route` outputs).
     pub route: watch::Sender<Option<Leg>>,
-    pub conn: Connection,
+    pub conn: PeerConn,
     pub remote: SocketAddr,
     pub id: String,
     /// The serial number of the peer's certificate (what a revocation names).
     pub serial: Option<Vec<u8>>,
     /// The end of the peer's certificate's validity (Unix seconds).
     pub not_after: Option<i64>,
+}
+
+/// A peer's connection: QUIC, or a browser console's session (WebSocket and WebRTC).
+#[derive(Clone)]
+pub(super) enum PeerConn {
+    Quic(Connection),
+    Browser(super::console::BrowserPeer),
+}
+
+impl PeerConn {
+    /// Ends the connection with a close code and a reason the peer is told.
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        match self {
+            PeerConn::Quic(conn) => conn.close(VarInt::from_u32(code), reason),
+            PeerConn::Browser(b) => b.close(code, reason),
+        }
+    }
+
+    /// Where media for this peer goes.
+    pub fn sink(&self) -> relay::LegSink {
+        match self {
+            PeerConn::Quic(conn) => relay::LegSink::Quic(conn.clone()),
+            PeerConn::Browser(b) => relay::LegSink::Browser(b.sink()),
+        }
+    }
 }
 
 /// For a peer's writer task.
@@ -207,7 +238,7 @@ async fn handle_connection(
         tx: tx.clone(),
         role: ident.role,
         route,
-        conn: conn.clone(),
+        conn: PeerConn::Quic(conn.clone()),
         remote,
         id: ident.id.clone(),
         serial,

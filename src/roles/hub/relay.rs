@@ -32,10 +32,18 @@ const MAX_STREAM: usize = MAX_VIDEO_FRAME + 64;
 #[derive(Clone)]
 pub struct Leg {
     pub call_id: CallId,
-    pub conn: Connection,
+    pub to: LegSink,
     pub counters: Arc<LegCounters>,
     /// The call's recording, when it is recorded: every valid packet is handed to it too.
     pub tap: Option<Tap>,
+}
+
+/// Where a leg's media is delivered: a QUIC peer's connection, or a browser's WebRTC session
+/// (the hub's console, `super::console`), which packs the same frames into RTP.
+#[derive(Clone)]
+pub enum LegSink {
+    Quic(Connection),
+    Browser(super::console::BrowserSink),
 }
 
 /// Counters of one direction of a call.
@@ -135,7 +143,11 @@ async fn forward_datagrams(conn: Connection, route: watch::Receiver<Option<Leg>>
         if let Some(tap) = &leg.tap {
             tap.offer(&datagram);
         }
-        match leg.conn.send_datagram(datagram) {
+        let sent = match &leg.to {
+            LegSink::Quic(conn) => conn.send_datagram(datagram).map_err(|e| e.to_string()),
+            LegSink::Browser(browser) => browser.media(datagram, false),
+        };
+        match sent {
             Ok(()) => {
                 bump(&leg.counters.audio_forwarded);
                 leg.counters.bytes.fetch_add(len, Ordering::Relaxed);
@@ -188,10 +200,24 @@ async fn forward_streams(conn: Connection, route: watch::Receiver<Option<Leg>>) 
                 return;
             };
             let len = frame.len() as u64;
+            let conn = match &leg.to {
+                LegSink::Quic(conn) => conn,
+                LegSink::Browser(browser) => {
+                    // Packed into RTP by the console's WebRTC task, which paces it out.
+                    match browser.media(frame.into(), true) {
+                        Ok(()) => {
+                            bump(&leg.counters.video_forwarded);
+                            leg.counters.bytes.fetch_add(len, Ordering::Relaxed);
+                        }
+                        Err(_) => bump(&leg.counters.video_dropped),
+                    }
+                    return;
+                }
+            };
             // Delivered by the deadline or reset (see net::frame); the permit is held until
             // then, so a leg has at most MAX_INFLIGHT_FRAMES frames not yet acknowledged.
             let deadline = tokio::time::Instant::now() + FRAME_DEADLINE;
-            match send_frame(&leg.conn, &frame, keyframe, deadline).await {
+            match send_frame(conn, &frame, keyframe, deadline).await {
                 FrameSent::Delivered | FrameSent::Late => {
                     bump(&leg.counters.video_forwarded);
                     leg.counters.bytes.fetch_add(len, Ordering::Relaxed);

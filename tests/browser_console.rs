@@ -1,0 +1,258 @@
+//! The browser console in a real headless Chromium: an advisor signs in, goes IDLE, takes a
+//! kiosk's call and talks to the customer over WebRTC through the hub; the kiosk runs its real
+//! driver over real QUIC with the synthetic camera and microphone. Chromium's fake camera and
+//! microphone play files this test makes: stamped pictures (the kiosk reads the stamps) and a
+//! 660 Hz tone.
+
+mod common;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use kioskd::call::{Button, KioskState};
+use kioskd::edges::browser::{Browser, BrowserOptions, Page, spki_hash};
+use kioskd::edges::devices::audio::dominant_frequency;
+use kioskd::edges::devices::camera::synthetic::{stamp, test_pattern};
+use kioskd::edges::session::{MediaOptions, MediaStats, synthetic_devices};
+use kioskd::media::SAMPLE_RATE;
+use kioskd::media::codec::VideoSettings;
+use kioskd::protocol::Role;
+use kioskd::queue::QueueConfig;
+use kioskd::roles::hub::console::{Accounts, ConsoleOptions};
+use kioskd::roles::hub::{self, HubOptions};
+use kioskd::roles::kiosk::KioskEvent;
+use serde_json::Value;
+
+/// Generous: Chromium starts slowly on a loaded 2-core machine.
+const PAGE_WAIT: Duration = Duration::from_secs(60);
+const PASSWORD: &str = "advisor password 1";
+
+fn video() -> VideoSettings {
+    VideoSettings { width: 320, height: 240, fps: 30.0, bitrate_bps: 400_000, ..VideoSettings::default() }
+}
+
+/// A Y4M of `frames` stamped test pictures (frame numbers from 1), as the kiosk's camera makes.
+fn write_y4m(path: &Path, width: u32, height: u32, frames: u32) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(f, "YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg").unwrap();
+    for n in 1..=frames {
+        let mut pic = test_pattern(width, height, n, 0);
+        stamp(&mut pic, n, 0);
+        f.write_all(b"FRAME\n").unwrap();
+        f.write_all(&pic.data).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// A mono 48 kHz 16-bit WAV of a tone.
+fn write_wav(path: &Path, hz: f64, seconds: u32) {
+    let n = SAMPLE_RATE * seconds;
+    let mut data = Vec::with_capacity(n as usize * 2);
+    for i in 0..n {
+        let s = (f64::from(i) * hz * std::f64::consts::TAU / f64::from(SAMPLE_RATE)).sin() * 0.3;
+        data.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
+    }
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(b"RIFF").unwrap();
+    f.write_all(&(36 + data.len() as u32).to_le_bytes()).unwrap();
+    f.write_all(b"WAVEfmt ").unwrap();
+    f.write_all(&16u32.to_le_bytes()).unwrap();
+    f.write_all(&1u16.to_le_bytes()).unwrap();
+    f.write_all(&1u16.to_le_bytes()).unwrap();
+    f.write_all(&SAMPLE_RATE.to_le_bytes()).unwrap();
+    f.write_all(&(SAMPLE_RATE * 2).to_le_bytes()).unwrap();
+    f.write_all(&2u16.to_le_bytes()).unwrap();
+    f.write_all(&16u16.to_le_bytes()).unwrap();
+    f.write_all(b"data").unwrap();
+    f.write_all(&(data.len() as u32).to_le_bytes()).unwrap();
+    f.write_all(&data).unwrap();
+}
+
+/// The page's WebRTC statistics (inbound and outbound RTP), for failure messages and figures.
+const RTP_STATS: &str = "(typeof pc !== 'undefined' && pc ? pc.getStats() : Promise.resolve(new Map())).then(r => { \
+    const o = []; r.forEach(s => { if (s.type === 'inbound-rtp' || s.type === 'outbound-rtp') o.push({ type: s.type, \
+    kind: s.kind, packets: s.packetsReceived ?? s.packetsSent, lost: s.packetsLost, frames: s.framesDecoded ?? s.framesEncoded, \
+    dropped: s.framesDropped, samples: s.totalSamplesReceived, concealed: s.concealedSamples, level: s.audioLevel, \
+    fps: s.framesPerSecond, plis: s.pliCount, nacks: s.nackCount }); }); return JSON.stringify(o); })";
+
+async fn eval(page: &Page<'_>, js: &str) -> Value {
+    page.eval(js).await.unwrap_or_else(|e| panic!("{js}: {e}"))
+}
+
+async fn wait(page: &Page<'_>, browser: &Browser, what: &str, cond: &str) {
+    if let Err(e) = page.wait_for(what, cond, PAGE_WAIT).await {
+        let state = page
+            .eval("JSON.stringify([window.kioskd && window.kioskd.state(), window.kioskd && window.kioskd.video()])")
+            .await;
+        let rtp = page.eval(RTP_STATS).await;
+        panic!("{e}\nstate: {state:?}\nRTP: {rtp:?}\npage log:\n{}", browser.page_log().join("\n"));
+    }
+}
+
+async fn kiosk_media(k: &mut TestKiosk) -> MediaStats {
+    match k.wait_for("media figures", |e| matches!(e, KioskEvent::Media { .. })).await {
+        KioskEvent::Media { stats, .. } => *stats,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let accounts = dir.path().join("accounts.toml");
+    Accounts::set(&accounts, "alice", PASSWORD, false).unwrap();
+    let tls = pki.material(Role::Hub, "hub.test");
+    let spki = spki_hash(&tls.chain[0]).unwrap();
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let hub = hub::start(HubOptions {
+        listen: local,
+        tls,
+        queue: QueueConfig::default(),
+        event_log: dir.path().join("events.jsonl"),
+        metrics: None,
+        recording: None,
+        crl: None,
+        admission: Default::default(),
+        renewal: None,
+        database: None,
+        console: Some(ConsoleOptions {
+            listen: local,
+            media: local,
+            media_public: None,
+            accounts,
+            session_ttl: Duration::from_secs(3600),
+        }),
+    })
+    .await
+    .expect("hub starts");
+    let console = hub.console_addrs.expect("console");
+
+    let (y4m, wav) = (dir.path().join("advisor.y4m"), dir.path().join("advisor.wav"));
+    write_y4m(&y4m, 640, 480, 300);
+    write_wav(&wav, 660.0, 20);
+    let profile = dir.path().join("chromium");
+    let browser = Browser::launch(&BrowserOptions {
+        video: Some(y4m),
+        audio: Some(wav),
+        trust_spki: Some(spki),
+        profile,
+    })
+    .await
+    .expect("chromium starts");
+    let page = browser.open(&format!("https://127.0.0.1:{}/", console.https.port())).await.unwrap();
+    wait(&page, &browser, "the console script", "window.kioskd && window.kioskd.state()").await;
+
+    // A wrong password is refused; the right one signs in.
+    let refused = eval(&page, "window.kioskd.signIn('alice', 'not the password').then(r => r)").await;
+    assert_ne!(refused, Value::Bool(true), "a wrong password signed in: {refused}");
+    eval(&page, &format!("window.kioskd.signIn('alice', '{PASSWORD}')")).await;
+    wait(
+        &page,
+        &browser,
+        "signed in",
+        "window.kioskd.state().signedIn && window.kioskd.state().ws === 'open'",
+    )
+    .await;
+    eval(&page, "window.kioskd.setPresence('idle')").await;
+    wait(&page, &browser, "IDLE", "window.kioskd.state().room === 'idle'").await;
+
+    let mut k = start_kiosk_full(
+        &pki,
+        hub.local_addr,
+        "branch-1/kiosk-1",
+        synthetic_devices(440.0, video()),
+        MediaOptions { video: video(), ..MediaOptions::default() },
+        vec![],
+    );
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    wait(&page, &browser, "the offer", "window.kioskd.state().offer !== null").await;
+    eval(&page, "window.kioskd.accept()").await;
+    k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
+    wait(&page, &browser, "connected", "window.kioskd.state().connected").await;
+
+    // Pictures from the kiosk, read from the page's decoded frames.
+    wait(&page, &browser, "90 verified kiosk pictures", "window.kioskd.video().verified >= 90").await;
+    // Texts both ways.
+    eval(&page, "window.kioskd.sendText('Good morning, how can I help?')").await;
+    let got = k.wait_for("the advisor's text", |e| matches!(e, KioskEvent::TextReceived { .. })).await;
+    let KioskEvent::TextReceived { body, .. } = got else { unreachable!() };
+    assert_eq!(body, "Good morning, how can I help?");
+    k.texts.send("I would like to open an account".into()).await.unwrap();
+    wait(
+        &page,
+        &browser,
+        "the customer's text",
+        "window.kioskd.state().texts.some(t => t.from === 'peer' && t.body === 'I would like to open an account')",
+    )
+    .await;
+    wait(
+        &page,
+        &browser,
+        "the delivery mark",
+        "window.kioskd.state().texts.some(t => t.from === 'me' && t.delivered)",
+    )
+    .await;
+    // Sound from the kiosk reaches the page.
+    wait(&page, &browser, "the kiosk's tone", "window.kioskd.audio().samples >= 20").await;
+    let shot = page.screenshot().await.unwrap();
+    // For a person to look at (target/browser-console/call.png).
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-console");
+    std::fs::create_dir_all(&shots).unwrap();
+    std::fs::write(shots.join("call.png"), &shot).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+
+    let video = eval(&page, "window.kioskd.video()").await;
+    let audio = eval(&page, "window.kioskd.audio()").await;
+    eval(&page, "window.kioskd.hangUp()").await;
+    let kiosk = kiosk_media(&mut k).await;
+    wait(&page, &browser, "the call's end", "!window.kioskd.state().connected").await;
+
+    // Kiosk → browser.
+    let verified = video["verified"].as_u64().unwrap_or(0);
+    let presented = video["presented"].as_u64().unwrap_or(0);
+    assert!(video["out_of_order"].as_u64() == Some(0), "{video}");
+    let repeated = video["repeated"].as_u64().unwrap_or(0);
+    assert!(
+        verified * 100 >= (presented - repeated) * 99,
+        "{verified} of {presented} pictures verified: {video}"
+    );
+    let hz = audio["dominant_hz_median"].as_f64().unwrap_or(0.0);
+    assert!((hz - 440.0).abs() < 15.0, "the page heard {hz} Hz: {audio}");
+    // Browser → kiosk: pictures (their stamps, in order) and the tone.
+    assert!(
+        kiosk.video_frames_decoded >= 30,
+        "the kiosk decoded {} browser pictures",
+        kiosk.video_frames_decoded
+    );
+    // The browser's camera plays the file in a loop: its stamps name frame numbers, not the
+    // capture times the hub can know; the kiosk reads them from every picture it decodes.
+    let n = &kiosk.stamped_frame_numbers;
+    assert!(
+        n.len() >= 30 && n.windows(2).all(|w| w[0] < w[1]),
+        "browser pictures missing or out of order: {n:?}"
+    );
+    let played: Vec<i16> = kiosk.played_audio.iter().copied().collect();
+    let f = dominant_frequency(&played, SAMPLE_RATE);
+    assert!((f - 660.0).abs() < 660.0 * 0.02, "the kiosk heard {f:.1} Hz from the browser");
+    let mut lat: Vec<i64> =
+        video["latencies_ms"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
+    lat.sort_unstable();
+    let p95 = lat.get(lat.len() * 95 / 100).copied().unwrap_or(-1);
+    eprintln!(
+        "browser console call: kiosk→browser {verified}/{presented} pictures verified ({repeated} repeated), \
+         capture to page p95 {p95} ms; browser→kiosk {} pictures decoded, stamps in order; \
+         page heard {hz:.0} Hz, kiosk heard {f:.0} Hz",
+        kiosk.video_frames_decoded
+    );
+}
