@@ -99,17 +99,10 @@ async fn kiosk_media(k: &mut TestKiosk) -> MediaStats {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let accounts = dir.path().join("accounts.toml");
+/// A hub with the console (the advisor alice), and a Chromium trusting the hub's certificate
+/// with its camera and microphone playing the stamped pictures and the 660 Hz tone.
+async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
+    let accounts = dir.join("accounts.toml");
     Accounts::set(&accounts, "alice", PASSWORD, false).unwrap();
     let tls = pki.material(Role::Hub, "hub.test");
     let spki = spki_hash(&tls.chain[0]).unwrap();
@@ -118,7 +111,7 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
         listen: local,
         tls,
         queue: QueueConfig::default(),
-        event_log: dir.path().join("events.jsonl"),
+        event_log: dir.join("events.jsonl"),
         metrics: None,
         recording: None,
         crl: None,
@@ -135,20 +128,70 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     })
     .await
     .expect("hub starts");
-    let console = hub.console_addrs.expect("console");
-
-    let (y4m, wav) = (dir.path().join("advisor.y4m"), dir.path().join("advisor.wav"));
+    let (y4m, wav) = (dir.join("advisor.y4m"), dir.join("advisor.wav"));
     write_y4m(&y4m, 640, 480, 300);
     write_wav(&wav, 660.0, 20);
-    let profile = dir.path().join("chromium");
     let browser = Browser::launch(&BrowserOptions {
         video: Some(y4m),
         audio: Some(wav),
         trust_spki: Some(spki),
-        profile,
+        profile: dir.join("chromium"),
     })
     .await
     .expect("chromium starts");
+    (hub, browser)
+}
+
+/// Signs alice in and sets her IDLE.
+async fn sign_in_idle(page: &Page<'_>, browser: &Browser) {
+    wait(page, browser, "the console script", "window.kioskd && window.kioskd.state()").await;
+    eval(page, &format!("window.kioskd.signIn('alice', '{PASSWORD}')")).await;
+    wait(page, browser, "signed in", "window.kioskd.state().signedIn && window.kioskd.state().ws === 'open'")
+        .await;
+    eval(page, "window.kioskd.setPresence('idle')").await;
+    wait(page, browser, "IDLE", "window.kioskd.state().room === 'idle'").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_vanishes_mid_call_ends_the_call_and_frees_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let (hub, browser) = hub_and_browser(dir.path(), &pki).await;
+    let console = hub.console_addrs.expect("console");
+    let page = browser.open(&format!("https://127.0.0.1:{}/", console.https.port())).await.unwrap();
+    sign_in_idle(&page, &browser).await;
+    let mut k = start_kiosk(&pki, hub.local_addr, "branch-1/kiosk-2");
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    wait(&page, &browser, "the offer", "window.kioskd.state().offer !== null").await;
+    eval(&page, "window.kioskd.accept()").await;
+    k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
+    drop(page);
+    let killed = std::time::Instant::now();
+    drop(browser); // killed: no close, no goodbye
+    k.wait_state("the call's end", |s| !matches!(s, KioskState::Connected { .. })).await;
+    let ended = killed.elapsed();
+    let mut status = hub.watch_status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.snapshot.calls_connected == 0 && s.connections == 1))
+        .await
+        .expect("no call left and only the kiosk connected")
+        .expect("the hub runs");
+    eprintln!("browser killed mid-call: the kiosk's call ended {} ms later", ended.as_millis());
+    assert!(ended <= Duration::from_secs(12), "the call outlived its browser by {ended:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let (hub, browser) = hub_and_browser(dir.path(), &pki).await;
+    let console = hub.console_addrs.expect("console");
     let page = browser.open(&format!("https://127.0.0.1:{}/", console.https.port())).await.unwrap();
     wait(&page, &browser, "the console script", "window.kioskd && window.kioskd.state()").await;
 

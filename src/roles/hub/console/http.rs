@@ -116,7 +116,9 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, acceptor: TlsAcceptor, s
             }
             return upgrade(stream, req, remote, shared).await;
         }
-        if handle(&mut stream, req, remote, &shared, cert_agent.as_deref()).await.is_err() {
+        let close = req.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        if handle(&mut stream, req, remote, &shared, cert_agent.as_deref()).await.is_err() || close {
+            let _ = stream.shutdown().await;
             return;
         }
     }

@@ -1,0 +1,306 @@
+//! The browser console's HTTPS and WebSocket edge, spoken to directly over real TLS: sign-in,
+//! its rate limit and event log lines, the WebSocket's refusals (no session: 401, foreign
+//! origin: 403), bad messages, and a second page taking over.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use kioskd::protocol::Role;
+use kioskd::queue::QueueConfig;
+use kioskd::roles::hub::console::{Accounts, ConsoleOptions};
+use kioskd::roles::hub::{self, HubOptions, RunningHub};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const PASSWORD: &str = "a long enough password";
+
+struct Console {
+    hub: RunningHub,
+    addr: SocketAddr,
+    tls: TlsConnector,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Console {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let accounts = dir.path().join("accounts.toml");
+    Accounts::set(&accounts, "alice", PASSWORD, false).unwrap();
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let log = dir.path().join("events.jsonl");
+    let material = pki.material(Role::Hub, "hub.test");
+    let ca = material.ca.clone();
+    let hub = hub::start(HubOptions {
+        listen: local,
+        tls: material,
+        queue: QueueConfig::default(),
+        event_log: log.clone(),
+        metrics: None,
+        recording: None,
+        crl: None,
+        admission: Default::default(),
+        renewal: None,
+        database: None,
+        console: Some(ConsoleOptions {
+            listen: local,
+            media: local,
+            media_public: None,
+            accounts,
+            session_ttl: Duration::from_secs(3600),
+        }),
+    })
+    .await
+    .expect("hub starts");
+    let addr = hub.console_addrs.expect("console").https;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ca {
+        roots.add(cert).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Console { hub, addr, tls: TlsConnector::from(Arc::new(config)), log, _dir: dir }
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+impl Console {
+    async fn connect(&self) -> Tls {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        self.tls.connect(name, tcp).await.expect("TLS 1.3 with the hub's certificate")
+    }
+
+    fn origin(&self) -> String {
+        format!("https://{}", self.host())
+    }
+
+    fn host(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+
+    /// One request on a fresh connection: the status, the headers and the body.
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> (u16, String, String) {
+        let mut s = self.connect().await;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.host(),
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("an answer");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
+    async fn sign_in(&self, password: &str) -> (u16, String, String) {
+        let body = format!(r#"{{"name":"alice","password":"{password}"}}"#);
+        self.request(
+            "POST",
+            "/api/signin",
+            &[("Origin", self.origin()), ("Content-Type", "application/json".into())],
+            &body,
+        )
+        .await
+    }
+
+    /// A WebSocket with `cookie` and `origin`; the HTTP status when refused.
+    async fn websocket(
+        &self,
+        cookie: Option<&str>,
+        origin: &str,
+    ) -> Result<tokio_tungstenite::WebSocketStream<Tls>, u16> {
+        let mut req = format!("wss://{}/ws", self.host()).into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        if let Some(c) = cookie {
+            req.headers_mut().insert("Cookie", format!("kioskd_session={c}").parse().unwrap());
+        }
+        match tokio_tungstenite::client_async(req, self.connect().await).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+            Err(e) => panic!("websocket: {e}"),
+        }
+    }
+
+    fn events(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn cookie_of(head: &str) -> String {
+    let line = head.lines().find(|l| l.starts_with("Set-Cookie: kioskd_session=")).expect("a session cookie");
+    assert!(
+        line.contains("HttpOnly") && line.contains("Secure") && line.contains("SameSite=Strict"),
+        "{line}"
+    );
+    line["Set-Cookie: kioskd_session=".len()..].split(';').next().unwrap().to_string()
+}
+
+/// The next JSON text message of a type.
+async fn next_of(ws: &mut tokio_tungstenite::WebSocketStream<Tls>, kind: &str) -> serde_json::Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == kind {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("waiting for {kind}: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} within {WAIT:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_sessions_and_the_websockets_refusals() {
+    let c = start().await;
+    // The page and its files, with the security headers.
+    let (status, head, body) = c.request("GET", "/", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'self'")
+            && head.contains("X-Frame-Options: DENY")
+    );
+    assert!(body.contains("console.js"));
+    assert_eq!(c.request("GET", "/nope", &[], "").await.0, 404);
+    assert_eq!(c.request("GET", "/api/me", &[], "").await.0, 401);
+
+    // Not signed in: no WebSocket. Signed in from another site: no sign-in.
+    assert_eq!(c.websocket(None, &c.origin()).await.err(), Some(401));
+    let (status, ..) = c
+        .request(
+            "POST",
+            "/api/signin",
+            &[("Origin", "https://evil.example".into())],
+            r#"{"name":"alice","password":"x"}"#,
+        )
+        .await;
+    assert_eq!(status, 403, "a sign-in from a foreign origin");
+    assert_eq!(c.sign_in("wrong password").await.0, 401);
+    let (status, head, _) = c.sign_in(PASSWORD).await;
+    assert_eq!(status, 200);
+    let token = cookie_of(&head);
+    let me = c.request("GET", "/api/me", &[("Cookie", format!("kioskd_session={token}"))], "").await;
+    assert_eq!((me.0, me.2.contains("alice")), (200, true));
+    assert_eq!(c.websocket(Some(&token), "https://evil.example").await.err(), Some(403), "a foreign origin");
+    assert_eq!(c.websocket(Some("forged"), &c.origin()).await.err(), Some(401), "a forged session");
+
+    // Signed in: the page is the agent alice.
+    let mut ws = c.websocket(Some(&token), &c.origin()).await.expect("websocket");
+    let welcome = next_of(&mut ws, "welcome").await;
+    assert_eq!((welcome["id"].as_str(), welcome["role"].as_str()), (Some("alice"), Some("agent")));
+    assert_eq!(next_of(&mut ws, "room").await["state"], "close", "a new agent starts closed");
+    ws.send(Message::Text(r#"{"type":"set_presence","presence":"idle"}"#.into())).await.unwrap();
+    assert_eq!(next_of(&mut ws, "room").await["state"], "idle");
+
+    // Bad messages are answered, not obeyed, and leave the page connected.
+    for bad in [
+        "not json",
+        r#"{"type":"request_agent"}"#,
+        r#"{"type":"hello","role":"kiosk","software":"x"}"#,
+        r#"{"type":"sdp_offer","sdp":"garbage"}"#,
+        r#"{"type":"accept","call_id":99}"#,
+    ] {
+        ws.send(Message::Text(bad.into())).await.unwrap();
+        let e = next_of(&mut ws, "error").await;
+        assert_eq!(e["fatal"], false, "{bad}: {e}");
+    }
+    ws.send(Message::Text(r#"{"type":"set_presence","presence":"close"}"#.into())).await.unwrap();
+    assert_eq!(next_of(&mut ws, "room").await["state"], "close", "still served after bad messages");
+
+    // A second page of the same agent takes over; the first is told why.
+    let mut second = c.websocket(Some(&token), &c.origin()).await.expect("second websocket");
+    next_of(&mut second, "welcome").await;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(_)) => {}
+                other => panic!("first page: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the first page is closed");
+    assert_eq!(closed, 4002);
+
+    // An oversized message closes the page; the hub goes on.
+    second.send(Message::Text("x".repeat(70 * 1024).into())).await.unwrap();
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match second.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an oversized message did not end the page");
+
+    // Sign-out ends the session.
+    let out = c
+        .request(
+            "POST",
+            "/api/signout",
+            &[("Origin", c.origin()), ("Cookie", format!("kioskd_session={token}"))],
+            "",
+        )
+        .await;
+    assert_eq!(out.0, 204);
+    assert_eq!(c.websocket(Some(&token), &c.origin()).await.err(), Some(401), "signed out");
+
+    // Failed sign-ins are limited and logged.
+    let mut limited = None;
+    for _ in 0..8 {
+        let (status, head, body) = c.sign_in("still wrong").await;
+        if status == 429 {
+            assert!(head.contains("Retry-After:") && body.contains("retry_after_s"), "{head}{body}");
+            limited = Some(());
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    assert!(limited.is_some(), "failed sign-ins were never limited");
+    assert_eq!(c.sign_in(PASSWORD).await.0, 429, "the right password waits too while limited");
+    let events = c.events();
+    for e in [
+        r#""event":"sign_in""#,
+        r#""event":"sign_in_failed""#,
+        r#""event":"sign_out""#,
+        r#""event":"console_refused""#,
+    ] {
+        assert!(events.contains(e), "{e} missing from the event log:\n{events}");
+    }
+    assert!(!events.contains(PASSWORD), "a password in the event log");
+    c.hub.shutdown().await;
+}
