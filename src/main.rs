@@ -217,6 +217,13 @@ struct DemoArgs {
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Serve the advisors' browser console and let the synthetic kiosks call until Ctrl-C:
+    /// you take the calls in your own browser (the URL and a one-time password are printed).
+    #[arg(long)]
+    console: bool,
+    /// The console's HTTPS port on 127.0.0.1 with --console (0: any free port).
+    #[arg(long, default_value_t = 8443)]
+    console_port: u16,
     /// Print every step (default when placing 3 calls or fewer).
     #[arg(long)]
     timeline: bool,
@@ -787,7 +794,13 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         } else {
             kioskd::media::processing::ProcessingConfig::default()
         },
+        console: None,
     };
+    if args.console {
+        demo::console::run(kioskd::roles::demo::DemoOptions { media: true, ..opts }, args.console_port)
+            .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if !timeline {
         eprintln!(
             "kioskd demo: {} kiosks, {} agents, {} calls of {:.1} s on 127.0.0.1 …",

@@ -269,7 +269,7 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         admission: Default::default(),
         renewal: None,
         database: None,
-        console: None,
+        console: opts.console.clone(),
     })
     .await?)
 }

@@ -7,6 +7,7 @@
 //! figures and the readable account.
 
 mod cast;
+pub mod console;
 mod report;
 mod script;
 
@@ -46,6 +47,8 @@ pub struct DemoOptions {
     pub language: String,
     /// The kiosks' sound processing (media::processing).
     pub processing: crate::media::processing::ProcessingConfig,
+    /// The hub's browser console (`kioskd demo --console`).
+    pub console: Option<crate::roles::hub::console::ConsoleOptions>,
 }
 
 /// Runs the demo and returns its report. Progress goes to stdout (timeline) or stderr.

@@ -37,7 +37,7 @@ use crate::queue::PeerId;
 const FIRST_BROWSER_PEER: PeerId = 1 << 48;
 
 /// What the console needs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ConsoleOptions {
     /// HTTPS (TCP) address of the page and its WebSocket.
     pub listen: SocketAddr,
