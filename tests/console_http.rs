@@ -235,6 +235,26 @@ async fn sign_in_sessions_and_the_websockets_refusals() {
         let e = next_of(&mut ws, "error").await;
         assert_eq!(e["fatal"], false, "{bad}: {e}");
     }
+    // SDP that starts right but is not SDP, and one without a call to belong to.
+    for (sdp, says) in [
+        ("v=0\r\nthis is not sdp\r\n\u{0}\u{ff}", "SDP offer"),
+        ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", "no call in progress"),
+    ] {
+        let msg = serde_json::json!({ "type": "sdp_offer", "sdp": sdp }).to_string();
+        ws.send(Message::Text(msg.into())).await.unwrap();
+        let e = next_of(&mut ws, "error").await;
+        assert!(e["message"].as_str().unwrap_or_default().contains(says), "{sdp:?}: {e}");
+    }
+    // Datagrams from an address no call knows (STUN-, DTLS- and RTP-looking, and noise) are
+    // dropped; the console goes on.
+    let media = c.hub.console_addrs.expect("console").media;
+    let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stun = [0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+    let dtls = [22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xde, 0xad];
+    for d in [&stun[..], &dtls[..], &rtp[..], &[0xffu8; 1500][..], &[][..]] {
+        junk.send_to(d, media).await.unwrap();
+    }
     ws.send(Message::Text(r#"{"type":"set_presence","presence":"close"}"#.into())).await.unwrap();
     assert_eq!(next_of(&mut ws, "room").await["state"], "close", "still served after bad messages");
 

@@ -187,13 +187,13 @@ fn accept_offer(
     route: watch::Receiver<Option<Leg>>,
     public: SocketAddr,
 ) -> Result<String, String> {
+    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("SDP offer: {e}"))?;
     if route.borrow().is_none() {
         return Err("no call in progress".into());
     }
     if !sessions.contains_key(&peer) && sessions.len() >= MAX_SESSIONS {
         return Err("too many browser calls".into());
     }
-    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("SDP offer: {e}"))?;
     let now = Instant::now();
     let mut rtc = Rtc::builder()
         .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
