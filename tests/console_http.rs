@@ -26,6 +26,7 @@ struct Console {
     addr: SocketAddr,
     tls: TlsConnector,
     log: std::path::PathBuf,
+    pki: Pki,
     _dir: tempfile::TempDir,
 }
 
@@ -70,7 +71,7 @@ async fn start() -> Console {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-    Console { hub, addr, tls: TlsConnector::from(Arc::new(config)), log, _dir: dir }
+    Console { hub, addr, tls: TlsConnector::from(Arc::new(config)), log, pki, _dir: dir }
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -257,6 +258,25 @@ async fn sign_in_sessions_and_the_websockets_refusals() {
     }
     ws.send(Message::Text(r#"{"type":"set_presence","presence":"close"}"#.into())).await.unwrap();
     assert_eq!(next_of(&mut ws, "room").await["state"], "close", "still served after bad messages");
+
+    // A customer waiting while the advisor is closed shows in the page's queue, with the branch.
+    let mut k = start_kiosk(&c.pki, c.hub.local_addr, "branch-7/kiosk-3");
+    k.wait_state("idle", |s| *s == kioskd::call::KioskState::Idle).await;
+    k.panel.press(kioskd::call::Button::Call);
+    let queue = loop {
+        let q = next_of(&mut ws, "queue").await;
+        if q["total"] == 1 {
+            break q;
+        }
+    };
+    assert_eq!(queue["waiting"][0]["kiosk"], "branch-7/kiosk-3", "{queue}");
+    assert_eq!(queue["waiting"][0]["branch"], "branch-7", "{queue}");
+    k.panel.press(kioskd::call::Button::HangUp);
+    loop {
+        if next_of(&mut ws, "queue").await["total"] == 0 {
+            break;
+        }
+    }
 
     // A second page of the same agent takes over; the first is told why.
     let mut second = c.websocket(Some(&token), &c.origin()).await.expect("second websocket");

@@ -226,6 +226,9 @@ pub struct Snapshot {
     pub oldest_wait: Option<Duration>,
     pub agents: BTreeMap<&'static str, usize>,
     pub calls_connected: usize,
+    /// The waiting callers in the order they will be offered: kiosk and time waited (the
+    /// advisors' console shows them).
+    pub queue: Vec<(String, Duration)>,
 }
 
 /// The hub's sans-IO core: agent rooms, the caller queue, offers and calls.
@@ -308,7 +311,13 @@ impl AgentQueue {
             .map(|c| now.saturating_duration_since(c.requested_at));
         let calls_connected =
             self.calls.values().filter(|c| matches!(c.phase, Phase::Connected { .. })).count();
-        Snapshot { waiting, oldest_wait, agents, calls_connected }
+        let queue = self
+            .queue
+            .iter()
+            .filter_map(|id| self.calls.get(id))
+            .map(|c| (c.kiosk.clone(), now.saturating_duration_since(c.requested_at)))
+            .collect();
+        Snapshot { waiting, oldest_wait, agents, calls_connected, queue }
     }
 
     /// Feeds one input. Drain [`AgentQueue::poll_output`] to `Wait` afterwards.

@@ -247,7 +247,9 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         tx
     });
     let console_addrs = match opts.console {
-        Some(c) => Some(console::start(c, &opts.tls, core_tx.clone(), shutdown_rx.clone()).await?),
+        Some(c) => {
+            Some(console::start(c, &opts.tls, core_tx.clone(), status_rx.clone(), shutdown_rx.clone()).await?)
+        }
         None => None,
     };
     let accept =

@@ -79,6 +79,8 @@ pub(super) struct Shared {
     pub next_peer: AtomicU64,
     pub core: mpsc::Sender<CoreCmd>,
     pub rtc: mpsc::Sender<rtc::RtcCmd>,
+    /// The hub's status: the pages show its waiting queue.
+    pub status: watch::Receiver<super::HubStatus>,
 }
 
 impl Shared {
@@ -95,6 +97,7 @@ pub(super) async fn start(
     opts: ConsoleOptions,
     tls: &TlsMaterial,
     core: mpsc::Sender<CoreCmd>,
+    status: watch::Receiver<super::HubStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ConsoleAddrs, ConsoleError> {
     let accounts = Accounts::load(&opts.accounts)?;
@@ -117,6 +120,7 @@ pub(super) async fn start(
         next_peer: AtomicU64::new(FIRST_BROWSER_PEER),
         core: core.clone(),
         rtc: rtc_tx,
+        status,
     });
     let rtc = tokio::spawn(rtc::run(socket, public, rtc_rx, core));
     let http = tokio::spawn(http::serve(listener, tokio_rustls::TlsAcceptor::from(tls), shared));

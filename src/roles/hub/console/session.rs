@@ -83,8 +83,16 @@ pub(super) async fn run(
     let expiry = tokio::time::sleep_until(tokio::time::Instant::from_std(expires));
     tokio::pin!(expiry);
     let mut close: Option<(u16, String)> = None;
+    let mut status = shared.status.clone();
+    let mut shown_queue = None;
+    let first = status.borrow_and_update().clone();
+    open = open && send_queue(&mut ws, &first, &mut shown_queue).await;
     while open {
         tokio::select! {
+            Ok(()) = status.changed() => {
+                let snapshot = status.borrow_and_update().clone();
+                open = send_queue(&mut ws, &snapshot, &mut shown_queue).await;
+            }
             incoming = ws.next() => {
                 let Some(Ok(frame)) = incoming else { break };
                 last_heard = Instant::now();
@@ -211,6 +219,36 @@ where
             true
         }
     }
+}
+
+/// Callers listed on the page at most.
+const MAX_QUEUE_SHOWN: usize = 100;
+
+/// The waiting queue, when it changed (who waits, in which order): the page counts the
+/// waited time on from what it is sent.
+async fn send_queue<S>(
+    ws: &mut WebSocketStream<S>,
+    status: &super::super::HubStatus,
+    shown: &mut Option<Vec<String>>,
+) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let queue = &status.snapshot.queue;
+    let kiosks: Vec<String> = queue.iter().take(MAX_QUEUE_SHOWN).map(|(k, _)| k.clone()).collect();
+    if shown.as_ref() == Some(&kiosks) {
+        return true;
+    }
+    let waiting: Vec<serde_json::Value> = queue
+        .iter()
+        .take(MAX_QUEUE_SHOWN)
+        .map(|(kiosk, waited)| {
+            let branch = kiosk.split_once('/').map_or(kiosk.as_str(), |(b, _)| b);
+            serde_json::json!({ "kiosk": kiosk, "branch": branch, "waited_ms": waited.as_millis() as u64 })
+        })
+        .collect();
+    *shown = Some(kiosks);
+    send_json(ws, &serde_json::json!({ "type": "queue", "waiting": waiting, "total": queue.len() })).await
 }
 
 async fn send_json<S, M>(ws: &mut WebSocketStream<S>, msg: &M) -> bool
