@@ -92,6 +92,53 @@ async fn wait(page: &Page<'_>, browser: &Browser, what: &str, cond: &str) {
     }
 }
 
+/// A screenshot of the page compared with tests/snapshots/console-NAME.png as the kiosk's
+/// screen snapshots are (a pixel differs when a channel is off by more than 24; at most 1 % of
+/// them may: fonts and anti-aliasing move edge pixels, never a layout).
+/// `KIOSKD_UPDATE_SNAPSHOTS=1` rewrites the references; a failure writes what was seen to
+/// target/snapshots/console-NAME.png.
+async fn snapshot(page: &Page<'_>, name: &str) {
+    use kioskd::ui::{Frame, Rgb};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reference = root.join("tests/snapshots").join(format!("console-{name}.png"));
+    let png = page.screenshot().await.expect("screenshot");
+    if std::env::var_os("KIOSKD_UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {
+        std::fs::write(&reference, &png).unwrap();
+        return;
+    }
+    let seen_path = root.join("target/snapshots").join(format!("console-{name}.png"));
+    let fail = |why: String| -> ! {
+        let _ = std::fs::create_dir_all(seen_path.parent().unwrap());
+        let _ = std::fs::write(&seen_path, &png);
+        panic!(
+            "console snapshot {name}: {why}\n  reference: {}\n  seen: {}",
+            reference.display(),
+            seen_path.display()
+        );
+    };
+    let seen = Frame::from_png(&png).unwrap_or_else(|e| fail(format!("screenshot unreadable: {e}")));
+    let want = match std::fs::read(&reference).map(|b| Frame::from_png(&b)) {
+        Ok(Ok(f)) => f,
+        other => fail(format!("no usable reference: {:?}", other.err())),
+    };
+    if (want.width, want.height) != (seen.width, seen.height) {
+        fail(format!("size {}x{}, reference {}x{}", seen.width, seen.height, want.width, want.height));
+    }
+    let differing = seen
+        .pixels
+        .iter()
+        .zip(&want.pixels)
+        .filter(|(a, b)| {
+            let (a, b) = (Rgb(**a), Rgb(**b));
+            a.r().abs_diff(b.r()) > 24 || a.g().abs_diff(b.g()) > 24 || a.b().abs_diff(b.b()) > 24
+        })
+        .count();
+    let share = differing as f64 / seen.pixels.len() as f64;
+    if share > 0.01 {
+        fail(format!("{differing} pixels ({:.2} %) differ, at most 1 % may", share * 100.0));
+    }
+}
+
 async fn kiosk_media(k: &mut TestKiosk) -> MediaStats {
     match k.wait_for("media figures", |e| matches!(e, KioskEvent::Media { .. })).await {
         KioskEvent::Media { stats, .. } => *stats,
@@ -194,6 +241,14 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     let console = hub.console_addrs.expect("console");
     let page = browser.open(&format!("https://127.0.0.1:{}/", console.https.port())).await.unwrap();
     wait(&page, &browser, "the console script", "window.kioskd && window.kioskd.state()").await;
+    wait(&page, &browser, "the sign-in form", "document.body.dataset.view === 'signin'").await;
+    snapshot(&page, "signin-en").await;
+    eval(&page, "document.getElementById('lang-toggle').click()").await;
+    wait(&page, &browser, "Chinese", "document.body.dataset.lang === 'zh'").await;
+    eval(&page, "document.fonts.ready.then(() => true)").await;
+    snapshot(&page, "signin-zh").await;
+    eval(&page, "document.getElementById('lang-toggle').click()").await;
+    wait(&page, &browser, "English", "document.body.dataset.lang === 'en'").await;
 
     // A wrong password is refused; the right one signs in.
     let refused = eval(&page, "window.kioskd.signIn('alice', 'not the password').then(r => r)").await;
@@ -208,6 +263,7 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     .await;
     eval(&page, "window.kioskd.setPresence('idle')").await;
     wait(&page, &browser, "IDLE", "window.kioskd.state().room === 'idle'").await;
+    snapshot(&page, "idle-en").await;
 
     let mut k = start_kiosk_full(
         &pki,
