@@ -6,16 +6,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use kioskd::call::{Button, KioskState};
-use kioskd::edges::browser::{Browser, BrowserOptions, Page, spki_hash};
+use kioskd::edges::browser::{Browser, BrowserOptions, Page, spki_hash, write_stamped_y4m, write_tone_wav};
 use kioskd::edges::devices::audio::dominant_frequency;
-use kioskd::edges::devices::camera::synthetic::{stamp, test_pattern};
 use kioskd::edges::session::{MediaOptions, MediaStats, synthetic_devices};
 use kioskd::media::SAMPLE_RATE;
 use kioskd::media::codec::VideoSettings;
@@ -32,43 +30,6 @@ const PASSWORD: &str = "advisor password 1";
 
 fn video() -> VideoSettings {
     VideoSettings { width: 320, height: 240, fps: 30.0, bitrate_bps: 400_000, ..VideoSettings::default() }
-}
-
-/// A Y4M of `frames` stamped test pictures (frame numbers from 1), as the kiosk's camera makes.
-fn write_y4m(path: &Path, width: u32, height: u32, frames: u32) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    writeln!(f, "YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg").unwrap();
-    for n in 1..=frames {
-        let mut pic = test_pattern(width, height, n, 0);
-        stamp(&mut pic, n, 0);
-        f.write_all(b"FRAME\n").unwrap();
-        f.write_all(&pic.data).unwrap();
-    }
-    f.flush().unwrap();
-}
-
-/// A mono 48 kHz 16-bit WAV of a tone.
-fn write_wav(path: &Path, hz: f64, seconds: u32) {
-    let n = SAMPLE_RATE * seconds;
-    let mut data = Vec::with_capacity(n as usize * 2);
-    for i in 0..n {
-        let s = (f64::from(i) * hz * std::f64::consts::TAU / f64::from(SAMPLE_RATE)).sin() * 0.3;
-        data.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
-    }
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(b"RIFF").unwrap();
-    f.write_all(&(36 + data.len() as u32).to_le_bytes()).unwrap();
-    f.write_all(b"WAVEfmt ").unwrap();
-    f.write_all(&16u32.to_le_bytes()).unwrap();
-    f.write_all(&1u16.to_le_bytes()).unwrap();
-    f.write_all(&1u16.to_le_bytes()).unwrap();
-    f.write_all(&SAMPLE_RATE.to_le_bytes()).unwrap();
-    f.write_all(&(SAMPLE_RATE * 2).to_le_bytes()).unwrap();
-    f.write_all(&2u16.to_le_bytes()).unwrap();
-    f.write_all(&16u16.to_le_bytes()).unwrap();
-    f.write_all(b"data").unwrap();
-    f.write_all(&(data.len() as u32).to_le_bytes()).unwrap();
-    f.write_all(&data).unwrap();
 }
 
 /// The page's WebRTC statistics (inbound and outbound RTP), for failure messages and figures.
@@ -176,8 +137,8 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
     .await
     .expect("hub starts");
     let (y4m, wav) = (dir.join("advisor.y4m"), dir.join("advisor.wav"));
-    write_y4m(&y4m, 640, 480, 300);
-    write_wav(&wav, 660.0, 20);
+    write_stamped_y4m(&y4m, 640, 480, 300).unwrap();
+    write_tone_wav(&wav, 660.0, 20).unwrap();
     let browser = Browser::launch(&BrowserOptions {
         video: Some(y4m),
         audio: Some(wav),

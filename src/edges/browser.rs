@@ -317,6 +317,51 @@ impl Page<'_> {
     }
 }
 
+/// A Y4M of `frames` stamped test pictures (frame numbers from 1; the stamp's time is 0, as
+/// the browser plays the file in a loop), for Chromium's fake camera.
+pub fn write_stamped_y4m(
+    path: &std::path::Path,
+    width: u32,
+    height: u32,
+    frames: u32,
+) -> std::io::Result<()> {
+    use crate::edges::devices::camera::synthetic::{stamp, test_pattern};
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg")?;
+    for n in 1..=frames {
+        let mut pic = test_pattern(width, height, n, 0);
+        stamp(&mut pic, n, 0);
+        f.write_all(b"FRAME\n")?;
+        f.write_all(&pic.data)?;
+    }
+    f.flush()
+}
+
+/// A mono 48 kHz 16-bit WAV of a tone, for Chromium's fake microphone.
+pub fn write_tone_wav(path: &std::path::Path, hz: f64, seconds: u32) -> std::io::Result<()> {
+    let rate = crate::media::SAMPLE_RATE;
+    let n = rate * seconds;
+    let mut out = Vec::with_capacity(44 + n as usize * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + n * 2).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32.to_le_bytes().as_slice(), &1u16.to_le_bytes(), &1u16.to_le_bytes()] {
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(n * 2).to_le_bytes());
+    for i in 0..n {
+        let s = (f64::from(i) * hz * std::f64::consts::TAU / f64::from(rate)).sin() * 0.3;
+        out.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
+    }
+    std::fs::write(path, out)
+}
+
 fn unbase64(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let mut acc = 0u32;

@@ -34,6 +34,7 @@ use super::super::peer::CoreCmd;
 use super::super::relay::{FRAME_DEADLINE, Leg, LegSink};
 use crate::edges::net::frame::{FrameSent, send_frame};
 use crate::media::packet::{MediaHeader, MediaKind, decode as decode_header};
+use crate::media::video_reorder::{ReorderConfig, VideoReorder};
 use crate::protocol::ClientMsg;
 use crate::queue::PeerId;
 
@@ -75,6 +76,10 @@ struct Session {
     last_hint: Option<(Instant, u32)>,
     started: Instant,
     connected_logged: bool,
+    /// The kiosk's frames come on one QUIC stream each and may complete out of order: they go
+    /// into RTP in the kiosk's order (a frame given up costs a keyframe from the kiosk).
+    reorder: VideoReorder<Bytes>,
+    gaps: u64,
 }
 
 /// Counts of what the task dropped, logged at the end of each session.
@@ -104,13 +109,14 @@ pub(super) async fn run(
                 Err(e) => debug!(error = %e, "console media socket"),
             },
             cmd = rx.recv() => match cmd {
-                Some(cmd) => command(&mut sessions, cmd, public),
+                Some(cmd) => command(&mut sessions, cmd, public, &core),
                 None => return,
             },
             _ = sleep => {}
         }
         let now = Instant::now();
-        for s in sessions.values_mut() {
+        for (peer, s) in sessions.iter_mut() {
+            s.reorder_due(*peer, &core);
             if s.rtc.is_alive()
                 && let Err(e) = s.rtc.handle_input(Input::Timeout(now))
             {
@@ -156,7 +162,12 @@ fn receive(
     }
 }
 
-fn command(sessions: &mut HashMap<PeerId, Session>, cmd: RtcCmd, public: SocketAddr) {
+fn command(
+    sessions: &mut HashMap<PeerId, Session>,
+    cmd: RtcCmd,
+    public: SocketAddr,
+    core: &mpsc::Sender<CoreCmd>,
+) {
     match cmd {
         RtcCmd::Offer { peer, sdp, route, reply } => {
             let answer = accept_offer(sessions, peer, &sdp, route, public);
@@ -164,7 +175,11 @@ fn command(sessions: &mut HashMap<PeerId, Session>, cmd: RtcCmd, public: SocketA
         }
         RtcCmd::Media { peer, packet, video } => {
             if let Some(s) = sessions.get_mut(&peer) {
-                s.write(&packet, video);
+                if video {
+                    s.video_in(peer, packet, core);
+                } else {
+                    s.write(&packet, false);
+                }
             }
         }
         RtcCmd::KeyframeRequest { peer } => {
@@ -217,6 +232,8 @@ fn accept_offer(
         last_hint: None,
         started: now,
         connected_logged: false,
+        reorder: VideoReorder::new(ReorderConfig::default()),
+        gaps: 0,
     };
     if let Some(mut old) = sessions.insert(peer, session) {
         old.rtc.disconnect();
@@ -239,6 +256,10 @@ fn drive(
             match s.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     deadline = deadline.min(t);
+                    if let Some(at) = s.reorder.poll_timeout() {
+                        let wait = Duration::from_micros(at.saturating_sub(unix_us()));
+                        deadline = deadline.min(Instant::now() + wait);
+                    }
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
@@ -324,6 +345,39 @@ impl Session {
             && w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
         {
             self.last_keyframe_ask = Some(now);
+        }
+    }
+
+    /// A kiosk video frame, through the reorder stage.
+    fn video_in(&mut self, peer: PeerId, packet: Bytes, core: &mpsc::Sender<CoreCmd>) {
+        let Ok((header, _)) = decode_header(&packet) else { return };
+        let ready = self.reorder.push(header.seq, header.keyframe, packet, unix_us());
+        for frame in ready {
+            self.write(&frame, true);
+        }
+        self.check_gaps(peer, core);
+    }
+
+    /// Frames whose wait for a missing one ended.
+    fn reorder_due(&mut self, peer: PeerId, core: &mpsc::Sender<CoreCmd>) {
+        let now = unix_us();
+        if self.reorder.poll_timeout().is_some_and(|at| at <= now) {
+            for frame in self.reorder.poll(now) {
+                self.write(&frame, true);
+            }
+            self.check_gaps(peer, core);
+        }
+    }
+
+    /// A frame given up leaves the browser's decoder without a reference: the kiosk sends a
+    /// keyframe.
+    fn check_gaps(&mut self, peer: PeerId, core: &mpsc::Sender<CoreCmd>) {
+        let gaps = self.reorder.stats().gaps_given_up;
+        if gaps > self.gaps {
+            self.gaps = gaps;
+            if let Some(call_id) = self.call_id() {
+                let _ = core.try_send(CoreCmd::Message { peer, msg: ClientMsg::KeyframeRequest { call_id } });
+            }
         }
     }
 
