@@ -221,6 +221,10 @@ struct DemoArgs {
     /// you take the calls in your own browser (the URL and a one-time password are printed).
     #[arg(long)]
     console: bool,
+    /// One call whose advisor is a headless Chromium on the hub's browser console (Debian's
+    /// `chromium`), measured from both ends.
+    #[arg(long)]
+    browser: bool,
     /// The console's HTTPS port on 127.0.0.1 with --console (0: any free port).
     #[arg(long, default_value_t = 8443)]
     console_port: u16,
@@ -796,6 +800,16 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
         console: None,
     };
+    if args.browser {
+        let report = demo::browser::run(opts).await?;
+        let mut out = std::io::stdout().lock();
+        demo::browser::print_account(&report, &mut out)?;
+        if args.json {
+            use std::io::Write;
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        }
+        return Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     if args.console {
         demo::console::run(kioskd::roles::demo::DemoOptions { media: true, ..opts }, args.console_port)
             .await?;

@@ -316,3 +316,20 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
         kiosk.video_frames_decoded
     );
 }
+
+#[test]
+fn the_browser_demo_measures_both_directions() {
+    let out = kioskd_bin(&["demo", "--browser", "--json", "--call-duration-ms", "4000"]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "kioskd demo --browser failed:\n{text}");
+    let json: Value =
+        serde_json::from_str(text.lines().rev().find(|l| l.starts_with('{')).expect("JSON line")).unwrap();
+    assert_eq!(json["agent"], "browser");
+    for dir in ["kiosk_to_agent", "agent_to_kiosk"] {
+        let d = &json[dir];
+        assert!(d["video_frames_verified"].as_u64().unwrap_or(0) >= 60, "{dir}: {d}");
+        assert_eq!(d["video_frames_out_of_order"], 0, "{dir}: {d}");
+    }
+    assert!(json["kiosk_to_agent"]["video_latency_ms"]["p95"].as_f64().is_some(), "{json}");
+    assert!(text.contains("kiosk → browser") && text.contains("browser → kiosk"), "{text}");
+}

@@ -46,6 +46,8 @@ struct EventLog {
 
 pub(super) struct Cast {
     pub hub: RunningHub,
+    /// The hub's certificate (DER): a browser in the demo trusts just it.
+    pub hub_cert: Vec<u8>,
     log: EventLog,
     pub events: mpsc::UnboundedReceiver<Ev>,
     pub kiosks: Vec<KioskHands>,
@@ -69,7 +71,7 @@ impl Cast {
         // A deployment CA and certificates for everyone, in memory.
         let ca = Authority::generate("kioskd demo CA", EPHEMERAL_DAYS)?;
         let log = EventLog::new(opts.event_log.clone())?;
-        let hub = start_hub(opts, &ca, &log.path).await?;
+        let (hub, hub_cert) = start_hub(opts, &ca, &log.path).await?;
         let (ev_tx, events) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
         let screen = match &opts.screenshots {
@@ -78,6 +80,7 @@ impl Cast {
         };
         let mut cast = Self {
             hub,
+            hub_cert,
             log,
             events,
             kiosks: Vec::new(),
@@ -241,7 +244,11 @@ impl EventLog {
     }
 }
 
-async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) -> anyhow::Result<RunningHub> {
+async fn start_hub(
+    opts: &DemoOptions,
+    ca: &Authority,
+    log: &std::path::Path,
+) -> anyhow::Result<(RunningHub, Vec<u8>)> {
     let hub_cert = ca.issue(
         Role::Hub,
         "hub.demo",
@@ -258,9 +265,11 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         call_requests: crate::limits::Rate::per_minute(1000),
         ..QueueConfig::default()
     };
-    Ok(hub::start(HubOptions {
+    let tls = hub_cert.material(ca)?;
+    let der = tls.chain.first().map(|c| c.to_vec()).unwrap_or_default();
+    let hub = hub::start(HubOptions {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        tls: hub_cert.material(ca)?,
+        tls,
         queue,
         event_log: log.to_path_buf(),
         metrics: None,
@@ -271,7 +280,8 @@ async fn start_hub(opts: &DemoOptions, ca: &Authority, log: &std::path::Path) ->
         database: None,
         console: opts.console.clone(),
     })
-    .await?)
+    .await?;
+    Ok((hub, der))
 }
 
 fn screen_options(opts: &DemoOptions, dir: PathBuf) -> anyhow::Result<DisplayOptions> {

@@ -6,6 +6,7 @@
 //! presses CALL, sends texts, hangs up, tallies) and stops the cast; [`report`] holds the
 //! figures and the readable account.
 
+pub mod browser;
 mod cast;
 pub mod console;
 mod report;

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use super::super::peer::CoreCmd;
 use super::super::relay::{FRAME_DEADLINE, Leg, LegSink};
 use crate::edges::net::frame::{FrameSent, send_frame};
-use crate::media::packet::{MediaHeader, MediaKind, decode as decode_header};
+use crate::media::packet::{MediaHeader, MediaKind, decode as decode_header, is_copy};
 use crate::media::video_reorder::{ReorderConfig, VideoReorder};
 use crate::protocol::ClientMsg;
 use crate::queue::PeerId;
@@ -383,6 +383,10 @@ impl Session {
 
     /// A kiosk packet into the browser's track.
     fn write(&mut self, packet: &[u8], video: bool) {
+        // Copies of audio frames are the kiosk's own loss recovery: RTP has NACK and Opus FEC.
+        if is_copy(packet) {
+            return;
+        }
         let Ok((header, payload)) = decode_header(packet) else { return };
         let (mid, codec, clock) = match (header.kind, video) {
             (MediaKind::Video, true) => (self.video, Codec::H264, Frequency::NINETY_KHZ),
@@ -394,9 +398,13 @@ impl Session {
         let Some(pt) = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()) else {
             return;
         };
-        // RTP time from the capture time: the browser's jitter buffer sees the kiosk's pacing.
-        // (In u128: Unix microseconds times 90 000 overflow a u64.)
-        let ticks = (u128::from(header.captured_us) * u128::from(clock.get()) / 1_000_000) as u64;
+        // Audio: RTP time from the frame's number, 20 ms (960 ticks) apart exactly, as the
+        // browser's jitter buffer expects (capture times jitter by a millisecond or two).
+        // Video: from the capture time (in u128: Unix microseconds times 90 000 overflow a u64).
+        let ticks = match header.kind {
+            MediaKind::Audio => u64::from(header.seq) * crate::media::FRAME_SAMPLES as u64,
+            _ => (u128::from(header.captured_us) * u128::from(clock.get()) / 1_000_000) as u64,
+        };
         let rtp_time = MediaTime::new(ticks, clock);
         if let Err(e) = writer.write(pt, Instant::now(), rtp_time, payload.to_vec()) {
             debug!(error = %e, "kiosk media not written to the browser");
