@@ -36,6 +36,39 @@ fn main() {
     config(&out, &root);
     event_log(&out);
     certificates(&out);
+    console_ws(&out);
+}
+
+/// The browser console's WebSocket messages, sign-in bodies, an SDP offer as Chromium sends one.
+fn console_ws(out: &Path) {
+    let t = "console_ws";
+    let sdp = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+a=msid-semantic: WMS\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+    write(out, t, "sdp-raw", sdp.as_bytes());
+    let offer = format!(r#"{{"type":"sdp_offer","sdp":{}}}"#, serde_json::to_string(sdp).expect("json"));
+    write(out, t, "sdp-offer", offer.as_bytes());
+    for (name, msg) in [
+        ("presence", r#"{"type":"set_presence","presence":"idle"}"#),
+        ("accept", r#"{"type":"accept","call_id":7}"#),
+        ("text", r#"{"type":"text","call_id":7,"id":1,"body":"Good morning"}"#),
+        ("text-ack", r#"{"type":"text_ack","call_id":7,"id":3}"#),
+        ("hang-up", r#"{"type":"hang_up","call_id":7}"#),
+        ("media-state", r#"{"type":"media_state","mic":false,"camera":true}"#),
+        ("kiosk-message", r#"{"type":"request_agent","consent":true}"#),
+        ("signin", r#"{"name":"alice","password":"correct horse"}"#),
+        ("cookie", "theme=dark; kioskd_session=00ff ; other=1"),
+        ("origin", "https://hub.bank.example:8443\nhub.bank.example:8443"),
+    ] {
+        write(out, t, name, msg.as_bytes());
+    }
 }
 
 fn write(out: &Path, target: &str, name: &str, bytes: &[u8]) {

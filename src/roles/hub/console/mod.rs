@@ -52,6 +52,11 @@ pub struct ConsoleOptions {
     pub session_ttl: Duration,
 }
 
+/// Whether `sdp` parses as a WebRTC offer (the hub parses every page's offer with str0m).
+pub fn parse_sdp_offer(sdp: &str) -> Result<(), String> {
+    str0m::change::SdpOffer::from_sdp_string(sdp).map(drop).map_err(|e| format!("SDP offer: {e}"))
+}
+
 /// Where the console runs, once started.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsoleAddrs {
