@@ -660,6 +660,7 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
             media_public: c.media_public,
             accounts: c.accounts.clone(),
             session_ttl: Duration::from_secs(u64::from(c.session_hours) * 3600),
+            media_grace: Duration::from_secs(c.media_grace_s),
         }),
     })
     .await

@@ -132,6 +132,7 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
             media_public: None,
             accounts,
             session_ttl: Duration::from_secs(3600),
+            media_grace: kioskd::roles::hub::console::DEFAULT_MEDIA_GRACE,
         }),
     })
     .await

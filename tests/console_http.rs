@@ -56,6 +56,7 @@ async fn start() -> Console {
             media_public: None,
             accounts,
             session_ttl: Duration::from_secs(3600),
+            media_grace: Duration::from_secs(3),
         }),
     })
     .await
@@ -342,5 +343,69 @@ async fn sign_in_sessions_and_the_websockets_refusals() {
         assert!(events.contains(e), "{e} missing from the event log:\n{events}");
     }
     assert!(!events.contains(PASSWORD), "a password in the event log");
+    c.hub.shutdown().await;
+}
+
+/// A page that accepts a call and never sends media (here: no WebRTC offer at all) has its
+/// call ended after the console's media grace (3 s here), with a line in the event log and a
+/// word to the page; the room is not left stuck, and another call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_never_sends_media_has_its_call_ended() {
+    let c = start().await;
+    // Another call, with a QUIC agent, that must not be disturbed.
+    let mut bob = start_agent(&c.pki, c.hub.local_addr, "bob", Some(auto(None)));
+    bob.wait_for("bob welcomed", |e| matches!(e, kioskd::roles::agent::AgentEvent::Welcome { .. })).await;
+    let mut other = start_kiosk(&c.pki, c.hub.local_addr, "branch-1/kiosk-1");
+    other.wait_state("idle", |s| *s == kioskd::call::KioskState::Idle).await;
+    other.panel.press(kioskd::call::Button::Call);
+    other.wait_state("talking to bob", |s| matches!(s, kioskd::call::KioskState::Connected { .. })).await;
+
+    let (status, head, _) = c.sign_in(PASSWORD).await;
+    assert_eq!(status, 200);
+    let token = cookie_of(&head);
+    let mut ws = c.websocket(Some(&token), &c.origin()).await.expect("websocket");
+    next_of(&mut ws, "welcome").await;
+    ws.send(Message::Text(r#"{"type":"set_presence","presence":"idle"}"#.into())).await.unwrap();
+    loop {
+        if next_of(&mut ws, "room").await["state"] == "idle" {
+            break;
+        }
+    }
+    let mut k = start_kiosk(&c.pki, c.hub.local_addr, "branch-2/kiosk-2");
+    k.wait_state("idle", |s| *s == kioskd::call::KioskState::Idle).await;
+    k.panel.press(kioskd::call::Button::Call);
+    let offer = next_of(&mut ws, "offer").await;
+    let call_id = offer["call_id"].as_u64().expect("a call id");
+    let accept = serde_json::json!({ "type": "accept", "call_id": call_id }).to_string();
+    ws.send(Message::Text(accept.into())).await.unwrap();
+    k.wait_state("talking to alice", |s| matches!(s, kioskd::call::KioskState::Connected { .. })).await;
+
+    // No offer: the call ends for the kiosk, and the page is told why.
+    let told = next_of(&mut ws, "error").await;
+    assert!(told["message"].as_str().unwrap_or_default().contains("no WebRTC offer"), "{told}");
+    let ended = next_of(&mut ws, "call_ended").await;
+    assert_eq!(ended["call_id"].as_u64(), Some(call_id), "{ended}");
+    k.wait_state("the call ended", |s| matches!(s, kioskd::call::KioskState::Ended { .. })).await;
+    let events = c.events();
+    let line = events
+        .lines()
+        .find(|l| l.contains(r#""event":"browser_media_missing""#))
+        .unwrap_or_else(|| panic!("no browser_media_missing line:\n{events}"));
+    assert!(line.contains(&format!(r#""call_id":{call_id}"#)) && line.contains("no WebRTC offer"), "{line}");
+    assert!(line.contains(r#""agent":"alice""#), "{line}");
+
+    // The room is not stuck: alice is offered the next caller.
+    ws.send(Message::Text(r#"{"type":"set_presence","presence":"idle"}"#.into())).await.unwrap();
+    k.wait_state("idle again", |s| *s == kioskd::call::KioskState::Idle).await;
+    k.panel.press(kioskd::call::Button::Call);
+    let again = next_of(&mut ws, "offer").await;
+    assert_ne!(again["call_id"].as_u64(), Some(call_id), "a new call is offered: {again}");
+
+    // The other call went on throughout: its kiosk never left the call.
+    while let Ok(e) = other.events.try_recv() {
+        if let kioskd::roles::kiosk::KioskEvent::State { state, .. } = e {
+            assert!(matches!(state, kioskd::call::KioskState::Connected { .. }), "the other call: {state:?}");
+        }
+    }
     c.hub.shutdown().await;
 }

@@ -263,6 +263,88 @@ pub fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
     }
 }
 
+/// How far a browser's media got, as the WebRTC task tells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaProbe {
+    /// The page's offer was accepted and its WebRTC session is alive.
+    pub offered: bool,
+    /// ICE and DTLS completed.
+    pub connected: bool,
+    /// Frames (audio and video) received from the browser so far.
+    pub frames: u64,
+}
+
+/// Why a browser advisor's call is ended by [`MediaWatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaMissing {
+    NoOffer,
+    NotConnected,
+    NoFrames,
+    Stopped,
+}
+
+impl std::fmt::Display for MediaMissing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MediaMissing::NoOffer => "the page sent no WebRTC offer",
+            MediaMissing::NotConnected => "the browser's WebRTC did not connect",
+            MediaMissing::NoFrames => "the browser sent no audio or video",
+            MediaMissing::Stopped => "the browser's audio and video stopped",
+        })
+    }
+}
+
+/// A browser advisor's call must carry the browser's media: from the call's start, and again
+/// every `grace`, the frames received must have grown, or the call is ended (the customer
+/// would face a blank, silent screen). Sans-IO: the session drives it with the time and the
+/// WebRTC task's [`MediaProbe`].
+#[derive(Debug)]
+pub struct MediaWatch {
+    grace: Duration,
+    call: Option<(CallId, Instant, u64)>,
+}
+
+impl MediaWatch {
+    pub fn new(grace: Duration) -> Self {
+        MediaWatch { grace, call: None }
+    }
+
+    /// The page's call changed: a call to watch from `now`, or none.
+    pub fn on_call(&mut self, call: Option<CallId>, now: Instant) {
+        self.call = match (call, self.call) {
+            (Some(id), Some((watched, ..))) if id == watched => self.call,
+            (Some(id), _) => Some((id, now + self.grace, 0)),
+            (None, _) => None,
+        };
+    }
+
+    /// When to check next.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.call.map(|(_, at, _)| at)
+    }
+
+    /// At the deadline, with what the WebRTC task saw: the call to end, and why, or nothing
+    /// (checked again a grace later).
+    pub fn check(&mut self, now: Instant, probe: MediaProbe) -> Option<(CallId, MediaMissing)> {
+        let (id, at, frames) = self.call?;
+        if now < at {
+            return None;
+        }
+        if probe.frames > frames {
+            self.call = Some((id, now + self.grace, probe.frames));
+            return None;
+        }
+        let why = match probe {
+            _ if frames > 0 => MediaMissing::Stopped,
+            MediaProbe { offered: false, .. } => MediaMissing::NoOffer,
+            MediaProbe { connected: false, .. } => MediaMissing::NotConnected,
+            _ => MediaMissing::NoFrames,
+        };
+        self.call = None;
+        Some((id, why))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +466,49 @@ mod tests {
         assert!(!same_origin(Some("http://hub:8443"), Some("hub:8443")), "not over TLS");
         assert!(!same_origin(Some("https://evil.example"), Some("hub:8443")));
         assert!(!same_origin(None, Some("hub:8443")));
+    }
+
+    #[test]
+    fn a_call_without_the_browsers_media_is_ended_and_says_why() {
+        let t0 = Instant::now();
+        let g = Duration::from_secs(10);
+        let probe = |offered, connected, frames| MediaProbe { offered, connected, frames };
+        for (p, why) in [
+            (probe(false, false, 0), MediaMissing::NoOffer),
+            (probe(true, false, 0), MediaMissing::NotConnected),
+            (probe(true, true, 0), MediaMissing::NoFrames),
+        ] {
+            let mut w = MediaWatch::new(g);
+            assert_eq!(w.deadline(), None, "no call, nothing to watch");
+            w.on_call(Some(7), t0);
+            assert_eq!(w.deadline(), Some(t0 + g));
+            assert_eq!(w.check(t0 + g - Duration::from_millis(1), p), None, "not before the grace");
+            assert_eq!(w.check(t0 + g, p), Some((7, why)));
+            assert_eq!(w.deadline(), None, "told once");
+            assert_eq!(w.check(t0 + g * 2, p), None);
+        }
+    }
+
+    #[test]
+    fn media_that_flows_keeps_the_call_and_media_that_stops_ends_it() {
+        let t0 = Instant::now();
+        let g = Duration::from_secs(10);
+        let mut w = MediaWatch::new(g);
+        w.on_call(Some(1), t0);
+        let flowing = |frames| MediaProbe { offered: true, connected: true, frames };
+        assert_eq!(w.check(t0 + g, flowing(400)), None);
+        assert_eq!(w.deadline(), Some(t0 + g * 2), "checked again a grace later");
+        w.on_call(Some(1), t0 + g + Duration::from_secs(1));
+        assert_eq!(w.deadline(), Some(t0 + g * 2), "the same call does not restart the watch");
+        assert_eq!(w.check(t0 + g * 2, flowing(900)), None);
+        assert_eq!(w.check(t0 + g * 3, flowing(900)), Some((1, MediaMissing::Stopped)));
+        // A session that ended after media flowed is a stop too, not a missing offer.
+        w.on_call(Some(2), t0);
+        assert_eq!(w.check(t0 + g, flowing(5)), None);
+        assert_eq!(w.check(t0 + g * 2, MediaProbe::default()), Some((2, MediaMissing::Stopped)));
+        // The call ended: nothing to watch.
+        w.on_call(Some(3), t0);
+        w.on_call(None, t0 + Duration::from_secs(1));
+        assert_eq!((w.deadline(), w.check(t0 + g, MediaProbe::default())), (None, None));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod config;
+pub mod cpu;
 pub mod db;
 pub mod devices;
 pub mod display;

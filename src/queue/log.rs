@@ -96,6 +96,10 @@ pub enum Event {
     SignOut,
     /// The console refused a WebSocket (`detail` = why, e.g. a foreign origin).
     ConsoleRefused,
+    /// A browser advisor's call was ended because the browser's media did not arrive: no
+    /// WebRTC offer, no connection, or no frames for the console's `media_grace_s` (`detail`
+    /// = which).
+    BrowserMediaMissing,
 }
 
 /// One call as reconstructed from the log.

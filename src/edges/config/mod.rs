@@ -793,6 +793,13 @@ pub struct ConsoleSection {
     /// How long a sign-in lasts, in hours.
     #[serde(default = "default_session_hours")]
     pub session_hours: u32,
+    /// A call whose browser sends no media for this long is ended, in seconds.
+    #[serde(default = "default_media_grace_s")]
+    pub media_grace_s: u64,
+}
+
+fn default_media_grace_s() -> u64 {
+    10
 }
 
 fn default_session_hours() -> u32 {
@@ -803,6 +810,9 @@ impl ConsoleSection {
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         if !(1..=24 * 7).contains(&self.session_hours) {
             return Err(ConfigError::new(path, "console.session_hours", "must be 1 to 168"));
+        }
+        if !(2..=120).contains(&self.media_grace_s) {
+            return Err(ConfigError::new(path, "console.media_grace_s", "must be 2 to 120"));
         }
         let public = self.media_public.unwrap_or(self.media);
         if public.ip().is_unspecified() {

@@ -53,6 +53,8 @@ pub struct BrowserReport {
     pub kiosk_to_agent: BrowserDirection,
     pub agent_to_kiosk: BrowserDirection,
     pub texts_delivered: usize,
+    /// The hub's CPU during the call, from the page's media up to the hang-up.
+    pub hub_cpu: Option<super::report::HubCpu>,
     pub errors: Vec<String>,
 }
 
@@ -89,6 +91,7 @@ async fn run_in(opts: &mut DemoOptions, dir: &std::path::Path) -> anyhow::Result
         media_public: None,
         accounts,
         session_ttl: Duration::from_secs(3600),
+        media_grace: crate::roles::hub::console::DEFAULT_MEDIA_GRACE,
     });
     let mut cast = Cast::start(opts).await?;
     let https = cast.hub.console_addrs.map(|c| c.https).ok_or_else(|| anyhow::anyhow!("no console"))?;
@@ -121,6 +124,7 @@ async fn run_in(opts: &mut DemoOptions, dir: &std::path::Path) -> anyhow::Result
                 kiosk_to_agent: BrowserDirection::default(),
                 agent_to_kiosk: BrowserDirection::default(),
                 texts_delivered: 0,
+                hub_cpu: None,
                 errors: Vec::new(),
             }
         }
@@ -158,6 +162,8 @@ async fn call(
         opts.call_duration.as_secs_f64()
     ));
     let started = Instant::now();
+    let mut hub_cpu = super::report::HubCpuMeter::default();
+    hub_cpu.up(0, started, cast.hub_cpu());
     eval(page, "window.kioskd.sendText('Good morning, how can I help?')").await?;
     let _ = cast.kiosks[0].texts.send("I would like to open an account".into()).await;
     tokio::time::sleep(opts.call_duration).await; // the call's length: a person talking, not a wait for a condition
@@ -165,6 +171,7 @@ async fn call(
     let audio = eval(page, "window.kioskd.audio()").await?;
     let rtp = eval(page, RTP).await?;
     let texts = eval(page, "window.kioskd.state().texts").await?;
+    hub_cpu.down(0, Instant::now(), cast.hub_cpu());
     eval(page, "window.kioskd.hangUp()").await?;
     let call_s = started.elapsed().as_secs_f64();
     let kiosk = kiosk_media(cast).await?;
@@ -225,6 +232,7 @@ async fn call(
         kiosk_to_agent,
         agent_to_kiosk,
         texts_delivered,
+        hub_cpu: hub_cpu.figures(),
         errors,
     })
 }
@@ -295,6 +303,9 @@ pub fn print_account(r: &BrowserReport, out: &mut impl std::io::Write) -> std::i
         dir("kiosk → browser", &r.kiosk_to_agent),
         dir("browser → kiosk", &r.agent_to_kiosk)
     )?;
+    if let Some(cpu) = &r.hub_cpu {
+        super::report::print_hub_cpu(cpu, out)?;
+    }
     for e in &r.errors {
         writeln!(out, "  problem: {e}")?;
     }

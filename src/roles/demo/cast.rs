@@ -44,8 +44,24 @@ struct EventLog {
     tmp_dir: Option<PathBuf>,
 }
 
+/// The hub's threads: it runs on a runtime of its own, so that its CPU can be told apart from
+/// the kiosks' and agents' in the same process.
+pub(super) const HUB_THREADS: &str = "kioskd-hub";
+
+/// The hub's runtime; shut down without blocking when the cast ends.
+struct HubRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for HubRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 pub(super) struct Cast {
     pub hub: RunningHub,
+    _hub_runtime: HubRuntime,
     /// The hub's certificate (DER): a browser in the demo trusts just it.
     pub hub_cert: Vec<u8>,
     log: EventLog,
@@ -71,7 +87,13 @@ impl Cast {
         // A deployment CA and certificates for everyone, in memory.
         let ca = Authority::generate("kioskd demo CA", EPHEMERAL_DAYS)?;
         let log = EventLog::new(opts.event_log.clone())?;
-        let (hub, hub_cert) = start_hub(opts, &ca, &log.path).await?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(HUB_THREADS)
+            .enable_all()
+            .build()?;
+        let (hub_opts, hub_cert) = hub_options(opts, &ca, &log.path)?;
+        let hub = runtime.spawn(hub::start(hub_opts)).await??;
         let (ev_tx, events) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
         let screen = match &opts.screenshots {
@@ -80,6 +102,7 @@ impl Cast {
         };
         let mut cast = Self {
             hub,
+            _hub_runtime: HubRuntime(Some(runtime)),
             hub_cert,
             log,
             events,
@@ -189,6 +212,11 @@ impl Cast {
         Ok(())
     }
 
+    /// CPU time the hub's threads have used so far.
+    pub(super) fn hub_cpu(&self) -> Option<Duration> {
+        crate::edges::cpu::threads_cpu(HUB_THREADS)
+    }
+
     /// Whether the cast is being stopped (a kiosk losing the hub then is expected).
     pub(super) fn stopping(&self) -> bool {
         *self.stop.borrow()
@@ -244,11 +272,11 @@ impl EventLog {
     }
 }
 
-async fn start_hub(
+fn hub_options(
     opts: &DemoOptions,
     ca: &Authority,
     log: &std::path::Path,
-) -> anyhow::Result<(RunningHub, Vec<u8>)> {
+) -> anyhow::Result<(HubOptions, Vec<u8>)> {
     let hub_cert = ca.issue(
         Role::Hub,
         "hub.demo",
@@ -267,7 +295,7 @@ async fn start_hub(
     };
     let tls = hub_cert.material(ca)?;
     let der = tls.chain.first().map(|c| c.to_vec()).unwrap_or_default();
-    let hub = hub::start(HubOptions {
+    let hub = HubOptions {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         tls,
         queue,
@@ -279,8 +307,7 @@ async fn start_hub(
         renewal: None,
         database: None,
         console: opts.console.clone(),
-    })
-    .await?;
+    };
     Ok((hub, der))
 }
 

@@ -30,6 +30,7 @@ pub async fn run(mut opts: DemoOptions, port: u16) -> anyhow::Result<()> {
         media_public: None,
         accounts,
         session_ttl: Duration::from_secs(8 * 3600),
+        media_grace: crate::roles::hub::console::DEFAULT_MEDIA_GRACE,
     });
     let mut cast = Cast::start(&opts).await?;
     let https = cast.hub.console_addrs.map(|c| c.https).ok_or_else(|| anyhow::anyhow!("no console"))?;

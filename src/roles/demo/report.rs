@@ -59,7 +59,62 @@ pub struct DemoReport {
     /// The first kiosk's screen, one PNG per state (with `--screenshots`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub screenshots: Option<Vec<String>>,
+    /// The hub's CPU while calls were up.
+    pub hub_cpu: Option<HubCpu>,
     pub errors: Vec<String>,
+}
+
+/// The hub's CPU while calls were up (its threads' user and system time, 10 ms ticks): the
+/// CPU seconds per second of call is the share of one core a call costs the hub.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HubCpu {
+    pub cpu_s: f64,
+    pub call_s: f64,
+    pub core_per_call: f64,
+}
+
+/// Measures [`HubCpu`]: the hub's CPU is read whenever the number of calls up leaves or
+/// reaches zero, and the calls' durations are summed.
+#[derive(Debug, Default)]
+pub struct HubCpuMeter {
+    up: HashMap<usize, std::time::Instant>,
+    mark: Option<std::time::Duration>,
+    cpu: std::time::Duration,
+    calls: std::time::Duration,
+}
+
+impl HubCpuMeter {
+    /// Call `key` is up at `at`; `cpu` is the hub's CPU so far.
+    pub fn up(&mut self, key: usize, at: std::time::Instant, cpu: Option<std::time::Duration>) {
+        if self.up.is_empty() {
+            self.mark = cpu;
+        }
+        self.up.entry(key).or_insert(at);
+    }
+
+    /// Call `key` ended at `at`.
+    pub fn down(&mut self, key: usize, at: std::time::Instant, cpu: Option<std::time::Duration>) {
+        let Some(since) = self.up.remove(&key) else { return };
+        self.calls += at.saturating_duration_since(since);
+        if self.up.is_empty()
+            && let (Some(mark), Some(now)) = (self.mark.take(), cpu)
+        {
+            self.cpu += now.saturating_sub(mark);
+        }
+    }
+
+    pub fn figures(&self) -> Option<HubCpu> {
+        let call_s = self.calls.as_secs_f64();
+        (call_s > 0.0).then(|| HubCpu {
+            cpu_s: round3(self.cpu.as_secs_f64()),
+            call_s: round3(call_s),
+            core_per_call: round3(self.cpu.as_secs_f64() / call_s),
+        })
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// What `--record` wrote.
@@ -215,6 +270,9 @@ pub fn print_account(r: &DemoReport, out: &mut impl Write) -> std::io::Result<()
     if let Some(shots) = &r.screenshots {
         print_screenshots(shots, out)?;
     }
+    if let Some(cpu) = &r.hub_cpu {
+        print_hub_cpu(cpu, out)?;
+    }
     writeln!(out, "  took      {:.2} s", r.duration_s)?;
     if r.ok() {
         writeln!(out, "  result    OK: every call completed, every text delivered")?;
@@ -283,6 +341,16 @@ fn print_direction(name: &str, d: &Direction, out: &mut impl Write) -> std::io::
         )?;
     }
     Ok(())
+}
+
+pub(super) fn print_hub_cpu(cpu: &HubCpu, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  hub CPU   {:.1} % of one core per call ({:.2} s of CPU over {:.1} s of calls)",
+        cpu.core_per_call * 100.0,
+        cpu.cpu_s,
+        cpu.call_s
+    )
 }
 
 fn print_recordings(rec: &Recordings, out: &mut impl Write) -> std::io::Result<()> {

@@ -73,6 +73,7 @@ pub(super) struct Script {
     kiosk_media: HashMap<CallId, MediaStats>,
     agent_media: HashMap<CallId, MediaStats>,
     settle_until: Option<Instant>,
+    hub_cpu: super::report::HubCpuMeter,
     pub(super) errors: Vec<String>,
 }
 
@@ -98,6 +99,7 @@ impl Script {
             kiosk_media: HashMap::new(),
             agent_media: HashMap::new(),
             settle_until: None,
+            hub_cpu: Default::default(),
             errors: Vec::new(),
         }
     }
@@ -287,6 +289,7 @@ impl Script {
             KioskState::Connected { .. } => {
                 self.tally.connected += 1;
                 track.connected = true;
+                self.hub_cpu.up(k, at.into_std(), cast.hub_cpu());
                 if let Some(id) = track.call_id {
                     self.times.connected.entry(id).or_default().0 = Some(at);
                 }
@@ -301,6 +304,7 @@ impl Script {
             }
             KioskState::Ended { reason } => {
                 self.tally.done += 1;
+                self.hub_cpu.down(k, at.into_std(), cast.hub_cpu());
                 let ok = matches!(reason, EndReason::AgentHungUp | EndReason::KioskHungUp);
                 if track.connected && ok {
                     self.tally.completed += 1;
@@ -393,6 +397,7 @@ impl Script {
             event_log,
             recordings,
             screenshots,
+            hub_cpu: self.hub_cpu.figures(),
             errors: self.errors,
         }
     }

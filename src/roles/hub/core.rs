@@ -131,7 +131,9 @@ impl Core {
             CoreCmd::Health { id, health } => {
                 self.kiosks.insert(id, KioskStatus { connected: true, health });
             }
-            CoreCmd::Console { event, agent, detail } => self.console_event(event, agent, detail),
+            CoreCmd::Console { event, agent, call_id, detail } => {
+                self.console_event(event, agent, call_id, detail);
+            }
         }
     }
 
@@ -301,18 +303,19 @@ impl Core {
     }
 
     /// Logs what the browser console did (sign-ins, refusals).
-    fn console_event(&mut self, what: &str, agent: String, detail: String) {
+    fn console_event(&mut self, what: &str, agent: String, call_id: Option<CallId>, detail: String) {
         let event = match what {
             "sign_in" => Event::SignIn,
             "sign_out" => Event::SignOut,
             "sign_in_failed" => Event::SignInFailed,
             "sign_in_refused" => Event::SignInFailed,
+            "browser_media_missing" => Event::BrowserMediaMissing,
             _ => Event::ConsoleRefused,
         };
         let rec = EventRecord {
             ts_ms: unix_ms(),
             event,
-            call_id: None,
+            call_id,
             kiosk: None,
             agent: (!agent.is_empty()).then_some(agent),
             detail: Some(detail),

@@ -52,6 +52,7 @@ pub(super) enum CoreCmd {
     Console {
         event: &'static str,
         agent: String,
+        call_id: Option<crate::protocol::CallId>,
         detail: String,
     },
     /// The database's answer to [`crate::queue::Output::FindPlace`].

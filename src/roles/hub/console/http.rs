@@ -414,7 +414,12 @@ fn event(shared: &Arc<Shared>, what: &'static str, agent: &str, remote: SocketAd
         Some(d) => format!("{d} (from {})", remote.ip()),
         None => format!("from {}", remote.ip()),
     };
-    let _ = shared.core.try_send(CoreCmd::Console { event: what, agent: agent.to_string(), detail });
+    let _ = shared.core.try_send(CoreCmd::Console {
+        event: what,
+        agent: agent.to_string(),
+        call_id: None,
+        detail,
+    });
 }
 
 async fn upgrade(mut stream: Stream, req: Request, remote: SocketAddr, shared: Arc<Shared>) {

@@ -50,7 +50,13 @@ pub struct ConsoleOptions {
     pub accounts: PathBuf,
     /// How long a sign-in lasts.
     pub session_ttl: Duration,
+    /// A call whose browser sends no media (no offer, no connection, no frames) for this long
+    /// is ended, with a line in the event log: the customer would face a blank screen.
+    pub media_grace: Duration,
 }
+
+/// [`ConsoleOptions::media_grace`] unless configured.
+pub const DEFAULT_MEDIA_GRACE: Duration = Duration::from_secs(10);
 
 /// Whether `sdp` parses as a WebRTC offer (the hub parses every page's offer with str0m).
 pub fn parse_sdp_offer(sdp: &str) -> Result<(), String> {
@@ -86,6 +92,8 @@ pub(super) struct Shared {
     pub rtc: mpsc::Sender<rtc::RtcCmd>,
     /// The hub's status: the pages show its waiting queue.
     pub status: watch::Receiver<super::HubStatus>,
+    /// See [`ConsoleOptions::media_grace`].
+    pub media_grace: Duration,
 }
 
 impl Shared {
@@ -126,6 +134,7 @@ pub(super) async fn start(
         core: core.clone(),
         rtc: rtc_tx,
         status,
+        media_grace: opts.media_grace,
     });
     let rtc = tokio::spawn(rtc::run(socket, public, rtc_rx, core));
     let http = tokio::spawn(http::serve(listener, tokio_rustls::TlsAcceptor::from(tls), shared));

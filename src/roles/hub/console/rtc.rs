@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::super::peer::CoreCmd;
 use super::super::relay::{FRAME_DEADLINE, Leg, LegSink};
+use crate::console::web::MediaProbe;
 use crate::edges::net::frame::{FrameSent, send_frame};
 use crate::media::packet::{MediaHeader, MediaKind, decode as decode_header, is_copy};
 use crate::media::video_reorder::{ReorderConfig, VideoReorder};
@@ -63,6 +64,8 @@ pub enum RtcCmd {
     KeyframeRequest { peer: PeerId },
     /// The call or the page ended: drop the session.
     Close { peer: PeerId },
+    /// How far the browser's media got (the session's media watchdog asks).
+    Probe { peer: PeerId, reply: oneshot::Sender<MediaProbe> },
 }
 
 struct Session {
@@ -80,6 +83,8 @@ struct Session {
     /// into RTP in the kiosk's order (a frame given up costs a keyframe from the kiosk).
     reorder: VideoReorder<Bytes>,
     gaps: u64,
+    /// Frames received from the browser.
+    frames_in: u64,
 }
 
 /// Counts of what the task dropped, logged at the end of each session.
@@ -192,6 +197,14 @@ fn command(
                 s.rtc.disconnect();
             }
         }
+        RtcCmd::Probe { peer, reply } => {
+            let probe = sessions.get(&peer).map_or_else(MediaProbe::default, |s| MediaProbe {
+                offered: true,
+                connected: s.connected_logged,
+                frames: s.frames_in,
+            });
+            let _ = reply.send(probe);
+        }
     }
 }
 
@@ -234,6 +247,7 @@ fn accept_offer(
         connected_logged: false,
         reorder: VideoReorder::new(ReorderConfig::default()),
         gaps: 0,
+        frames_in: 0,
     };
     if let Some(mut old) = sessions.insert(peer, session) {
         old.rtc.disconnect();
@@ -297,6 +311,7 @@ impl Session {
                 RtcKind::Audio => self.audio = Some(m.mid),
             },
             Event::MediaData(data) => {
+                self.frames_in += 1;
                 let video = Some(data.mid) == self.video;
                 if video && !data.contiguous {
                     self.ask_keyframe(Instant::now(), false);

@@ -24,7 +24,7 @@ use super::super::PEER_QUEUE;
 use super::super::peer::{CoreCmd, PeerConn, PeerLink, WriterCmd};
 use super::rtc::RtcCmd;
 use super::{BrowserPeer, Closing, Shared};
-use crate::console::web::{BrowserMsg, MAX_WS_MESSAGE};
+use crate::console::web::{BrowserMsg, MAX_WS_MESSAGE, MediaWatch};
 use crate::protocol::{ClientMsg, HubMsg, Role};
 
 /// WebSocket close codes the page acts on.
@@ -87,8 +87,19 @@ pub(super) async fn run(
     let mut shown_queue = None;
     let first = status.borrow_and_update().clone();
     open = open && send_queue(&mut ws, &first, &mut shown_queue).await;
+    // The call's media from the browser is watched: a call without it is ended.
+    let mut calls = route_rx.clone();
+    let mut media = MediaWatch::new(shared.media_grace);
     while open {
+        let media_due = media.deadline();
         tokio::select! {
+            Ok(()) = calls.changed() => {
+                let call = calls.borrow_and_update().as_ref().map(|leg| leg.call_id);
+                media.on_call(call, Instant::now());
+            }
+            () = sleep_until(media_due) => {
+                open = watch_media(&mut ws, &shared, peer, &agent, &mut media).await;
+            }
             Ok(()) = status.changed() => {
                 let snapshot = status.borrow_and_update().clone();
                 open = send_queue(&mut ws, &snapshot, &mut shown_queue).await;
@@ -166,6 +177,50 @@ pub(super) async fn run(
     let _ = shared.rtc.send(RtcCmd::Close { peer }).await;
     let _ = shared.core.send(CoreCmd::Disconnected { peer }).await;
     info!(peer, agent, "browser console disconnected");
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The call's media watch is due: the WebRTC task says how far the browser's media got, and
+/// a call without it is ended, with a line in the event log and a word to the page.
+async fn watch_media<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Arc<Shared>,
+    peer: crate::queue::PeerId,
+    agent: &str,
+    media: &mut MediaWatch,
+) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (reply, probe) = oneshot::channel();
+    if shared.rtc.send(RtcCmd::Probe { peer, reply }).await.is_err() {
+        return false;
+    }
+    let probe = probe.await.unwrap_or_default();
+    let Some((call_id, why)) = media.check(Instant::now(), probe) else { return true };
+    let grace = shared.media_grace.as_secs();
+    warn!(peer, agent, call_id, frames = probe.frames, "browser console: {why} within {grace} s: call ended");
+    let detail = format!("{why} within {grace} s; the call was ended");
+    let event = CoreCmd::Console {
+        event: "browser_media_missing",
+        agent: agent.to_string(),
+        call_id: Some(call_id),
+        detail,
+    };
+    let hang_up = CoreCmd::Message { peer, msg: ClientMsg::HangUp { call_id } };
+    if shared.core.send(event).await.is_err() || shared.core.send(hang_up).await.is_err() {
+        return false;
+    }
+    let _ = shared.rtc.send(RtcCmd::Close { peer }).await;
+    let message = format!("The call was ended: {why} within {grace} s. Check the camera and microphone.");
+    send_json(ws, &HubMsg::Error { message, fatal: false }).await
 }
 
 /// The page is told why it is closed: taken over by another page or console, or else.
