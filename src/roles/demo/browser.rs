@@ -28,8 +28,9 @@ pub struct BrowserDirection {
     pub video_frames_shown: u64,
     pub video_frames_verified: u64,
     pub video_frames_out_of_order: u64,
-    /// Capture to the picture presented in the page (kiosk → browser only: the browser's
-    /// camera plays a file, whose capture times the kiosk cannot know).
+    /// Capture to the picture presented: in the page (kiosk → browser), on the kiosk's screen
+    /// (browser → kiosk: the browser's capture time from its RTP time and RTCP sender
+    /// reports, from the third second on, once those reports are in).
     pub video_latency_ms: Option<Latency>,
     pub audio_frames_sent: u64,
     pub audio_frames_played: u64,
@@ -43,6 +44,19 @@ pub struct Latency {
     pub p95: f64,
     pub max: f64,
 }
+
+impl Latency {
+    fn of(mut ms: Vec<f64>) -> Option<Self> {
+        ms.sort_by(f64::total_cmp);
+        let q = |p: usize| ms.get((ms.len() * p / 100).min(ms.len().saturating_sub(1))).copied();
+        Some(Latency { p50: q(50)?, p95: q(95)?, max: *ms.last()? })
+    }
+}
+
+/// The browser's pictures shown on the kiosk before its RTCP sender reports are surely in (the
+/// first two seconds) carry the hub's arrival time, not the capture time: left out of the
+/// browser → kiosk latency.
+const SENDER_REPORTS_IN: usize = 60;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BrowserReport {
@@ -182,12 +196,9 @@ async fn call(
             .and_then(|s| s[key].as_u64())
             .unwrap_or(0)
     };
-    let mut lat: Vec<f64> = video["latencies_ms"]
+    let lat: Vec<f64> = video["latencies_ms"]
         .as_array()
         .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_f64).collect());
-    lat.sort_by(f64::total_cmp);
-    let q =
-        |p: usize| lat.get((lat.len() * p / 100).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     let samples = stat("audio", "inbound-rtp", "samples");
     let concealed = stat("audio", "inbound-rtp", "concealed");
@@ -196,11 +207,7 @@ async fn call(
         video_frames_shown: n(&video["presented"]).saturating_sub(n(&video["repeated"])),
         video_frames_verified: n(&video["verified"]),
         video_frames_out_of_order: n(&video["out_of_order"]),
-        video_latency_ms: (!lat.is_empty()).then(|| Latency {
-            p50: q(50),
-            p95: q(95),
-            max: lat[lat.len() - 1],
-        }),
+        video_latency_ms: Latency::of(lat),
         audio_frames_sent: kiosk.audio_frames_sent,
         audio_frames_played: samples.saturating_sub(concealed) / 960,
         audio_frames_concealed: concealed / 960,
@@ -213,7 +220,9 @@ async fn call(
         video_frames_verified: kiosk.stamped_frame_numbers.len() as u64,
         video_frames_out_of_order: kiosk.stamped_frame_numbers.windows(2).filter(|w| w[1] <= w[0]).count()
             as u64,
-        video_latency_ms: None,
+        video_latency_ms: Latency::of(
+            kiosk.display_latency_ms.iter().skip(SENDER_REPORTS_IN).map(|&ms| f64::from(ms)).collect(),
+        ),
         audio_frames_sent: stat("audio", "outbound-rtp", "packets"),
         audio_frames_played: kiosk.audio_frames_played,
         audio_frames_concealed: kiosk.audio_frames_concealed,
@@ -277,10 +286,10 @@ const RTP: &str = "(typeof pc !== 'undefined' && pc ? pc.getStats() : Promise.re
 
 /// The account a person reads.
 pub fn print_account(r: &BrowserReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    let dir = |name: &str, d: &BrowserDirection| {
+    let dir = |name: &str, shown: &str, d: &BrowserDirection| {
         let lat = d.video_latency_ms.as_ref().map_or_else(
-            || "capture-to-screen not measurable (the browser's camera plays a file)".to_string(),
-            |l| format!("capture to page p50 {:.0} ms, p95 {:.0} ms", l.p50, l.p95),
+            || "capture to screen not measured".to_string(),
+            |l| format!("capture to {shown} p50 {:.0} ms, p95 {:.0} ms", l.p50, l.p95),
         );
         format!(
             "  {name}: video {} sent, {} shown, {} verified ({lat}); audio {} sent, {} played, {} concealed; tone {:.0} Hz\n",
@@ -300,8 +309,8 @@ pub fn print_account(r: &BrowserReport, out: &mut impl std::io::Write) -> std::i
         r.call_s,
         r.connect_ms,
         r.texts_delivered,
-        dir("kiosk → browser", &r.kiosk_to_agent),
-        dir("browser → kiosk", &r.agent_to_kiosk)
+        dir("kiosk → browser", "page", &r.kiosk_to_agent),
+        dir("browser → kiosk", "kiosk screen", &r.agent_to_kiosk)
     )?;
     if let Some(cpu) = &r.hub_cpu {
         super::report::print_hub_cpu(cpu, out)?;

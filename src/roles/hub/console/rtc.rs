@@ -83,8 +83,9 @@ struct Session {
     /// into RTP in the kiosk's order (a frame given up costs a keyframe from the kiosk).
     reorder: VideoReorder<Bytes>,
     gaps: u64,
-    /// Frames received from the browser.
+    /// Frames received from the browser, and of them timed by its sender reports.
     frames_in: u64,
+    frames_timed: u64,
 }
 
 /// Counts of what the task dropped, logged at the end of each session.
@@ -132,7 +133,7 @@ pub(super) async fn run(
         sessions.retain(|peer, s| {
             let alive = s.rtc.is_alive();
             if !alive {
-                info!(peer, "browser media session ended");
+                info!(peer, frames = s.frames_in, timed = s.frames_timed, "browser media session ended");
             }
             alive
         });
@@ -194,6 +195,7 @@ fn command(
         }
         RtcCmd::Close { peer } => {
             if let Some(mut s) = sessions.remove(&peer) {
+                info!(peer, frames = s.frames_in, timed = s.frames_timed, "browser media session closed");
                 s.rtc.disconnect();
             }
         }
@@ -248,6 +250,7 @@ fn accept_offer(
         reorder: VideoReorder::new(ReorderConfig::default()),
         gaps: 0,
         frames_in: 0,
+        frames_timed: 0,
     };
     if let Some(mut old) = sessions.insert(peer, session) {
         old.rtc.disconnect();
@@ -316,7 +319,10 @@ impl Session {
                 if video && !data.contiguous {
                     self.ask_keyframe(Instant::now(), false);
                 }
-                self.forward_to_kiosk(&data.data, video);
+                let now_us = unix_us();
+                let captured_us = capture_time(&data, now_us);
+                self.frames_timed += u64::from(captured_us != now_us);
+                self.forward_to_kiosk(&data.data, video, captured_us);
             }
             Event::KeyframeRequest(_) => {
                 if let Some(call_id) = self.call_id() {
@@ -427,7 +433,7 @@ impl Session {
     }
 
     /// A browser frame to the kiosk, under our media header, as a QUIC agent sends it.
-    fn forward_to_kiosk(&mut self, payload: &[u8], video: bool) {
+    fn forward_to_kiosk(&mut self, payload: &[u8], video: bool, captured_us: u64) {
         let Some(leg) = self.route.borrow().clone() else { return };
         let LegSink::Quic(conn) = &leg.to else { return };
         let kind = if video { MediaKind::Video } else { MediaKind::Audio };
@@ -437,8 +443,7 @@ impl Session {
         }
         let seq = if video { &mut self.seq_video } else { &mut self.seq_audio };
         *seq = seq.wrapping_add(1);
-        let header =
-            MediaHeader { kind, keyframe: video && is_keyframe(payload), seq: *seq, captured_us: unix_us() };
+        let header = MediaHeader { kind, keyframe: video && is_keyframe(payload), seq: *seq, captured_us };
         let mut packet = Vec::with_capacity(payload.len() + 16);
         if header.encode(payload, &mut packet).is_err() {
             leg.counters.invalid.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +482,33 @@ impl Session {
     }
 }
 
+/// A browser frame's capture time (Unix µs) on the browser's clock, from its RTP time and the
+/// stream's last RTCP sender report (which maps RTP time to the sender's wall clock), as the
+/// kiosk's playout and latency figures expect of every sender. Before the first report, or when
+/// the browser's clock is more than [`CLOCK_TRUST`] from the hub's, its arrival time `now_us`.
+fn capture_time(data: &str0m::media::MediaData, now_us: u64) -> u64 {
+    let Some(sr) = &data.last_sender_info else { return now_us };
+    let Ok(ntp) = sr.ntp_time.duration_since(UNIX_EPOCH) else { return now_us };
+    map_rtp_time(data.time.numer(), sr.rtp_time.numer(), data.time.frequency().get(), ntp.as_micros() as u64)
+        .filter(|&t| t.abs_diff(now_us) < CLOCK_TRUST.as_micros() as u64)
+        .unwrap_or(now_us)
+}
+
+/// A browser whose clock is further than this from the hub's is not believed: its frames carry
+/// their arrival time.
+const CLOCK_TRUST: Duration = Duration::from_secs(5);
+
+/// The wall-clock time of RTP time `rtp`, given that `sr_rtp` was at `sr_us`: the RTP difference
+/// is taken modulo 2^32 (RTP time wraps), either way.
+fn map_rtp_time(rtp: u64, sr_rtp: u64, clock_hz: u32, sr_us: u64) -> Option<u64> {
+    if clock_hz == 0 {
+        return None;
+    }
+    let ticks = i64::from((rtp as u32).wrapping_sub(sr_rtp as u32) as i32);
+    let us = ticks * 1_000_000 / i64::from(clock_hz);
+    sr_us.checked_add_signed(us)
+}
+
 /// Whether an Annex B access unit holds an IDR slice (NAL type 5).
 fn is_keyframe(au: &[u8]) -> bool {
     let mut i = 0;
@@ -495,7 +527,22 @@ fn is_keyframe(au: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_keyframe;
+    use super::{is_keyframe, map_rtp_time};
+
+    #[test]
+    fn rtp_times_map_to_the_senders_wall_clock_across_the_wrap() {
+        let sr_us = 1_800_000_000_000_000;
+        assert_eq!(map_rtp_time(90_000 + 9_000, 90_000, 90_000, sr_us), Some(sr_us + 100_000));
+        assert_eq!(
+            map_rtp_time(90_000 - 9_000, 90_000, 90_000, sr_us),
+            Some(sr_us - 100_000),
+            "before the report"
+        );
+        // RTP time wrapped between the report and the frame.
+        assert_eq!(map_rtp_time(4_800, u64::from(u32::MAX) - 4_799, 48_000, sr_us), Some(sr_us + 200_000));
+        assert_eq!(map_rtp_time(1, 0, 0, sr_us), None, "no clock");
+        assert_eq!(map_rtp_time(0, 90_000, 90_000, 0), None, "before 1970");
+    }
 
     #[test]
     fn keyframes_are_told_by_their_idr_slice() {
