@@ -100,6 +100,22 @@ async fn snapshot(page: &Page<'_>, name: &str) {
     }
 }
 
+/// Holds the page still for a snapshot: its animations (the ringing pulse, the offer's
+/// progress bar) at their start and, with `videos`, the live pictures hidden (their content
+/// differs from run to run; the frame around them, the texts and the buttons do not).
+async fn still(page: &Page<'_>, videos: bool) {
+    let hide = if videos {
+        "document.querySelectorAll('video').forEach(v => v.style.visibility = 'hidden');"
+    } else {
+        ""
+    };
+    eval(
+        page,
+        &format!("{hide} document.getAnimations().forEach(a => {{ a.pause(); a.currentTime = 0; }}); true"),
+    )
+    .await;
+}
+
 async fn kiosk_media(k: &mut TestKiosk) -> MediaStats {
     match k.wait_for("media figures", |e| matches!(e, KioskEvent::Media { .. })).await {
         KioskEvent::Media { stats, .. } => *stats,
@@ -238,6 +254,8 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     k.wait_state("idle", |s| *s == KioskState::Idle).await;
     k.panel.press(Button::Call);
     wait(&page, &browser, "the offer", "window.kioskd.state().offer !== null").await;
+    still(&page, false).await;
+    snapshot(&page, "offer-en").await;
     eval(&page, "window.kioskd.accept()").await;
     k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
     wait(&page, &browser, "connected", "window.kioskd.state().connected").await;
@@ -275,6 +293,8 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
 
     let video = eval(&page, "window.kioskd.video()").await;
     let audio = eval(&page, "window.kioskd.audio()").await;
+    still(&page, true).await;
+    snapshot(&page, "call-en").await;
     eval(&page, "window.kioskd.hangUp()").await;
     let kiosk = kiosk_media(&mut k).await;
     wait(&page, &browser, "the call's end", "!window.kioskd.state().connected").await;
@@ -331,6 +351,9 @@ fn the_browser_demo_measures_both_directions() {
         assert!(d["video_frames_verified"].as_u64().unwrap_or(0) >= 60, "{dir}: {d}");
         assert_eq!(d["video_frames_out_of_order"], 0, "{dir}: {d}");
     }
-    assert!(json["kiosk_to_agent"]["video_latency_ms"]["p95"].as_f64().is_some(), "{json}");
+    for dir in ["kiosk_to_agent", "agent_to_kiosk"] {
+        assert!(json[dir]["video_latency_ms"]["p95"].as_f64().is_some_and(|ms| ms > 0.0), "{dir}: {json}");
+    }
+    assert!(json["hub_cpu"]["core_per_call"].as_f64().is_some_and(|c| c > 0.0), "{json}");
     assert!(text.contains("kiosk → browser") && text.contains("browser → kiosk"), "{text}");
 }

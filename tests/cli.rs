@@ -140,6 +140,12 @@ fn demo_places_queued_calls_and_reports_json() {
     for k in ["offer_ms", "connect_ms"] {
         assert!(v[k]["p50"].as_f64().is_some() && v[k]["p95"].as_f64().is_some(), "{k}: {last}");
     }
+    // The hub's CPU over the calls: 7 calls of about 0.4 s each, as the kiosks saw them.
+    let cpu = &v["hub_cpu"];
+    assert!(
+        cpu["call_s"].as_f64().is_some_and(|s| s >= 1.4) && cpu["core_per_call"].as_f64().is_some(),
+        "{last}"
+    );
     assert_eq!(v["errors"], serde_json::json!([]));
 }
 
