@@ -27,12 +27,25 @@ struct Console {
     tls: TlsConnector,
     log: std::path::PathBuf,
     pki: Pki,
+    accounts: std::path::PathBuf,
+    /// The revocation list the hub follows, when it follows one.
+    crl: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 async fn start() -> Console {
+    start_with(false).await
+}
+
+/// A hub with the console; `revocable`: it follows a revocation list (empty at first).
+async fn start_with(revocable: bool) -> Console {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
+    let crl = revocable.then(|| {
+        let path = dir.path().join("crl.pem");
+        std::fs::write(&path, pki.ca.revocation_list(&[], 1).unwrap()).unwrap();
+        path
+    });
     let accounts = dir.path().join("accounts.toml");
     Accounts::set(&accounts, "alice", PASSWORD, false).unwrap();
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -46,7 +59,7 @@ async fn start() -> Console {
         event_log: log.clone(),
         metrics: None,
         recording: None,
-        crl: None,
+        crl: crl.clone(),
         admission: Default::default(),
         renewal: None,
         database: None,
@@ -54,7 +67,7 @@ async fn start() -> Console {
             listen: local,
             media: local,
             media_public: None,
-            accounts,
+            accounts: accounts.clone(),
             session_ttl: Duration::from_secs(3600),
             media_grace: Duration::from_secs(3),
         }),
@@ -72,16 +85,20 @@ async fn start() -> Console {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-    Console { hub, addr, tls: TlsConnector::from(Arc::new(config)), log, pki, _dir: dir }
+    Console { hub, addr, tls: TlsConnector::from(Arc::new(config)), log, pki, accounts, crl, _dir: dir }
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 impl Console {
     async fn connect(&self) -> Tls {
+        self.connect_with(&self.tls).await
+    }
+
+    async fn connect_with(&self, tls: &TlsConnector) -> Tls {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        self.tls.connect(name, tcp).await.expect("TLS 1.3 with the hub's certificate")
+        tls.connect(name, tcp).await.expect("TLS 1.3 with the hub's certificate")
     }
 
     fn origin(&self) -> String {
@@ -100,7 +117,18 @@ impl Console {
         headers: &[(&str, String)],
         body: &str,
     ) -> (u16, String, String) {
-        let mut s = self.connect().await;
+        self.request_with(&self.tls, method, path, headers, body).await
+    }
+
+    async fn request_with(
+        &self,
+        tls: &TlsConnector,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> (u16, String, String) {
+        let mut s = self.connect_with(tls).await;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
             self.host(),
@@ -152,6 +180,22 @@ impl Console {
     fn events(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// A TLS client that presents `m`'s certificate, as a browser holding one does.
+fn presenting(m: &kioskd::edges::net::tls::TlsMaterial) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in m.ca.clone() {
+        roots.add(cert).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(m.chain.clone(), m.key.clone_key())
+            .unwrap();
+    TlsConnector::from(Arc::new(config))
 }
 
 fn cookie_of(head: &str) -> String {
@@ -406,6 +450,73 @@ async fn a_browser_that_never_sends_media_has_its_call_ended() {
         if let kioskd::roles::kiosk::KioskEvent::State { state, .. } = e {
             assert!(matches!(state, kioskd::call::KioskState::Connected { .. }), "the other call: {state:?}");
         }
+    }
+    c.hub.shutdown().await;
+}
+
+/// An advisor whose browser holds their agent certificate is signed in by it, without a
+/// password; when the certificate is revoked, their page is closed and neither the
+/// certificate nor the session it made signs them in again. A password session ends when its
+/// account is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_signs_in_until_it_is_revoked_and_a_removed_account_is_out() {
+    let c = start_with(true).await;
+    let carol_cert = c.pki.material(Role::Agent, "carol");
+    let carol = presenting(&carol_cert);
+    let (status, head, body) = c.request_with(&carol, "GET", "/api/me", &[], "").await;
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(body.contains(r#""agent":"carol""#), "{body}");
+    let token = cookie_of(&head);
+    let mut page = c.websocket(Some(&token), &c.origin()).await.expect("websocket");
+    let welcome = next_of(&mut page, "welcome").await;
+    assert_eq!((welcome["id"].as_str(), welcome["role"].as_str()), (Some("carol"), Some("agent")));
+    // A certificate of another role signs no one in.
+    let kiosk_cert = presenting(&c.pki.material(Role::Kiosk, "branch-1/kiosk-1"));
+    assert_eq!(c.request_with(&kiosk_cert, "GET", "/api/me", &[], "").await.0, 401, "a kiosk's certificate");
+
+    // Revoked: the page is closed, and neither the certificate nor its session signs in.
+    let serial = kioskd::edges::net::tls::serial_of(&carol_cert.chain[0]).unwrap();
+    let crl = c.crl.clone().expect("a revocation list");
+    let pem = c.pki.ca.revocation_list(std::slice::from_ref(&serial), 2).unwrap();
+    let tmp = crl.with_extension("tmp");
+    std::fs::write(&tmp, pem).unwrap();
+    std::fs::rename(&tmp, &crl).unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match page.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
+            }
+        }
+    })
+    .await
+    .expect("the revoked advisor's page is closed");
+    assert!(closed.as_deref().is_some_and(|r| r.contains("revoked")), "closed with {closed:?}");
+    let (status, head, _) = c.request_with(&carol, "GET", "/api/me", &[], "").await;
+    assert_eq!(status, 401, "a revoked certificate signed in: {head}");
+    assert!(!head.contains("Set-Cookie"), "{head}");
+    assert_eq!(
+        c.websocket(Some(&token), &c.origin()).await.err(),
+        Some(401),
+        "the revoked certificate's session"
+    );
+
+    // A password session ends when its account is removed.
+    let (status, head, _) = c.sign_in(PASSWORD).await;
+    assert_eq!(status, 200);
+    let alice = cookie_of(&head);
+    let mut ws = c.websocket(Some(&alice), &c.origin()).await.expect("alice's websocket");
+    next_of(&mut ws, "welcome").await;
+    drop(ws);
+    Accounts::remove(&c.accounts, "alice").unwrap();
+    assert_eq!(c.websocket(Some(&alice), &c.origin()).await.err(), Some(401), "a removed account's session");
+
+    let events = c.events();
+    for e in
+        [r#""detail":"certificate (from"#, "is revoked", r#""event":"revoked""#, "the account was removed"]
+    {
+        assert!(events.contains(e), "{e} missing from the event log:\n{events}");
     }
     c.hub.shutdown().await;
 }

@@ -35,6 +35,9 @@ pub type Token = String;
 #[derive(Debug, Clone)]
 struct Session {
     agent: String,
+    /// The serial of the agent certificate that signed in, for a certificate sign-in: the
+    /// session ends when that certificate is revoked.
+    serial: Option<Vec<u8>>,
     created: Instant,
     expires: Instant,
 }
@@ -56,15 +59,16 @@ impl Sessions {
         self.ttl
     }
 
-    /// Starts a session for `agent` under `token` (random, from the caller).
-    pub fn create(&mut self, token: Token, agent: &str, now: Instant) {
+    /// Starts a session for `agent` under `token` (random, from the caller); `serial` is the
+    /// certificate's when a certificate signed in.
+    pub fn create(&mut self, token: Token, agent: &str, serial: Option<Vec<u8>>, now: Instant) {
         self.expire(now);
         if self.by_token.len() >= MAX_SESSIONS
             && let Some(oldest) = self.by_token.iter().min_by_key(|(_, s)| s.created).map(|(t, _)| t.clone())
         {
             self.by_token.remove(&oldest);
         }
-        let session = Session { agent: agent.to_string(), created: now, expires: now + self.ttl };
+        let session = Session { agent: agent.to_string(), serial, created: now, expires: now + self.ttl };
         self.by_token.insert(token, session);
     }
 
@@ -78,6 +82,11 @@ impl Sessions {
             }
             None => None,
         }
+    }
+
+    /// The serial of the certificate that signed the session in, for a certificate sign-in.
+    pub fn serial(&self, token: &str) -> Option<&[u8]> {
+        self.by_token.get(token).and_then(|s| s.serial.as_deref())
     }
 
     /// When the session ends, if it is valid.
@@ -357,11 +366,12 @@ mod tests {
     fn sessions_expire_and_end_at_sign_out() {
         let now = t0();
         let mut s = Sessions::new(Duration::from_secs(60));
-        s.create("a".into(), "alice", now);
+        s.create("a".into(), "alice", None, now);
         assert_eq!(s.agent("a", now + Duration::from_secs(59)).as_deref(), Some("alice"));
         assert_eq!(s.agent("a", now + Duration::from_secs(60)), None, "expired at its ttl");
         assert!(s.is_empty(), "an expired session is dropped when seen");
-        s.create("b".into(), "bob", now);
+        s.create("b".into(), "bob", Some(vec![7; 16]), now);
+        assert_eq!((s.serial("b"), s.serial("a")), (Some(&[7u8; 16][..]), None), "a certificate's session");
         assert_eq!(s.agent("nope", now), None);
         assert!(s.remove("b"));
         assert_eq!(s.agent("b", now), None, "signed out");
@@ -373,9 +383,9 @@ mod tests {
         let now = t0();
         let mut s = Sessions::new(Duration::from_secs(3600));
         for i in 0..MAX_SESSIONS {
-            s.create(format!("t{i}"), "alice", now + Duration::from_millis(i as u64));
+            s.create(format!("t{i}"), "alice", None, now + Duration::from_millis(i as u64));
         }
-        s.create("new".into(), "bob", now + Duration::from_secs(10));
+        s.create("new".into(), "bob", None, now + Duration::from_secs(10));
         assert_eq!(s.len(), MAX_SESSIONS);
         assert_eq!(s.agent("t0", now + Duration::from_secs(10)), None);
         assert!(s.agent("t1", now + Duration::from_secs(10)).is_some());

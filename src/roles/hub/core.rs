@@ -52,6 +52,7 @@ pub(super) struct Core {
     pub(super) recordings_failed: u64,
     /// Peers disconnected because their certificate was revoked.
     pub(super) revoked: u64,
+    pub(super) revoked_serials: super::RevokedSerials,
     /// The flood limits on new connections, for their counters.
     pub(super) admission: peer::SharedAdmission,
     /// The hub's own certificate's end.
@@ -420,6 +421,8 @@ impl Core {
     /// Disconnects every peer whose certificate `serials` names; their calls end as when a
     /// peer is lost.
     fn revoke(&mut self, serials: &std::collections::HashSet<Vec<u8>>) {
+        serials
+            .clone_into(&mut self.revoked_serials.write().unwrap_or_else(std::sync::PoisonError::into_inner));
         let revoked: Vec<(PeerId, Role, String, Vec<u8>)> = self
             .links
             .iter()

@@ -213,6 +213,9 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         None => Revocations::default(),
     };
     let server = server_config_revoking(&opts.tls, &revoked)?;
+    // The serials revoked now, for the checks outside the TLS handshake (the console's
+    // certificate sign-ins and sessions); the core keeps them current.
+    let revoked_serials: RevokedSerials = Arc::new(std::sync::RwLock::new(revoked.serials.clone()));
     let endpoint =
         quinn::Endpoint::server(server, opts.listen).map_err(|e| HubError::Listen(opts.listen, e))?;
     let local_addr = endpoint.local_addr().map_err(|e| HubError::Listen(opts.listen, e))?;
@@ -248,7 +251,14 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     });
     let console_addrs = match opts.console {
         Some(c) => {
-            Some(console::start(c, &opts.tls, core_tx.clone(), status_rx.clone(), shutdown_rx.clone()).await?)
+            let ctx = console::Context {
+                tls: &opts.tls,
+                core: core_tx.clone(),
+                status: status_rx.clone(),
+                revoked: revoked_serials.clone(),
+                shutdown: shutdown_rx.clone(),
+            };
+            Some(console::start(c, ctx).await?)
         }
         None => None,
     };
@@ -300,6 +310,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         renewals_refused: 0,
         database: database.clone(),
         places,
+        revoked_serials,
     };
     let task = tokio::spawn(async move {
         core.run(core_rx, notes_rx, shutdown_rx).await;
@@ -326,6 +337,9 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         database,
     })
 }
+
+/// Certificate serials revoked, shared by the core (which updates them) and the console.
+pub(super) type RevokedSerials = Arc<std::sync::RwLock<std::collections::HashSet<Vec<u8>>>>;
 
 /// Most place lookups waiting for the database at once; past it a kiosk asks afresh.
 const PLACE_QUERIES: usize = 1024;

@@ -11,12 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::super::peer::CoreCmd;
 use super::Shared;
 use crate::console::web::{SignIn, cookie, same_origin};
-use crate::edges::net::tls::identity_from_cert;
+use crate::edges::net::tls::{identity_from_cert, serial_of};
 use crate::protocol::Role;
 
 /// The page, its script and its style, built into the binary.
@@ -88,15 +88,12 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, acceptor: TlsAcceptor, s
         Ok(Err(e)) => return debug!(error = %e, "console: TLS handshake failed"),
         Err(_) => return debug!("console: TLS handshake timed out"),
     };
-    // An agent certificate from the deployment's CA signs its holder in (checked by rustls).
-    let cert_agent = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| identity_from_cert(c).ok())
-        .filter(|i| i.role == Role::Agent)
-        .map(|i| i.id);
+    // An agent certificate from the deployment's CA signs its holder in (checked by rustls),
+    // unless it is revoked (checked at the sign-in, against the list the hub follows).
+    let cert_agent = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| {
+        let id = identity_from_cert(c).ok().filter(|i| i.role == Role::Agent)?;
+        Some(CertAgent { id: id.id, serial: serial_of(c).ok()? })
+    });
     let mut buf = Vec::new();
     loop {
         let req = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream, &mut buf)).await {
@@ -117,11 +114,17 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, acceptor: TlsAcceptor, s
             return upgrade(stream, req, remote, shared).await;
         }
         let close = req.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        if handle(&mut stream, req, remote, &shared, cert_agent.as_deref()).await.is_err() || close {
+        if handle(&mut stream, req, remote, &shared, cert_agent.as_ref()).await.is_err() || close {
             let _ = stream.shutdown().await;
             return;
         }
     }
+}
+
+/// The agent whose certificate the browser presented.
+struct CertAgent {
+    id: String,
+    serial: Vec<u8>,
 }
 
 /// Reads one request (head and body) from `stream`, keeping what follows it in `buf`;
@@ -222,7 +225,7 @@ async fn handle(
     req: Request,
     remote: SocketAddr,
     shared: &Arc<Shared>,
-    cert_agent: Option<&str>,
+    cert_agent: Option<&CertAgent>,
 ) -> std::io::Result<()> {
     let post = req.method == "POST";
     // A form or script on another site must not act with the advisor's cookie.
@@ -262,18 +265,32 @@ async fn handle(
                 )
                 .await;
             }
-            match cert_agent {
-                Some(agent) => {
-                    let cookie = start_session(shared, agent, remote, "certificate");
+            let cert_agent = cert_agent.filter(|c| {
+                let revoked = shared.is_revoked(&c.serial);
+                if revoked {
+                    let serial = crate::edges::net::certs::hex(&c.serial);
+                    event(
+                        shared,
+                        "sign_in_refused",
+                        &c.id,
+                        remote,
+                        Some(format!("certificate {serial} is revoked")),
+                    );
+                }
+                !revoked
+            });
+            match cert_agent.map(|c| (c, start_session(shared, &c.id, Some(c.serial.clone()), remote))) {
+                Some((c, Some(cookie))) => {
                     respond(
                         stream,
                         200,
                         "application/json",
-                        &json(serde_json::json!({ "agent": agent })),
+                        &json(serde_json::json!({ "agent": c.id })),
                         &[cookie],
                     )
                     .await
                 }
+                Some((_, None)) => no_session(stream).await,
                 None => {
                     respond(
                         stream,
@@ -343,7 +360,9 @@ async fn sign_in(
     let verified = tokio::task::spawn_blocking(move || accounts.verify(&name, &password)).await;
     match verified {
         Ok(Ok(true)) => {
-            let cookie = start_session(shared, &attempt.name, remote, "password");
+            let Some(cookie) = start_session(shared, &attempt.name, None, remote) else {
+                return no_session(stream).await;
+            };
             respond(
                 stream,
                 200,
@@ -390,21 +409,36 @@ async fn sign_in(
     }
 }
 
-/// A new session for `agent`; returns its `Set-Cookie` header.
-fn start_session(shared: &Arc<Shared>, agent: &str, remote: SocketAddr, how: &str) -> String {
+/// A new session for `agent`, signed in by the certificate `serial` or else by password;
+/// returns its `Set-Cookie` header, or `None` when the system's random numbers fail.
+fn start_session(
+    shared: &Arc<Shared>,
+    agent: &str,
+    serial: Option<Vec<u8>>,
+    remote: SocketAddr,
+) -> Option<String> {
     let mut raw = [0u8; 32];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
+        error!("console: no random numbers for a session token");
+        return None;
+    }
     let token = crate::edges::net::certs::hex(&raw);
+    let how = if serial.is_some() { "certificate" } else { "password" };
     let ttl = {
         let mut sessions = shared.sessions();
-        sessions.create(token.clone(), agent, Instant::now());
+        sessions.create(token.clone(), agent, serial, Instant::now());
         sessions.ttl()
     };
     event(shared, "sign_in", agent, remote, Some(how.to_string()));
-    format!(
+    Some(format!(
         "Set-Cookie: {COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
         ttl.as_secs()
-    )
+    ))
+}
+
+async fn no_session(stream: &mut Stream) -> std::io::Result<()> {
+    let body = json(serde_json::json!({"error": "no session could be made"}));
+    respond(stream, 503, "application/json", &body, &[]).await
 }
 
 /// A console event for the event log (through the core, which owns it).
@@ -434,6 +468,26 @@ async fn upgrade(mut stream: Stream, req: Request, remote: SocketAddr, shared: A
         let _ = respond(&mut stream, 401, "text/plain", b"not signed in", &[]).await;
         return;
     };
+    // The session's credential must still hold: a revoked certificate, or an account removed
+    // since (`kioskd agents remove`), ends it.
+    let serial = shared.sessions().serial(&token).map(<[u8]>::to_vec);
+    let gone = match &serial {
+        Some(s) if shared.is_revoked(s) => {
+            Some(format!("certificate {} is revoked", crate::edges::net::certs::hex(s)))
+        }
+        Some(_) => None,
+        None => match shared.accounts.names() {
+            Ok(names) if names.contains(&agent) => None,
+            Ok(_) => Some("the account was removed".to_string()),
+            Err(e) => Some(format!("the accounts cannot be read: {e}")),
+        },
+    };
+    if let Some(why) = gone {
+        shared.sessions().remove(&token);
+        event(&shared, "websocket_refused", &agent, remote, Some(why));
+        let _ = respond(&mut stream, 401, "text/plain", b"not signed in", &[]).await;
+        return;
+    }
     let Some(key) = req.header("sec-websocket-key") else {
         let _ = respond(&mut stream, 400, "text/plain", b"not a WebSocket upgrade", &[]).await;
         return;
@@ -452,7 +506,8 @@ async fn upgrade(mut stream: Stream, req: Request, remote: SocketAddr, shared: A
         return;
     }
     let expires = shared.sessions().expires(&token).unwrap_or(now);
-    super::session::run(stream, agent, token, expires, remote, shared).await;
+    let who = super::session::Who { agent, token, serial, expires, remote };
+    super::session::run(stream, who, shared).await;
 }
 
 #[cfg(test)]

@@ -94,25 +94,34 @@ pub(super) struct Shared {
     pub status: watch::Receiver<super::HubStatus>,
     /// See [`ConsoleOptions::media_grace`].
     pub media_grace: Duration,
+    /// Certificates revoked: they sign no one in, and their sessions end.
+    pub revoked: super::RevokedSerials,
 }
 
 impl Shared {
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked.read().unwrap_or_else(PoisonError::into_inner).contains(serial)
+    }
     fn guard(&self) -> std::sync::MutexGuard<'_, SignInGuard<std::net::IpAddr>> {
         self.guard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+/// What the console takes from the hub.
+pub(super) struct Context<'a> {
+    pub tls: &'a TlsMaterial,
+    pub core: mpsc::Sender<CoreCmd>,
+    pub status: watch::Receiver<super::HubStatus>,
+    pub revoked: super::RevokedSerials,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Starts the console's HTTPS listener and its WebRTC task.
-pub(super) async fn start(
-    opts: ConsoleOptions,
-    tls: &TlsMaterial,
-    core: mpsc::Sender<CoreCmd>,
-    status: watch::Receiver<super::HubStatus>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<ConsoleAddrs, ConsoleError> {
+pub(super) async fn start(opts: ConsoleOptions, ctx: Context<'_>) -> Result<ConsoleAddrs, ConsoleError> {
+    let Context { tls, core, status, revoked, mut shutdown } = ctx;
     let accounts = Accounts::load(&opts.accounts)?;
     let tls = crate::edges::net::tls::console_server_config(tls)?;
     let listener =
@@ -135,6 +144,7 @@ pub(super) async fn start(
         rtc: rtc_tx,
         status,
         media_grace: opts.media_grace,
+        revoked,
     });
     let rtc = tokio::spawn(rtc::run(socket, public, rtc_rx, core));
     let http = tokio::spawn(http::serve(listener, tokio_rustls::TlsAcceptor::from(tls), shared));

@@ -36,14 +36,22 @@ pub const SILENT: Duration = Duration::from_secs(6);
 /// Bad messages tolerated before the page is disconnected.
 const MAX_BAD: u32 = 20;
 
+/// Who the page is: its agent, its session, and the certificate that signed it in, if one did
+/// (a page closes when that certificate is revoked, as a QUIC agent's connection does).
+pub(super) struct Who {
+    pub agent: String,
+    pub token: String,
+    pub serial: Option<Vec<u8>>,
+    pub expires: Instant,
+    pub remote: SocketAddr,
+}
+
 pub(super) async fn run(
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    agent: String,
-    token: String,
-    expires: Instant,
-    remote: SocketAddr,
+    who: Who,
     shared: Arc<Shared>,
 ) {
+    let Who { agent, token, serial, expires, remote } = who;
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(MAX_WS_MESSAGE);
     config.max_frame_size = Some(MAX_WS_MESSAGE);
@@ -59,7 +67,7 @@ pub(super) async fn run(
         conn: PeerConn::Browser(BrowserPeer { peer, closing: closing.clone(), rtc: shared.rtc.clone() }),
         remote,
         id: agent.clone(),
-        serial: None,
+        serial,
         not_after: None,
     };
     if shared
