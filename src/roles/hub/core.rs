@@ -215,9 +215,8 @@ impl Core {
                 Output::Wait(deadline) => break deadline,
             }
         };
-        if wrote && let Err(e) = self.log.flush() {
-            self.log_errors += 1;
-            error!(error = %e, "event log flush failed");
+        if wrote {
+            self.flush_log();
         }
         self.publish_status();
         deadline
@@ -284,22 +283,8 @@ impl Core {
                 (Event::RenewalRefused, d)
             }
         };
-        let (kiosk, agent) = if role == Role::Kiosk { (Some(id), None) } else { (None, Some(id)) };
-        let rec = EventRecord {
-            ts_ms: unix_ms(),
-            event,
-            call_id: None,
-            kiosk,
-            agent,
-            detail: Some(detail),
-            position: None,
-            moved: None,
-        };
-        self.log_event(&rec);
-        if let Err(e) = self.log.flush() {
-            self.log_errors += 1;
-            error!(error = %e, "event log flush failed");
-        }
+        let parties = if role == Role::Kiosk { (Some(id), None) } else { (None, Some(id)) };
+        self.log_now(event, None, parties, detail);
         self.publish_status();
     }
 
@@ -313,21 +298,7 @@ impl Core {
             "browser_media_missing" => Event::BrowserMediaMissing,
             _ => Event::ConsoleRefused,
         };
-        let rec = EventRecord {
-            ts_ms: unix_ms(),
-            event,
-            call_id,
-            kiosk: None,
-            agent: (!agent.is_empty()).then_some(agent),
-            detail: Some(detail),
-            position: None,
-            moved: None,
-        };
-        self.log_event(&rec);
-        if let Err(e) = self.log.flush() {
-            self.log_errors += 1;
-            error!(error = %e, "event log flush failed");
-        }
+        self.log_now(event, call_id, (None, (!agent.is_empty()).then_some(agent)), detail);
     }
 
     fn flood(&self) -> super::FloodStatus {
@@ -405,6 +376,35 @@ impl Core {
     }
 
     /// Appends a record to the event log (flushed by the caller) and counts it in the metrics.
+    /// Writes one record made now, outside the queue core's outputs, and flushes the log.
+    fn log_now(
+        &mut self,
+        event: Event,
+        call_id: Option<CallId>,
+        (kiosk, agent): (Option<String>, Option<String>),
+        detail: String,
+    ) {
+        let rec = EventRecord {
+            ts_ms: unix_ms(),
+            event,
+            call_id,
+            kiosk,
+            agent,
+            detail: Some(detail),
+            position: None,
+            moved: None,
+        };
+        self.log_event(&rec);
+        self.flush_log();
+    }
+
+    fn flush_log(&mut self) {
+        if let Err(e) = self.log.flush() {
+            self.log_errors += 1;
+            error!(error = %e, "event log flush failed");
+        }
+    }
+
     fn log_event(&mut self, rec: &EventRecord) {
         if let Some(m) = &self.metrics
             && let Ok(mut m) = m.lock()
@@ -452,30 +452,13 @@ impl Core {
                 l.conn.close(close_code::REVOKED, b"certificate revoked");
             }
         }
-        if let Err(e) = self.log.flush() {
-            self.log_errors += 1;
-            error!(error = %e, "event log flush failed");
-        }
+        self.flush_log();
         self.publish_status();
     }
 
     /// Logs a recording's event now, with its call's parties.
     fn log_recording(&mut self, event: Event, call_id: CallId, detail: String) {
-        let rec = EventRecord {
-            ts_ms: unix_ms(),
-            event,
-            call_id: Some(call_id),
-            kiosk: None,
-            agent: None,
-            detail: Some(detail),
-            position: None,
-            moved: None,
-        };
-        self.log_event(&rec);
-        if let Err(e) = self.log.flush() {
-            self.log_errors += 1;
-            error!(error = %e, "event log flush failed");
-        }
+        self.log_now(event, Some(call_id), (None, None), detail);
     }
 
     fn start_recording(&mut self, call_id: CallId, kiosk: &str, agent: &str) {
