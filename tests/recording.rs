@@ -134,6 +134,34 @@ fn a_recorded_demo_call_opens_in_ffmpeg_with_four_tracks_and_every_frame_decodes
     assert!(events.iter().any(|e| e["event"] == "recording_finished"));
 }
 
+/// A call whose advisor works in the browser console (a real headless Chromium) is recorded
+/// like any other: the kiosk's and the browser's pictures and sound, every frame decodable.
+#[test]
+fn a_browser_advisors_call_is_recorded_like_any_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("recordings");
+    let o = kioskd_bin(&["demo", "--browser", "--record", rec.to_str().expect("utf-8"), "--json"]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("recorded  1 call(s)"), "{}", output_text(&o));
+    let file = rec.join("call-1.mkv");
+    assert_eq!(mode(&file), 0o600);
+    let found = streams(&file);
+    let kinds: Vec<(&str, &str)> = found.iter().map(|(t, c, _)| (t.as_str(), c.as_str())).collect();
+    assert_eq!(kinds, [("video", "h264"), ("audio", "opus"), ("video", "h264"), ("audio", "opus")]);
+    let errors = decode_errors(&file);
+    assert!(errors.trim().is_empty(), "ffmpeg reported decoding errors:\n{errors}");
+    // The kiosk's tracks and the browser's, about 6 s each (fewer frames on a loaded machine).
+    for (i, (kind, _, frames)) in found.iter().enumerate() {
+        let least = if kind == "video" { 90 } else { 150 };
+        assert!(*frames >= least, "track {i} ({kind}): {frames} frames");
+    }
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rec.join("call-1.json")).expect("sidecar"))
+            .expect("JSON");
+    assert_eq!(sidecar["agent"].as_str(), Some("advisor"), "{sidecar}");
+    assert_eq!(sidecar["kiosk"].as_str(), Some("branch-1/kiosk-1"), "{sidecar}");
+}
+
 /// A hub, a kiosk and an agent as separate processes, sharing `dir`.
 struct Deployment {
     hub_config: PathBuf,

@@ -273,6 +273,7 @@ impl MediaSession {
     pub fn set_rate_hint(&self, bps: u32) {
         self.remote_cap.bps.store(u64::from(bps), Ordering::Relaxed);
         self.remote_cap.hints.fetch_add(1, Ordering::Relaxed);
+        with(&self.stats, |s| s.rate_hints_received += 1);
         // A cut takes effect at the encoder's next frame, not at the rate task's next tick.
         self.video_rate.fetch_min(u64::from(bps).max(MIN_VIDEO_BPS), Ordering::Relaxed);
     }

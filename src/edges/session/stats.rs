@@ -39,6 +39,8 @@ pub struct MediaStats {
     pub video_frames_displayed: u64,
     pub video_frames_verified: u64,
     pub keyframe_requests: u64,
+    /// Caps on this side's video the other side (or the hub, for a browser's leg) sent.
+    pub rate_hints_received: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub audio_latency_ms: Quantiles,

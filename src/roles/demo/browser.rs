@@ -69,6 +69,8 @@ pub struct BrowserReport {
     pub texts_delivered: usize,
     /// The hub's CPU during the call, from the page's media up to the hang-up.
     pub hub_cpu: Option<super::report::HubCpu>,
+    /// With `--record`: the call's recording.
+    pub recordings: Option<super::report::Recordings>,
     pub errors: Vec<String>,
 }
 
@@ -139,14 +141,26 @@ async fn run_in(opts: &mut DemoOptions, dir: &std::path::Path) -> anyhow::Result
                 agent_to_kiosk: BrowserDirection::default(),
                 texts_delivered: 0,
                 hub_cpu: None,
+                recordings: None,
                 errors: Vec::new(),
             }
         }
     };
     drop(page);
     drop(browser);
-    let _ = cast.stop(&mut errors).await;
-    Ok(BrowserReport { errors: [report.errors, errors].concat(), ..report })
+    let stopped = cast.stop(&mut errors).await;
+    let recordings = opts.record.as_ref().map(|dir| {
+        let r = super::report::Recordings::read(
+            dir,
+            stopped.hub.recordings_finished,
+            stopped.hub.recordings_failed,
+        );
+        if r.finished != 1 || r.failed > 0 {
+            errors.push(format!("{} recordings finished and {} failed for the call", r.finished, r.failed));
+        }
+        r
+    });
+    Ok(BrowserReport { errors: [report.errors, errors].concat(), recordings, ..report })
 }
 
 async fn eval(page: &Page<'_>, js: &str) -> anyhow::Result<Value> {
@@ -242,6 +256,7 @@ async fn call(
         agent_to_kiosk,
         texts_delivered,
         hub_cpu: hub_cpu.figures(),
+        recordings: None,
         errors,
     })
 }
@@ -314,6 +329,9 @@ pub fn print_account(r: &BrowserReport, out: &mut impl std::io::Write) -> std::i
     )?;
     if let Some(cpu) = &r.hub_cpu {
         super::report::print_hub_cpu(cpu, out)?;
+    }
+    if let Some(rec) = &r.recordings {
+        super::report::print_recordings(rec, out)?;
     }
     for e in &r.errors {
         writeln!(out, "  problem: {e}")?;

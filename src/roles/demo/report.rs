@@ -353,7 +353,7 @@ pub(super) fn print_hub_cpu(cpu: &HubCpu, out: &mut impl Write) -> std::io::Resu
     )
 }
 
-fn print_recordings(rec: &Recordings, out: &mut impl Write) -> std::io::Result<()> {
+pub(super) fn print_recordings(rec: &Recordings, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "  recorded  {} call(s) into {} ({} failed)", rec.finished, rec.dir, rec.failed)?;
     for f in &rec.files {
         writeln!(
