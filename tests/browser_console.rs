@@ -27,6 +27,12 @@ use serde_json::Value;
 /// Generous: Chromium starts slowly on a loaded 2-core machine.
 const PAGE_WAIT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "advisor password 1";
+/// One Chromium at a time: each call in a browser takes most of a core of this 2-core machine
+/// (the tests of this file would otherwise run two at once and starve each other's media).
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The browser's camera file: 10 s at 30 fps, played in a loop.
+const CAMERA_FILE_FRAMES: u32 = 300;
 
 fn video() -> VideoSettings {
     VideoSettings { width: 320, height: 240, fps: 30.0, bitrate_bps: 400_000, ..VideoSettings::default() }
@@ -100,8 +106,8 @@ async fn snapshot(page: &Page<'_>, name: &str) {
     }
 }
 
-/// Holds the page still for a snapshot: its animations (the ringing pulse, the offer's
-/// progress bar) at their start and, with `videos`, the live pictures hidden (their content
+/// Holds the page still for a snapshot: its transitions (buttons fading in, the offer's
+/// progress bar) finished, its animations (the ringing pulse) at their start and, with `videos`, the live pictures hidden (their content
 /// differs from run to run; the frame around them, the texts and the buttons do not).
 async fn still(page: &Page<'_>, videos: bool) {
     let hide = if videos {
@@ -111,7 +117,7 @@ async fn still(page: &Page<'_>, videos: bool) {
     };
     eval(
         page,
-        &format!("{hide} document.getAnimations().forEach(a => {{ a.pause(); a.currentTime = 0; }}); true"),
+        &format!("{hide} document.getAnimations().forEach(a => {{ if (a instanceof CSSTransition) a.finish(); else {{ a.pause(); a.currentTime = 0; }} }}); true"),
     )
     .await;
 }
@@ -134,7 +140,8 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
     let hub = hub::start(HubOptions {
         listen: local,
         tls,
-        queue: QueueConfig::default(),
+        // A wrap-up after each call, long enough for its screenshot.
+        queue: QueueConfig { wrap_up: Duration::from_secs(4), ..QueueConfig::default() },
         event_log: dir.join("events.jsonl"),
         metrics: None,
         recording: None,
@@ -154,7 +161,7 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
     .await
     .expect("hub starts");
     let (y4m, wav) = (dir.join("advisor.y4m"), dir.join("advisor.wav"));
-    write_stamped_y4m(&y4m, 640, 480, 300).unwrap();
+    write_stamped_y4m(&y4m, 640, 480, CAMERA_FILE_FRAMES).unwrap();
     write_tone_wav(&wav, 660.0, 20).unwrap();
     let browser = Browser::launch(&BrowserOptions {
         video: Some(y4m),
@@ -179,6 +186,7 @@ async fn sign_in_idle(page: &Page<'_>, browser: &Browser) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_that_vanishes_mid_call_ends_the_call_and_frees_the_room() {
+    let _one = ONE_BROWSER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let (hub, browser) = hub_and_browser(dir.path(), &pki).await;
@@ -207,6 +215,7 @@ async fn a_browser_that_vanishes_mid_call_ends_the_call_and_frees_the_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
+    let _one = ONE_BROWSER.lock().await;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -239,6 +248,9 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
         "window.kioskd.state().signedIn && window.kioskd.state().ws === 'open'",
     )
     .await;
+    wait(&page, &browser, "CLOSE", "window.kioskd.state().room === 'close'").await;
+    still(&page, false).await;
+    snapshot(&page, "close-en").await;
     eval(&page, "window.kioskd.setPresence('idle')").await;
     wait(&page, &browser, "IDLE", "window.kioskd.state().room === 'idle'").await;
     snapshot(&page, "idle-en").await;
@@ -261,7 +273,7 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     wait(&page, &browser, "connected", "window.kioskd.state().connected").await;
 
     // Pictures from the kiosk, read from the page's decoded frames.
-    wait(&page, &browser, "90 verified kiosk pictures", "window.kioskd.video().verified >= 90").await;
+    wait(&page, &browser, "200 verified kiosk pictures", "window.kioskd.video().verified >= 200").await;
     // Texts both ways.
     eval(&page, "window.kioskd.sendText('Good morning, how can I help?')").await;
     let got = k.wait_for("the advisor's text", |e| matches!(e, KioskEvent::TextReceived { .. })).await;
@@ -298,6 +310,10 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     eval(&page, "window.kioskd.hangUp()").await;
     let kiosk = kiosk_media(&mut k).await;
     wait(&page, &browser, "the call's end", "!window.kioskd.state().connected").await;
+    wait(&page, &browser, "WRAP-UP", "window.kioskd.state().room === 'wrap_up'").await;
+    still(&page, false).await;
+    snapshot(&page, "wrapup-en").await;
+    wait(&page, &browser, "IDLE after the wrap-up", "window.kioskd.state().room === 'idle'").await;
 
     // Kiosk → browser.
     let verified = video["verified"].as_u64().unwrap_or(0);
@@ -318,9 +334,11 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     );
     // The browser's camera plays the file in a loop: its stamps name frame numbers, not the
     // capture times the hub can know; the kiosk reads them from every picture it decodes.
+    // In order, but for the file starting over.
     let n = &kiosk.stamped_frame_numbers;
+    let looped = |a: u32, b: u32| a + 15 >= CAMERA_FILE_FRAMES && b < 15;
     assert!(
-        n.len() >= 30 && n.windows(2).all(|w| w[0] < w[1]),
+        n.len() >= 30 && n.windows(2).all(|w| w[0] < w[1] || looped(w[0], w[1])),
         "browser pictures missing or out of order: {n:?}"
     );
     // The browser's bandwidth estimate of the hub → browser leg reached the kiosk's rate control.
@@ -342,6 +360,7 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
 
 #[test]
 fn the_browser_demo_measures_both_directions() {
+    let _one = ONE_BROWSER.blocking_lock();
     let out = kioskd_bin(&["demo", "--browser", "--json", "--call-duration-ms", "4000"]);
     let text = output_text(&out);
     assert!(out.status.success(), "kioskd demo --browser failed:\n{text}");

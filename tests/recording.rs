@@ -65,8 +65,12 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
 }
 
+/// One demo call with media at a time: each takes most of a core of this 2-core machine.
+static ONE_CALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_recorded_demo_call_opens_in_ffmpeg_with_four_tracks_and_every_frame_decodes() {
+    let _one = ONE_CALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = dir.path().join("recordings");
     let log = dir.path().join("events.jsonl");
@@ -138,6 +142,7 @@ fn a_recorded_demo_call_opens_in_ffmpeg_with_four_tracks_and_every_frame_decodes
 /// like any other: the kiosk's and the browser's pictures and sound, every frame decodable.
 #[test]
 fn a_browser_advisors_call_is_recorded_like_any_other() {
+    let _one = ONE_CALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = dir.path().join("recordings");
     let o = kioskd_bin(&["demo", "--browser", "--record", rec.to_str().expect("utf-8"), "--json"]);
