@@ -20,8 +20,12 @@ PACKAGES=(
     # tests/postgres.rs: a real PostgreSQL server (initdb, pg_ctl, psql) that the tests start
     # in a temporary folder.
     postgresql
-    # tests/browser_console.rs: the advisors' browser console in a real headless Chromium.
+    # tests/browser_console.rs: the advisors' browser console in a real headless Chromium, and
+    # an agent certificate in the browser's NSS store (openssl makes the PKCS#12, certutil and
+    # pk12util put it in).
     chromium
+    openssl
+    libnss3-tools
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }

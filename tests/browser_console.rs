@@ -132,12 +132,30 @@ async fn kiosk_media(k: &mut TestKiosk) -> MediaStats {
 /// A hub with the console (the advisor alice), and a Chromium trusting the hub's certificate
 /// with its camera and microphone playing the stamped pictures and the 660 Hz tone.
 async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
-    let accounts = dir.join("accounts.toml");
-    Accounts::set(&accounts, "alice", PASSWORD, false).unwrap();
     let tls = pki.material(Role::Hub, "hub.test");
     let spki = spki_hash(&tls.chain[0]).unwrap();
+    let hub = console_hub(dir, tls).await;
+    let (y4m, wav) = (dir.join("advisor.y4m"), dir.join("advisor.wav"));
+    write_stamped_y4m(&y4m, 640, 480, CAMERA_FILE_FRAMES).unwrap();
+    write_tone_wav(&wav, 660.0, 20).unwrap();
+    let browser = Browser::launch(&BrowserOptions {
+        video: Some(y4m),
+        audio: Some(wav),
+        trust_spki: Some(spki),
+        profile: dir.join("chromium"),
+        home: None,
+    })
+    .await
+    .expect("chromium starts");
+    (hub, browser)
+}
+
+/// A hub with the console (the advisor alice) and the hub certificate `tls`.
+async fn console_hub(dir: &Path, tls: kioskd::edges::net::tls::TlsMaterial) -> hub::RunningHub {
+    let accounts = dir.join("accounts.toml");
+    Accounts::set(&accounts, "alice", PASSWORD, false).unwrap();
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let hub = hub::start(HubOptions {
+    hub::start(HubOptions {
         listen: local,
         tls,
         // A wrap-up after each call, long enough for its screenshot.
@@ -159,19 +177,7 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
         }),
     })
     .await
-    .expect("hub starts");
-    let (y4m, wav) = (dir.join("advisor.y4m"), dir.join("advisor.wav"));
-    write_stamped_y4m(&y4m, 640, 480, CAMERA_FILE_FRAMES).unwrap();
-    write_tone_wav(&wav, 660.0, 20).unwrap();
-    let browser = Browser::launch(&BrowserOptions {
-        video: Some(y4m),
-        audio: Some(wav),
-        trust_spki: Some(spki),
-        profile: dir.join("chromium"),
-    })
-    .await
-    .expect("chromium starts");
-    (hub, browser)
+    .expect("hub starts")
 }
 
 /// Signs alice in and sets her IDLE.
@@ -377,4 +383,112 @@ fn the_browser_demo_measures_both_directions() {
     }
     assert!(json["hub_cpu"]["core_per_call"].as_f64().is_some_and(|c| c > 0.0), "{json}");
     assert!(text.contains("kiosk → browser") && text.contains("browser → kiosk"), "{text}");
+}
+
+/// Chromium's managed policy that makes it present its client certificate to one site (a
+/// headless browser has no dialog to pick one); removed when dropped.
+struct CertificatePolicy(std::path::PathBuf);
+
+impl CertificatePolicy {
+    /// Needs root (the policy folder is /etc/chromium/policies/managed); `None` otherwise.
+    fn for_site(origin: &str) -> Option<Self> {
+        let dir = Path::new("/etc/chromium/policies/managed");
+        std::fs::create_dir_all(dir).ok()?;
+        let path = dir.join(format!("kioskd-test-{}.json", std::process::id()));
+        let rule = serde_json::json!({ "pattern": origin, "filter": {} }).to_string();
+        let policy = serde_json::json!({ "AutoSelectCertificateForUrls": [rule] });
+        std::fs::write(&path, policy.to_string()).ok()?;
+        Some(CertificatePolicy(path))
+    }
+}
+
+impl Drop for CertificatePolicy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let o = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} runs (scripts/deps.sh installs it): {e}"));
+    assert!(o.status.success(), "{cmd} {args:?}: {}", output_text(&o));
+}
+
+/// An advisor whose browser holds their agent certificate (in its NSS store, as Chromium on
+/// Linux keeps them) is signed in by it when the page opens: no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_holding_an_agent_certificate_is_signed_in_by_it() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    deployment(d); // kioskd certs: the CA, hub.test, agent-1
+    let file = |name: &str| d.join(name).to_str().expect("utf-8").to_string();
+    let tls = kioskd::edges::net::tls::TlsMaterial::load(
+        &d.join("ca.pem"),
+        &d.join("hub.test.pem"),
+        &d.join("hub.test.key"),
+    )
+    .unwrap();
+    let spki = spki_hash(&tls.chain[0]).unwrap();
+    let hub = console_hub(d, tls).await;
+    let https = hub.console_addrs.expect("console").https;
+    let origin = format!("https://127.0.0.1:{}", https.port());
+    let Some(_policy) = CertificatePolicy::for_site(&origin) else {
+        eprintln!("skipped: setting Chromium's AutoSelectCertificateForUrls policy needs root");
+        return;
+    };
+    // The agent's certificate and key into the browser's store.
+    let home = d.join("home");
+    let nssdb = format!("sql:{}", home.join(".pki/nssdb").display());
+    std::fs::create_dir_all(home.join(".pki/nssdb")).unwrap();
+    run("certutil", &["-N", "-d", &nssdb, "--empty-password"]);
+    let p12 = file("agent-1.p12");
+    run(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            &file("agent-1.pem"),
+            "-inkey",
+            &file("agent-1.key"),
+            "-out",
+            &p12,
+            "-passout",
+            "pass:",
+        ],
+    );
+    run("pk12util", &["-i", &p12, "-d", &nssdb, "-W", ""]);
+
+    let browser = Browser::launch(&BrowserOptions {
+        video: None,
+        audio: None,
+        trust_spki: Some(spki),
+        profile: d.join("chromium"),
+        home: Some(home),
+    })
+    .await
+    .expect("chromium starts");
+    let page = browser.open(&format!("{origin}/")).await.unwrap();
+    wait(&page, &browser, "the console script", "window.kioskd && window.kioskd.state()").await;
+    wait(
+        &page,
+        &browser,
+        "signed in by the certificate",
+        "window.kioskd.state().signedIn && window.kioskd.state().ws === 'open'",
+    )
+    .await;
+    assert_eq!(eval(&page, "window.kioskd.state().agent").await, "agent-1");
+    eval(&page, "window.kioskd.setPresence('idle')").await;
+    wait(&page, &browser, "IDLE", "window.kioskd.state().room === 'idle'").await;
+    let events = std::fs::read_to_string(d.join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.lines().any(|l| l.contains(r#""event":"sign_in""#)
+            && l.contains("certificate")
+            && l.contains("agent-1")),
+        "no certificate sign-in in the event log:\n{events}"
+    );
+    hub.shutdown().await;
 }

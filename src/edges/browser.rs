@@ -47,6 +47,9 @@ pub struct BrowserOptions {
     pub trust_spki: Option<String>,
     /// The browser's own profile folder (a temporary one).
     pub profile: PathBuf,
+    /// Its home folder, when not the user's: Chromium on Linux takes client certificates from
+    /// HOME/.pki/nssdb.
+    pub home: Option<PathBuf>,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
@@ -135,6 +138,9 @@ impl Browser {
             "--remote-allow-origins=*",
         ]);
         cmd.arg(format!("--user-data-dir={}", opts.profile.display()));
+        if let Some(home) = &opts.home {
+            cmd.env("HOME", home);
+        }
         if let Some(v) = &opts.video {
             cmd.arg(format!("--use-file-for-fake-video-capture={}", v.display()));
         }

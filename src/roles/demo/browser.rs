@@ -121,6 +121,7 @@ async fn run_in(opts: &mut DemoOptions, dir: &std::path::Path) -> anyhow::Result
         audio: Some(wav),
         trust_spki: Some(spki_hash(&cast.hub_cert)?),
         profile: dir.join("chromium"),
+        home: None,
     })
     .await?;
     let page = browser.open(&format!("https://127.0.0.1:{}/", https.port())).await?;
