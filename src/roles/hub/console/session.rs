@@ -93,8 +93,8 @@ pub(super) async fn run(
     let mut close: Option<(u16, String)> = None;
     let mut status = shared.status.clone();
     let mut shown_queue = None;
-    let first = status.borrow_and_update().clone();
-    open = open && send_queue(&mut ws, &first, &mut shown_queue).await;
+    let first = queue_message(&status.borrow_and_update(), &mut shown_queue);
+    open = open && send_queue(&mut ws, first).await;
     // The call's media from the browser is watched: a call without it is ended.
     let mut calls = route_rx.clone();
     let mut media = MediaWatch::new(shared.media_grace);
@@ -109,8 +109,10 @@ pub(super) async fn run(
                 open = watch_media(&mut ws, &shared, peer, &agent, &mut media).await;
             }
             Ok(()) = status.changed() => {
-                let snapshot = status.borrow_and_update().clone();
-                open = send_queue(&mut ws, &snapshot, &mut shown_queue).await;
+                // Read in place (the hub's status is not copied per page): a message only
+                // when the queue changed.
+                let changed = queue_message(&status.borrow_and_update(), &mut shown_queue);
+                open = send_queue(&mut ws, changed).await;
             }
             incoming = ws.next() => {
                 let Some(Ok(frame)) = incoming else { break };
@@ -287,21 +289,22 @@ where
 /// Callers listed on the page at most.
 const MAX_QUEUE_SHOWN: usize = 100;
 
-/// The waiting queue, when it changed (who waits, in which order): the page counts the
-/// waited time on from what it is sent.
-async fn send_queue<S>(
-    ws: &mut WebSocketStream<S>,
+/// The waiting queue's message, when the queue changed (who waits, in which order) since
+/// `shown`: the page counts the waited time on from what it is sent.
+fn queue_message(
     status: &super::super::HubStatus,
-    shown: &mut Option<Vec<String>>,
-) -> bool
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+    shown: &mut Option<(Vec<String>, usize)>,
+) -> Option<serde_json::Value> {
     let queue = &status.snapshot.queue;
-    let kiosks: Vec<String> = queue.iter().take(MAX_QUEUE_SHOWN).map(|(k, _)| k.clone()).collect();
-    if shown.as_ref() == Some(&kiosks) {
-        return true;
+    let same = shown.as_ref().is_some_and(|(s, total)| {
+        *total == queue.len()
+            && s.len() == queue.len().min(MAX_QUEUE_SHOWN)
+            && s.iter().zip(queue).all(|(a, (b, _))| a == b)
+    });
+    if same {
+        return None;
     }
+    let kiosks: Vec<String> = queue.iter().take(MAX_QUEUE_SHOWN).map(|(k, _)| k.clone()).collect();
     let waiting: Vec<serde_json::Value> = queue
         .iter()
         .take(MAX_QUEUE_SHOWN)
@@ -310,8 +313,18 @@ where
             serde_json::json!({ "kiosk": kiosk, "branch": branch, "waited_ms": waited.as_millis() as u64 })
         })
         .collect();
-    *shown = Some(kiosks);
-    send_json(ws, &serde_json::json!({ "type": "queue", "waiting": waiting, "total": queue.len() })).await
+    *shown = Some((kiosks, queue.len()));
+    Some(serde_json::json!({ "type": "queue", "waiting": waiting, "total": queue.len() }))
+}
+
+async fn send_queue<S>(ws: &mut WebSocketStream<S>, msg: Option<serde_json::Value>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match msg {
+        Some(msg) => send_json(ws, &msg).await,
+        None => true,
+    }
 }
 
 async fn send_json<S, M>(ws: &mut WebSocketStream<S>, msg: &M) -> bool
