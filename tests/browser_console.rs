@@ -217,6 +217,13 @@ async fn a_browser_that_vanishes_mid_call_ends_the_call_and_frees_the_room() {
         .expect("the hub runs");
     eprintln!("browser killed mid-call: the kiosk's call ended {} ms later", ended.as_millis());
     assert!(ended <= Duration::from_secs(12), "the call outlived its browser by {ended:?}");
+    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        // Killed, Chromium's network process may still close the page's connection.
+        events.lines().any(|l| l.contains(r#""event":"browser_lost""#)
+            && (l.contains("broke off") || l.contains("was closed"))),
+        "no browser_lost line in the event log:\n{events}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

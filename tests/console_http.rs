@@ -34,11 +34,12 @@ struct Console {
 }
 
 async fn start() -> Console {
-    start_with(false).await
+    start_with(false, Duration::from_secs(3)).await
 }
 
-/// A hub with the console; `revocable`: it follows a revocation list (empty at first).
-async fn start_with(revocable: bool) -> Console {
+/// A hub with the console; `revocable`: it follows a revocation list (empty at first); a call
+/// whose browser sends no media ends after `media_grace`.
+async fn start_with(revocable: bool, media_grace: Duration) -> Console {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let crl = revocable.then(|| {
@@ -69,7 +70,7 @@ async fn start_with(revocable: bool) -> Console {
             media_public: None,
             accounts: accounts.clone(),
             session_ttl: Duration::from_secs(3600),
-            media_grace: Duration::from_secs(3),
+            media_grace,
         }),
     })
     .await
@@ -460,7 +461,7 @@ async fn a_browser_that_never_sends_media_has_its_call_ended() {
 /// account is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_signs_in_until_it_is_revoked_and_a_removed_account_is_out() {
-    let c = start_with(true).await;
+    let c = start_with(true, Duration::from_secs(3)).await;
     let carol_cert = c.pki.material(Role::Agent, "carol");
     let carol = presenting(&carol_cert);
     let (status, head, body) = c.request_with(&carol, "GET", "/api/me", &[], "").await;
@@ -518,5 +519,62 @@ async fn a_certificate_signs_in_until_it_is_revoked_and_a_removed_account_is_out
     {
         assert!(events.contains(e), "{e} missing from the event log:\n{events}");
     }
+    c.hub.shutdown().await;
+}
+
+/// A page that goes silent mid-call (its machine froze or its network went: no close, no
+/// answer to pings) is dropped after 6 s, its call ends for the kiosk, the event log says why,
+/// and the room is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_goes_silent_mid_call_is_dropped_and_its_call_ends() {
+    // A media grace longer than the test: the silence, not the missing media, ends the call.
+    let c = start_with(false, Duration::from_secs(60)).await;
+    let (status, head, _) = c.sign_in(PASSWORD).await;
+    assert_eq!(status, 200);
+    let token = cookie_of(&head);
+    let mut ws = c.websocket(Some(&token), &c.origin()).await.expect("websocket");
+    next_of(&mut ws, "welcome").await;
+    ws.send(Message::Text(r#"{"type":"set_presence","presence":"idle"}"#.into())).await.unwrap();
+    loop {
+        if next_of(&mut ws, "room").await["state"] == "idle" {
+            break;
+        }
+    }
+    let mut k = start_kiosk(&c.pki, c.hub.local_addr, "branch-3/kiosk-1");
+    k.wait_state("idle", |s| *s == kioskd::call::KioskState::Idle).await;
+    k.panel.press(kioskd::call::Button::Call);
+    let call_id = next_of(&mut ws, "offer").await["call_id"].as_u64().expect("a call id");
+    let accept = serde_json::json!({ "type": "accept", "call_id": call_id }).to_string();
+    ws.send(Message::Text(accept.into())).await.unwrap();
+    k.wait_state("talking to alice", |s| matches!(s, kioskd::call::KioskState::Connected { .. })).await;
+
+    // From here the page reads nothing and so answers no ping; its connection stays open.
+    let silent = std::time::Instant::now();
+    let ended = k.wait_state("the call's end", |s| matches!(s, kioskd::call::KioskState::Ended { .. })).await;
+    let took = silent.elapsed();
+    assert!(
+        matches!(
+            ended,
+            kioskd::call::KioskState::Ended { reason: kioskd::protocol::EndReason::AgentDisconnected }
+        ),
+        "{ended:?}"
+    );
+    eprintln!("a silent page: the kiosk's call ended {} ms after the page went silent", took.as_millis());
+    assert!(took <= Duration::from_secs(12), "the call outlived its silent page by {took:?}");
+    let events = c.events();
+    let line = events
+        .lines()
+        .find(|l| l.contains(r#""event":"browser_lost""#))
+        .unwrap_or_else(|| panic!("no browser_lost line:\n{events}"));
+    assert!(line.contains(&format!(r#""call_id":{call_id}"#)) && line.contains("answered nothing"), "{line}");
+    let mut status = c.hub.watch_status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| s.snapshot.calls_connected == 0))
+        .await
+        .expect("no call left")
+        .expect("the hub runs");
+    // The advisor comes back on a new page and takes calls again.
+    let mut again = c.websocket(Some(&token), &c.origin()).await.expect("a new page");
+    next_of(&mut again, "welcome").await;
+    drop(ws);
     c.hub.shutdown().await;
 }

@@ -100,6 +100,10 @@ pub enum Event {
     /// WebRTC offer, no connection, or no frames for the console's `media_grace_s` (`detail`
     /// = which).
     BrowserMediaMissing,
+    /// A browser advisor's page went in a call without hanging up (`detail` = how: the page
+    /// was closed, its connection broke off, or it answered no ping); the call ends as for a
+    /// lost agent.
+    BrowserLost,
 }
 
 /// One call as reconstructed from the log.

@@ -296,6 +296,7 @@ impl Core {
             "sign_in_failed" => Event::SignInFailed,
             "sign_in_refused" => Event::SignInFailed,
             "browser_media_missing" => Event::BrowserMediaMissing,
+            "browser_lost" => Event::BrowserLost,
             _ => Event::ConsoleRefused,
         };
         self.log_now(event, call_id, (None, (!agent.is_empty()).then_some(agent)), detail);

@@ -91,6 +91,8 @@ pub(super) async fn run(
     let expiry = tokio::time::sleep_until(tokio::time::Instant::from_std(expires));
     tokio::pin!(expiry);
     let mut close: Option<(u16, String)> = None;
+    // How the page went: it closed, went silent, or its connection broke off.
+    let (mut goodbye, mut silent) = (false, false);
     let mut status = shared.status.clone();
     let mut shown_queue = None;
     let first = queue_message(&status.borrow_and_update(), &mut shown_queue);
@@ -135,7 +137,10 @@ pub(super) async fn run(
                         close = Some((1003, "binary messages are not accepted".into()));
                         break;
                     }
-                    Message::Close(_) => break,
+                    Message::Close(_) => {
+                        goodbye = true;
+                        break;
+                    }
                     _ => {}
                 }
             }
@@ -170,12 +175,20 @@ pub(super) async fn run(
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENT {
                     warn!(peer, agent, "browser console silent for {SILENT:?}: gone");
+                    silent = true;
                     break;
                 }
                 open = ws.send(Message::Ping(Vec::new().into())).await.is_ok();
             }
         }
     }
+    // The hub's own closes (take-over, expiry, revocation) are logged where they are decided.
+    let lost = match (close.is_some(), goodbye, silent) {
+        (true, ..) => None,
+        (false, true, _) => Some("the page was closed".to_string()),
+        (false, false, true) => Some(format!("the page answered nothing for {} s", SILENT.as_secs())),
+        (false, false, false) => Some("the page's connection broke off".to_string()),
+    };
     if let Some((code, reason)) = close {
         debug!(peer, code, %reason, "browser console closed");
         if code == CLOSE_EXPIRED {
@@ -185,6 +198,14 @@ pub(super) async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
     }
     let _ = shared.rtc.send(RtcCmd::Close { peer }).await;
+    // A page gone in a call: the event log says how before the call's end (the core ends it as
+    // for any lost agent).
+    let in_call = route_rx.borrow().as_ref().map(|leg| leg.call_id);
+    if let (Some(detail), Some(call_id)) = (lost, in_call) {
+        let event =
+            CoreCmd::Console { event: "browser_lost", agent: agent.clone(), call_id: Some(call_id), detail };
+        let _ = shared.core.send(event).await;
+    }
     let _ = shared.core.send(CoreCmd::Disconnected { peer }).await;
     info!(peer, agent, "browser console disconnected");
 }
