@@ -356,6 +356,9 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     );
     // The browser's bandwidth estimate of the hub → browser leg reached the kiosk's rate control.
     assert!(kiosk.rate_hints_received >= 1, "no rate hint from the browser's leg reached the kiosk");
+    // The browser's keyframe requests (its decoder starts on the first frames it gets, and asks
+    // with a PLI) reached the kiosk's encoder.
+    assert!(kiosk.keyframes_asked >= 1, "no keyframe request from the browser reached the kiosk");
     let played: Vec<i16> = kiosk.played_audio.iter().copied().collect();
     let f = dominant_frequency(&played, SAMPLE_RATE);
     assert!((f - 660.0).abs() < 660.0 * 0.02, "the kiosk heard {f:.1} Hz from the browser");
@@ -366,8 +369,8 @@ async fn an_advisor_in_a_browser_sees_hears_and_texts_the_customer() {
     eprintln!(
         "browser console call: kiosk→browser {verified}/{presented} pictures verified ({repeated} repeated), \
          capture to page p95 {p95} ms; browser→kiosk {} pictures decoded, stamps in order; \
-         page heard {hz:.0} Hz, kiosk heard {f:.0} Hz; {} rate hints from the browser's estimate",
-        kiosk.video_frames_decoded, kiosk.rate_hints_received
+         page heard {hz:.0} Hz, kiosk heard {f:.0} Hz; {} rate hints from the browser's estimate, {} keyframes asked",
+        kiosk.video_frames_decoded, kiosk.rate_hints_received, kiosk.keyframes_asked
     );
 }
 

@@ -286,6 +286,7 @@ impl MediaSession {
     /// The other side asked for a keyframe.
     pub fn request_keyframe(&self) {
         self.keyframe.store(true, Ordering::Relaxed);
+        with(&self.stats, |s| s.keyframes_asked += 1);
     }
 
     /// Devices that failed during the call so far ("camera: ..."), cheaper than [`Self::stats`].

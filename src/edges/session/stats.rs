@@ -41,6 +41,9 @@ pub struct MediaStats {
     pub keyframe_requests: u64,
     /// Caps on this side's video the other side (or the hub, for a browser's leg) sent.
     pub rate_hints_received: u64,
+    /// Keyframes the other side asked of this side's encoder (a browser's PLI or FIR arrives
+    /// as one).
+    pub keyframes_asked: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub audio_latency_ms: Quantiles,
