@@ -639,7 +639,7 @@ function tick() {
 window.kioskd = Object.freeze({
   state: () => ({
     signedIn: S.signedIn, agent: S.agent, room: S.room, callId: S.callId,
-    offer: S.offer && { callId: S.offer.callId, kiosk: S.offer.kiosk }, connected: S.connected,
+    offer: S.offer && { callId: S.offer.callId, kiosk: S.offer.kiosk }, connected: S.connected, recorded: S.recorded,
     texts: S.texts.map(({ from, id, body, delivered }) => ({ from, id, body, delivered })),
     queue: queueNow(), ws: S.ws, lastError: S.lastError,
   }),

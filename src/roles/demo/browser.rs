@@ -200,6 +200,9 @@ async fn call(
     let audio = eval(page, "window.kioskd.audio()").await?;
     let rtp = eval(page, RTP).await?;
     let texts = eval(page, "window.kioskd.state().texts").await?;
+    // The recording notice as the advisor sees it.
+    let recorded =
+        eval(page, "window.kioskd.state().recorded && !document.getElementById('recorded').hidden").await?;
     hub_cpu.down(0, Instant::now(), cast.hub_cpu());
     eval(page, "window.kioskd.hangUp()").await?;
     let call_s = started.elapsed().as_secs_f64();
@@ -249,6 +252,12 @@ async fn call(
     let mut errors = Vec::new();
     check(&mut errors, "kiosk → browser", &kiosk_to_agent, KIOSK_TONE_HZ);
     check(&mut errors, "browser → kiosk", &agent_to_kiosk, AGENT_TONE_HZ);
+    if recorded != Value::Bool(opts.record.is_some()) {
+        errors.push(format!(
+            "the page's recording notice is {recorded}, the call is recorded: {}",
+            opts.record.is_some()
+        ));
+    }
     Ok(BrowserReport {
         agent: "browser",
         call_s,
