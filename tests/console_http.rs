@@ -199,6 +199,33 @@ fn presenting(m: &kioskd::edges::net::tls::TlsMaterial) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// alice signed in on a page, IDLE, and in a call with a new kiosk `kiosk`: the page, its
+/// session, the kiosk and the call.
+async fn page_in_call(
+    c: &Console,
+    kiosk: &str,
+) -> (tokio_tungstenite::WebSocketStream<Tls>, String, TestKiosk, u64) {
+    let (status, head, _) = c.sign_in(PASSWORD).await;
+    assert_eq!(status, 200);
+    let token = cookie_of(&head);
+    let mut ws = c.websocket(Some(&token), &c.origin()).await.expect("websocket");
+    next_of(&mut ws, "welcome").await;
+    ws.send(Message::Text(r#"{"type":"set_presence","presence":"idle"}"#.into())).await.unwrap();
+    loop {
+        if next_of(&mut ws, "room").await["state"] == "idle" {
+            break;
+        }
+    }
+    let mut k = start_kiosk(&c.pki, c.hub.local_addr, kiosk);
+    k.wait_state("idle", |s| *s == kioskd::call::KioskState::Idle).await;
+    k.panel.press(kioskd::call::Button::Call);
+    let call_id = next_of(&mut ws, "offer").await["call_id"].as_u64().expect("a call id");
+    let accept = serde_json::json!({ "type": "accept", "call_id": call_id }).to_string();
+    ws.send(Message::Text(accept.into())).await.unwrap();
+    k.wait_state("talking to alice", |s| matches!(s, kioskd::call::KioskState::Connected { .. })).await;
+    (ws, token, k, call_id)
+}
+
 fn cookie_of(head: &str) -> String {
     let line = head.lines().find(|l| l.starts_with("Set-Cookie: kioskd_session=")).expect("a session cookie");
     assert!(
@@ -405,25 +432,7 @@ async fn a_browser_that_never_sends_media_has_its_call_ended() {
     other.panel.press(kioskd::call::Button::Call);
     other.wait_state("talking to bob", |s| matches!(s, kioskd::call::KioskState::Connected { .. })).await;
 
-    let (status, head, _) = c.sign_in(PASSWORD).await;
-    assert_eq!(status, 200);
-    let token = cookie_of(&head);
-    let mut ws = c.websocket(Some(&token), &c.origin()).await.expect("websocket");
-    next_of(&mut ws, "welcome").await;
-    ws.send(Message::Text(r#"{"type":"set_presence","presence":"idle"}"#.into())).await.unwrap();
-    loop {
-        if next_of(&mut ws, "room").await["state"] == "idle" {
-            break;
-        }
-    }
-    let mut k = start_kiosk(&c.pki, c.hub.local_addr, "branch-2/kiosk-2");
-    k.wait_state("idle", |s| *s == kioskd::call::KioskState::Idle).await;
-    k.panel.press(kioskd::call::Button::Call);
-    let offer = next_of(&mut ws, "offer").await;
-    let call_id = offer["call_id"].as_u64().expect("a call id");
-    let accept = serde_json::json!({ "type": "accept", "call_id": call_id }).to_string();
-    ws.send(Message::Text(accept.into())).await.unwrap();
-    k.wait_state("talking to alice", |s| matches!(s, kioskd::call::KioskState::Connected { .. })).await;
+    let (mut ws, _, mut k, call_id) = page_in_call(&c, "branch-2/kiosk-2").await;
 
     // No offer: the call ends for the kiosk, and the page is told why.
     let told = next_of(&mut ws, "error").await;
@@ -529,24 +538,7 @@ async fn a_certificate_signs_in_until_it_is_revoked_and_a_removed_account_is_out
 async fn a_page_that_goes_silent_mid_call_is_dropped_and_its_call_ends() {
     // A media grace longer than the test: the silence, not the missing media, ends the call.
     let c = start_with(false, Duration::from_secs(60)).await;
-    let (status, head, _) = c.sign_in(PASSWORD).await;
-    assert_eq!(status, 200);
-    let token = cookie_of(&head);
-    let mut ws = c.websocket(Some(&token), &c.origin()).await.expect("websocket");
-    next_of(&mut ws, "welcome").await;
-    ws.send(Message::Text(r#"{"type":"set_presence","presence":"idle"}"#.into())).await.unwrap();
-    loop {
-        if next_of(&mut ws, "room").await["state"] == "idle" {
-            break;
-        }
-    }
-    let mut k = start_kiosk(&c.pki, c.hub.local_addr, "branch-3/kiosk-1");
-    k.wait_state("idle", |s| *s == kioskd::call::KioskState::Idle).await;
-    k.panel.press(kioskd::call::Button::Call);
-    let call_id = next_of(&mut ws, "offer").await["call_id"].as_u64().expect("a call id");
-    let accept = serde_json::json!({ "type": "accept", "call_id": call_id }).to_string();
-    ws.send(Message::Text(accept.into())).await.unwrap();
-    k.wait_state("talking to alice", |s| matches!(s, kioskd::call::KioskState::Connected { .. })).await;
+    let (ws, token, mut k, call_id) = page_in_call(&c, "branch-3/kiosk-1").await;
 
     // From here the page reads nothing and so answers no ping; its connection stays open.
     let silent = std::time::Instant::now();
