@@ -76,17 +76,7 @@ async fn start_with(revocable: bool, media_grace: Duration) -> Console {
     .await
     .expect("hub starts");
     let addr = hub.console_addrs.expect("console").https;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in ca {
-        roots.add(cert).unwrap();
-    }
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    Console { hub, addr, tls: TlsConnector::from(Arc::new(config)), log, pki, accounts, crl, _dir: dir }
+    Console { hub, addr, tls: client_tls(&ca, None), log, pki, accounts, crl, _dir: dir }
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -185,17 +175,27 @@ impl Console {
 
 /// A TLS client that presents `m`'s certificate, as a browser holding one does.
 fn presenting(m: &kioskd::edges::net::tls::TlsMaterial) -> TlsConnector {
+    client_tls(&m.ca, Some(m))
+}
+
+/// A TLS 1.3 client trusting `ca`, presenting `cert`'s certificate when given.
+fn client_tls(
+    ca: &[rustls::pki_types::CertificateDer<'static>],
+    cert: Option<&kioskd::edges::net::tls::TlsMaterial>,
+) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in m.ca.clone() {
-        roots.add(cert).unwrap();
+    for c in ca {
+        roots.add(c.clone()).unwrap();
     }
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(m.chain.clone(), m.key.clone_key())
-            .unwrap();
+            .with_root_certificates(roots);
+    let config = match cert {
+        Some(m) => config.with_client_auth_cert(m.chain.clone(), m.key.clone_key()).unwrap(),
+        None => config.with_no_client_auth(),
+    };
     TlsConnector::from(Arc::new(config))
 }
 
