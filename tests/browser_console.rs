@@ -134,7 +134,8 @@ async fn kiosk_media(k: &mut TestKiosk) -> MediaStats {
 async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
     let tls = pki.material(Role::Hub, "hub.test");
     let spki = spki_hash(&tls.chain[0]).unwrap();
-    let hub = console_hub(dir, tls).await;
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let hub = console_hub(dir, tls, local, None).await;
     let (y4m, wav) = (dir.join("advisor.y4m"), dir.join("advisor.wav"));
     write_stamped_y4m(&y4m, 640, 480, CAMERA_FILE_FRAMES).unwrap();
     write_tone_wav(&wav, 660.0, 20).unwrap();
@@ -150,8 +151,14 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
     (hub, browser)
 }
 
-/// A hub with the console (the advisor alice) and the hub certificate `tls`.
-async fn console_hub(dir: &Path, tls: kioskd::edges::net::tls::TlsMaterial) -> hub::RunningHub {
+/// A hub with the console (the advisor alice) and the hub certificate `tls`, its WebRTC media
+/// on `media`, told to browsers as `public` (when given).
+async fn console_hub(
+    dir: &Path,
+    tls: kioskd::edges::net::tls::TlsMaterial,
+    media: SocketAddr,
+    public: Option<SocketAddr>,
+) -> hub::RunningHub {
     let accounts = dir.join("accounts.toml");
     Accounts::set(&accounts, "alice", PASSWORD, false).unwrap();
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -169,8 +176,8 @@ async fn console_hub(dir: &Path, tls: kioskd::edges::net::tls::TlsMaterial) -> h
         database: None,
         console: Some(ConsoleOptions {
             listen: local,
-            media: local,
-            media_public: None,
+            media,
+            media_public: public,
             accounts,
             session_ttl: Duration::from_secs(3600),
             media_grace: kioskd::roles::hub::console::DEFAULT_MEDIA_GRACE,
@@ -442,7 +449,7 @@ async fn a_browser_holding_an_agent_certificate_is_signed_in_by_it() {
     )
     .unwrap();
     let spki = spki_hash(&tls.chain[0]).unwrap();
-    let hub = console_hub(d, tls).await;
+    let hub = console_hub(d, tls, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), None).await;
     let https = hub.console_addrs.expect("console").https;
     let origin = format!("https://127.0.0.1:{}", https.port());
     let Some(_policy) = CertificatePolicy::for_site(&origin) else {
@@ -501,4 +508,91 @@ async fn a_browser_holding_an_agent_certificate_is_signed_in_by_it() {
         "no certificate sign-in in the event log:\n{events}"
     );
     hub.shutdown().await;
+}
+
+/// The browser's media reaches the hub through a lossy path (a user-space UDP proxy, 8 % of
+/// the browser's packets lost once the call is up): NACKs recover most, and the frames still
+/// missing make the hub ask the browser for a keyframe (PLI), so that the kiosk's picture
+/// recovers; the browser's pictures reach the kiosk in order throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_path_from_the_browser_makes_the_hub_ask_it_for_keyframes() {
+    use kioskd::edges::netsim::{Direction, UdpProxy};
+    use kioskd::netsim::LinkConfig;
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    // The hub's media port, chosen first: the proxy relays to it and browsers are told the
+    // proxy's address.
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let proxy =
+        UdpProxy::start("127.0.0.1:0".parse().unwrap(), media, LinkConfig::default(), LinkConfig::default())
+            .await
+            .unwrap();
+    let tls = pki.material(Role::Hub, "hub.test");
+    let spki = spki_hash(&tls.chain[0]).unwrap();
+    let hub = console_hub(dir.path(), tls, media, Some(proxy.local_addr())).await;
+    let (y4m, wav) = (dir.path().join("advisor.y4m"), dir.path().join("advisor.wav"));
+    write_stamped_y4m(&y4m, 640, 480, CAMERA_FILE_FRAMES).unwrap();
+    write_tone_wav(&wav, 660.0, 20).unwrap();
+    let browser = Browser::launch(&BrowserOptions {
+        video: Some(y4m),
+        audio: Some(wav),
+        trust_spki: Some(spki),
+        profile: dir.path().join("chromium"),
+        home: None,
+    })
+    .await
+    .expect("chromium starts");
+    let console = hub.console_addrs.expect("console");
+    let page = browser.open(&format!("https://127.0.0.1:{}/", console.https.port())).await.unwrap();
+    sign_in_idle(&page, &browser).await;
+    let mut k = start_kiosk(&pki, hub.local_addr, "branch-1/kiosk-4");
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    wait(&page, &browser, "the offer", "window.kioskd.state().offer !== null").await;
+    eval(&page, "window.kioskd.accept()").await;
+    k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
+    // This kiosk sends no media of its own: the browser's connection is what is waited for.
+    wait(
+        &page,
+        &browser,
+        "WebRTC through the proxy",
+        "typeof pc !== 'undefined' && pc && pc.connectionState === 'connected'",
+    )
+    .await;
+    assert!(
+        proxy.stats().clients >= 1,
+        "the browser's media does not go through the proxy: {:?}",
+        proxy.stats()
+    );
+
+    // The PLIs the browser's video sender received, read from its statistics five times a second.
+    eval(
+        &page,
+        "window.plis = 0; window.sent = 0; setInterval(() => pc && pc.getStats().then(r => r.forEach(s => { \
+         if (s.type === 'outbound-rtp' && s.kind === 'video') { window.plis = s.pliCount ?? 0; window.sent = s.framesEncoded ?? 0; window.polled = true; } })), 200); true",
+    )
+    .await;
+    wait(&page, &browser, "the browser's statistics", "window.polled === true").await;
+    let before = eval(&page, "window.plis").await.as_u64().unwrap_or(0);
+    proxy.set_config(Direction::Up, LinkConfig { loss: 0.08, seed: 7, ..LinkConfig::default() }).unwrap();
+    wait(&page, &browser, "a keyframe request from the hub", &format!("window.plis > {before}")).await;
+    let asked = eval(&page, "window.plis").await.as_u64().unwrap_or(0) - before;
+    proxy.set_config(Direction::Up, LinkConfig::default()).unwrap();
+    // Three more seconds of the browser's pictures on a clean path.
+    let sent = eval(&page, "window.sent").await.as_u64().unwrap_or(0);
+    wait(&page, &browser, "90 more pictures", &format!("window.sent >= {}", sent + 90)).await;
+    eval(&page, "window.kioskd.hangUp()").await;
+    let kiosk = kiosk_media(&mut k).await;
+    let n = &kiosk.stamped_frame_numbers;
+    let looped = |a: u32, b: u32| a + 15 >= CAMERA_FILE_FRAMES && b < 15;
+    assert!(
+        n.len() >= 30 && n.windows(2).all(|w| w[0] < w[1] || looped(w[0], w[1])),
+        "browser pictures missing or out of order after the losses: {n:?}"
+    );
+    eprintln!(
+        "lossy browser path: {asked} keyframe requests (PLI) from the hub, {} browser pictures decoded in order, {:?}",
+        kiosk.video_frames_decoded,
+        proxy.stats()
+    );
 }

@@ -102,7 +102,10 @@ pub(super) async fn run(
     core: mpsc::Sender<CoreCmd>,
 ) {
     let socket = Arc::new(socket);
-    let local = socket.local_addr().unwrap_or(public);
+    // Datagrams are handed to str0m as sent to the host candidate's address, `public`: behind a
+    // 1:1 NAT, or on a socket bound to 0.0.0.0, the socket's own address is not the one
+    // browsers were told, and str0m pairs a request with the local candidate it was sent to.
+    let local = public;
     let mut sessions: HashMap<PeerId, Session> = HashMap::new();
     let mut dropped = Dropped::default();
     let mut buf = vec![0u8; 2048];
