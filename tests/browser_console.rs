@@ -136,10 +136,16 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
     let spki = spki_hash(&tls.chain[0]).unwrap();
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let hub = console_hub(dir, tls, local, None).await;
+    (hub, browser_with_media(dir, spki).await)
+}
+
+/// A Chromium trusting the hub's certificate (`spki`), its camera and microphone playing the
+/// stamped pictures and the 660 Hz tone.
+async fn browser_with_media(dir: &Path, spki: String) -> Browser {
     let (y4m, wav) = (dir.join("advisor.y4m"), dir.join("advisor.wav"));
     write_stamped_y4m(&y4m, 640, 480, CAMERA_FILE_FRAMES).unwrap();
     write_tone_wav(&wav, 660.0, 20).unwrap();
-    let browser = Browser::launch(&BrowserOptions {
+    Browser::launch(&BrowserOptions {
         video: Some(y4m),
         audio: Some(wav),
         trust_spki: Some(spki),
@@ -147,8 +153,24 @@ async fn hub_and_browser(dir: &Path, pki: &Pki) -> (hub::RunningHub, Browser) {
         home: None,
     })
     .await
-    .expect("chromium starts");
-    (hub, browser)
+    .expect("chromium starts")
+}
+
+/// A new kiosk `id` calls; the page, IDLE, accepts; the kiosk is in the call.
+async fn kiosk_calls_the_page(
+    page: &Page<'_>,
+    browser: &Browser,
+    pki: &Pki,
+    hub: &hub::RunningHub,
+    id: &str,
+) -> TestKiosk {
+    let mut k = start_kiosk(pki, hub.local_addr, id);
+    k.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k.panel.press(Button::Call);
+    wait(page, browser, "the offer", "window.kioskd.state().offer !== null").await;
+    eval(page, "window.kioskd.accept()").await;
+    k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
+    k
 }
 
 /// A hub with the console (the advisor alice) and the hub certificate `tls`, its WebRTC media
@@ -206,12 +228,7 @@ async fn a_browser_that_vanishes_mid_call_ends_the_call_and_frees_the_room() {
     let console = hub.console_addrs.expect("console");
     let page = browser.open(&format!("https://127.0.0.1:{}/", console.https.port())).await.unwrap();
     sign_in_idle(&page, &browser).await;
-    let mut k = start_kiosk(&pki, hub.local_addr, "branch-1/kiosk-2");
-    k.wait_state("idle", |s| *s == KioskState::Idle).await;
-    k.panel.press(Button::Call);
-    wait(&page, &browser, "the offer", "window.kioskd.state().offer !== null").await;
-    eval(&page, "window.kioskd.accept()").await;
-    k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
+    let mut k = kiosk_calls_the_page(&page, &browser, &pki, &hub, "branch-1/kiosk-2").await;
     drop(page);
     let killed = std::time::Instant::now();
     drop(browser); // killed: no close, no goodbye
@@ -531,27 +548,11 @@ async fn a_lossy_path_from_the_browser_makes_the_hub_ask_it_for_keyframes() {
     let tls = pki.material(Role::Hub, "hub.test");
     let spki = spki_hash(&tls.chain[0]).unwrap();
     let hub = console_hub(dir.path(), tls, media, Some(proxy.local_addr())).await;
-    let (y4m, wav) = (dir.path().join("advisor.y4m"), dir.path().join("advisor.wav"));
-    write_stamped_y4m(&y4m, 640, 480, CAMERA_FILE_FRAMES).unwrap();
-    write_tone_wav(&wav, 660.0, 20).unwrap();
-    let browser = Browser::launch(&BrowserOptions {
-        video: Some(y4m),
-        audio: Some(wav),
-        trust_spki: Some(spki),
-        profile: dir.path().join("chromium"),
-        home: None,
-    })
-    .await
-    .expect("chromium starts");
+    let browser = browser_with_media(dir.path(), spki).await;
     let console = hub.console_addrs.expect("console");
     let page = browser.open(&format!("https://127.0.0.1:{}/", console.https.port())).await.unwrap();
     sign_in_idle(&page, &browser).await;
-    let mut k = start_kiosk(&pki, hub.local_addr, "branch-1/kiosk-4");
-    k.wait_state("idle", |s| *s == KioskState::Idle).await;
-    k.panel.press(Button::Call);
-    wait(&page, &browser, "the offer", "window.kioskd.state().offer !== null").await;
-    eval(&page, "window.kioskd.accept()").await;
-    k.wait_state("connected", |s| matches!(s, KioskState::Connected { .. })).await;
+    let mut k = kiosk_calls_the_page(&page, &browser, &pki, &hub, "branch-1/kiosk-4").await;
     // This kiosk sends no media of its own: the browser's connection is what is waited for.
     wait(
         &page,
