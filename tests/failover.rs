@@ -180,23 +180,63 @@ fn connected_order(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Polls the database until `sql` gives `want` (the hubs write it within a fraction of a
+/// second); panics after [`WAIT`] saying what it was waiting for.
+async fn until_db(pg: &Postgres, what: &str, sql: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        let got = pg.try_psql(sql);
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "{what}: `{sql}` gave {got:?}, not {want:?} within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The waiting callers as the database holds them: `kiosk@hub`, oldest first.
+const WAITING: &str =
+    "SELECT coalesce(string_agg(kiosk || '@' || hub, ',' ORDER BY joined_ms), '') FROM waiting";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiting_callers_keep_their_places_when_their_hub_is_killed() {
+async fn two_hubs_waiting_callers_keep_their_places_when_their_hub_is_killed() {
+    callers_keep_their_places(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_waiting_callers_keep_their_places_when_their_hub_is_killed() {
+    callers_keep_their_places(3).await;
+}
+
+/// `hubs` hubs (A, B and perhaps C) on a real PostgreSQL; two callers wait on hub A, one on B.
+/// A is killed: a surviving hub sees its lease expire and takes its callers over (B or C,
+/// whichever locks it first), the kiosks move to B and keep their places ahead of B's own
+/// caller, and an agent on B answers them in the order they first pressed the button.
+async fn callers_keep_their_places(hubs: usize) {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     deployment(d);
+    let names = ["hub-a", "hub-b", "hub-c"];
     // Each hub has its own identity: the database keeps every hub's events apart by it.
-    for hub in ["hub-a", "hub-b"] {
+    for hub in &names[..hubs] {
         issue(d, &["--role", "hub", "--id", hub, "--dns", "localhost", "--ip", "127.0.0.1"]);
     }
-    for k in ["branch-1/kiosk-2", "branch-2/kiosk-1"] {
+    for k in ["branch-1/kiosk-2", "branch-2/kiosk-1", "branch-3/kiosk-1"] {
         issue(d, &["--role", "kiosk", "--id", k]);
     }
     let database = format!("[database]\nurl = \"{}\"\n", pg.url);
-    let (port_a, port_b) = (free_udp_port(), free_udp_port());
-    let mut hub_a = spawn_hub_with(d, "hub-a", port_a, "hub-a", &database);
-    let _hub_b = spawn_hub_with(d, "hub-b", port_b, "hub-b", &database);
+    let ports: Vec<u16> = (0..hubs).map(|_| free_udp_port()).collect();
+    let mut procs: Vec<Child> =
+        names[..hubs].iter().zip(&ports).map(|(n, p)| spawn_hub_with(d, n, *p, n, &database)).collect();
+    let (port_a, port_b) = (ports[0], ports[1]);
+    until_db(
+        &pg,
+        "every hub holds its lease",
+        "SELECT count(*) FROM hubs WHERE lease_until > now()",
+        &hubs.to_string(),
+    )
+    .await;
 
     // Two customers wait on hub A (no agent there), then one on hub B.
     let kiosk = |stem: &str, id: &str, ports: &[u16]| {
@@ -211,24 +251,41 @@ async fn waiting_callers_keep_their_places_when_their_hub_is_killed() {
     let mut k1 = kiosk("branch-1_kiosk-1", "branch-1/kiosk-1", &[port_a, port_b]);
     let mut k2 = kiosk("branch-1_kiosk-2", "branch-1/kiosk-2", &[port_a, port_b]);
     let mut k3 = kiosk("branch-2_kiosk-1", "branch-2/kiosk-1", &[port_b, port_a]);
-    for (k, n) in [(&mut k1, 1), (&mut k2, 2), (&mut k3, 1)] {
+    // A fourth knows only hub A: it does not move by itself, so its place is kept only by the
+    // takeover (it never comes back, and is given up when its grace ends).
+    let mut k4 = kiosk("branch-3_kiosk-1", "branch-3/kiosk-1", &[port_a]);
+    for (k, n) in [(&mut k1, 1), (&mut k2, 2), (&mut k3, 1), (&mut k4, 3)] {
         k.wait_state("idle", |s| *s == KioskState::Idle).await;
         k.panel.press(Button::Call);
         k.wait_state("waiting", |s| matches!(s, KioskState::Waiting { position, .. } if *position == n))
             .await;
     }
-    // Hub A's two callers are in the database (shipped within a fraction of a second).
-    let shipped = Instant::now();
-    let count = "SELECT count(*) FROM events WHERE hub = 'hub-a' AND record ->> 'event' = 'queued'";
-    while pg.psql(count) != "2" {
-        assert!(shipped.elapsed() < WAIT, "hub A's queue did not reach the database within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let before =
+        "branch-1/kiosk-1@hub-a,branch-1/kiosk-2@hub-a,branch-2/kiosk-1@hub-b,branch-3/kiosk-1@hub-a";
+    until_db(&pg, "the queue in the database", WAITING, before).await;
 
-    // Hub A dies: its callers move to hub B and keep their places ahead of hub B's own.
+    // Hub A dies. A surviving hub takes its callers over when its lease expires: in the
+    // database, before their kiosks have noticed.
     let killed = Instant::now();
+    let mut hub_a = procs.remove(0);
     hub_a.0.kill().expect("SIGKILL hub A");
     let _ = hub_a.0.wait();
+    let start = Instant::now();
+    let adopter = loop {
+        let rows = pg.psql(WAITING);
+        if !rows.contains("@hub-a") && rows.matches('@').count() == 4 {
+            let order: Vec<&str> = rows.split(',').map(|r| r.split('@').next().unwrap_or("")).collect();
+            assert_eq!(
+                order,
+                ["branch-1/kiosk-1", "branch-1/kiosk-2", "branch-2/kiosk-1", "branch-3/kiosk-1"],
+                "{rows}"
+            );
+            break rows.rsplit(',').next().and_then(|r| r.split('@').nth(1)).unwrap_or("").to_string();
+        }
+        assert!(start.elapsed() < WAIT, "hub A's callers were not taken over within {WAIT:?}: {rows}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let taken_over = killed.elapsed();
     for k in [&mut k1, &mut k2] {
         k.wait_for("up on hub B", |e| matches!(e, KioskEvent::HubUp { .. })).await;
     }
@@ -237,10 +294,19 @@ async fn waiting_callers_keep_their_places_when_their_hub_is_killed() {
     // asked afresh, they would be behind it).
     k3.wait_state("third on hub B", |s| matches!(s, KioskState::Waiting { position: 3, .. })).await;
     let restored = killed.elapsed();
+    let after = format!(
+        "branch-1/kiosk-1@hub-b,branch-1/kiosk-2@hub-b,branch-2/kiosk-1@hub-b,branch-3/kiosk-1@{adopter}"
+    );
+    until_db(&pg, "the callers on hub B", WAITING, &after).await;
     println!(
-        "{{\"failover\":\"waiting callers\",\"callers_on_next_hub_ms\":{},\"places_restored_ms\":{}}}",
+        "{{\"failover\":\"waiting callers\",\"hubs\":{hubs},\"taken_over_by\":\"{adopter}\",\"places_taken_over_ms\":{},\"callers_on_next_hub_ms\":{},\"places_restored_ms\":{}}}",
+        taken_over.as_millis(),
         moved.as_millis(),
         restored.as_millis()
+    );
+    assert!(
+        taken_over < Duration::from_secs(5),
+        "hub A's callers were taken over {taken_over:?} after its death"
     );
 
     // An agent on hub B takes them in the order they first pressed the button.
@@ -252,26 +318,33 @@ async fn waiting_callers_keep_their_places_when_their_hub_is_killed() {
     let order = connected_order(&d.join("hub-b-events.jsonl"));
     assert_eq!(order, ["branch-1/kiosk-1", "branch-1/kiosk-2", "branch-2/kiosk-1"]);
     let b_log = std::fs::read_to_string(d.join("hub-b-events.jsonl")).expect("hub B's log");
-    assert_eq!(b_log.matches("\"moved\":{\"hub\":\"hub-a\"").count(), 2, "{b_log}");
-
-    // The deployment's report counts three calls, all answered: a moved caller is one call.
-    let shipped = Instant::now();
-    let ended = "SELECT count(*) FROM events WHERE hub = 'hub-b' AND record ->> 'event' = 'ended'";
-    while pg.psql(ended) != "3" {
-        assert!(shipped.elapsed() < WAIT, "hub B's calls did not reach the database within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let moved_in = b_log.matches("\"moved\":{").count();
+    // k1 and k2 came from A (resumed, or taken over then resumed), and k4 if B took A over.
+    let from_a = b_log.matches("\"moved\":{\"hub\":\"hub-a\"").count();
+    assert_eq!(moved_in, if adopter == "hub-b" { 3 } else { 2 }, "{b_log}");
+    assert!(from_a >= 1, "{b_log}");
+    if adopter != "hub-b" {
+        let c_log = std::fs::read_to_string(d.join("hub-c-events.jsonl")).expect("hub C's log");
+        assert!(c_log.contains("\"moved\":{\"hub\":\"hub-a\""), "C took A's callers over: {c_log}");
     }
+
+    // The deployment's report counts four calls: three answered (a moved caller is one call)
+    // and k4's, abandoned when its grace ended on the hub that took it over.
+    let ended = "SELECT count(*) FROM events WHERE hub = 'hub-b' AND record ->> 'event' = 'ended'";
+    until_db(&pg, "hub B's calls in the database", ended, "3").await;
+    until_db(&pg, "no caller left waiting", WAITING, "").await;
     let o = kioskd_bin(&["report", "--database", &pg.url]);
     assert!(o.status.success(), "{}", output_text(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
-    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(3), Some(3)), "{report}");
-    assert_eq!(report["open"].as_u64(), Some(0), "{report}");
+    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(4), Some(3)), "{report}");
+    assert_eq!((report["abandoned"].as_u64(), report["open"].as_u64()), (Some(1), Some(0)), "{report}");
 
-    for k in [k1, k2, k3] {
+    for k in [k1, k2, k3, k4] {
         let _ = k.stop.send(true);
         let _ = tokio::time::timeout(WAIT, k.task).await.expect("the kiosk stops");
     }
     let _ = agent.stop.send(true);
     let done = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
     assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+    drop(procs);
 }

@@ -174,6 +174,11 @@ impl LogSummary {
             if left.contains(&(hub, call)) {
                 continue;
             }
+            // A hub that handed its caller to another (which says so in its `queued`) ends
+            // nothing: the call goes on there.
+            if rec.event == Event::Abandoned && rec.detail.as_deref() == Some(super::MOVED) {
+                continue;
+            }
             let next = ids.len() as CallId + 1;
             let id = match (&rec.moved, rec.event) {
                 (Some(m), Event::Queued) if ids.contains_key(&(m.hub.as_str(), m.call_id)) => {

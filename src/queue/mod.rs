@@ -75,6 +75,9 @@ impl Default for QueueConfig {
     }
 }
 
+/// The detail of the `abandoned` record of a caller that resumed on another hub.
+pub const MOVED: &str = "moved";
+
 /// Most kiosks (and call sides) whose rates are tracked at once: far above any hub's kiosks;
 /// keys whose bucket has refilled are forgotten first (`limits::RateTable`).
 const RATE_KEYS: usize = 20_000;
@@ -103,6 +106,26 @@ pub enum Input {
     /// The answer to [`Output::FindPlace`]: where the kiosk on `peer` waited in `call_id` on
     /// another hub, or `None` (no such place, or the database could not say).
     PlaceFound { peer: PeerId, call_id: CallId, place: Option<Moved> },
+    /// The deployment's database says that hub `from` is dead (its lease expired) and this
+    /// hub took over its waiting callers, oldest first: each keeps its place here by its
+    /// original time of joining, held as away until its kiosk comes back (or `kiosk_grace`).
+    Adopt { from: String, callers: Vec<Waiting> },
+    /// Another hub took `kiosk` (it resumed there): a waiting call of it here is dropped,
+    /// logged as `abandoned` with the detail `moved` (the deployment's report leaves it out).
+    Released { kiosk: String },
+    /// Whether this hub holds its lease in the deployment's database. Without it, another hub
+    /// may take over its callers: it makes no offers.
+    Lease { held: bool },
+}
+
+/// A caller waiting on a hub that died, as the deployment's database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub kiosk: String,
+    /// The call's number on the hub it waited on.
+    pub call_id: CallId,
+    /// When the caller first joined a queue (Unix ms).
+    pub joined_ms: u64,
 }
 
 /// What the core asks the driver to do.
@@ -196,6 +219,9 @@ struct Call {
     consent: bool,
     /// The call is recorded (set when it connects).
     recorded: bool,
+    /// The call's number on the hub it came from, when it moved here: the kiosk resumes it
+    /// under that number.
+    origin: Option<CallId>,
 }
 
 /// Counts of what the queue did, for the hub's metrics and the demo.
@@ -217,6 +243,10 @@ pub struct QueueStats {
     pub texts_limited: u64,
     /// Callers that kept their place from another hub ([`Output::FindPlace`]).
     pub moved_in: u64,
+    /// Callers taken over from a hub whose lease expired ([`Input::Adopt`]).
+    pub adopted: u64,
+    /// Waiting callers that resumed on another hub ([`Input::Released`]).
+    pub released: u64,
 }
 
 /// A snapshot for status lines and metrics.
@@ -256,6 +286,8 @@ pub struct AgentQueue {
     /// Kiosks resuming a call this hub does not know, while their place is looked up: the
     /// call they named and whether the customer consented to recording.
     finding: HashMap<PeerId, (CallId, bool)>,
+    /// This hub holds its lease (always, without a database): it may make offers.
+    lease: bool,
 }
 
 impl AgentQueue {
@@ -275,23 +307,68 @@ impl AgentQueue {
             call_requests: RateTable::new(config.call_requests, RATE_KEYS),
             texts: RateTable::new(config.texts, RATE_KEYS),
             finding: HashMap::new(),
+            lease: true,
             config,
         }
     }
 
     /// Continues from an event log written by an earlier run: call ids go on from the last
     /// one, the wait estimate starts from the measured handle times, and calls the earlier run
-    /// left open are closed in the log (they cannot survive a hub restart).
+    /// left open are closed in the log (they cannot survive a hub restart), except, with a
+    /// database shared by several hubs, the callers that were waiting: they keep their places.
     pub fn restore(&mut self, summary: &LogSummary, now: Instant) {
         self.next_call = self.next_call.max(summary.next_call_id());
         self.handle_times = summary.recent_handle_times(HANDLE_WINDOW).into();
+        let unix_now = self.record(now, Event::Queued, None, None, None).ts_ms;
         for (id, call) in summary.open_calls() {
+            // With a database shared by several hubs, a restart is like a death: the callers
+            // that were waiting keep their places (and their call numbers), held as away
+            // until their kiosks come back (within `kiosk_grace`).
+            if let (true, None, Some(kiosk), Some(joined)) =
+                (self.keeps_places(), call.connected_ms, call.kiosk.as_deref(), call.queued_ms)
+            {
+                let waited = Duration::from_millis(unix_now.saturating_sub(joined));
+                let requested_at = now.checked_sub(waited).unwrap_or(now);
+                self.restore_waiting(id, kiosk, requested_at, now);
+                continue;
+            }
             let event = if call.connected_ms.is_some() { Event::Ended } else { Event::Abandoned };
             let mut rec = self.record(now, event, Some(id), call.kiosk.as_deref(), call.agent.as_deref());
             rec.detail = Some("hub_restart".into());
             self.out.push_back(Output::Event(rec));
         }
         self.emit(now, Event::HubStarted, None, None, None, None);
+    }
+
+    fn keeps_places(&self) -> bool {
+        self.config.shared_places && !self.config.kiosk_grace.is_zero()
+    }
+
+    /// A caller that waited before the hub restarted, back in its place under its number.
+    fn restore_waiting(&mut self, call_id: CallId, kiosk: &str, requested_at: Instant, now: Instant) {
+        self.calls.insert(
+            call_id,
+            Call {
+                kiosk: kiosk.to_string(),
+                requested_at,
+                phase: Phase::Queued,
+                declined_by: BTreeSet::new(),
+                away_until: Some(now + self.config.kiosk_grace),
+                told: None,
+                consent: false,
+                recorded: false,
+                origin: None,
+            },
+        );
+        let at = self
+            .queue
+            .iter()
+            .position(|id| self.calls.get(id).is_some_and(|c| c.requested_at > requested_at))
+            .unwrap_or(self.queue.len());
+        self.queue.insert(at, call_id);
+        let mut rec = self.record(now, Event::KioskAway, Some(call_id), Some(kiosk), None);
+        rec.detail = Some("hub_restart".into());
+        self.out.push_back(Output::Event(rec));
     }
 
     pub fn stats(&self) -> &QueueStats {
@@ -332,6 +409,9 @@ impl AgentQueue {
             Input::Tick => {}
             Input::Shutdown => self.on_shutdown(now),
             Input::PlaceFound { peer, call_id, place } => self.on_place_found(peer, call_id, place, now),
+            Input::Adopt { from, callers } => self.on_adopt(&from, callers, now),
+            Input::Released { kiosk } => self.on_released(&kiosk, now),
+            Input::Lease { held } => self.on_lease(held),
         }
         self.expire(now);
         self.dispatch(now);
@@ -477,7 +557,13 @@ impl AgentQueue {
         consent: bool,
         now: Instant,
     ) {
-        if let Some(call_id) = resume {
+        if let Some(mut call_id) = resume {
+            // A call that moved here is resumed under its number on the hub it came from.
+            if let Some((&id, _)) =
+                self.calls.iter().find(|(_, c)| c.kiosk == kiosk && c.origin == Some(call_id))
+            {
+                call_id = id;
+            }
             let owned = self.calls.get(&call_id).is_some_and(|c| c.kiosk == kiosk);
             let here = self.calls.values().any(|c| c.kiosk == kiosk);
             if !owned && !here && self.config.shared_places {
@@ -490,6 +576,9 @@ impl AgentQueue {
             if !owned {
                 self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
                 return;
+            }
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                call.consent = consent;
             }
             self.kiosk_back(peer, &kiosk, call_id, now);
             return;
@@ -555,6 +644,7 @@ impl AgentQueue {
         let unix_now = self.record(now, Event::Queued, None, None, None).ts_ms;
         let waited = Duration::from_millis(unix_now.saturating_sub(place.joined_ms));
         let requested_at = now.checked_sub(waited).unwrap_or(now);
+        self.stats.moved_in += 1;
         self.enqueue(&kiosk, requested_at, consent, Some(place), now);
     }
 
@@ -567,9 +657,10 @@ impl AgentQueue {
         consent: bool,
         moved: Option<Moved>,
         now: Instant,
-    ) {
+    ) -> CallId {
         let call_id = self.next_call;
         self.next_call += 1;
+        let origin = moved.as_ref().map(|m| m.call_id);
         self.calls.insert(
             call_id,
             Call {
@@ -581,6 +672,7 @@ impl AgentQueue {
                 told: None,
                 consent,
                 recorded: false,
+                origin,
             },
         );
         let at = self
@@ -590,11 +682,65 @@ impl AgentQueue {
             .unwrap_or(self.queue.len());
         self.queue.insert(at, call_id);
         self.stats.queued += 1;
-        self.stats.moved_in += u64::from(moved.is_some());
         let mut rec = self.record(now, Event::Queued, Some(call_id), Some(kiosk), None);
         rec.position = Some(at as u32 + 1);
         rec.moved = moved;
         self.out.push_back(Output::Event(rec));
+        call_id
+    }
+
+    /// Takes over the waiting callers of a hub that died: each joins this hub's queue at the
+    /// place its original time of joining gives it, away until its kiosk comes back here. A
+    /// kiosk that already has a call here (it came back before the takeover) keeps that one.
+    fn on_adopt(&mut self, from: &str, callers: Vec<Waiting>, now: Instant) {
+        let unix_now = self.record(now, Event::Queued, None, None, None).ts_ms;
+        for c in callers {
+            if self.calls.values().any(|call| call.kiosk == c.kiosk) {
+                continue;
+            }
+            let waited = Duration::from_millis(unix_now.saturating_sub(c.joined_ms));
+            let requested_at = now.checked_sub(waited).unwrap_or(now);
+            let moved = Moved { hub: from.to_string(), call_id: c.call_id, joined_ms: c.joined_ms };
+            let id = self.enqueue(&c.kiosk, requested_at, false, Some(moved), now);
+            self.stats.adopted += 1;
+            let connected = self.kiosks.get(&c.kiosk).copied();
+            match connected {
+                // Connected here already (asking afresh is its own call): it is back.
+                Some(peer) => self.kiosk_back(peer, &c.kiosk, id, now),
+                None => {
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.away_until = Some(now + self.config.kiosk_grace);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kiosk resumed on another hub: its waiting call here is stale. A call in progress
+    /// is left alone (its media may still flow here).
+    fn on_released(&mut self, kiosk: &str, now: Instant) {
+        let Some((&call_id, call)) = self.calls.iter().find(|(_, c)| c.kiosk == kiosk) else { return };
+        let phase = call.phase.clone();
+        match phase {
+            Phase::Connected { .. } => {}
+            Phase::Queued | Phase::Offered { .. } => {
+                if let Phase::Offered { agent, .. } = &phase {
+                    self.withdraw(call_id, agent, WithdrawReason::CallerLeft, now);
+                }
+                self.calls.remove(&call_id);
+                self.queue.retain(|&id| id != call_id);
+                self.texts.forget(&(call_id, Role::Kiosk));
+                self.stats.released += 1;
+                self.emit(now, Event::Abandoned, Some(call_id), Some(kiosk), None, Some(MOVED));
+            }
+        }
+    }
+
+    /// The lease was lost (or is held again). Without it the hub makes no offers: another hub
+    /// may have taken over its callers. Its callers keep their places here, and calls in
+    /// progress go on; offers start again when the lease is back.
+    fn on_lease(&mut self, held: bool) {
+        self.lease = held;
     }
 
     /// The kiosk is (again) connected for `call_id`: tell it where the call stands.
@@ -940,6 +1086,9 @@ impl AgentQueue {
     /// Offers waiting callers to IDLE agents: the longest-waiting caller first, to the agent
     /// idle longest who has not declined it.
     fn dispatch(&mut self, now: Instant) {
+        if !self.lease {
+            return;
+        }
         let mut idle: Vec<(Instant, String)> = self
             .rooms
             .iter()

@@ -714,6 +714,162 @@ fn callers_from_a_dead_hub_keep_their_original_order() {
     assert_eq!(summary.calls[&first].queued_ms, Some(T0_UNIX_MS + 1000));
 }
 
+/// A caller that waited on `hub-a` as call `call_id` since `t0 + joined`.
+fn waiting(kiosk: &str, call_id: CallId, joined: Duration) -> Waiting {
+    Waiting { kiosk: kiosk.into(), call_id, joined_ms: T0_UNIX_MS + joined.as_millis() as u64 }
+}
+
+#[test]
+fn a_dead_hubs_callers_are_taken_over_in_their_order_and_wait_for_their_kiosks() {
+    let (mut hub, t0) = Hub::new(shared());
+    let a1 = hub.agent("a1", t0);
+    let k3 = hub.kiosk("k3", t0);
+    hub.request(k3, t0 + secs(10));
+    // hub-a's lease expired: its callers k1 (joined at 1 s) and k2 (2 s) come to this hub.
+    let callers = vec![waiting("k1", 5, secs(1)), waiting("k2", 6, secs(2))];
+    let outs = hub.input(Input::Adopt { from: "hub-a".into(), callers }, t0 + secs(20));
+    let queued: Vec<_> = events(&outs).into_iter().filter(|r| r.event == Event::Queued).collect();
+    assert_eq!(queued.len(), 2);
+    assert_eq!((queued[0].kiosk.as_deref(), queued[0].position), (Some("k1"), Some(1)));
+    assert_eq!((queued[1].kiosk.as_deref(), queued[1].position), (Some("k2"), Some(2)));
+    assert_eq!(queued[0].moved, Some(place(5, secs(1))));
+    assert_eq!(positions(&outs, k3), [(3, None)], "this hub's own caller is now behind them");
+    assert_eq!(hub.q.stats().adopted, 2);
+    // Their kiosks are not here yet: they are held as away (not offered meanwhile), and given
+    // up when the grace ends.
+    assert_eq!(deadline(&hub.tick(t0 + secs(21))), Some(t0 + secs(30)));
+
+    // k1 comes back naming its call on hub-a: it is the call taken over, first in line.
+    let k1 = hub.kiosk("k1", t0 + secs(22));
+    let outs = hub.resume(k1, 5, t0 + secs(22));
+    assert!(!outs.iter().any(|o| matches!(o, Output::FindPlace { .. })), "known here: no lookup");
+    assert_eq!(positions(&outs, k1), [(1, None)]);
+    let first = queued_id(&outs, k1).expect("k1 told its new number");
+    assert_eq!(event(&outs, Event::KioskBack).call_id, Some(first));
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(23));
+    assert_eq!(offered(&outs, a1), Some(first));
+    assert!(sent_to(&outs, a1).iter().any(|m| matches!(m, HubMsg::Offer { waited_ms: 22_000, .. })));
+
+    // k2 never comes: given up when its grace ends, as any kiosk that went away.
+    let outs = hub.tick(t0 + secs(30));
+    let gone = event(&outs, Event::Abandoned);
+    assert_eq!((gone.kiosk.as_deref(), gone.detail.as_deref()), (Some("k2"), Some("kiosk_disconnected")));
+    // A second takeover naming a kiosk that has a call here changes nothing.
+    let outs = hub.input(
+        Input::Adopt { from: "hub-c".into(), callers: vec![waiting("k1", 9, secs(0))] },
+        t0 + secs(31),
+    );
+    assert!(events(&outs).is_empty(), "{outs:?}");
+}
+
+#[test]
+fn a_caller_that_resumed_on_another_hub_is_dropped_here_and_the_report_counts_one_call() {
+    let (mut hub, t0) = Hub::new(shared());
+    let a1 = hub.agent("a1", t0);
+    let k1 = hub.kiosk("k1", t0);
+    hub.request(k1, t0 + secs(1));
+    let k2 = hub.kiosk("k2", t0);
+    hub.request(k2, t0 + secs(2));
+    hub.disconnect(k1, t0 + secs(3));
+    // k1 resumed on hub-b.
+    let outs = hub.input(Input::Released { kiosk: "k1".into() }, t0 + secs(4));
+    let rec = event(&outs, Event::Abandoned);
+    assert_eq!((rec.kiosk.as_deref(), rec.detail.as_deref()), (Some("k1"), Some(MOVED)));
+    assert_eq!(positions(&outs, k2), [(1, None)], "k2 moves up");
+    assert_eq!(hub.q.stats().released, 1);
+    // An offered caller released goes back from the agent, who stays IDLE.
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(5));
+    let offer = offered(&outs, a1).expect("k2 offered");
+    let outs = hub.input(Input::Released { kiosk: "k2".into() }, t0 + secs(6));
+    assert_eq!(
+        sent_to(&outs, a1),
+        [
+            HubMsg::OfferWithdrawn { call_id: offer, reason: WithdrawReason::CallerLeft },
+            room(RoomState::Idle)
+        ]
+    );
+    // A kiosk in a call here, or unknown, is left alone.
+    let k3 = hub.kiosk("k3", t0 + secs(7));
+    let call = hub.connected_call(k3, a1, t0 + secs(7));
+    let outs = hub.input(Input::Released { kiosk: "k3".into() }, t0 + secs(8));
+    assert!(events(&outs).is_empty() && sent_to(&outs, k3).is_empty());
+    assert!(hub.input(Input::Released { kiosk: "nobody".into() }, t0 + secs(8)).len() == 1);
+    hub.hang_up(k3, call, t0 + secs(9));
+
+    // The deployment's report: k1 waited on this hub and went on on hub-b; one call.
+    let mut records: Vec<(String, EventRecord)> =
+        hub.log.iter().map(|r| ("hub-a".to_string(), r.clone())).collect();
+    let k1_call = records.iter().find(|(_, r)| r.kiosk.as_deref() == Some("k1")).and_then(|(_, r)| r.call_id);
+    let mut moved = records[0].1.clone();
+    moved.ts_ms = T0_UNIX_MS + 4_000;
+    moved.event = Event::Queued;
+    moved.call_id = Some(1);
+    moved.kiosk = Some("k1".into());
+    moved.agent = None;
+    moved.detail = None;
+    moved.moved = Some(Moved {
+        hub: "hub-a".into(),
+        call_id: k1_call.expect("k1's call"),
+        joined_ms: T0_UNIX_MS + 1000,
+    });
+    records.push(("hub-b".into(), moved));
+    records.sort_by_key(|(_, r)| r.ts_ms);
+    let summary = LogSummary::from_hubs(records.iter().map(|(h, r)| (h.as_str(), r)));
+    let k1_calls: Vec<_> = summary.calls.values().filter(|c| c.kiosk.as_deref() == Some("k1")).collect();
+    assert_eq!(k1_calls.len(), 1);
+    assert!(k1_calls[0].is_open(), "still waiting on hub-b, not abandoned: {:?}", k1_calls[0]);
+    assert_eq!(k1_calls[0].queued_ms, Some(T0_UNIX_MS + 1000));
+}
+
+#[test]
+fn without_its_lease_a_hub_makes_no_offers_until_it_has_it_again() {
+    let (mut hub, t0) = Hub::new(shared());
+    let k1 = hub.kiosk("k1", t0);
+    hub.request(k1, t0);
+    hub.input(Input::Lease { held: false }, t0 + secs(1));
+    let a1 = hub.agent("a1", t0 + secs(2));
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(2));
+    assert_eq!(offered(&outs, a1), None);
+    // Callers still join (and keep their places) meanwhile.
+    let k2 = hub.kiosk("k2", t0 + secs(3));
+    assert_eq!(positions(&hub.request(k2, t0 + secs(3)), k2), [(2, Some(360))]);
+    let outs = hub.input(Input::Lease { held: true }, t0 + secs(4));
+    assert!(offered(&outs, a1).is_some(), "offers start again with the lease");
+}
+
+#[test]
+fn with_a_shared_database_a_restart_keeps_the_waiting_callers_places() {
+    let lines = [
+        log_line(1_000, Event::Queued, 7, "k7", None),
+        log_line(2_000, Event::Connected, 7, "k7", Some("a1")),
+        log_line(3_000, Event::Queued, 8, "k8", None),
+        log_line(4_000, Event::Queued, 9, "k9", None),
+    ];
+    let summary = LogSummary::from_lines(lines.iter().map(String::as_str));
+    let (mut hub, t0) = Hub::new(shared());
+    hub.q.restore(&summary, t0);
+    let outs = drain(&mut hub.q);
+    let kinds: Vec<_> = events(&outs).iter().map(|r| (r.event, r.call_id)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Event::Ended, Some(7)),
+            (Event::KioskAway, Some(8)),
+            (Event::KioskAway, Some(9)),
+            (Event::HubStarted, None)
+        ]
+    );
+    // k9 comes back first under its number: it is second, behind k8 (away, held).
+    let k9 = hub.kiosk("k9", t0 + secs(1));
+    let outs = hub.resume(k9, 9, t0 + secs(1));
+    assert_eq!(positions(&outs, k9), [(2, None)]);
+    assert_eq!(event(&outs, Event::KioskBack).call_id, Some(9));
+    // The next caller is numbered after them.
+    let k1 = hub.kiosk("k1", t0 + secs(2));
+    let outs = hub.request(k1, t0 + secs(2));
+    assert_eq!(queued_id(&outs, k1), Some(10));
+}
+
 #[test]
 fn a_caller_without_a_place_elsewhere_is_told_its_call_is_unknown() {
     let (mut hub, t0) = Hub::new(shared());

@@ -112,6 +112,19 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Runs SQL with psql; its output, or `None` when psql fails (a table not made yet).
+    pub fn try_psql(&self, sql: &str) -> Option<String> {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args([&self.url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .current_dir(self.dir.path())
+            .env_remove("PGPASSWORD");
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = cmd.output().ok().filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     fn run_ok(&self, tool: &str, args: &[&str]) -> Output {
         let mut cmd = Command::new(self.bin.join(tool));
         cmd.args(args).current_dir(self.dir.path()).env_remove("PGPASSWORD");

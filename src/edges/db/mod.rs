@@ -9,12 +9,15 @@
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 
 use crate::protocol::CallId;
+use crate::queue::Waiting;
 use crate::queue::log::{Event, EventRecord, Moved};
 use tracing::{info, warn};
 
+pub mod cluster;
 pub mod ship;
 
 pub use ship::{ShipStatus, Shipper};
@@ -23,6 +26,7 @@ pub use ship::{ShipStatus, Shipper};
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "event log", include_str!("../../../migrations/0001_events.sql")),
     (2, "events by kiosk", include_str!("../../../migrations/0002_kiosk_index.sql")),
+    (3, "hub leases, waiting callers, calls and rooms", include_str!("../../../migrations/0003_cluster.sql")),
 ];
 
 /// The advisory lock key under which migrations run ("kioskd" in ASCII).
@@ -106,6 +110,39 @@ impl Database {
         Ok(Self { client })
     }
 
+    /// Connects to `url` and listens on [`CHANNEL`]: the notifications' payloads come out of
+    /// the receiver (which ends with the connection). The schema is brought up to date.
+    pub async fn connect_listening(url: &str) -> Result<(Self, mpsc::UnboundedReceiver<String>), DbError> {
+        let shown = redact(url);
+        let connecting = tokio_postgres::connect(url, NoTls);
+        let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| DbError::Timeout(shown))?
+            .map_err(pg("connecting"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(m) = futures_util::StreamExt::next(&mut messages).await {
+                match m {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, "PostgreSQL connection ended");
+                        break;
+                    }
+                }
+            }
+        });
+        let mut db = Self { client };
+        db.migrate().await?;
+        db.client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(pg("listening"))?;
+        Ok((db, rx))
+    }
+
     /// Applies the migrations not applied yet; returns how many it applied.
     pub async fn migrate(&mut self) -> Result<usize, DbError> {
         let tx = self.client.transaction().await.map_err(pg("starting the migration"))?;
@@ -164,7 +201,16 @@ impl Database {
             .map_err(pg("preparing the event insert"))?;
         let mut stored = 0;
         for (seq, line) in lines {
-            stored += tx.execute(&insert, &[&hub, seq, line]).await.map_err(pg("appending an event"))?;
+            let new = tx.execute(&insert, &[&hub, seq, line]).await.map_err(pg("appending an event"))?;
+            stored += new;
+            // Shipped before (an answer lost): already projected.
+            if new == 0 {
+                continue;
+            }
+            // The shipper sends only lines that parse as records.
+            if let Ok(rec) = serde_json::from_str::<EventRecord>(line) {
+                project(&tx, hub, &rec).await?;
+            }
         }
         tx.commit().await.map_err(pg("committing events"))?;
         Ok(stored)
@@ -199,10 +245,47 @@ impl Database {
         rows.iter().map(record_of).collect()
     }
 
-    /// Where `kiosk` waited in call `call_id` on another hub than `own_hub` (the hub it left),
-    /// if that call is still waiting there by what that hub recorded: the hub and its original
-    /// time of joining, for the kiosk to keep its place (see [`place_of`]).
-    pub async fn find_place(
+    /// Where `kiosk` waits on another hub than `own_hub`, taken for `own_hub` (the kiosk
+    /// resumed here): its row in `waiting` now names this hub, and every hub is told
+    /// ([`RELEASED`] on [`CHANNEL`]), so that the one that held it drops its copy. The row is
+    /// locked while this is done: a hub taking over a dead hub's callers at the same moment
+    /// either sees the kiosk gone or makes this wait. Without a row (events shipped before
+    /// the table existed), the place is read from the kiosk's events ([`place_of`]).
+    pub async fn claim_place(
+        &mut self,
+        kiosk: &str,
+        call_id: CallId,
+        own_hub: &str,
+        now_ms: u64,
+    ) -> Result<Option<Moved>, DbError> {
+        let tx = self.client.transaction().await.map_err(pg("starting to claim a place"))?;
+        let row = tx
+            .query_opt(
+                "SELECT hub, call_id, joined_ms FROM waiting WHERE kiosk = $1 AND hub <> $2 FOR UPDATE",
+                &[&kiosk, &own_hub],
+            )
+            .await
+            .map_err(pg("looking up a caller's place"))?;
+        let Some(row) = row else {
+            tx.commit().await.map_err(pg("ending a place lookup"))?;
+            return self.find_place_in_events(kiosk, call_id, own_hub).await;
+        };
+        let (hub, from_call, joined): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        tx.execute(
+            "UPDATE waiting SET hub = $2, updated_ms = $3 WHERE kiosk = $1",
+            &[&kiosk, &own_hub, &(now_ms as i64)],
+        )
+        .await
+        .map_err(pg("claiming a caller's place"))?;
+        let note = serde_json::json!({ RELEASED: kiosk, "to": own_hub }).to_string();
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &note]).await.map_err(pg("telling the hubs"))?;
+        tx.commit().await.map_err(pg("committing a claimed place"))?;
+        Ok(Some(Moved { hub, call_id: from_call.max(0) as CallId, joined_ms: joined.max(0) as u64 }))
+    }
+
+    /// Where `kiosk` waited in call `call_id` on another hub than `own_hub`, by the events
+    /// that hub recorded (see [`place_of`]).
+    async fn find_place_in_events(
         &self,
         kiosk: &str,
         call_id: CallId,
@@ -221,6 +304,147 @@ impl Database {
         let records = rows.iter().map(record_of).collect::<Result<Vec<_>, _>>()?;
         Ok(place_of(&records, call_id))
     }
+
+    /// Takes or renews `hub`'s lease for `lease` from the database's clock. `instance` tells
+    /// this process from another with the same hub id: a lease held by another instance
+    /// that has not expired is not taken (`Ok(false)`: two hubs share one certificate id).
+    pub async fn renew_lease(&self, hub: &str, instance: &str, lease: Duration) -> Result<bool, DbError> {
+        let ms = lease.as_millis() as f64;
+        let n = self
+            .client
+            .execute(
+                "INSERT INTO hubs (hub, lease_until, renewed_at, instance)
+                 VALUES ($1, now() + $3::float8 * interval '1 millisecond', now(), $2)
+                 ON CONFLICT (hub) DO UPDATE
+                   SET lease_until = EXCLUDED.lease_until, renewed_at = now(), instance = $2
+                   WHERE hubs.instance = $2 OR hubs.lease_until < now()",
+                &[&hub, &instance, &ms],
+            )
+            .await
+            .map_err(pg("renewing the lease"))?;
+        Ok(n == 1)
+    }
+
+    /// Takes over every hub whose lease has expired (others than `own_hub`): its waiting
+    /// callers, oldest first, are returned for this hub's queue, its rooms are removed, and
+    /// its lease row is deleted so that no other hub takes it too (rows locked by another hub
+    /// doing the same are skipped: `FOR UPDATE SKIP LOCKED`).
+    pub async fn take_over(&mut self, own_hub: &str) -> Result<Vec<(String, Vec<Waiting>)>, DbError> {
+        let tx = self.client.transaction().await.map_err(pg("starting a takeover"))?;
+        let dead = tx
+            .query(
+                "SELECT hub FROM hubs WHERE hub <> $1 AND lease_until < now() FOR UPDATE SKIP LOCKED",
+                &[&own_hub],
+            )
+            .await
+            .map_err(pg("looking for expired leases"))?;
+        let mut taken = Vec::new();
+        for row in dead {
+            let hub: String = row.get(0);
+            let rows = tx
+                .query(
+                    "SELECT kiosk, call_id, joined_ms FROM waiting WHERE hub = $1 ORDER BY joined_ms FOR UPDATE",
+                    &[&hub],
+                )
+                .await
+                .map_err(pg("reading a dead hub's callers"))?;
+            let callers = rows
+                .iter()
+                .map(|r| Waiting {
+                    kiosk: r.get(0),
+                    call_id: r.get::<_, i64>(1).max(0) as CallId,
+                    joined_ms: r.get::<_, i64>(2).max(0) as u64,
+                })
+                .collect();
+            tx.execute("DELETE FROM rooms WHERE hub = $1", &[&hub])
+                .await
+                .map_err(pg("clearing a dead hub's rooms"))?;
+            tx.execute("DELETE FROM hubs WHERE hub = $1", &[&hub])
+                .await
+                .map_err(pg("ending a dead hub's lease"))?;
+            taken.push((hub, callers));
+        }
+        tx.commit().await.map_err(pg("committing a takeover"))?;
+        Ok(taken)
+    }
+}
+
+/// The channel on which hubs tell each other of changes (`LISTEN`/`NOTIFY`).
+pub const CHANNEL: &str = "kioskd";
+/// The key of a notification saying that a kiosk resumed on the hub named by `to`.
+pub const RELEASED: &str = "released";
+
+/// Keeps the tables of waiting callers, calls and rooms (migration 3) up to date with one
+/// event of `hub`, in the transaction that stores it.
+async fn project(tx: &tokio_postgres::Transaction<'_>, hub: &str, rec: &EventRecord) -> Result<(), DbError> {
+    let ts = rec.ts_ms as i64;
+    let call = rec.call_id.map(|c| c as i64);
+    match (rec.event, call, rec.kiosk.as_deref(), rec.agent.as_deref()) {
+        (Event::Queued, Some(call), Some(kiosk), _) => {
+            let joined = rec.moved.as_ref().map_or(rec.ts_ms, |m| m.joined_ms) as i64;
+            tx.execute(
+                "INSERT INTO waiting (kiosk, hub, call_id, joined_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (kiosk) DO UPDATE SET hub = $2, call_id = $3, joined_ms = $4, updated_ms = $5
+                 WHERE waiting.updated_ms <= $5",
+                &[&kiosk, &hub, &call, &joined, &ts],
+            )
+            .await
+            .map_err(pg("recording a waiting caller"))?;
+        }
+        (Event::Connected, Some(call), Some(kiosk), Some(agent)) => {
+            tx.execute("DELETE FROM waiting WHERE hub = $1 AND call_id = $2", &[&hub, &call])
+                .await
+                .map_err(pg("removing a caller that was answered"))?;
+            tx.execute(
+                "INSERT INTO calls (kiosk, hub, call_id, agent, since_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (kiosk) DO UPDATE SET hub = $2, call_id = $3, agent = $4, since_ms = $5",
+                &[&kiosk, &hub, &call, &agent, &ts],
+            )
+            .await
+            .map_err(pg("recording a call in progress"))?;
+        }
+        (Event::Ended | Event::Abandoned, Some(call), _, _) => {
+            tx.execute("DELETE FROM waiting WHERE hub = $1 AND call_id = $2", &[&hub, &call])
+                .await
+                .map_err(pg("removing a caller that left"))?;
+            tx.execute("DELETE FROM calls WHERE hub = $1 AND call_id = $2", &[&hub, &call])
+                .await
+                .map_err(pg("removing a call that ended"))?;
+        }
+        (Event::AgentState, _, _, Some(agent)) => {
+            let state = rec.detail.as_deref().unwrap_or("CLOSE");
+            tx.execute(
+                "INSERT INTO rooms (agent, hub, state, updated_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (agent) DO UPDATE SET hub = $2, state = $3, updated_ms = $4
+                 WHERE rooms.updated_ms <= $4",
+                &[&agent, &hub, &state, &ts],
+            )
+            .await
+            .map_err(pg("recording a room"))?;
+        }
+        (Event::AgentOnline, _, _, Some(agent)) => {
+            tx.execute(
+                "INSERT INTO rooms (agent, hub, state, updated_ms) VALUES ($1, $2, 'CLOSE', $3)
+                 ON CONFLICT (agent) DO UPDATE SET hub = $2, state = 'CLOSE', updated_ms = $3
+                 WHERE rooms.updated_ms <= $3",
+                &[&agent, &hub, &ts],
+            )
+            .await
+            .map_err(pg("recording a room"))?;
+        }
+        (Event::AgentOffline, _, _, Some(agent)) => {
+            tx.execute("DELETE FROM rooms WHERE agent = $1 AND hub = $2", &[&agent, &hub])
+                .await
+                .map_err(pg("removing a room"))?;
+        }
+        (Event::HubStarted, _, _, _) => {
+            // A hub that starts has no rooms yet (the calls it held are closed by its
+            // `hub_restart` records, just before).
+            tx.execute("DELETE FROM rooms WHERE hub = $1", &[&hub]).await.map_err(pg("clearing rooms"))?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A row of `events` (id, hub, record as text), checked as an event record.

@@ -298,3 +298,44 @@ pub async fn welcome(conn: Connection, addr: SocketAddr, role: Role) -> Result<S
         Err(e) => Err(e.into()),
     }
 }
+
+/// With several hubs, a session from which nothing at all has arrived for this long is
+/// given up for the next hub. Both ends send keep-alives every second, so a live hub is heard
+/// at least that often; a hub that died (SIGKILL, a power cut) says nothing, and QUIC's idle
+/// timeout (6 s) would notice it only later. With one hub there is nowhere else to go: the
+/// session waits for the idle timeout, and a network outage shorter than that is ridden out.
+pub const HUB_SILENT: Duration = Duration::from_millis(2500);
+
+/// Resolves once nothing has arrived on `conn` for `limit` (checked every 250 ms).
+pub async fn silence(conn: &Connection, limit: Duration) {
+    let step = Duration::from_millis(250);
+    let mut heard = conn.stats().udp_rx.datagrams;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(step).await;
+        let now = conn.stats().udp_rx.datagrams;
+        if now != heard {
+            heard = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= limit {
+            return;
+        }
+    }
+}
+
+/// Watches `conn` for [`HUB_SILENT`] of silence (when there are other hubs to go to): then
+/// closes it, and the returned flag says so (the client tries the next hub first).
+pub fn close_when_silent(conn: &Connection) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (conn, set) = (conn.clone(), flag.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = silence(&conn, HUB_SILENT) => {
+                set.store(true, std::sync::atomic::Ordering::Relaxed);
+                conn.close(quinn::VarInt::from_u32(super::close_code::NORMAL), b"hub silent");
+            }
+            _ = conn.closed() => {}
+        }
+    });
+    flag
+}

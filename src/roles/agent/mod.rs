@@ -142,11 +142,16 @@ pub async fn run(
     let mut preferred = 0usize;
     let session = connect(&target, &mut endpoints, &mut preferred).await?;
     info!(id = %session.id, hub = %session.remote, "agent connected");
-    let mut agent = Agent::new(session, auto, io);
+    let several = target.addresses.len() > 1;
+    let mut agent = Agent::new(session, auto, io, several);
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     let result = loop {
         match agent.run(shutdown.clone()).await {
             Err(AgentError::Lost(reason)) => {
+                if agent.went_silent() {
+                    // The hub said nothing for a while: the next one is tried first.
+                    preferred += 1;
+                }
                 warn!(%reason, "connection to the hub lost: connecting again");
                 agent.print(format!("[hub] connection lost ({reason}); connecting again…"));
                 agent.detach();
@@ -229,12 +234,17 @@ struct Agent {
     to_hub: (mpsc::Sender<ClientMsg>, mpsc::Receiver<ClientMsg>),
     /// A scripted console whose commands ended: it goes on until shutdown.
     commands_open: bool,
+    /// With several hubs: set when the session was closed for silence
+    /// ([`client::close_when_silent`]).
+    silent: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Agent {
-    fn new(session: Session, auto: Option<AutoAnswer>, io: AgentIo) -> Self {
+    fn new(session: Session, auto: Option<AutoAnswer>, io: AgentIo, several_hubs: bool) -> Self {
         let Session { conn, writer, reader, id, .. } = session;
+        let silent = several_hubs.then(|| client::close_when_silent(&conn));
         let agent = Self {
+            silent,
             console: Console::new(auto),
             conn,
             writer,
@@ -288,6 +298,10 @@ impl Agent {
         }
     }
 
+    fn went_silent(&self) -> bool {
+        self.silent.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// The connection is gone: media stopped, the console told (its call went with the hub).
     fn detach(&mut self) {
         self.stop_media();
@@ -297,6 +311,9 @@ impl Agent {
     /// A new session, maybe with another hub: the console starts its room again.
     fn attach(&mut self, session: Session) {
         let Session { conn, writer, reader, id, remote } = session;
+        if self.silent.is_some() {
+            self.silent = Some(client::close_when_silent(&conn));
+        }
         self.conn = conn;
         self.writer = writer;
         self.reader = reader;

@@ -129,6 +129,15 @@ impl Core {
             CoreCmd::PlaceFound { peer, call_id, place } => {
                 self.input(Input::PlaceFound { peer, call_id, place });
             }
+            CoreCmd::Cluster(ev) => {
+                use crate::edges::db::cluster::ClusterEvent;
+                let input = match ev {
+                    ClusterEvent::Lease { held } => Input::Lease { held },
+                    ClusterEvent::Adopt { from, callers } => Input::Adopt { from, callers },
+                    ClusterEvent::Released { kiosk } => Input::Released { kiosk },
+                };
+                self.input(input);
+            }
             CoreCmd::Health { id, health } => {
                 self.kiosks.insert(id, KioskStatus { connected: true, health });
             }

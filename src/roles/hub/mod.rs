@@ -249,6 +249,19 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         tokio::spawn(find_places(url, hub_id.clone(), rx, core_tx.clone()));
         tx
     });
+    if let Some(url) = opts.database.clone() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let cluster = crate::edges::db::cluster::Cluster { url, hub: hub_id.clone() };
+        tokio::spawn(cluster.run(tx, shutdown_rx.clone()));
+        let core = core_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if core.send(peer::CoreCmd::Cluster(ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let console_addrs = match opts.console {
         Some(c) => {
             let ctx = console::Context {
@@ -370,8 +383,8 @@ async fn find_places(
             if db.as_ref().is_none_or(|d| d.is_closed()) {
                 db = Some(crate::edges::db::Database::connect_read(&url).await?);
             }
-            match &db {
-                Some(d) => d.find_place(&q.kiosk, q.call_id, &hub).await,
+            match db.as_mut() {
+                Some(d) => d.claim_place(&q.kiosk, q.call_id, &hub, unix_ms()).await,
                 None => Ok(None),
             }
         };

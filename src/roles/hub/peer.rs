@@ -22,6 +22,8 @@ use crate::queue::PeerId;
 
 /// What the connection tasks tell the core task.
 pub(super) enum CoreCmd {
+    /// What the deployment's database says (lease, takeovers, callers gone elsewhere).
+    Cluster(crate::edges::db::cluster::ClusterEvent),
     Health {
         id: String,
         health: KioskHealth,

@@ -93,8 +93,14 @@ pub(super) async fn link_task(
         let reason = match attempt.await {
             Ok(session) => {
                 backoff.reset();
-                let reason = session_loop(session, &events, &mut stop, opts.renewal.as_ref()).await;
+                let several = target.addresses.len() > 1;
+                let (reason, next_hub) =
+                    session_loop(session, &events, &mut stop, opts.renewal.as_ref(), several).await;
                 down_since = Instant::now();
+                if next_hub {
+                    // The hub went silent: the next one is tried first.
+                    preferred += 1;
+                }
                 reason
             }
             Err(e) => {
@@ -121,14 +127,16 @@ pub(super) async fn link_task(
     }
 }
 
-/// Runs one welcomed session; returns why it ended.
+/// Runs one welcomed session; returns why it ended, and whether to try the next hub first
+/// (this one went silent).
 async fn session_loop(
     session: client::Session,
     events: &mpsc::Sender<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
     renewal: Option<&renew::SharedRenewer>,
-) -> String {
-    let reason = session_msgs(session, events, stop, renewal).await;
+    several_hubs: bool,
+) -> (String, bool) {
+    let reason = session_msgs(session, events, stop, renewal, several_hubs).await;
     if let Some(r) = renewal {
         renew::lock(r).connection_lost();
     }
@@ -140,14 +148,15 @@ async fn session_msgs(
     events: &mpsc::Sender<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
     renewal: Option<&renew::SharedRenewer>,
-) -> String {
+    several_hubs: bool,
+) -> (String, bool) {
     let client::Session { conn, mut writer, mut reader, id, remote } = session;
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(OUT_QUEUE);
     // The renewal's requests go through the kiosk's queue too, without keeping it open: the
     // writer closes the connection once the kiosk drops its sender.
     let renew_tx = out_tx.downgrade();
     if events.send(LinkEvent::Up { id, out: out_tx, conn: conn.clone() }).await.is_err() {
-        return "kiosk stopping".into();
+        return ("kiosk stopping".into(), false);
     }
     let _ = remote;
     let writer_conn = conn.clone();
@@ -162,6 +171,14 @@ async fn session_msgs(
         writer_conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"kiosk stopping");
         "kiosk stopping".to_string()
     });
+    let silent = async {
+        if several_hubs {
+            client::silence(&conn, client::HUB_SILENT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(silent);
     let renew_wake = || renewal.map_or(Duration::from_secs(86_400), |r| renew::lock(r).wake_in());
     loop {
         if let Some(tx) = renew_tx.upgrade()
@@ -179,26 +196,32 @@ async fn session_msgs(
                         warn!(%message, fatal, "hub reports an error");
                     }
                     if events.send(LinkEvent::Msg(msg)).await.is_err() {
-                        return "kiosk stopping".into();
+                        return ("kiosk stopping".into(), false);
                     }
                 }
                 Err(ControlError::Decode(e)) => {
                     conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), e.to_string().as_bytes());
-                    return format!("hub sent an invalid message: {e}");
+                    return (format!("hub sent an invalid message: {e}"), false);
                 }
                 Err(e) => {
-                    return conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
+                    let reason = conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
+                    return (reason, false);
                 }
             },
             res = &mut writer_task => {
-                return res.unwrap_or_else(|e| e.to_string());
+                return (res.unwrap_or_else(|e| e.to_string()), false);
+            }
+            () = &mut silent => {
+                conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"hub silent");
+                let reason = format!("nothing heard from the hub for {:?}", client::HUB_SILENT);
+                return (reason, true);
             }
             () = tokio::time::sleep(renew_wake()) => {}
             _ = stop.changed() => {
                 // Let the writer flush the last messages (a hang-up) before closing.
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await;
                 conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"kiosk stopping");
-                return "kiosk stopping".into();
+                return ("kiosk stopping".into(), false);
             }
         }
     }

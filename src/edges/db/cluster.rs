@@ -1,0 +1,162 @@
+//! A hub's place among the deployment's hubs: it holds a lease in the database (renewed every
+//! second), takes over the waiting callers of a hub whose lease expired, and hears from the
+//! other hubs (`LISTEN`/`NOTIFY`) when one of its callers resumed elsewhere.
+//!
+//! The queue core stays the decision-maker: this task only tells it what the database says
+//! ([`ClusterEvent`]), and the core's events, shipped to the database, keep the shared tables
+//! current (see `project` in the parent module).
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::{Database, RELEASED, redact};
+use crate::queue::Waiting;
+
+/// How long a lease lasts from its last renewal (by the database's clock).
+pub const LEASE: Duration = Duration::from_secs(3);
+/// How often the lease is renewed and expired leases are looked for.
+pub const RENEW_EVERY: Duration = Duration::from_millis(500);
+/// The hub gives up its lease this long before it would expire by its own clock (measured
+/// from before the renewal was sent, so never later than the database's): by the time the
+/// others see it expired, it has stopped offering.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// Longest wait for one round of renewal and takeover.
+const ROUND_TIMEOUT: Duration = Duration::from_millis(750);
+
+/// What the database says, for the hub's core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// The lease is held (`true`) or lost: without it the hub makes no offers.
+    Lease { held: bool },
+    /// The waiting callers of a dead hub, oldest first, for this hub's queue.
+    Adopt { from: String, callers: Vec<Waiting> },
+    /// A caller that resumed on another hub.
+    Released { kiosk: String },
+}
+
+/// The lease and takeover task of one hub.
+pub struct Cluster {
+    pub url: String,
+    /// The hub's id (its certificate's).
+    pub hub: String,
+}
+
+impl Cluster {
+    /// Runs until `shutdown` or until the core is gone.
+    pub async fn run(self, core: mpsc::Sender<ClusterEvent>, mut shutdown: watch::Receiver<bool>) {
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let shown = redact(&self.url);
+        let mut held_until: Option<Instant> = None;
+        let mut told: Option<bool> = None;
+        let mut db: Option<(Database, mpsc::UnboundedReceiver<String>)> = None;
+        let mut duplicate_warned = false;
+        let mut tick = tokio::time::interval(RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // The lease is held while its time, less the margin, has not passed.
+            let held = held_until.is_some_and(|t| Instant::now() + LEASE_MARGIN < t);
+            if told != Some(held) {
+                if held {
+                    info!(hub = %self.hub, "holding this hub's lease in the deployment's database");
+                } else if told.is_some() {
+                    warn!(hub = %self.hub, "lease lost: this hub makes no offers until it reaches the database again");
+                }
+                told = Some(held);
+                if core.send(ClusterEvent::Lease { held }).await.is_err() {
+                    return;
+                }
+            }
+            let notes = async {
+                match db.as_mut() {
+                    Some((_, rx)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let woke = tokio::select! {
+                _ = tick.tick() => None,
+                note = notes => Some(note),
+                _ = shutdown.changed() => return,
+            };
+            match woke {
+                None => {}
+                Some(Some(payload)) => {
+                    if let Some(kiosk) = released_elsewhere(&payload, &self.hub)
+                        && core.send(ClusterEvent::Released { kiosk }).await.is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                // The listening connection ended: connect again.
+                Some(None) => {
+                    db = None;
+                    continue;
+                }
+            }
+            let started = Instant::now();
+            let round = async {
+                if db.as_ref().is_none_or(|(d, _)| d.is_closed()) {
+                    db = Some(Database::connect_listening(&self.url).await?);
+                }
+                let Some((d, _)) = db.as_mut() else { return Ok((false, Vec::new())) };
+                let ours = d.renew_lease(&self.hub, &instance, LEASE).await?;
+                // Only a hub that holds its own lease takes over others'.
+                let taken = if ours { d.take_over(&self.hub).await? } else { Vec::new() };
+                Ok::<_, super::DbError>((ours, taken))
+            };
+            match tokio::time::timeout(ROUND_TIMEOUT, round).await {
+                Ok(Ok((true, taken))) => {
+                    held_until = Some(started + LEASE);
+                    duplicate_warned = false;
+                    for (from, callers) in taken {
+                        info!(hub = %from, callers = callers.len(), "a hub's lease expired: taking over its waiting callers");
+                        if core.send(ClusterEvent::Adopt { from, callers }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(Ok((false, _))) => {
+                    held_until = None;
+                    if !duplicate_warned {
+                        error!(hub = %self.hub, "another hub holds this hub's id in the database: each hub needs a certificate of its own; this one makes no offers");
+                        duplicate_warned = true;
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(database = %shown, error = %e, "lease not renewed");
+                    db = None;
+                }
+                Err(_) => {
+                    warn!(database = %shown, "lease not renewed within {ROUND_TIMEOUT:?}");
+                    db = None;
+                }
+            }
+        }
+    }
+}
+
+/// The kiosk of a [`RELEASED`] notification, when it names another hub than `own`.
+fn released_elsewhere(payload: &str, own: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let kiosk = v.get(RELEASED)?.as_str()?;
+    let to = v.get("to")?.as_str()?;
+    (to != own).then(|| kiosk.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_to_another_hub_drops_the_caller_here_and_one_to_this_hub_does_not() {
+        let note = r#"{"released":"branch-1/kiosk-1","to":"hub-b"}"#;
+        assert_eq!(released_elsewhere(note, "hub-a").as_deref(), Some("branch-1/kiosk-1"));
+        assert_eq!(released_elsewhere(note, "hub-b"), None);
+        for bad in ["", "{}", "[1]", r#"{"released":1,"to":"hub-b"}"#, r#"{"released":"k"}"#] {
+            assert_eq!(released_elsewhere(bad, "hub-a"), None, "{bad}");
+        }
+    }
+}
