@@ -189,7 +189,15 @@ async fn until_db(pg: &Postgres, what: &str, sql: &str, want: &str) {
         if got.as_deref() == Some(want) {
             return;
         }
-        assert!(start.elapsed() < WAIT, "{what}: `{sql}` gave {got:?}, not {want:?} within {WAIT:?}");
+        if start.elapsed() >= WAIT {
+            let rows = pg.try_psql(
+                "SELECT kiosk, hub, call_id, joined_ms, updated_ms FROM waiting ORDER BY joined_ms",
+            );
+            let events = pg.try_psql("SELECT hub, seq, record::text FROM events ORDER BY id");
+            panic!(
+                "{what}: `{sql}` gave {got:?}, not {want:?} within {WAIT:?}\nwaiting: {rows:?}\nevents: {events:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -254,10 +262,14 @@ async fn callers_keep_their_places(hubs: usize) {
     // A fourth knows only hub A: it does not move by itself, so its place is kept only by the
     // takeover (it never comes back, and is given up when its grace ends).
     let mut k4 = kiosk("branch-3_kiosk-1", "branch-3/kiosk-1", &[port_a]);
-    for (k, n) in [(&mut k1, 1), (&mut k2, 2), (&mut k3, 1), (&mut k4, 3)] {
+    for (i, (k, n)) in [(&mut k1, 1), (&mut k2, 2), (&mut k3, 1), (&mut k4, 3)].into_iter().enumerate() {
         k.wait_state("idle", |s| *s == KioskState::Idle).await;
         k.panel.press(Button::Call);
         k.wait_state("waiting", |s| matches!(s, KioskState::Waiting { position, .. } if *position == n))
+            .await;
+        // The next presses after this one is in the database: their order is beyond doubt
+        // (times of joining are in milliseconds).
+        until_db(&pg, "the caller in the database", "SELECT count(*) FROM waiting", &(i + 1).to_string())
             .await;
     }
     let before =
@@ -278,7 +290,8 @@ async fn callers_keep_their_places(hubs: usize) {
             assert_eq!(
                 order,
                 ["branch-1/kiosk-1", "branch-1/kiosk-2", "branch-2/kiosk-1", "branch-3/kiosk-1"],
-                "{rows}"
+                "{rows}\nevents: {}",
+                pg.psql("SELECT hub, seq, record::text FROM events ORDER BY id")
             );
             break rows.rsplit(',').next().and_then(|r| r.split('@').nth(1)).unwrap_or("").to_string();
         }
@@ -347,4 +360,166 @@ async fn callers_keep_their_places(hubs: usize) {
     let done = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
     assert!(matches!(done, Ok(Ok(()))), "{done:?}");
     drop(procs);
+}
+
+/// A screen that tells the test when each picture arrives.
+struct SeenScreen(std::sync::mpsc::Sender<std::time::Instant>);
+
+impl kioskd::edges::devices::screen::Screen for SeenScreen {
+    fn show(&mut self, _pic: &kioskd::media::Picture) -> Result<(), kioskd::edges::devices::HwError> {
+        let _ = self.0.send(std::time::Instant::now());
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "test screen".into()
+    }
+}
+
+/// Synthetic camera and microphone, and a screen whose pictures come out of the receiver.
+fn seen_devices(tone: f64) -> (MediaDevices, std::sync::mpsc::Receiver<std::time::Instant>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut devices = kioskd::edges::session::synthetic_devices(tone, Default::default());
+    devices.screen = Some(std::sync::Arc::new(move || {
+        Ok(Box::new(SeenScreen(tx.clone())) as Box<dyn kioskd::edges::devices::screen::Screen>)
+    }));
+    (devices, rx)
+}
+
+type Seen = std::sync::mpsc::Receiver<std::time::Instant>;
+
+/// Waits (off the runtime's threads) for the first picture shown after `after`; gives the
+/// receiver back.
+async fn picture_after(rx: Seen, after: std::time::Instant) -> (std::time::Instant, Seen) {
+    tokio::task::spawn_blocking(move || {
+        loop {
+            match rx.recv_timeout(WAIT) {
+                Ok(t) if t > after => return (t, rx),
+                Ok(_) => {}
+                Err(e) => panic!("no picture within {WAIT:?}: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the waiting thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_progress_goes_on_through_another_hub_when_its_hub_is_killed() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    deployment(d);
+    for hub in ["hub-a", "hub-b"] {
+        issue(d, &["--role", "hub", "--id", hub, "--dns", "localhost", "--ip", "127.0.0.1"]);
+    }
+    let database = format!("[database]\nurl = \"{}\"\n", pg.url);
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let mut hub_a = spawn_hub_with(d, "hub-a", port_a, "hub-a", &database);
+    let _hub_b = spawn_hub_with(d, "hub-b", port_b, "hub-b", &database);
+    until_db(&pg, "both hubs hold their leases", "SELECT count(*) FROM hubs WHERE lease_until > now()", "2")
+        .await;
+
+    let (agent_devices, agent_seen) = seen_devices(660.0);
+    let mut agent = start_agent_media(
+        target(d, "agent-1", &[port_a, port_b]),
+        "agent-1",
+        Some(auto(None)),
+        agent_devices,
+    );
+    agent.wait_for("IDLE on hub A", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let (kiosk_devices, kiosk_seen) = seen_devices(440.0);
+    let mut kiosk = start_kiosk_target(
+        target(d, "branch-1_kiosk-1", &[port_a, port_b]),
+        "branch-1/kiosk-1",
+        kiosk_devices,
+        MediaOptions::default(),
+        Vec::new(),
+    );
+    kiosk.wait_state("idle", |s| *s == KioskState::Idle).await;
+    kiosk.panel.press(Button::Call);
+    kiosk.wait_state("in the call on hub A", |s| matches!(s, KioskState::Connected { .. })).await;
+    let before = std::time::Instant::now();
+    let ((_, kiosk_seen), (_, agent_seen)) =
+        tokio::join!(picture_after(kiosk_seen, before), picture_after(agent_seen, before));
+    until_db(
+        &pg,
+        "the call in the database",
+        "SELECT string_agg(kiosk || '@' || hub, ',') FROM calls",
+        "branch-1/kiosk-1@hub-a",
+    )
+    .await;
+
+    // Hub A dies mid-call; the advisor types during the gap.
+    let killed_at = std::time::Instant::now();
+    let killed = Instant::now();
+    hub_a.0.kill().expect("SIGKILL hub A");
+    let _ = hub_a.0.wait();
+    agent.command(kioskd::roles::agent::AgentCommand::Say("still there?".into())).await;
+
+    // Both move to hub B; the call goes on there, and pictures flow both ways again: the first
+    // picture each side shows after its new session began (the old session's media stop
+    // with it).
+    kiosk.wait_for("down", |e| matches!(e, KioskEvent::HubDown { .. })).await;
+    kiosk.wait_for("up on hub B", |e| matches!(e, KioskEvent::HubUp { .. })).await;
+    let kiosk_up = std::time::Instant::now();
+    agent.wait_for("welcomed by hub B", |e| matches!(e, AgentEvent::Welcome { .. })).await;
+    let agent_up = std::time::Instant::now();
+    let ((kiosk_back, _k), (agent_back, _a)) =
+        tokio::join!(picture_after(kiosk_seen, kiosk_up), picture_after(agent_seen, agent_up));
+    let kiosk_media_ms = kiosk_back.duration_since(killed_at).as_millis();
+    let agent_media_ms = agent_back.duration_since(killed_at).as_millis();
+    let text = kiosk
+        .wait_for(
+            "the advisor's text",
+            |e| matches!(e, KioskEvent::TextReceived { body, .. } if body == "still there?"),
+        )
+        .await;
+    let text_ms = killed.elapsed().as_millis();
+    let KioskEvent::TextReceived { call_id, .. } = text else { unreachable!() };
+    println!(
+        "{{\"failover\":\"call in progress\",\"kiosk_media_back_ms\":{kiosk_media_ms},\"agent_media_back_ms\":{agent_media_ms},\"text_delivered_ms\":{text_ms}}}"
+    );
+    until_db(
+        &pg,
+        "the call on hub B",
+        "SELECT string_agg(kiosk || '@' || hub, ',') FROM calls",
+        "branch-1/kiosk-1@hub-b",
+    )
+    .await;
+    let b_log = std::fs::read_to_string(d.join("hub-b-events.jsonl")).expect("hub B's log");
+    assert!(b_log.contains("\"event\":\"resumed\""), "{b_log}");
+
+    // The advisor hangs up; the text was shown once.
+    agent.command(kioskd::roles::agent::AgentCommand::HangUp).await;
+    let mut shown = 1;
+    let ended = |e: &KioskEvent| {
+        matches!(
+            e,
+            KioskEvent::TextReceived { .. } | KioskEvent::State { state: KioskState::Ended { .. }, .. }
+        )
+    };
+    while let KioskEvent::TextReceived { .. } = kiosk.wait_for("the end", ended).await {
+        shown += 1;
+    }
+    assert_eq!(shown, 1, "the text typed during the gap is shown once");
+    assert!(call_id > 0);
+
+    // The deployment's report: one call, answered, handled from its first answer to its end.
+    let ended = "SELECT count(*) FROM events WHERE hub = 'hub-b' AND record ->> 'event' = 'ended'";
+    until_db(&pg, "the end in the database", ended, "1").await;
+    let o = kioskd_bin(&["report", "--database", &pg.url]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(report["open"].as_u64(), Some(0), "{report}");
+
+    let _ = kiosk.stop.send(true);
+    let _ = agent.stop.send(true);
+    let _ = tokio::time::timeout(WAIT, kiosk.task).await.expect("the kiosk stops");
+    let done = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
+    assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+    assert!(
+        kiosk_media_ms < 5_000 && agent_media_ms < 5_000,
+        "media back {kiosk_media_ms} / {agent_media_ms} ms after the kill"
+    );
 }

@@ -316,9 +316,7 @@ impl CallMachine {
                     Phase::Requesting { cancel: true } => self.phase = Phase::Idle,
                     _ => {
                         if let Some(call_id) = self.call_id() {
-                            self.resuming =
-                                matches!(self.phase, Phase::Waiting { .. } | Phase::Ringing { .. })
-                                    .then_some(call_id);
+                            self.resuming = Some(call_id);
                             self.send_hub(ClientMsg::RequestAgent {
                                 resume: Some(call_id),
                                 consent: self.config.recording_consent,
@@ -424,8 +422,16 @@ impl CallMachine {
                     self.send_hub(ClientMsg::HangUp { call_id });
                     self.end(EndReason::KioskHungUp, now);
                 }
-                Phase::Connected { call_id: c, .. } if *c == call_id => {
-                    // Resumed after a reconnect: what the agent never acknowledged goes again.
+                Phase::Connected { call_id: c, agent, .. }
+                    if *c == call_id || (self.resuming == Some(*c) && *agent == peer) =>
+                {
+                    // Resumed after a reconnect, perhaps under a new number (another hub of
+                    // the deployment relays it now): what the agent never acknowledged goes
+                    // again.
+                    self.resuming = None;
+                    if *c != call_id {
+                        self.phase = Phase::Connected { call_id, agent: peer, recorded };
+                    }
                     let resend: Vec<(u64, String)> =
                         self.outbox.unacked().map(|(id, b)| (id, b.to_string())).collect();
                     for (id, body) in resend {

@@ -193,6 +193,9 @@ pub struct Console {
     answer_at: Option<(Instant, CallId)>,
     hangup_at: Option<(Instant, CallId)>,
     out: VecDeque<Output>,
+    /// After a reconnect in a call: the call asked back (`resume_call`), and whether to go
+    /// IDLE if the hub does not know it.
+    resuming: Option<(CallId, bool)>,
 }
 
 impl Console {
@@ -202,7 +205,16 @@ impl Console {
         if auto.is_some() {
             out.push_back(Output::ToHub(ClientMsg::SetPresence { presence: Presence::Idle }));
         }
-        Self { auto, room: RoomState::Close, offer: None, call: None, answer_at: None, hangup_at: None, out }
+        Self {
+            auto,
+            room: RoomState::Close,
+            offer: None,
+            call: None,
+            answer_at: None,
+            hangup_at: None,
+            out,
+            resuming: None,
+        }
     }
 
     pub fn room(&self) -> RoomState {
@@ -266,7 +278,13 @@ impl Console {
                 }
                 self.answer_at = self.answer_at.filter(|(_, c)| *c != call_id);
             }
-            HubMsg::Connected { call_id, peer, recorded } => self.on_connected(call_id, peer, recorded, now),
+            HubMsg::Connected { call_id, peer, recorded } => {
+                if self.resuming.is_some() && self.call.as_ref().is_some_and(|c| c.kiosk == peer) {
+                    self.on_resumed(call_id, recorded);
+                } else {
+                    self.on_connected(call_id, peer, recorded, now);
+                }
+            }
             HubMsg::PeerPresence { call_id, present } => self.on_presence(call_id, present),
             HubMsg::CallEnded { call_id, reason } => {
                 if self.call_id() == Some(call_id) {
@@ -274,6 +292,10 @@ impl Console {
                     self.hangup_at = None;
                     self.out.push_back(Output::StopMedia);
                     self.emit(Event::Ended { call_id, reason });
+                    // The hub did not know the call we asked back: take calls again.
+                    if let Some((_, true)) = self.resuming.take() {
+                        self.send(ClientMsg::SetPresence { presence: Presence::Idle });
+                    }
                 }
             }
             HubMsg::Text { call_id, id, body } => {
@@ -321,6 +343,29 @@ impl Console {
         if let Some(g) = a.greeting {
             self.say(g);
         }
+    }
+
+    /// The call asked back after a reconnect goes on, perhaps under a new number (another hub
+    /// relays it): media start again, and texts the kiosk never acknowledged go again (the
+    /// kiosk shows each once).
+    fn on_resumed(&mut self, call_id: CallId, recorded: bool) {
+        self.resuming = None;
+        let Some(c) = self.call.as_mut() else { return };
+        let old = c.call_id;
+        c.call_id = call_id;
+        c.kiosk_present = true;
+        let kiosk = c.kiosk.clone();
+        let resend: Vec<ClientMsg> = c
+            .outbox
+            .unacked()
+            .map(|(id, body)| ClientMsg::Text { call_id, id, body: body.to_string() })
+            .collect();
+        if let Some((_, id)) = self.hangup_at.as_mut().filter(|(_, id)| *id == old) {
+            *id = call_id;
+        }
+        self.emit(Event::Connected { call_id, kiosk, recorded });
+        self.out.push_back(Output::StartMedia { call_id });
+        resend.into_iter().for_each(|m| self.send(m));
     }
 
     fn on_presence(&mut self, call_id: CallId, present: bool) {
@@ -408,24 +453,34 @@ impl Console {
     }
 
     /// The connection to the hub was lost and a new one is up (to the same hub or another of
-    /// the deployment): a call or offer in progress went with the old connection (the hub ends
-    /// it for the customer), and the new session's room starts CLOSE. An advisor who was
-    /// taking calls (IDLE, offered, in a call or wrapping up) is made IDLE again, so that a
-    /// failover does not quietly stop their calls; one who had closed stays CLOSE.
+    /// the deployment). A call in progress is asked back (`resume_call`): a hub of the
+    /// deployment that took over the call goes on with it; texts typed meanwhile wait for it.
+    /// An offer went with the old connection, and the new session's room starts CLOSE. An
+    /// advisor who was taking calls (IDLE, offered, in a call or wrapping up) is made IDLE
+    /// again once no call is to be resumed, so that a failover does not quietly stop their
+    /// calls; one who had closed stays CLOSE.
     pub fn reconnected(&mut self) {
         let was_open = self.room != RoomState::Close;
         self.offer = None;
         self.answer_at = None;
-        self.hangup_at = None;
-        if let Some(call) = self.call.take() {
-            self.out.push_back(Output::StopMedia);
-            self.emit(Event::Ended { call_id: call.call_id, reason: EndReason::AgentDisconnected });
-        }
         if self.room != RoomState::Close {
             self.room = RoomState::Close;
             self.emit(Event::Room { state: RoomState::Close });
         }
-        if was_open || self.auto.is_some() {
+        let take_calls = was_open || self.auto.is_some();
+        if let Some(call) = self.call.as_mut() {
+            call.kiosk_present = false;
+            let call_id = call.call_id;
+            self.resuming = Some((call_id, take_calls));
+            self.out.push_back(Output::StopMedia);
+            self.emit(Event::Notice(format!(
+                "[call {call_id}] connection lost; asking the hub for the call"
+            )));
+            self.send(ClientMsg::ResumeCall { call_id });
+            return;
+        }
+        self.hangup_at = None;
+        if take_calls {
             self.send(ClientMsg::SetPresence { presence: Presence::Idle });
         }
     }

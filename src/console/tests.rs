@@ -366,7 +366,7 @@ proptest! {
 }
 
 #[test]
-fn a_reconnect_ends_the_lost_call_and_takes_calls_again() {
+fn a_reconnect_asks_for_the_call_back_and_takes_calls_again_when_it_is_gone() {
     let t0 = Instant::now();
     let mut c = in_call(t0);
     c.handle_hub(HubMsg::Room { state: RoomState::Busy }, t0);
@@ -374,18 +374,45 @@ fn a_reconnect_ends_the_lost_call_and_takes_calls_again() {
     c.reconnected();
     let (out, _) = drain(&mut c);
     assert!(out.contains(&Output::StopMedia), "{out:?}");
-    assert_eq!(
-        events(&out),
-        [
-            Event::Ended { call_id: 7, reason: EndReason::AgentDisconnected },
-            Event::Room { state: RoomState::Close }
-        ]
-    );
+    assert_eq!(to_hub(&out), [ClientMsg::ResumeCall { call_id: 7 }]);
+    assert_eq!((c.call_id(), c.room()), (Some(7), RoomState::Close));
+    // The new hub does not know it: the call is over, and the advisor takes calls again.
+    c.handle_hub(HubMsg::CallEnded { call_id: 7, reason: EndReason::Unknown }, t0);
+    let (out, _) = drain(&mut c);
+    assert_eq!(events(&out), [Event::Ended { call_id: 7, reason: EndReason::Unknown }]);
     assert_eq!(to_hub(&out), [ClientMsg::SetPresence { presence: Presence::Idle }]);
-    assert_eq!((c.call_id(), c.room()), (None, RoomState::Close));
+    assert_eq!(c.call_id(), None);
     // The old call's commands now find nothing.
     c.handle_command(Command::HangUp);
     assert!(to_hub(&drain(&mut c).0).is_empty());
+}
+
+#[test]
+fn a_call_resumed_on_another_hub_goes_on_under_its_new_number_with_the_texts_not_delivered() {
+    let t0 = Instant::now();
+    let mut c = in_call(t0);
+    c.handle_command(Command::Say("first".into()));
+    drain(&mut c);
+    c.reconnected();
+    drain(&mut c);
+    // Typed during the gap: held until the call is back.
+    c.handle_command(Command::Say("second".into()));
+    let (out, _) = drain(&mut c);
+    assert!(to_hub(&out).is_empty(), "{out:?}");
+    c.handle_hub(HubMsg::Connected { call_id: 40, peer: "branch-1/kiosk-1".into(), recorded: false }, t0);
+    let (out, _) = drain(&mut c);
+    assert!(out.contains(&Output::StartMedia { call_id: 40 }), "{out:?}");
+    assert_eq!(
+        to_hub(&out),
+        [
+            ClientMsg::Text { call_id: 40, id: 1, body: "first".into() },
+            ClientMsg::Text { call_id: 40, id: 2, body: "second".into() }
+        ]
+    );
+    assert_eq!(c.call_id(), Some(40));
+    // The kiosk acknowledges under the new number.
+    c.handle_hub(HubMsg::TextAck { call_id: 40, id: 1 }, t0);
+    assert_eq!(events(&drain(&mut c).0), [Event::TextDelivered { call_id: 40, id: 1 }]);
 }
 
 #[test]

@@ -160,6 +160,10 @@ pub enum ClientMsg {
     SetPresence { presence: Presence },
     /// Agent: take the offered call.
     Accept { call_id: CallId },
+    /// Agent, after a reconnect (perhaps to another hub of the deployment): go on with the
+    /// call in progress `call_id`. The hub answers `connected` (perhaps under another number)
+    /// or `call_ended` (`unknown`).
+    ResumeCall { call_id: CallId },
     /// Agent: refuse the offered call; it goes to the next IDLE agent.
     Decline { call_id: CallId },
     /// Either party: a text message in a call. `id` counts from 1 per sender and call.
@@ -215,6 +219,7 @@ impl ClientMsg {
             ClientMsg::HangUp { .. } => "hang_up",
             ClientMsg::SetPresence { .. } => "set_presence",
             ClientMsg::Accept { .. } => "accept",
+            ClientMsg::ResumeCall { .. } => "resume_call",
             ClientMsg::Decline { .. } => "decline",
             ClientMsg::Text { .. } => "text",
             ClientMsg::TextAck { .. } => "text_ack",

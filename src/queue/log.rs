@@ -63,6 +63,9 @@ pub enum Event {
     /// An offer was taken back because the caller left or lost its connection.
     OfferWithdrawn,
     Connected,
+    /// A call in progress on another hub goes on through this one (that hub died, or its
+    /// kiosk moved): `moved` names the hub, the call's number there, and when it was answered.
+    Resumed,
     /// A connected call ended (`detail` = reason).
     Ended,
     /// A call ended before it was connected (`detail` = reason).
@@ -181,7 +184,9 @@ impl LogSummary {
             }
             let next = ids.len() as CallId + 1;
             let id = match (&rec.moved, rec.event) {
-                (Some(m), Event::Queued) if ids.contains_key(&(m.hub.as_str(), m.call_id)) => {
+                (Some(m), Event::Queued | Event::Resumed)
+                    if ids.contains_key(&(m.hub.as_str(), m.call_id)) =>
+                {
                     let id = ids[&(m.hub.as_str(), m.call_id)];
                     left.insert((m.hub.as_str(), m.call_id));
                     *ids.entry((hub, call)).or_insert(id)
@@ -206,6 +211,15 @@ impl LogSummary {
             Event::Queued => call.queued_ms = Some(rec.moved.as_ref().map_or(rec.ts_ms, |m| m.joined_ms)),
             Event::Connected => {
                 call.connected_ms = Some(rec.ts_ms);
+                call.agent.clone_from(&rec.agent);
+            }
+            // The call goes on through another hub: answered when it was first answered.
+            Event::Resumed => {
+                if call.connected_ms.is_none() {
+                    let answered = rec.moved.as_ref().map_or(rec.ts_ms, |m| m.joined_ms);
+                    call.connected_ms = Some(answered);
+                    call.queued_ms.get_or_insert(answered);
+                }
                 call.agent.clone_from(&rec.agent);
             }
             Event::Ended | Event::Abandoned => {

@@ -110,12 +110,28 @@ pub enum Input {
     /// hub took over its waiting callers, oldest first: each keeps its place here by its
     /// original time of joining, held as away until its kiosk comes back (or `kiosk_grace`).
     Adopt { from: String, callers: Vec<Waiting> },
+    /// The answer to [`Output::FindCall`], or to [`Output::FindPlace`] when what the kiosk
+    /// resumed is a call in progress: the call as the hub that relayed it left it, or `None`.
+    CallFound { peer: PeerId, call_id: CallId, call: Option<MovedCall> },
     /// Another hub took `kiosk` (it resumed there): a waiting call of it here is dropped,
     /// logged as `abandoned` with the detail `moved` (the deployment's report leaves it out).
     Released { kiosk: String },
     /// Whether this hub holds its lease in the deployment's database. Without it, another hub
     /// may take over its callers: it makes no offers.
     Lease { held: bool },
+}
+
+/// A call in progress on another hub (which died, or which its kiosk left), as the
+/// deployment's database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedCall {
+    /// The hub that relayed it, and the call's number there.
+    pub hub: String,
+    pub call_id: CallId,
+    pub kiosk: String,
+    pub agent: String,
+    /// When it was answered (Unix ms).
+    pub since_ms: u64,
 }
 
 /// A caller waiting on a hub that died, as the deployment's database holds it.
@@ -164,6 +180,14 @@ pub enum Output {
     FindPlace {
         peer: PeerId,
         kiosk: String,
+        call_id: CallId,
+    },
+    /// Look up in the deployment's database the call in progress `call_id` of `agent` on
+    /// another hub (only with [`QueueConfig::shared_places`]); answer with
+    /// [`Input::CallFound`].
+    FindCall {
+        peer: PeerId,
+        agent: String,
         call_id: CallId,
     },
     /// Nothing more to do until this time (or the next input).
@@ -222,6 +246,19 @@ struct Call {
     /// The call's number on the hub it came from, when it moved here: the kiosk resumes it
     /// under that number.
     origin: Option<CallId>,
+    /// A call in progress that moved here before its agent: when it is given up if the agent
+    /// has not resumed it.
+    agent_away_until: Option<Instant>,
+}
+
+impl Call {
+    /// The agent of a call in progress.
+    fn phase_agent(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Connected { agent, .. } => Some(agent),
+            _ => None,
+        }
+    }
 }
 
 /// Counts of what the queue did, for the hub's metrics and the demo.
@@ -247,6 +284,8 @@ pub struct QueueStats {
     pub adopted: u64,
     /// Waiting callers that resumed on another hub ([`Input::Released`]).
     pub released: u64,
+    /// Calls in progress that went on through this hub after another's death.
+    pub calls_resumed: u64,
 }
 
 /// A snapshot for status lines and metrics.
@@ -286,6 +325,8 @@ pub struct AgentQueue {
     /// Kiosks resuming a call this hub does not know, while their place is looked up: the
     /// call they named and whether the customer consented to recording.
     finding: HashMap<PeerId, (CallId, bool)>,
+    /// Agents resuming a call this hub does not know, while it is looked up.
+    finding_calls: HashMap<PeerId, CallId>,
     /// This hub holds its lease (always, without a database): it may make offers.
     lease: bool,
 }
@@ -307,6 +348,7 @@ impl AgentQueue {
             call_requests: RateTable::new(config.call_requests, RATE_KEYS),
             texts: RateTable::new(config.texts, RATE_KEYS),
             finding: HashMap::new(),
+            finding_calls: HashMap::new(),
             lease: true,
             config,
         }
@@ -358,6 +400,7 @@ impl AgentQueue {
                 consent: false,
                 recorded: false,
                 origin: None,
+                agent_away_until: None,
             },
         );
         let at = self
@@ -411,6 +454,7 @@ impl AgentQueue {
             Input::PlaceFound { peer, call_id, place } => self.on_place_found(peer, call_id, place, now),
             Input::Adopt { from, callers } => self.on_adopt(&from, callers, now),
             Input::Released { kiosk } => self.on_released(&kiosk, now),
+            Input::CallFound { peer, call_id, call } => self.on_call_found(peer, call_id, call, now),
             Input::Lease { held } => self.on_lease(held),
         }
         self.expire(now);
@@ -431,7 +475,7 @@ impl AgentQueue {
             Phase::Offered { deadline, .. } => Some(deadline),
             _ => None,
         });
-        let away = self.calls.values().filter_map(|c| c.away_until);
+        let away = self.calls.values().flat_map(|c| [c.away_until, c.agent_away_until]).flatten();
         let wraps = self.rooms.values().filter_map(|r| r.wrap_until);
         offers.chain(away).chain(wraps).min()
     }
@@ -488,6 +532,7 @@ impl AgentQueue {
             (Role::Kiosk, ClientMsg::HangUp { call_id }) => self.on_kiosk_hangup(peer, &id, call_id, now),
             (Role::Agent, ClientMsg::SetPresence { presence }) => self.on_presence(&id, presence, now),
             (Role::Agent, ClientMsg::Accept { call_id }) => self.on_accept(peer, &id, call_id, now),
+            (Role::Agent, ClientMsg::ResumeCall { call_id }) => self.on_agent_resume(peer, &id, call_id, now),
             (Role::Agent, ClientMsg::Decline { call_id }) => self.on_decline(peer, &id, call_id, now),
             (Role::Agent, ClientMsg::HangUp { call_id }) => self.on_agent_hangup(peer, &id, call_id, now),
             (_, ClientMsg::Text { call_id, id: text_id, body }) => {
@@ -521,6 +566,7 @@ impl AgentQueue {
 
     fn on_disconnected(&mut self, peer: PeerId, now: Instant) {
         self.finding.remove(&peer);
+        self.finding_calls.remove(&peer);
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
@@ -673,6 +719,7 @@ impl AgentQueue {
                 consent,
                 recorded: false,
                 origin,
+                agent_away_until: None,
             },
         );
         let at = self
@@ -736,6 +783,135 @@ impl AgentQueue {
         }
     }
 
+    /// The connection of `agent`, when its room holds `call_id` (a call that moved here may
+    /// be waiting for its agent, connected but not resumed yet).
+    fn agent_peer(&self, call_id: CallId, agent: &str) -> Option<PeerId> {
+        self.rooms.get(agent).filter(|r| r.call == Some(call_id)).map(|r| r.peer)
+    }
+
+    /// An agent back after a reconnect names the call it was in.
+    fn on_agent_resume(&mut self, peer: PeerId, agent: &str, call_id: CallId, now: Instant) {
+        if self.rooms.get(agent).is_some_and(|r| r.call.is_some()) {
+            return self.send(peer, HubMsg::Error { message: "already in a call".into(), fatal: false });
+        }
+        if let Some(id) = self.moved_call(call_id, |c| c.phase_agent() == Some(agent)) {
+            return self.attach_agent(id, agent, now);
+        }
+        if self.config.shared_places {
+            if self.finding_calls.insert(peer, call_id).is_none() {
+                self.out.push_back(Output::FindCall { peer, agent: agent.to_string(), call_id });
+            }
+            return;
+        }
+        self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
+    }
+
+    /// The call here known as `call_id` (its number here, or on the hub it came from) that
+    /// `pred` accepts, in progress.
+    fn moved_call(&self, call_id: CallId, pred: impl Fn(&Call) -> bool) -> Option<CallId> {
+        self.calls
+            .iter()
+            .find(|(id, c)| {
+                (**id == call_id || c.origin == Some(call_id))
+                    && matches!(c.phase, Phase::Connected { .. })
+                    && pred(c)
+            })
+            .map(|(&id, _)| id)
+    }
+
+    /// What the database holds of a call in progress that a kiosk or an agent resumed here.
+    /// Whichever of the two comes first makes the call here, under a new number, waiting for
+    /// the other (`kiosk_grace`); the second finds it.
+    fn on_call_found(&mut self, peer: PeerId, call_id: CallId, found: Option<MovedCall>, now: Instant) {
+        let Some(p) = self.peers.get(&peer).filter(|p| p.greeted) else { return };
+        let (role, id) = (p.role, p.id.clone());
+        let asked = match role {
+            Role::Kiosk => self.finding.get(&peer).map(|f| f.0) == Some(call_id),
+            Role::Agent => self.finding_calls.get(&peer) == Some(&call_id),
+            Role::Hub => false,
+        };
+        if !asked {
+            return; // stale: the peer left or asked again meanwhile
+        }
+        self.finding.remove(&peer);
+        self.finding_calls.remove(&peer);
+        let mine = |c: &Call| match role {
+            Role::Kiosk => c.kiosk == id,
+            _ => c.phase_agent() == Some(id.as_str()),
+        };
+        // Made meanwhile by the other side's lookup.
+        if let Some(here) = self.moved_call(call_id, mine) {
+            return match role {
+                Role::Kiosk => self.kiosk_back(peer, &id, here, now),
+                _ => self.attach_agent(here, &id, now),
+            };
+        }
+        let found = found.filter(|f| match role {
+            Role::Kiosk => f.kiosk == id,
+            _ => f.agent == id,
+        });
+        let busy = self.calls.values().any(|c| match role {
+            Role::Kiosk => c.kiosk == id,
+            _ => c.phase_agent() == Some(id.as_str()),
+        });
+        let Some(f) = found.filter(|_| !busy) else {
+            return self.send(peer, HubMsg::CallEnded { call_id, reason: EndReason::Unknown });
+        };
+        let unix_now = self.record(now, Event::Resumed, None, None, None).ts_ms;
+        let since =
+            now.checked_sub(Duration::from_millis(unix_now.saturating_sub(f.since_ms))).unwrap_or(now);
+        let new_id = self.next_call;
+        self.next_call += 1;
+        let grace = now + self.config.kiosk_grace;
+        self.calls.insert(
+            new_id,
+            Call {
+                kiosk: f.kiosk.clone(),
+                requested_at: since,
+                phase: Phase::Connected { agent: f.agent.clone(), since },
+                declined_by: BTreeSet::new(),
+                away_until: (role != Role::Kiosk).then_some(grace),
+                told: None,
+                consent: false,
+                recorded: false,
+                origin: Some(f.call_id),
+                agent_away_until: (role == Role::Kiosk).then_some(grace),
+            },
+        );
+        self.stats.calls_resumed += 1;
+        let mut rec = self.record(now, Event::Resumed, Some(new_id), Some(&f.kiosk), Some(&f.agent));
+        rec.moved = Some(Moved { hub: f.hub.clone(), call_id: f.call_id, joined_ms: f.since_ms });
+        self.out.push_back(Output::Event(rec));
+        match role {
+            Role::Kiosk => {
+                self.send(
+                    peer,
+                    HubMsg::Connected { call_id: new_id, peer: f.agent.clone(), recorded: false },
+                );
+                // The agent may be here already, between its reconnect and its resume.
+            }
+            _ => self.attach_agent(new_id, &id, now),
+        }
+    }
+
+    /// The call's agent is back: its room holds the call again, and the media flow once the
+    /// kiosk is here too.
+    fn attach_agent(&mut self, call_id: CallId, agent: &str, now: Instant) {
+        let Some(room) = self.rooms.get_mut(agent) else { return };
+        room.call = Some(call_id);
+        room.wrap_until = None;
+        let peer = room.peer;
+        let Some(call) = self.calls.get_mut(&call_id) else { return };
+        call.agent_away_until = None;
+        let (kiosk, recorded, kiosk_here) = (call.kiosk.clone(), call.recorded, call.away_until.is_none());
+        self.set_room(agent, RoomState::Busy, now);
+        self.send(peer, HubMsg::Connected { call_id, peer: kiosk.clone(), recorded });
+        if !kiosk_here {
+            self.send(peer, HubMsg::PeerPresence { call_id, present: false });
+        }
+        self.route(call_id);
+    }
+
     /// The lease was lost (or is held again). Without it the hub makes no offers: another hub
     /// may have taken over its callers. Its callers keep their places here, and calls in
     /// progress go on; offers start again when the lease is back.
@@ -760,7 +936,7 @@ impl AgentQueue {
             Phase::Connected { agent, .. } => {
                 let recorded = self.calls.get(&call_id).is_some_and(|c| c.recorded);
                 self.send(peer, HubMsg::Connected { call_id, peer: agent.clone(), recorded });
-                if was_away && let Some(agent_peer) = self.rooms.get(&agent).map(|r| r.peer) {
+                if was_away && let Some(agent_peer) = self.agent_peer(call_id, &agent) {
                     self.send(agent_peer, HubMsg::PeerPresence { call_id, present: true });
                 }
                 self.route(call_id);
@@ -789,7 +965,7 @@ impl AgentQueue {
                     self.withdraw(call_id, &agent, WithdrawReason::CallerAway, now)
                 }
                 Phase::Connected { agent, .. } => {
-                    if let Some(p) = self.rooms.get(&agent).map(|r| r.peer) {
+                    if let Some(p) = self.agent_peer(call_id, &agent) {
                         self.send(p, HubMsg::PeerPresence { call_id, present: false });
                         self.out.push_back(Output::Route { peer: p, to: None });
                     }
@@ -1006,7 +1182,7 @@ impl AgentQueue {
             return;
         };
         let to = match role {
-            Role::Kiosk if call.kiosk == from => self.rooms.get(agent).map(|r| r.peer),
+            Role::Kiosk if call.kiosk == from => self.agent_peer(call_id, agent),
             // While the kiosk is away the text is not delivered; the agent sends it again
             // when told the kiosk is back (PeerPresence), as it was never acknowledged.
             Role::Agent if agent == from && call.away_until.is_none() => {
@@ -1066,6 +1242,15 @@ impl AgentQueue {
             .collect();
         for call_id in gone {
             self.end_call(call_id, EndReason::KioskDisconnected, now);
+        }
+        let no_agent: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.agent_away_until.is_some_and(|t| t <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for call_id in no_agent {
+            self.end_call(call_id, EndReason::AgentDisconnected, now);
         }
         let wrapped: Vec<String> = self
             .rooms
@@ -1183,7 +1368,7 @@ impl AgentQueue {
             self.withdraw(call_id, agent, WithdrawReason::CallerLeft, now);
         }
         if let Phase::Connected { agent, .. } = &phase {
-            let legs = [self.kiosks.get(&kiosk).copied(), self.rooms.get(agent).map(|r| r.peer)];
+            let legs = [self.kiosks.get(&kiosk).copied(), self.agent_peer(call_id, agent)];
             for peer in legs.into_iter().flatten() {
                 self.out.push_back(Output::Route { peer, to: None });
             }
@@ -1204,7 +1389,7 @@ impl AgentQueue {
                     self.handle_times.pop_front();
                 }
                 self.handle_times.push_back(handle);
-                if let Some(room) = self.rooms.get_mut(&agent) {
+                if let Some(room) = self.rooms.get_mut(&agent).filter(|r| r.call == Some(call_id)) {
                     room.call = None;
                     let peer = room.peer;
                     let next = if !self.config.wrap_up.is_zero() {
@@ -1290,7 +1475,7 @@ impl AgentQueue {
             return;
         }
         let kiosk = self.kiosks.get(&call.kiosk).copied();
-        let agent = self.rooms.get(agent).map(|r| r.peer);
+        let agent = self.agent_peer(call_id, agent);
         if let (Some(k), Some(a)) = (kiosk, agent) {
             self.out.push_back(Output::Route { peer: k, to: Some((a, call_id)) });
             self.out.push_back(Output::Route { peer: a, to: Some((k, call_id)) });

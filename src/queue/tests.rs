@@ -821,6 +821,124 @@ fn a_caller_that_resumed_on_another_hub_is_dropped_here_and_the_report_counts_on
     assert_eq!(k1_calls[0].queued_ms, Some(T0_UNIX_MS + 1000));
 }
 
+fn moved_call(call_id: CallId, since: Duration) -> MovedCall {
+    MovedCall {
+        hub: "hub-a".into(),
+        call_id,
+        kiosk: "k1".into(),
+        agent: "a1".into(),
+        since_ms: T0_UNIX_MS + since.as_millis() as u64,
+    }
+}
+
+fn routes(outs: &[Output]) -> Vec<(PeerId, Option<(PeerId, CallId)>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Route { peer, to } => Some((*peer, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_in_progress_on_a_dead_hub_goes_on_here_whichever_side_comes_first() {
+    for kiosk_first in [true, false] {
+        let (mut hub, t0) = Hub::new(shared());
+        let t = t0 + secs(100);
+        let (k1, a1) = if kiosk_first {
+            let k1 = hub.kiosk("k1", t);
+            let outs = hub.resume(k1, 5, t);
+            assert!(outs.iter().any(|o| matches!(o, Output::FindPlace { .. })));
+            let outs =
+                hub.input(Input::CallFound { peer: k1, call_id: 5, call: Some(moved_call(5, secs(40))) }, t);
+            let new = match sent_to(&outs, k1).as_slice() {
+                [HubMsg::Connected { call_id, peer, .. }] if peer == "a1" => *call_id,
+                other => panic!("{other:?}"),
+            };
+            let rec = event(&outs, Event::Resumed);
+            assert_eq!((rec.call_id, rec.moved.as_ref().map(|m| m.call_id)), (Some(new), Some(5)));
+            assert!(routes(&outs).is_empty(), "no agent yet");
+            assert_eq!(deadline(&outs), Some(t + secs(10)), "the agent has the grace to come back");
+            // The agent comes back and names the call by its number on the dead hub.
+            let a1 = hub.agent("a1", t + secs(1));
+            let outs = hub.send(a1, ClientMsg::ResumeCall { call_id: 5 }, t + secs(1));
+            assert!(!outs.iter().any(|o| matches!(o, Output::FindCall { .. })), "known here: no lookup");
+            assert_eq!(
+                sent_to(&outs, a1),
+                [
+                    room(RoomState::Busy),
+                    HubMsg::Connected { call_id: new, peer: "k1".into(), recorded: false }
+                ]
+            );
+            assert_eq!(routes(&outs), [(k1, Some((a1, new))), (a1, Some((k1, new)))]);
+            (k1, a1)
+        } else {
+            let a1 = hub.agent("a1", t);
+            let outs = hub.send(a1, ClientMsg::ResumeCall { call_id: 5 }, t);
+            assert!(outs.contains(&Output::FindCall { peer: a1, agent: "a1".into(), call_id: 5 }));
+            let outs =
+                hub.input(Input::CallFound { peer: a1, call_id: 5, call: Some(moved_call(5, secs(40))) }, t);
+            let new = match sent_to(&outs, a1).as_slice() {
+                [
+                    HubMsg::Room { state: RoomState::Busy },
+                    HubMsg::Connected { call_id, .. },
+                    HubMsg::PeerPresence { present: false, .. },
+                ] => *call_id,
+                other => panic!("{other:?}"),
+            };
+            let k1 = hub.kiosk("k1", t + secs(1));
+            let outs = hub.resume(k1, 5, t + secs(1));
+            assert_eq!(
+                sent_to(&outs, k1),
+                [HubMsg::Connected { call_id: new, peer: "a1".into(), recorded: false }]
+            );
+            assert!(sent_to(&outs, a1).contains(&HubMsg::PeerPresence { call_id: new, present: true }));
+            assert_eq!(routes(&outs), [(k1, Some((a1, new))), (a1, Some((k1, new)))]);
+            (k1, a1)
+        };
+        // Texts flow; the call ends as any other, its handle time from its first answer.
+        let call = hub.q.calls.keys().copied().next().expect("the call");
+        let outs = hub.send(k1, ClientMsg::Text { call_id: call, id: 1, body: "hello".into() }, t + secs(2));
+        assert_eq!(sent_to(&outs, a1), [HubMsg::Text { call_id: call, id: 1, body: "hello".into() }]);
+        let outs = hub.hang_up(a1, call, t + secs(3));
+        assert_eq!(event(&outs, Event::Ended).call_id, Some(call));
+        let lines: Vec<String> = hub.log.iter().map(|r| serde_json::to_string(r).expect("json")).collect();
+        let summary = LogSummary::from_lines(lines.iter().map(String::as_str));
+        assert_eq!(summary.calls[&call].handle_time(), Some(secs(63)));
+        assert_eq!(hub.q.stats().calls_resumed, 1);
+    }
+}
+
+#[test]
+fn a_moved_call_whose_agent_never_comes_back_ends_and_an_unknown_one_is_refused() {
+    let (mut hub, t0) = Hub::new(shared());
+    let k1 = hub.kiosk("k1", t0);
+    hub.resume(k1, 5, t0);
+    hub.input(Input::CallFound { peer: k1, call_id: 5, call: Some(moved_call(5, secs(0))) }, t0);
+    let outs = hub.tick(t0 + secs(10));
+    assert!(
+        sent_to(&outs, k1)
+            .iter()
+            .any(|m| matches!(m, HubMsg::CallEnded { reason: EndReason::AgentDisconnected, .. })),
+        "{outs:?}"
+    );
+    // An agent naming a call nobody holds is told it is unknown; so is one found for another.
+    let a2 = hub.agent("a2", t0 + secs(11));
+    hub.send(a2, ClientMsg::ResumeCall { call_id: 9 }, t0 + secs(11));
+    let outs = hub
+        .input(Input::CallFound { peer: a2, call_id: 9, call: Some(moved_call(9, secs(0))) }, t0 + secs(11));
+    assert_eq!(sent_to(&outs, a2), [HubMsg::CallEnded { call_id: 9, reason: EndReason::Unknown }]);
+    // Without a database, at once.
+    let (mut alone, t0) = Hub::new(QueueConfig::default());
+    let a1 = alone.agent("a1", t0);
+    let outs = alone.send(a1, ClientMsg::ResumeCall { call_id: 3 }, t0);
+    assert_eq!(sent_to(&outs, a1), [HubMsg::CallEnded { call_id: 3, reason: EndReason::Unknown }]);
+    // A kiosk may not send it.
+    let k2 = alone.kiosk("k2", t0);
+    let outs = alone.send(k2, ClientMsg::ResumeCall { call_id: 3 }, t0);
+    assert!(closed(&outs, k2));
+}
+
 #[test]
 fn without_its_lease_a_hub_makes_no_offers_until_it_has_it_again() {
     let (mut hub, t0) = Hub::new(shared());

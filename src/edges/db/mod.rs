@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 
 use crate::protocol::CallId;
-use crate::queue::Waiting;
 use crate::queue::log::{Event, EventRecord, Moved};
+use crate::queue::{MovedCall, Waiting};
 use tracing::{info, warn};
 
 pub mod cluster;
@@ -257,7 +257,7 @@ impl Database {
         call_id: CallId,
         own_hub: &str,
         now_ms: u64,
-    ) -> Result<Option<Moved>, DbError> {
+    ) -> Result<Claimed, DbError> {
         let tx = self.client.transaction().await.map_err(pg("starting to claim a place"))?;
         let row = tx
             .query_opt(
@@ -267,8 +267,31 @@ impl Database {
             .await
             .map_err(pg("looking up a caller's place"))?;
         let Some(row) = row else {
+            // Not waiting: perhaps in a call that another hub relayed.
+            let call = tx
+                .query_opt(
+                    "SELECT hub, call_id, agent, since_ms FROM calls WHERE kiosk = $1 AND hub <> $2 FOR UPDATE",
+                    &[&kiosk, &own_hub],
+                )
+                .await
+                .map_err(pg("looking up a caller's call"))?;
+            if let Some(row) = call {
+                let moved = MovedCall {
+                    hub: row.get(0),
+                    call_id: row.get::<_, i64>(1).max(0) as CallId,
+                    kiosk: kiosk.to_string(),
+                    agent: row.get(2),
+                    since_ms: row.get::<_, i64>(3).max(0) as u64,
+                };
+                tx.execute("UPDATE calls SET hub = $2 WHERE kiosk = $1", &[&kiosk, &own_hub])
+                    .await
+                    .map_err(pg("claiming a call"))?;
+                tx.commit().await.map_err(pg("committing a claimed call"))?;
+                return Ok(Claimed::Call(moved));
+            }
             tx.commit().await.map_err(pg("ending a place lookup"))?;
-            return self.find_place_in_events(kiosk, call_id, own_hub).await;
+            let place = self.find_place_in_events(kiosk, call_id, own_hub).await?;
+            return Ok(place.map_or(Claimed::Nothing, Claimed::Waiting));
         };
         let (hub, from_call, joined): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
         tx.execute(
@@ -280,7 +303,46 @@ impl Database {
         let note = serde_json::json!({ RELEASED: kiosk, "to": own_hub }).to_string();
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &note]).await.map_err(pg("telling the hubs"))?;
         tx.commit().await.map_err(pg("committing a claimed place"))?;
-        Ok(Some(Moved { hub, call_id: from_call.max(0) as CallId, joined_ms: joined.max(0) as u64 }))
+        Ok(Claimed::Waiting(Moved {
+            hub,
+            call_id: from_call.max(0) as CallId,
+            joined_ms: joined.max(0) as u64,
+        }))
+    }
+
+    /// The call in progress `call_id` of `agent` that another hub than `own_hub` relayed,
+    /// taken for `own_hub` (the agent resumed it here).
+    pub async fn claim_call(
+        &mut self,
+        agent: &str,
+        call_id: CallId,
+        own_hub: &str,
+    ) -> Result<Option<MovedCall>, DbError> {
+        let tx = self.client.transaction().await.map_err(pg("starting to claim a call"))?;
+        let row = tx
+            .query_opt(
+                "SELECT hub, kiosk, since_ms FROM calls
+                 WHERE agent = $1 AND call_id = $2 AND hub <> $3 FOR UPDATE",
+                &[&agent, &(call_id as i64), &own_hub],
+            )
+            .await
+            .map_err(pg("looking up a call"))?;
+        let Some(row) = row else {
+            tx.commit().await.map_err(pg("ending a call lookup"))?;
+            return Ok(None);
+        };
+        let moved = MovedCall {
+            hub: row.get(0),
+            call_id,
+            kiosk: row.get(1),
+            agent: agent.to_string(),
+            since_ms: row.get::<_, i64>(2).max(0) as u64,
+        };
+        tx.execute("UPDATE calls SET hub = $2 WHERE kiosk = $1", &[&moved.kiosk, &own_hub])
+            .await
+            .map_err(pg("claiming a call"))?;
+        tx.commit().await.map_err(pg("committing a claimed call"))?;
+        Ok(Some(moved))
     }
 
     /// Where `kiosk` waited in call `call_id` on another hub than `own_hub`, by the events
@@ -369,6 +431,16 @@ impl Database {
     }
 }
 
+/// What a kiosk that resumed on a hub left elsewhere ([`Database::claim_place`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// Its place in a queue.
+    Waiting(Moved),
+    /// Its call in progress.
+    Call(MovedCall),
+    Nothing,
+}
+
 /// The channel on which hubs tell each other of changes (`LISTEN`/`NOTIFY`).
 pub const CHANNEL: &str = "kioskd";
 /// The key of a notification saying that a kiosk resumed on the hub named by `to`.
@@ -402,6 +474,16 @@ async fn project(tx: &tokio_postgres::Transaction<'_>, hub: &str, rec: &EventRec
             )
             .await
             .map_err(pg("recording a call in progress"))?;
+        }
+        (Event::Resumed, Some(call), Some(kiosk), Some(agent)) => {
+            let since = rec.moved.as_ref().map_or(rec.ts_ms, |m| m.joined_ms) as i64;
+            tx.execute(
+                "INSERT INTO calls (kiosk, hub, call_id, agent, since_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (kiosk) DO UPDATE SET hub = $2, call_id = $3, agent = $4, since_ms = $5",
+                &[&kiosk, &hub, &call, &agent, &since],
+            )
+            .await
+            .map_err(pg("recording a call that moved"))?;
         }
         (Event::Ended | Event::Abandoned, Some(call), _, _) => {
             tx.execute("DELETE FROM waiting WHERE hub = $1 AND call_id = $2", &[&hub, &call])

@@ -129,6 +129,9 @@ impl Core {
             CoreCmd::PlaceFound { peer, call_id, place } => {
                 self.input(Input::PlaceFound { peer, call_id, place });
             }
+            CoreCmd::CallFound { peer, call_id, call } => {
+                self.input(Input::CallFound { peer, call_id, call });
+            }
             CoreCmd::Cluster(ev) => {
                 use crate::edges::db::cluster::ClusterEvent;
                 let input = match ev {
@@ -213,8 +216,14 @@ impl Core {
                         let _ = self.stopper.send((at, recording));
                     }
                 }
+                Output::FindCall { peer, agent, call_id } => {
+                    let query = super::PlaceQuery { peer, id: agent, agent: true, call_id };
+                    if self.places.as_ref().is_none_or(|p| p.try_send(query).is_err()) {
+                        self.input(Input::CallFound { peer, call_id, call: None });
+                    }
+                }
                 Output::FindPlace { peer, kiosk, call_id } => {
-                    let query = super::PlaceQuery { peer, kiosk, call_id };
+                    let query = super::PlaceQuery { peer, id: kiosk, agent: false, call_id };
                     // Without a database, or with too many lookups waiting, there is no place
                     // to find: the kiosk asks afresh.
                     if self.places.as_ref().is_none_or(|p| p.try_send(query).is_err()) {

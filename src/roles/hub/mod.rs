@@ -364,7 +364,9 @@ const PLACE_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`crate::queue::Output::FindPlace`]).
 pub(super) struct PlaceQuery {
     pub peer: crate::queue::PeerId,
-    pub kiosk: String,
+    /// The kiosk's id, or the agent's (`agent`: the call in progress it resumed).
+    pub id: String,
+    pub agent: bool,
     pub call_id: crate::protocol::CallId,
 }
 
@@ -377,6 +379,7 @@ async fn find_places(
     mut queries: mpsc::Receiver<PlaceQuery>,
     core: mpsc::Sender<peer::CoreCmd>,
 ) {
+    use crate::edges::db::Claimed;
     let mut db: Option<crate::edges::db::Database> = None;
     while let Some(q) = queries.recv().await {
         let lookup = async {
@@ -384,28 +387,41 @@ async fn find_places(
                 db = Some(crate::edges::db::Database::connect_read(&url).await?);
             }
             match db.as_mut() {
-                Some(d) => d.claim_place(&q.kiosk, q.call_id, &hub, unix_ms()).await,
-                None => Ok(None),
+                Some(d) if q.agent => d
+                    .claim_call(&q.id, q.call_id, &hub)
+                    .await
+                    .map(|c| c.map_or(Claimed::Nothing, Claimed::Call)),
+                Some(d) => d.claim_place(&q.id, q.call_id, &hub, unix_ms()).await,
+                None => Ok(Claimed::Nothing),
             }
         };
-        let place = match tokio::time::timeout(PLACE_TIMEOUT, lookup).await {
-            Ok(Ok(place)) => place,
+        let found = match tokio::time::timeout(PLACE_TIMEOUT, lookup).await {
+            Ok(Ok(found)) => found,
             Ok(Err(e)) => {
-                warn!(kiosk = %q.kiosk, error = %e, "could not look up a caller's place in the database");
+                warn!(id = %q.id, error = %e, "could not look up a caller's place in the database");
                 db = None;
-                None
+                Claimed::Nothing
             }
             Err(_) => {
-                warn!(kiosk = %q.kiosk, "the database did not say within {PLACE_TIMEOUT:?} where a caller waited");
+                warn!(id = %q.id, "the database did not say within {PLACE_TIMEOUT:?} where a caller waited");
                 db = None;
-                None
+                Claimed::Nothing
             }
         };
-        if let Some(p) = &place {
-            info!(kiosk = %q.kiosk, from = %p.hub, call_id = p.call_id, "a caller keeps its place from another hub");
-        }
-        let found = peer::CoreCmd::PlaceFound { peer: q.peer, call_id: q.call_id, place };
-        if core.send(found).await.is_err() {
+        let (peer, call_id) = (q.peer, q.call_id);
+        let answer = match found {
+            Claimed::Waiting(p) => {
+                info!(kiosk = %q.id, from = %p.hub, call_id = p.call_id, "a caller keeps its place from another hub");
+                peer::CoreCmd::PlaceFound { peer, call_id, place: Some(p) }
+            }
+            Claimed::Call(c) => {
+                info!(id = %q.id, from = %c.hub, call_id = c.call_id, "a call in progress goes on through this hub");
+                peer::CoreCmd::CallFound { peer, call_id, call: Some(c) }
+            }
+            Claimed::Nothing if q.agent => peer::CoreCmd::CallFound { peer, call_id, call: None },
+            Claimed::Nothing => peer::CoreCmd::PlaceFound { peer, call_id, place: None },
+        };
+        if core.send(answer).await.is_err() {
             break;
         }
     }

@@ -22,6 +22,13 @@ use crate::queue::PeerId;
 
 /// What the connection tasks tell the core task.
 pub(super) enum CoreCmd {
+    /// The database's answer to [`crate::queue::Output::FindCall`] (or to a kiosk's
+    /// `FindPlace` that found a call in progress).
+    CallFound {
+        peer: crate::queue::PeerId,
+        call_id: crate::protocol::CallId,
+        call: Option<crate::queue::MovedCall>,
+    },
     /// What the deployment's database says (lease, takeovers, callers gone elsewhere).
     Cluster(crate::edges::db::cluster::ClusterEvent),
     Health {
