@@ -31,6 +31,11 @@ fn spawn_hub(dir: &Path, name: &str, port: u16) -> Child {
 /// A `kioskd hub` process with the certificate `cert` (its file stem) and `extra` lines of
 /// configuration.
 fn spawn_hub_with(dir: &Path, name: &str, port: u16, cert: &str, extra: &str) -> Child {
+    spawn_hub_lines(dir, name, port, cert, extra).0
+}
+
+/// As [`spawn_hub_with`], with the hub's log lines (after "hub listening") for the test.
+fn spawn_hub_lines(dir: &Path, name: &str, port: u16, cert: &str, extra: &str) -> (Child, Lines) {
     let d = dir.display();
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -49,8 +54,9 @@ fn spawn_hub_with(dir: &Path, name: &str, port: u16, cert: &str, extra: &str) ->
             .spawn()
             .expect("spawn the hub"),
     );
-    Lines::of(&mut child.0).wait_for("hub listening");
-    child
+    let lines = Lines::of(&mut child.0);
+    lines.wait_for("hub listening");
+    (child, lines)
 }
 
 fn target(dir: &Path, stem: &str, ports: &[u16]) -> HubTarget {
@@ -522,4 +528,129 @@ async fn a_call_in_progress_goes_on_through_another_hub_when_its_hub_is_killed()
         kiosk_media_ms < 5_000 && agent_media_ms < 5_000,
         "media back {kiosk_media_ms} / {agent_media_ms} ms after the kill"
     );
+}
+
+/// A TCP path to the database that the test can cut (every connection through it dropped,
+/// new ones refused) and mend.
+struct DbPath {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl DbPath {
+    async fn to(db_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    continue; // dropped: refused while cut
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", db_port)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_cut_off_from_the_database_stops_offering_within_its_lease() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    deployment(d);
+    for hub in ["hub-a", "hub-b"] {
+        issue(d, &["--role", "hub", "--id", hub, "--dns", "localhost", "--ip", "127.0.0.1"]);
+    }
+    let db_port: u16 = pg
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the port");
+    let path = DbPath::to(db_port).await;
+    let via_path = pg.url.replace(&format!(":{db_port}/"), &format!(":{}/", path.port));
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let (_hub_a, a_lines) =
+        spawn_hub_lines(d, "hub-a", port_a, "hub-a", &format!("[database]\nurl = \"{via_path}\"\n"));
+    let _hub_b = spawn_hub_with(d, "hub-b", port_b, "hub-b", &format!("[database]\nurl = \"{}\"\n", pg.url));
+    until_db(&pg, "both hubs hold their leases", "SELECT count(*) FROM hubs WHERE lease_until > now()", "2")
+        .await;
+
+    // A customer waits on hub A (the only hub its kiosk knows).
+    let mut kiosk = start_kiosk_target(
+        target(d, "branch-1_kiosk-1", &[port_a]),
+        "branch-1/kiosk-1",
+        MediaDevices::default(),
+        MediaOptions::default(),
+        Vec::new(),
+    );
+    kiosk.wait_state("idle", |s| *s == KioskState::Idle).await;
+    kiosk.panel.press(Button::Call);
+    kiosk.wait_state("waiting", |s| matches!(s, KioskState::Waiting { .. })).await;
+    until_db(&pg, "the caller in the database", WAITING, "branch-1/kiosk-1@hub-a").await;
+
+    // Hub A loses its path to the database: it gives up its lease before it expires, and hub B
+    // sees it expire and takes the caller over (held as away: its kiosk is still on A).
+    let cut_at = std::time::Instant::now();
+    let _ = path.cut.send(true);
+    let lines = tokio::task::spawn_blocking(move || {
+        a_lines.wait_for("lease lost");
+        (a_lines, std::time::Instant::now())
+    });
+    let (a_lines, lost_at) = lines.await.expect("the log reader");
+    let lease_lost_ms = lost_at.duration_since(cut_at).as_millis();
+    until_db(&pg, "hub B took the caller over", WAITING, "branch-1/kiosk-1@hub-b").await;
+    let taken_over_ms = cut_at.elapsed().as_millis();
+    assert!(
+        lease_lost_ms < 3_000,
+        "hub A kept its lease {lease_lost_ms} ms after losing the database (the lease is 3 s)"
+    );
+
+    // An advisor on hub A goes IDLE: no offer while A has no lease.
+    let mut agent = start_agent_with(target(d, "agent-1", &[port_a]), "agent-1", Some(auto(Some(300))));
+    agent.wait_for("IDLE on hub A", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+
+    // The path mends: A takes its lease again, then offers; B drops its copy.
+    let mended_at = Instant::now();
+    let _ = path.cut.send(false);
+    let offered = agent
+        .wait_for("the offer", |e| matches!(e, AgentEvent::Offer { .. } | AgentEvent::Connected { .. }))
+        .await;
+    assert!(matches!(offered, AgentEvent::Offer { .. }), "an offer first: {offered:?}");
+    let offer_after_mend_ms = mended_at.elapsed().as_millis();
+    tokio::task::spawn_blocking(move || a_lines.wait_for("waiting callers are its own again"))
+        .await
+        .expect("log");
+    kiosk.wait_state("in the call", |s| matches!(s, KioskState::Connected { .. })).await;
+    kiosk.wait_state("ended", |s| matches!(s, KioskState::Ended { .. })).await;
+    println!(
+        "{{\"partition\":\"hub A cut off from the database\",\"lease_lost_ms\":{lease_lost_ms},\"taken_over_ms\":{taken_over_ms},\"offer_after_mend_ms\":{offer_after_mend_ms}}}"
+    );
+    let released = "SELECT count(*) FROM events WHERE hub = 'hub-b' AND record ->> 'detail' = 'moved'";
+    until_db(&pg, "hub B let the caller go", released, "1").await;
+    until_db(&pg, "nobody waiting", WAITING, "").await;
+    let ended = "SELECT count(*) FROM events WHERE hub = 'hub-a' AND record ->> 'event' = 'ended'";
+    until_db(&pg, "the call's end in the database", ended, "1").await;
+    let o = kioskd_bin(&["report", "--database", &pg.url]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!((report["abandoned"].as_u64(), report["open"].as_u64()), (Some(0), Some(0)), "{report}");
+
+    let _ = kiosk.stop.send(true);
+    let _ = agent.stop.send(true);
+    let _ = tokio::time::timeout(WAIT, kiosk.task).await.expect("the kiosk stops");
+    let _ = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
 }

@@ -174,7 +174,15 @@ impl LogSummary {
         let mut left: std::collections::BTreeSet<(&'a str, CallId)> = Default::default();
         for (hub, rec) in records {
             let Some(call) = rec.call_id else { continue };
-            if left.contains(&(hub, call)) {
+            // What a hub writes about a caller after it moved on is left out (a restart or
+            // a grace closing its copy), unless the caller was answered there after all (a
+            // hub cut off from the database that got its lease and its caller back).
+            let answered_there = match rec.event {
+                Event::Connected => true,
+                Event::Ended => rec.detail.as_deref() != Some("hub_restart"),
+                _ => false,
+            };
+            if left.contains(&(hub, call)) && !answered_there {
                 continue;
             }
             // A hub that handed its caller to another (which says so in its `queued`) ends

@@ -190,6 +190,12 @@ pub enum Output {
         agent: String,
         call_id: CallId,
     },
+    /// The lease is back after a loss: these callers, waiting here with their kiosks
+    /// connected, are this hub's (another hub may have taken them over meanwhile, as away):
+    /// say so in the deployment's database, so that the other hub drops its copy.
+    Reclaim {
+        callers: Vec<Waiting>,
+    },
     /// Nothing more to do until this time (or the next input).
     Wait(Option<Instant>),
 }
@@ -455,7 +461,7 @@ impl AgentQueue {
             Input::Adopt { from, callers } => self.on_adopt(&from, callers, now),
             Input::Released { kiosk } => self.on_released(&kiosk, now),
             Input::CallFound { peer, call_id, call } => self.on_call_found(peer, call_id, call, now),
-            Input::Lease { held } => self.on_lease(held),
+            Input::Lease { held } => self.on_lease(held, now),
         }
         self.expire(now);
         self.dispatch(now);
@@ -915,8 +921,28 @@ impl AgentQueue {
     /// The lease was lost (or is held again). Without it the hub makes no offers: another hub
     /// may have taken over its callers. Its callers keep their places here, and calls in
     /// progress go on; offers start again when the lease is back.
-    fn on_lease(&mut self, held: bool) {
+    fn on_lease(&mut self, held: bool, now: Instant) {
+        let regained = held && !self.lease;
         self.lease = held;
+        if !regained {
+            return;
+        }
+        let unix_now = self.record(now, Event::Queued, None, None, None).ts_ms;
+        let callers: Vec<Waiting> = self
+            .queue
+            .iter()
+            .filter_map(|id| self.calls.get(id).map(|c| (*id, c)))
+            .filter(|(_, c)| c.away_until.is_none() && self.kiosks.contains_key(&c.kiosk))
+            .map(|(id, c)| Waiting {
+                kiosk: c.kiosk.clone(),
+                call_id: id,
+                joined_ms: unix_now
+                    .saturating_sub(now.saturating_duration_since(c.requested_at).as_millis() as u64),
+            })
+            .collect();
+        if !callers.is_empty() {
+            self.out.push_back(Output::Reclaim { callers });
+        }
     }
 
     /// The kiosk is (again) connected for `call_id`: tell it where the call stands.

@@ -953,6 +953,17 @@ fn without_its_lease_a_hub_makes_no_offers_until_it_has_it_again() {
     assert_eq!(positions(&hub.request(k2, t0 + secs(3)), k2), [(2, Some(360))]);
     let outs = hub.input(Input::Lease { held: true }, t0 + secs(4));
     assert!(offered(&outs, a1).is_some(), "offers start again with the lease");
+    // Its waiting callers are claimed back in the database (another hub may hold copies).
+    let reclaimed: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Reclaim { callers } => {
+                Some(callers.iter().map(|c| (c.kiosk.clone(), c.joined_ms)).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reclaimed, [vec![("k1".to_string(), T0_UNIX_MS), ("k2".to_string(), T0_UNIX_MS + 3000)]]);
 }
 
 #[test]

@@ -367,6 +367,28 @@ impl Database {
         Ok(place_of(&records, call_id))
     }
 
+    /// Callers waiting on `own_hub` with their kiosks connected there, after it got its lease
+    /// back: their rows name it again, and every hub is told ([`RELEASED`]), so that one that
+    /// took them over meanwhile drops its copy.
+    pub async fn reclaim(&mut self, callers: &[Waiting], own_hub: &str, now_ms: u64) -> Result<(), DbError> {
+        let tx = self.client.transaction().await.map_err(pg("starting to reclaim callers"))?;
+        for c in callers {
+            tx.execute(
+                "INSERT INTO waiting (kiosk, hub, call_id, joined_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (kiosk) DO UPDATE SET hub = $2, call_id = $3, joined_ms = $4, updated_ms = $5",
+                &[&c.kiosk, &own_hub, &(c.call_id as i64), &(c.joined_ms as i64), &(now_ms as i64)],
+            )
+            .await
+            .map_err(pg("reclaiming a caller"))?;
+            let note = serde_json::json!({ RELEASED: c.kiosk, "to": own_hub }).to_string();
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &note])
+                .await
+                .map_err(pg("telling the hubs"))?;
+        }
+        tx.commit().await.map_err(pg("committing reclaimed callers"))?;
+        Ok(())
+    }
+
     /// Takes or renews `hub`'s lease for `lease` from the database's clock. `instance` tells
     /// this process from another with the same hub id: a lease held by another instance
     /// that has not expired is not taken (`Ok(false)`: two hubs share one certificate id).

@@ -62,7 +62,7 @@ pub(super) struct Core {
     /// The event log's shipping to the database, when there is one.
     pub(super) database: Option<tokio::sync::watch::Receiver<crate::edges::db::ShipStatus>>,
     /// Where place lookups go (see [`super::find_places`]), when there is a database.
-    pub(super) places: Option<mpsc::Sender<super::PlaceQuery>>,
+    pub(super) places: Option<mpsc::Sender<super::Lookup>>,
 }
 
 impl Core {
@@ -216,14 +216,21 @@ impl Core {
                         let _ = self.stopper.send((at, recording));
                     }
                 }
+                Output::Reclaim { callers } => {
+                    if let Some(p) = &self.places
+                        && p.try_send(super::Lookup::Reclaim(callers)).is_err()
+                    {
+                        warn!("too many database lookups waiting: callers not reclaimed");
+                    }
+                }
                 Output::FindCall { peer, agent, call_id } => {
-                    let query = super::PlaceQuery { peer, id: agent, agent: true, call_id };
+                    let query = super::Lookup::Call { peer, agent, call_id };
                     if self.places.as_ref().is_none_or(|p| p.try_send(query).is_err()) {
                         self.input(Input::CallFound { peer, call_id, call: None });
                     }
                 }
                 Output::FindPlace { peer, kiosk, call_id } => {
-                    let query = super::PlaceQuery { peer, id: kiosk, agent: false, call_id };
+                    let query = super::Lookup::Place { peer, kiosk, call_id };
                     // Without a database, or with too many lookups waiting, there is no place
                     // to find: the kiosk asks afresh.
                     if self.places.as_ref().is_none_or(|p| p.try_send(query).is_err()) {

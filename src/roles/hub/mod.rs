@@ -354,72 +354,91 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
 /// Certificate serials revoked, shared by the core (which updates them) and the console.
 pub(super) type RevokedSerials = Arc<std::sync::RwLock<std::collections::HashSet<Vec<u8>>>>;
 
-/// Most place lookups waiting for the database at once; past it a kiosk asks afresh.
+/// Most lookups waiting for the database at once; past it a kiosk asks afresh.
 const PLACE_QUERIES: usize = 1024;
 
 /// Longest wait for the database to say where a caller waited.
 const PLACE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A kiosk resuming a call this hub does not know: where did it wait (see
-/// [`crate::queue::Output::FindPlace`]).
-pub(super) struct PlaceQuery {
-    pub peer: crate::queue::PeerId,
-    /// The kiosk's id, or the agent's (`agent`: the call in progress it resumed).
-    pub id: String,
-    pub agent: bool,
-    pub call_id: crate::protocol::CallId,
+/// What the core asks of the deployment's database (see [`find_places`]).
+pub(super) enum Lookup {
+    /// A kiosk resuming a call this hub does not know: where did it wait, or which call was
+    /// it in ([`crate::queue::Output::FindPlace`]).
+    Place { peer: crate::queue::PeerId, kiosk: String, call_id: crate::protocol::CallId },
+    /// An agent resuming a call this hub does not know ([`crate::queue::Output::FindCall`]).
+    Call { peer: crate::queue::PeerId, agent: String, call_id: crate::protocol::CallId },
+    /// Callers this hub holds again ([`crate::queue::Output::Reclaim`]).
+    Reclaim(Vec<crate::queue::Waiting>),
 }
 
-/// Answers place lookups from the deployment's database, one at a time, on a connection of its
-/// own (opened when needed, again after a failure). A lookup that fails or takes longer than
-/// [`PLACE_TIMEOUT`] finds no place: the kiosk then asks afresh, as it would without a database.
+/// Answers the core's lookups from the deployment's database, one at a time, on a connection
+/// of its own (opened when needed, again after a failure). A lookup that fails or takes longer
+/// than [`PLACE_TIMEOUT`] finds nothing: the kiosk then asks afresh, as it would without a
+/// database. A reclaim that fails is not tried again (the other hub's copy then ends with its
+/// grace).
 async fn find_places(
     url: String,
     hub: String,
-    mut queries: mpsc::Receiver<PlaceQuery>,
+    mut queries: mpsc::Receiver<Lookup>,
     core: mpsc::Sender<peer::CoreCmd>,
 ) {
     use crate::edges::db::Claimed;
     let mut db: Option<crate::edges::db::Database> = None;
     while let Some(q) = queries.recv().await {
+        let (id, what) = match &q {
+            Lookup::Place { kiosk, .. } => (kiosk.clone(), "a caller's place"),
+            Lookup::Call { agent, .. } => (agent.clone(), "an advisor's call"),
+            Lookup::Reclaim(c) => (format!("{} callers", c.len()), "callers to reclaim"),
+        };
         let lookup = async {
             if db.as_ref().is_none_or(|d| d.is_closed()) {
                 db = Some(crate::edges::db::Database::connect_read(&url).await?);
             }
-            match db.as_mut() {
-                Some(d) if q.agent => d
-                    .claim_call(&q.id, q.call_id, &hub)
+            let Some(d) = db.as_mut() else { return Ok(Claimed::Nothing) };
+            match &q {
+                Lookup::Call { agent, call_id, .. } => d
+                    .claim_call(agent, *call_id, &hub)
                     .await
                     .map(|c| c.map_or(Claimed::Nothing, Claimed::Call)),
-                Some(d) => d.claim_place(&q.id, q.call_id, &hub, unix_ms()).await,
-                None => Ok(Claimed::Nothing),
+                Lookup::Place { kiosk, call_id, .. } => d.claim_place(kiosk, *call_id, &hub, unix_ms()).await,
+                Lookup::Reclaim(callers) => {
+                    d.reclaim(callers, &hub, unix_ms()).await.map(|()| Claimed::Nothing)
+                }
             }
         };
         let found = match tokio::time::timeout(PLACE_TIMEOUT, lookup).await {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
-                warn!(id = %q.id, error = %e, "could not look up a caller's place in the database");
+                warn!(%id, error = %e, "could not look up {what} in the database");
                 db = None;
                 Claimed::Nothing
             }
             Err(_) => {
-                warn!(id = %q.id, "the database did not say within {PLACE_TIMEOUT:?} where a caller waited");
+                warn!(%id, "the database did not answer within {PLACE_TIMEOUT:?} about {what}");
                 db = None;
                 Claimed::Nothing
             }
         };
-        let (peer, call_id) = (q.peer, q.call_id);
-        let answer = match found {
-            Claimed::Waiting(p) => {
-                info!(kiosk = %q.id, from = %p.hub, call_id = p.call_id, "a caller keeps its place from another hub");
+        let answer = match (q, found) {
+            (Lookup::Reclaim(callers), _) => {
+                info!(
+                    callers = callers.len(),
+                    "the lease is back: this hub's waiting callers are its own again"
+                );
+                continue;
+            }
+            (Lookup::Place { peer, call_id, kiosk }, Claimed::Waiting(p)) => {
+                info!(%kiosk, from = %p.hub, call_id = p.call_id, "a caller keeps its place from another hub");
                 peer::CoreCmd::PlaceFound { peer, call_id, place: Some(p) }
             }
-            Claimed::Call(c) => {
-                info!(id = %q.id, from = %c.hub, call_id = c.call_id, "a call in progress goes on through this hub");
+            (Lookup::Place { peer, call_id, .. } | Lookup::Call { peer, call_id, .. }, Claimed::Call(c)) => {
+                info!(%id, from = %c.hub, call_id = c.call_id, "a call in progress goes on through this hub");
                 peer::CoreCmd::CallFound { peer, call_id, call: Some(c) }
             }
-            Claimed::Nothing if q.agent => peer::CoreCmd::CallFound { peer, call_id, call: None },
-            Claimed::Nothing => peer::CoreCmd::PlaceFound { peer, call_id, place: None },
+            (Lookup::Call { peer, call_id, .. }, _) => peer::CoreCmd::CallFound { peer, call_id, call: None },
+            (Lookup::Place { peer, call_id, .. }, _) => {
+                peer::CoreCmd::PlaceFound { peer, call_id, place: None }
+            }
         };
         if core.send(answer).await.is_err() {
             break;
