@@ -394,6 +394,24 @@ impl AgentQueue {
 
     /// A caller that waited before the hub restarted, back in its place under its number.
     fn restore_waiting(&mut self, call_id: CallId, kiosk: &str, requested_at: Instant, now: Instant) {
+        let away = Some(now + self.config.kiosk_grace);
+        self.insert_waiting(call_id, kiosk, requested_at, false, None, away);
+        let mut rec = self.record(now, Event::KioskAway, Some(call_id), Some(kiosk), None);
+        rec.detail = Some("hub_restart".into());
+        self.out.push_back(Output::Event(rec));
+    }
+
+    /// A waiting call in the queue, before every call requested after `requested_at`; returns
+    /// its index in the queue.
+    fn insert_waiting(
+        &mut self,
+        call_id: CallId,
+        kiosk: &str,
+        requested_at: Instant,
+        consent: bool,
+        origin: Option<CallId>,
+        away_until: Option<Instant>,
+    ) -> usize {
         self.calls.insert(
             call_id,
             Call {
@@ -401,11 +419,11 @@ impl AgentQueue {
                 requested_at,
                 phase: Phase::Queued,
                 declined_by: BTreeSet::new(),
-                away_until: Some(now + self.config.kiosk_grace),
+                away_until,
                 told: None,
-                consent: false,
+                consent,
                 recorded: false,
-                origin: None,
+                origin,
                 agent_away_until: None,
             },
         );
@@ -415,9 +433,7 @@ impl AgentQueue {
             .position(|id| self.calls.get(id).is_some_and(|c| c.requested_at > requested_at))
             .unwrap_or(self.queue.len());
         self.queue.insert(at, call_id);
-        let mut rec = self.record(now, Event::KioskAway, Some(call_id), Some(kiosk), None);
-        rec.detail = Some("hub_restart".into());
-        self.out.push_back(Output::Event(rec));
+        at
     }
 
     pub fn stats(&self) -> &QueueStats {
@@ -713,27 +729,7 @@ impl AgentQueue {
         let call_id = self.next_call;
         self.next_call += 1;
         let origin = moved.as_ref().map(|m| m.call_id);
-        self.calls.insert(
-            call_id,
-            Call {
-                kiosk: kiosk.to_string(),
-                requested_at,
-                phase: Phase::Queued,
-                declined_by: BTreeSet::new(),
-                away_until: None,
-                told: None,
-                consent,
-                recorded: false,
-                origin,
-                agent_away_until: None,
-            },
-        );
-        let at = self
-            .queue
-            .iter()
-            .position(|id| self.calls.get(id).is_some_and(|c| c.requested_at > requested_at))
-            .unwrap_or(self.queue.len());
-        self.queue.insert(at, call_id);
+        let at = self.insert_waiting(call_id, kiosk, requested_at, consent, origin, None);
         self.stats.queued += 1;
         let mut rec = self.record(now, Event::Queued, Some(call_id), Some(kiosk), None);
         rec.position = Some(at as u32 + 1);
