@@ -113,9 +113,23 @@ struct BenchArgs {
     /// seconds; one JSON line. For measuring what the hub spends per call.
     #[arg(long, requires_all = ["hub", "certs"])]
     load: Option<usize>,
-    /// With --load: the hub's address (host:port).
+    /// Instead of the scenarios: kiosks that call again as soon as their call ends and
+    /// advisors that answer at once, spread over the hubs at --hub (repeat it for each hub of
+    /// a deployment), for --duration seconds; one JSON line with the offers per second.
+    #[arg(long, requires_all = ["hub", "certs"], conflicts_with = "load")]
+    offers: bool,
+    /// With --offers: kiosks (branch-1/kiosk-1..N in --certs).
+    #[arg(long, default_value_t = 24)]
+    kiosks: usize,
+    /// With --offers: advisors (agent-1..N in --certs).
+    #[arg(long, default_value_t = 8)]
+    agents: usize,
+    /// With --offers: the deployment's database, to wait until it holds every offer made.
     #[arg(long)]
-    hub: Option<String>,
+    database: Option<String>,
+    /// With --load (once) or --offers (once per hub): a hub's address (host:port).
+    #[arg(long)]
+    hub: Vec<String>,
     /// With --load: the name the hub's certificate carries.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -641,7 +655,10 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let renewal = cfg.renewal_issuer(&args.config, &tls)?;
-    let database = cfg.database_url(&args.config)?;
+    let database = cfg.database_url(&args.config)?.map(|url| hub::DatabaseOptions {
+        url,
+        advertise: cfg.database.as_ref().and_then(|d| d.advertise.clone()),
+    });
     let mut shutdown = shutdown_signal()?;
     let hub = hub::start(hub::HubOptions {
         listen: cfg.listen,
@@ -870,7 +887,37 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     use kioskd::netsim::link::LinkConfig;
     kioskd::edges::net::tls::set_congestion(args.congestion);
-    if let (Some(calls), Some(hub), Some(certs)) = (args.load, &args.hub, &args.certs) {
+    anyhow::ensure!(args.load.is_none() || args.hub.len() == 1, "--load takes one --hub");
+    if let (true, Some(certs)) = (args.offers, &args.certs) {
+        let mut hubs = Vec::new();
+        for h in &args.hub {
+            hubs.push(kioskd::edges::net::client::resolve(h).await?);
+        }
+        let opts = kioskd::roles::bench::offers::OffersOptions {
+            hubs,
+            server_name: args.server_name.clone(),
+            certs: certs.clone(),
+            kiosks: args.kiosks,
+            agents: args.agents,
+            duration: Duration::from_secs(args.duration),
+            database: args.database.clone(),
+        };
+        eprintln!(
+            "bench: {} kiosks and {} advisors on {} hub(s) for {} s …",
+            args.kiosks,
+            args.agents,
+            args.hub.len(),
+            args.duration
+        );
+        let r = kioskd::roles::bench::offers::run(opts).await?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(if r.errors.is_empty() && r.double_offers == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    if let (Some(calls), [hub], Some(certs)) = (args.load, args.hub.as_slice(), &args.certs) {
         check_video_size(args.width, args.height)?;
         let area = f64::from(args.width * args.height) / (640.0 * 480.0);
         let video = kioskd::media::codec::VideoSettings {

@@ -654,3 +654,292 @@ async fn a_hub_cut_off_from_the_database_stops_offering_within_its_lease() {
     let _ = tokio::time::timeout(WAIT, kiosk.task).await.expect("the kiosk stops");
     let _ = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
 }
+
+/// Polls until the database holds as many of `hub`'s events as its event log file (both read
+/// afresh each time: the hub may still be writing).
+async fn until_shipped(pg: &Postgres, hub: &str, log: &Path) {
+    let start = Instant::now();
+    let sql = format!("SELECT count(*) FROM events WHERE hub = '{hub}'");
+    loop {
+        let stored = pg.try_psql(&sql);
+        let lines = std::fs::read_to_string(log).expect("the event log").lines().count().to_string();
+        if stored.as_deref() == Some(lines.as_str()) {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "{hub}: {stored:?} events in the database, {lines} in {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every offer an agent has been sent so far (its events up to now, the others dropped).
+fn offers_so_far(agent: &mut TestAgent) -> usize {
+    let mut offers = 0;
+    while let Ok(e) = agent.events.try_recv() {
+        offers += usize::from(matches!(e, AgentEvent::Offer { .. } | AgentEvent::Connected { .. }));
+    }
+    offers
+}
+
+/// The database stops mid-queue (longer than a lease) and starts again. Both hubs give their
+/// leases up and make no offers meanwhile, but keep what they have: the call in progress goes
+/// on (pictures flow while the database is down) and the waiting callers keep their places.
+/// When it is back, neither hub takes the other's callers (both leases had expired: a hub
+/// takes over only after holding its own for a whole lease), the queues go on where they
+/// were, and every event of the gap reaches the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_restarting_mid_queue_leaves_calls_and_places_where_they_were() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    deployment(d);
+    for hub in ["hub-a", "hub-b"] {
+        issue(d, &["--role", "hub", "--id", hub, "--dns", "localhost", "--ip", "127.0.0.1"]);
+    }
+    issue(d, &["--role", "agent", "--id", "agent-2"]);
+    for k in ["branch-1/kiosk-2", "branch-2/kiosk-1"] {
+        issue(d, &["--role", "kiosk", "--id", k]);
+    }
+    let database = format!("[database]\nurl = \"{}\"\n", pg.url);
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let (_hub_a, a_lines) = spawn_hub_lines(d, "hub-a", port_a, "hub-a", &database);
+    let (_hub_b, b_lines) = spawn_hub_lines(d, "hub-b", port_b, "hub-b", &database);
+    until_db(&pg, "both hubs hold their leases", "SELECT count(*) FROM hubs WHERE lease_until > now()", "2")
+        .await;
+
+    // A call in progress on hub A; a second caller waits there behind it, a third on hub B
+    // (no advisor there yet).
+    let (agent_devices, _agent_seen) = seen_devices(660.0);
+    let mut agent_1 =
+        start_agent_media(target(d, "agent-1", &[port_a]), "agent-1", Some(auto(None)), agent_devices);
+    agent_1.wait_for("IDLE on hub A", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let (kiosk_devices, kiosk_seen) = seen_devices(440.0);
+    let mut k1 = start_kiosk_target(
+        target(d, "branch-1_kiosk-1", &[port_a]),
+        "branch-1/kiosk-1",
+        kiosk_devices,
+        MediaOptions::default(),
+        Vec::new(),
+    );
+    k1.wait_state("idle", |s| *s == KioskState::Idle).await;
+    k1.panel.press(Button::Call);
+    k1.wait_state("in the call on hub A", |s| matches!(s, KioskState::Connected { .. })).await;
+    let kiosk = |stem: &str, id: &str, port: u16| {
+        start_kiosk_target(
+            target(d, stem, &[port]),
+            id,
+            MediaDevices::default(),
+            MediaOptions::default(),
+            Vec::new(),
+        )
+    };
+    let mut k2 = kiosk("branch-1_kiosk-2", "branch-1/kiosk-2", port_a);
+    let mut k3 = kiosk("branch-2_kiosk-1", "branch-2/kiosk-1", port_b);
+    for k in [&mut k2, &mut k3] {
+        k.wait_state("idle", |s| *s == KioskState::Idle).await;
+        k.panel.press(Button::Call);
+        k.wait_state("first in line", |s| matches!(s, KioskState::Waiting { position: 1, .. })).await;
+    }
+    until_db(&pg, "the callers in the database", WAITING, "branch-1/kiosk-2@hub-a,branch-2/kiosk-1@hub-b")
+        .await;
+
+    // The database stops. Both hubs give their leases up.
+    let stopped = std::time::Instant::now();
+    pg.stop_server();
+    let (a_lines, b_lines) = tokio::task::spawn_blocking(move || {
+        a_lines.wait_for("lease lost");
+        b_lines.wait_for("lease lost");
+        (a_lines, b_lines)
+    })
+    .await
+    .expect("the log readers");
+    let leases_lost_ms = stopped.elapsed().as_millis();
+
+    // The call goes on: pictures reach the kiosk after both hubs lost their leases.
+    let lost = std::time::Instant::now();
+    let (_, _kiosk_seen) = picture_after(kiosk_seen, lost).await;
+    // An advisor comes to hub B, and the one on A hangs up: both are IDLE with a caller
+    // waiting on their hub, and neither is offered one without a lease.
+    let mut agent_2 = start_agent_with(target(d, "agent-2", &[port_b]), "agent-2", Some(auto(Some(200))));
+    agent_2.wait_for("IDLE on hub B", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    agent_1.command(kioskd::roles::agent::AgentCommand::HangUp).await;
+    k1.wait_state("the call ended", |s| matches!(s, KioskState::Ended { .. })).await;
+    agent_1.wait_for("IDLE on hub A", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    assert_eq!(offers_so_far(&mut agent_1), 0, "hub A offered a caller without its lease");
+    assert_eq!(offers_so_far(&mut agent_2), 0, "hub B offered a caller without its lease");
+    for k in [&mut k2, &mut k3] {
+        while let Ok(e) = k.events.try_recv() {
+            if let KioskEvent::State { state, .. } = e {
+                assert!(matches!(state, KioskState::Waiting { .. }), "{state:?} while the database was down");
+            }
+        }
+    }
+
+    // The database is back: each hub takes its own lease again, then offers its own caller.
+    // Both leases have expired by the database's clock (their last renewal was before the
+    // stop; a lease lasts 3 s): what the test is about is the database coming back to find
+    // every hub's lease expired. The condition is time itself, hence waited on as such.
+    tokio::time::sleep_until(
+        (stopped + kioskd::edges::db::cluster::LEASE + Duration::from_millis(500)).into(),
+    )
+    .await;
+    let down_ms = stopped.elapsed().as_millis();
+    pg.start_server();
+    let restarted = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        a_lines.wait_for("holding this hub's lease");
+        b_lines.wait_for("holding this hub's lease");
+    })
+    .await
+    .expect("the log readers");
+    let leases_back_ms = restarted.elapsed().as_millis();
+    for (agent, k) in [(&mut agent_1, &mut k2), (&mut agent_2, &mut k3)] {
+        agent.wait_for("the offer", |e| matches!(e, AgentEvent::Offer { .. })).await;
+        k.wait_state("in the call", |s| matches!(s, KioskState::Connected { .. })).await;
+    }
+    let offers_back_ms = restarted.elapsed().as_millis();
+    agent_1.command(kioskd::roles::agent::AgentCommand::HangUp).await;
+    for k in [&mut k2, &mut k3] {
+        k.wait_state("ended", |s| matches!(s, KioskState::Ended { .. })).await;
+    }
+    println!(
+        "{{\"database_restart\":\"mid-queue\",\"leases_lost_ms\":{leases_lost_ms},\"database_down_ms\":{down_ms},\"leases_back_ms\":{leases_back_ms},\"offers_back_ms\":{offers_back_ms}}}"
+    );
+
+    // Nobody was taken over or let go, and every event of the gap reached the database.
+    let moved = "SELECT count(*) FROM events WHERE record ? 'moved' OR record ->> 'detail' = 'moved'";
+    until_db(&pg, "nobody waiting", WAITING, "").await;
+    for hub in ["hub-a", "hub-b"] {
+        let ended =
+            format!("SELECT count(*) FROM events WHERE hub = '{hub}' AND record ->> 'event' = 'ended'");
+        until_db(&pg, "the calls' ends in the database", &ended, if hub == "hub-a" { "2" } else { "1" })
+            .await;
+        until_shipped(&pg, hub, &d.join(format!("{hub}-events.jsonl"))).await;
+    }
+    assert_eq!(pg.psql(moved), "0", "a caller was moved: {}", pg.psql("SELECT record::text FROM events"));
+    let o = kioskd_bin(&["report", "--database", &pg.url]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(3), Some(3)), "{report}");
+    assert_eq!((report["abandoned"].as_u64(), report["open"].as_u64()), (Some(0), Some(0)), "{report}");
+
+    for k in [k1, k2, k3] {
+        let _ = k.stop.send(true);
+        let _ = tokio::time::timeout(WAIT, k.task).await.expect("the kiosk stops");
+    }
+    for a in [agent_1, agent_2] {
+        let _ = a.stop.send(true);
+        let _ = tokio::time::timeout(WAIT, a.task).await.expect("the agent stops");
+    }
+}
+
+/// Three hubs: two customers wait on hub A, which has no advisor; one advisor is free on hub
+/// B and one on hub C. Each of B and C takes one caller from the database (the longest
+/// waiting that another hub has not locked), hub A sends the kiosk there (`move_to`), and the
+/// caller is answered: each customer offered once in the whole deployment, each keeping its place
+/// from hub A, and the report counts two calls answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_on_a_hub_without_a_free_advisor_are_answered_on_hubs_with_one() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    deployment(d);
+    for hub in ["hub-a", "hub-b", "hub-c"] {
+        issue(d, &["--role", "hub", "--id", hub, "--dns", "localhost", "--ip", "127.0.0.1"]);
+    }
+    issue(d, &["--role", "agent", "--id", "agent-2"]);
+    issue(d, &["--role", "kiosk", "--id", "branch-1/kiosk-2"]);
+    let database = format!("[database]\nurl = \"{}\"\n", pg.url);
+    let ports: Vec<u16> = (0..3).map(|_| free_udp_port()).collect();
+    let _hubs: Vec<Child> = ["hub-a", "hub-b", "hub-c"]
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| spawn_hub_with(d, n, *p, n, &database))
+        .collect();
+    until_db(&pg, "every hub holds its lease", "SELECT count(*) FROM hubs WHERE lease_until > now()", "3")
+        .await;
+
+    // An advisor on each of B and C, IDLE; they stay in the call they take.
+    let mut agents = Vec::new();
+    for (id, port) in [("agent-1", ports[1]), ("agent-2", ports[2])] {
+        let mut a = start_agent_with(target(d, id, &[port]), id, Some(auto(None)));
+        a.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+        agents.push(a);
+    }
+    until_db(&pg, "both rooms IDLE", "SELECT count(*) FROM rooms WHERE state = 'IDLE'", "2").await;
+
+    // Two customers on hub A (the only hub their kiosks know).
+    let mut kiosks = Vec::new();
+    for (stem, id) in [("branch-1_kiosk-1", "branch-1/kiosk-1"), ("branch-1_kiosk-2", "branch-1/kiosk-2")] {
+        let mut k = start_kiosk_target(
+            target(d, stem, &[ports[0]]),
+            id,
+            MediaDevices::default(),
+            MediaOptions::default(),
+            Vec::new(),
+        );
+        k.wait_state("idle", |s| *s == KioskState::Idle).await;
+        kiosks.push(k);
+    }
+    let pressed = Instant::now();
+    let mut answered_ms = Vec::new();
+    for k in kiosks.iter_mut() {
+        k.panel.press(Button::Call);
+        k.wait_state("waiting", |s| matches!(s, KioskState::Waiting { .. })).await;
+    }
+    for k in kiosks.iter_mut() {
+        k.wait_for("moved to another hub", |e| matches!(e, KioskEvent::HubUp { .. })).await;
+        k.wait_state("in the call", |s| matches!(s, KioskState::Connected { .. })).await;
+        answered_ms.push(pressed.elapsed().as_millis());
+    }
+    println!(
+        "{{\"cross_hub\":\"callers on a hub without a free advisor\",\"hubs\":3,\"answered_after_press_ms\":{answered_ms:?}}}"
+    );
+
+    // Each customer was offered once in the whole deployment, and B and C took one each.
+    until_db(&pg, "both calls in the database", "SELECT count(*) FROM calls", "2").await;
+    let offers = "SELECT string_agg(record ->> 'kiosk' || '@' || hub, ',' ORDER BY record ->> 'kiosk')
+                    FROM events WHERE record ->> 'event' = 'offered'";
+    let got = pg.psql(offers);
+    let mut on: Vec<&str> = got.split(',').collect();
+    assert_eq!(on.len(), 2, "{got}");
+    assert!(on[0].starts_with("branch-1/kiosk-1@") && on[1].starts_with("branch-1/kiosk-2@"), "{got}");
+    on.sort_by_key(|s| s.rsplit('@').next().map(str::to_string));
+    let hubs: Vec<&str> = on.iter().filter_map(|s| s.rsplit('@').next()).collect();
+    assert_eq!(hubs, ["hub-b", "hub-c"], "one caller on each hub with an advisor: {got}");
+    // Each kept its place from hub A: the hub that took it counts its wait from the press.
+    let joined =
+        "SELECT string_agg((e.record -> 'moved' ->> 'joined_ms') || '=' || (a.record ->> 'ts_ms'), ',')
+                    FROM events e JOIN events a ON a.hub = 'hub-a' AND a.record ->> 'event' = 'queued'
+                     AND a.record ->> 'kiosk' = e.record ->> 'kiosk'
+                   WHERE e.hub <> 'hub-a' AND e.record ->> 'event' = 'queued'";
+    let pairs = pg.psql(joined);
+    assert!(
+        pairs.split(',').count() >= 2
+            && pairs.split(',').all(|p| p.split_once('=').is_some_and(|(x, y)| x == y)),
+        "{pairs}"
+    );
+    let moved = "SELECT count(*) FROM events WHERE hub = 'hub-a' AND record ->> 'detail' = 'moved'";
+    assert_eq!(pg.psql(moved), "2");
+
+    for k in kiosks.iter_mut() {
+        k.panel.press(Button::HangUp);
+        k.wait_state("ended", |s| matches!(s, KioskState::Ended { .. })).await;
+    }
+    until_db(&pg, "nobody waiting", WAITING, "").await;
+    let ended = "SELECT count(*) FROM events WHERE record ->> 'event' = 'ended'";
+    until_db(&pg, "both ends in the database", ended, "2").await;
+    let o = kioskd_bin(&["report", "--database", &pg.url]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(2), Some(2)), "{report}");
+    assert_eq!((report["abandoned"].as_u64(), report["open"].as_u64()), (Some(0), Some(0)), "{report}");
+
+    for k in kiosks {
+        let _ = k.stop.send(true);
+        let _ = tokio::time::timeout(WAIT, k.task).await.expect("the kiosk stops");
+    }
+    for a in agents {
+        let _ = a.stop.send(true);
+        let _ = tokio::time::timeout(WAIT, a.task).await.expect("the agent stops");
+    }
+}

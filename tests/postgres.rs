@@ -29,7 +29,7 @@ async fn start_hub_db(pki: &Pki, log: &Path, database: Option<String>) -> Runnin
         crl: None,
         admission: Default::default(),
         renewal: None,
-        database,
+        database: database.map(Into::into),
         console: None,
     })
     .await

@@ -132,6 +132,7 @@ fn hub_msgs() -> Vec<HubMsg> {
         HubMsg::Error { message: "text too long".into(), fatal: false },
         HubMsg::Renewed { chain: CHAIN.into() },
         HubMsg::RenewRefused { reason: "no renewal CA at this hub".into() },
+        HubMsg::MoveTo { call_id: 4, address: "hub-b.bank.example:4433".into() },
     ]
 }
 

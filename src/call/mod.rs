@@ -404,6 +404,12 @@ impl CallMachine {
                     self.phase = Phase::Ringing { call_id };
                 }
                 Phase::Waiting { call_id: c, .. } if c == call_id => self.phase = Phase::Ringing { call_id },
+                // The hub we moved to kept our place and offers the call at once, under its
+                // own number (before it told us our place).
+                Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if self.resuming == Some(c) => {
+                    self.resuming = None;
+                    self.phase = Phase::Ringing { call_id };
+                }
                 Phase::Requesting { cancel: true } => {
                     self.send_hub(ClientMsg::HangUp { call_id });
                     self.end(EndReason::KioskHungUp, now);
@@ -416,6 +422,11 @@ impl CallMachine {
                     self.phase = Phase::Connected { call_id, agent: peer, recorded };
                 }
                 Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if *c == call_id => {
+                    self.phase = Phase::Connected { call_id, agent: peer, recorded };
+                }
+                // The hub we moved to kept our place and an advisor answered at once.
+                Phase::Waiting { call_id: c, .. } | Phase::Ringing { call_id: c } if self.resuming == Some(*c) => {
+                    self.resuming = None;
                     self.phase = Phase::Connected { call_id, agent: peer, recorded };
                 }
                 Phase::Requesting { cancel: true } => {
@@ -483,7 +494,9 @@ impl CallMachine {
             | HubMsg::LossReport { .. }
             // Handled by the link, which owns the certificate files.
             | HubMsg::Renewed { .. }
-            | HubMsg::RenewRefused { .. } => {}
+            | HubMsg::RenewRefused { .. }
+            // Handled by the link, which reconnects to the hub named (the call is resumed there).
+            | HubMsg::MoveTo { .. } => {}
         }
     }
 

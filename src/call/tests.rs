@@ -477,6 +477,29 @@ fn a_hub_moved_to_gives_the_waiting_caller_its_place_under_its_own_number() {
 }
 
 #[test]
+fn a_hub_moved_to_may_offer_and_connect_the_call_before_it_tells_the_place() {
+    let t0 = Instant::now();
+    for first in [HubMsg::Ringing { call_id: 77 }, connected_msg(77)] {
+        let mut m = waiting(t0);
+        feed(&mut m, Input::HubDown, t0 + secs(1));
+        feed(&mut m, Input::HubUp, t0 + secs(2));
+        let outs = hub(&mut m, first.clone(), t0 + secs(2));
+        assert!(
+            !outs.iter().any(|o| matches!(o, Output::ToHub(ClientMsg::HangUp { .. }))),
+            "{first:?}: {outs:?}"
+        );
+        assert_eq!(m.call_id(), Some(77));
+        hub(&mut m, connected_msg(77), t0 + secs(3));
+        assert_eq!(m.state(), connected_state());
+        // Only once: a later offer of yet another call is not ours.
+        assert_eq!(
+            hub(&mut m, connected_msg(78), t0 + secs(4)),
+            [Output::ToHub(ClientMsg::HangUp { call_id: 78 }), Output::Wait(None)]
+        );
+    }
+}
+
+#[test]
 fn without_a_reconnect_a_queued_for_another_call_is_still_hung_up() {
     let t0 = Instant::now();
     let mut m = waiting(t0);

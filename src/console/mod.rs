@@ -321,7 +321,9 @@ impl Console {
             | HubMsg::Ringing { .. }
             // The session's renewal handles these.
             | HubMsg::Renewed { .. }
-            | HubMsg::RenewRefused { .. } => {}
+            | HubMsg::RenewRefused { .. }
+            // For kiosks only.
+            | HubMsg::MoveTo { .. } => {}
         }
     }
 

@@ -309,6 +309,10 @@ pub enum HubMsg {
     /// Kiosk or agent: the renewal was not done (no renewal CA at this hub, a bad request);
     /// the party tries again later.
     RenewRefused { reason: String },
+    /// Kiosk: another hub of the deployment, with an advisor free, took this waiting call
+    /// over; connect to it at `address` (host:port, authenticated like any hub) and resume the
+    /// call there (it keeps its place). This hub has let the call go.
+    MoveTo { call_id: CallId, address: String },
 }
 
 impl HubMsg {
@@ -332,6 +336,7 @@ impl HubMsg {
             HubMsg::Error { .. } => "error",
             HubMsg::Renewed { .. } => "renewed",
             HubMsg::RenewRefused { .. } => "renew_refused",
+            HubMsg::MoveTo { .. } => "move_to",
         }
     }
 
@@ -344,6 +349,7 @@ impl HubMsg {
             HubMsg::Error { message, .. } => check_len("message", message, MAX_TEXT_BYTES),
             HubMsg::Renewed { chain } => check_pem("chain", chain, "CERTIFICATE", MAX_CHAIN_BYTES),
             HubMsg::RenewRefused { reason } => check_len("reason", reason, MAX_TEXT_BYTES),
+            HubMsg::MoveTo { address, .. } => check_len("address", address, MAX_ID_BYTES),
             _ => Ok(()),
         }
     }

@@ -55,8 +55,16 @@ pub struct QueueConfig {
     /// The hub shares the deployment's database with other hubs: a kiosk that resumes a call
     /// this hub does not know may have waited on another hub, so the core asks the driver to
     /// look up its place ([`Output::FindPlace`]) before saying the call is unknown.
+    /// With it, a caller waiting here with no advisor free here is sent to another hub that
+    /// has one ([`Output::FindFreeHub`]).
     pub shared_places: bool,
 }
+
+/// How often a hub whose callers wait with no advisor free here looks for another hub with
+/// one (the rooms in the database are at most a fraction of a second old).
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// Most callers sent to other hubs per look.
+pub const SEND_AWAY_MAX: usize = 16;
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -116,6 +124,11 @@ pub enum Input {
     /// Another hub took `kiosk` (it resumed there): a waiting call of it here is dropped,
     /// logged as `abandoned` with the detail `moved` (the deployment's report leaves it out).
     Released { kiosk: String },
+    /// The answer to [`Output::FindFreeHub`]: where kiosks reach a hub with advisors free,
+    /// and the callers to send there (as many as it has advisors free, the first of those
+    /// asked about, each now in the database's `waiting` so that the other hub finds its
+    /// place), or `None`.
+    FreeHub { address: Option<String>, callers: Vec<Waiting> },
     /// Whether this hub holds its lease in the deployment's database. Without it, another hub
     /// may take over its callers: it makes no offers.
     Lease { held: bool },
@@ -194,6 +207,13 @@ pub enum Output {
     /// connected, are this hub's (another hub may have taken them over meanwhile, as away):
     /// say so in the deployment's database, so that the other hub drops its copy.
     Reclaim {
+        callers: Vec<Waiting>,
+    },
+    /// Callers wait here and no advisor here is free: look in the deployment's database for
+    /// another hub with one, for these callers (longest waiting first, at most
+    /// [`SEND_AWAY_MAX`]; only with [`QueueConfig::shared_places`]); answer with
+    /// [`Input::FreeHub`]. Asked at most every [`LOOK_EVERY`] while it lasts.
+    FindFreeHub {
         callers: Vec<Waiting>,
     },
     /// Nothing more to do until this time (or the next input).
@@ -292,6 +312,8 @@ pub struct QueueStats {
     pub released: u64,
     /// Calls in progress that went on through this hub after another's death.
     pub calls_resumed: u64,
+    /// Waiting callers sent to another hub with an advisor free ([`Input::FreeHub`]).
+    pub sent_away: u64,
 }
 
 /// A snapshot for status lines and metrics.
@@ -335,6 +357,8 @@ pub struct AgentQueue {
     finding_calls: HashMap<PeerId, CallId>,
     /// This hub holds its lease (always, without a database): it may make offers.
     lease: bool,
+    /// When this hub may next look for another with an advisor free ([`Output::FindFreeHub`]).
+    next_look: Option<Instant>,
 }
 
 impl AgentQueue {
@@ -356,6 +380,7 @@ impl AgentQueue {
             finding: HashMap::new(),
             finding_calls: HashMap::new(),
             lease: true,
+            next_look: None,
             config,
         }
     }
@@ -476,6 +501,7 @@ impl AgentQueue {
             Input::PlaceFound { peer, call_id, place } => self.on_place_found(peer, call_id, place, now),
             Input::Adopt { from, callers } => self.on_adopt(&from, callers, now),
             Input::Released { kiosk } => self.on_released(&kiosk, now),
+            Input::FreeHub { address, callers } => self.on_free_hub(address, callers),
             Input::CallFound { peer, call_id, call } => self.on_call_found(peer, call_id, call, now),
             Input::Lease { held } => self.on_lease(held, now),
         }
@@ -499,7 +525,9 @@ impl AgentQueue {
         });
         let away = self.calls.values().flat_map(|c| [c.away_until, c.agent_away_until]).flatten();
         let wraps = self.rooms.values().filter_map(|r| r.wrap_until);
-        offers.chain(away).chain(wraps).min()
+        // The next look for another hub with an advisor free, while callers wait here.
+        let look = self.next_look.filter(|_| self.should_look());
+        offers.chain(away).chain(wraps).chain(look).min()
     }
 
     // ----- inputs -----
@@ -1296,6 +1324,12 @@ impl AgentQueue {
         if !self.lease {
             return;
         }
+        self.offer_waiting(now);
+        self.look_elsewhere(now);
+    }
+
+    /// Offers the longest-waiting callers to the longest-idle advisors.
+    fn offer_waiting(&mut self, now: Instant) {
         let mut idle: Vec<(Instant, String)> = self
             .rooms
             .iter()
@@ -1322,6 +1356,67 @@ impl AgentQueue {
             };
             let (_, agent) = idle.remove(pick);
             self.offer(call_id, &agent, now);
+        }
+    }
+
+    /// The callers here that could be sent to another hub: waiting (not offered), their
+    /// kiosks connected here, in queue order.
+    fn sendable(&self) -> impl Iterator<Item = (CallId, PeerId)> + '_ {
+        self.queue.iter().filter_map(|id| {
+            let c = self.calls.get(id)?;
+            let peer = self.kiosks.get(&c.kiosk)?;
+            (c.phase == Phase::Queued && c.away_until.is_none()).then_some((*id, *peer))
+        })
+    }
+
+    /// Whether to look for another hub with an advisor free: this hub shares the deployment's
+    /// database and holds its lease, callers wait here, and no advisor here is free.
+    fn should_look(&self) -> bool {
+        self.config.shared_places
+            && self.lease
+            && !self.rooms.values().any(|r| r.state == RoomState::Idle)
+            && self.sendable().next().is_some()
+    }
+
+    /// After offers: callers still waiting with nobody free here look elsewhere, at most
+    /// every [`LOOK_EVERY`].
+    fn look_elsewhere(&mut self, now: Instant) {
+        if self.should_look() && self.next_look.is_none_or(|t| now >= t) {
+            self.next_look = Some(now + LOOK_EVERY);
+            let unix_now = self.record(now, Event::Queued, None, None, None).ts_ms;
+            let callers = self
+                .sendable()
+                .take(SEND_AWAY_MAX)
+                .filter_map(|(id, _)| {
+                    let c = self.calls.get(&id)?;
+                    let waited = now.saturating_duration_since(c.requested_at).as_millis() as u64;
+                    Some(Waiting {
+                        kiosk: c.kiosk.clone(),
+                        call_id: id,
+                        joined_ms: unix_now.saturating_sub(waited),
+                    })
+                })
+                .collect();
+            self.out.push_back(Output::FindFreeHub { callers });
+        }
+    }
+
+    /// Another hub has advisors free: `callers` are sent there (`move_to`), those still
+    /// waiting here with nobody free here. Each resumes its call there, where it keeps its
+    /// place (the other hub claims it in the database, and this hub then lets it go); a kiosk
+    /// that cannot reach it comes back here, where it kept its place.
+    fn on_free_hub(&mut self, address: Option<String>, callers: Vec<Waiting>) {
+        let Some(address) = address else { return };
+        if self.rooms.values().any(|r| r.state == RoomState::Idle) {
+            return; // an advisor here became free meanwhile
+        }
+        let sendable: HashMap<CallId, PeerId> = self.sendable().collect();
+        for c in callers {
+            let here = self.calls.get(&c.call_id).is_some_and(|call| call.kiosk == c.kiosk);
+            if let Some(&peer) = sendable.get(&c.call_id).filter(|_| here) {
+                self.stats.sent_away += 1;
+                self.send(peer, HubMsg::MoveTo { call_id: c.call_id, address: address.clone() });
+            }
         }
     }
 

@@ -736,8 +736,9 @@ fn a_dead_hubs_callers_are_taken_over_in_their_order_and_wait_for_their_kiosks()
     assert_eq!(positions(&outs, k3), [(3, None)], "this hub's own caller is now behind them");
     assert_eq!(hub.q.stats().adopted, 2);
     // Their kiosks are not here yet: they are held as away (not offered meanwhile), and given
-    // up when the grace ends.
-    assert_eq!(deadline(&hub.tick(t0 + secs(21))), Some(t0 + secs(30)));
+    // up when the grace ends (below, at 30 s). Before that, the next look for a hub with an
+    // advisor free (k3 waits here, and nobody is free here).
+    assert_eq!(deadline(&hub.tick(t0 + secs(21))), Some(t0 + secs(21) + LOOK_EVERY));
 
     // k1 comes back naming its call on hub-a: it is the call taken over, first in line.
     let k1 = hub.kiosk("k1", t0 + secs(22));
@@ -819,6 +820,110 @@ fn a_caller_that_resumed_on_another_hub_is_dropped_here_and_the_report_counts_on
     assert_eq!(k1_calls.len(), 1);
     assert!(k1_calls[0].is_open(), "still waiting on hub-b, not abandoned: {:?}", k1_calls[0]);
     assert_eq!(k1_calls[0].queued_ms, Some(T0_UNIX_MS + 1000));
+}
+
+fn looks(outs: &[Output]) -> usize {
+    outs.iter().filter(|o| matches!(o, Output::FindFreeHub { .. })).count()
+}
+
+/// The callers of the look in `outs`, by kiosk id.
+fn looked_for(outs: &[Output]) -> Vec<Waiting> {
+    outs.iter()
+        .find_map(|o| match o {
+            Output::FindFreeHub { callers } => Some(callers.clone()),
+            _ => None,
+        })
+        .expect("a look")
+}
+
+fn moves(outs: &[Output]) -> Vec<(PeerId, CallId, String)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send { peer, msg: HubMsg::MoveTo { call_id, address } } => {
+                Some((*peer, *call_id, address.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn callers_with_no_advisor_free_here_look_for_another_hub_at_most_every_look_period() {
+    let (mut hub, t0) = Hub::new(shared());
+    // Nobody waiting: no look, whatever the advisors.
+    let a1 = hub.agent("a1", t0);
+    assert_eq!(looks(&hub.tick(t0)), 0);
+    // A caller waits and the only advisor is CLOSE: a look at once, then one per LOOK_EVERY.
+    let k1 = hub.kiosk("k1", t0 + secs(1));
+    let outs = hub.request(k1, t0 + secs(1));
+    assert_eq!(looks(&outs), 1);
+    assert_eq!(deadline(&outs), Some(t0 + secs(1) + LOOK_EVERY), "the core wakes for the next look");
+    assert_eq!(looks(&hub.tick(t0 + secs(1) + LOOK_EVERY / 2)), 0);
+    let outs =
+        hub.input(Input::FreeHub { address: None, callers: Vec::new() }, t0 + secs(1) + LOOK_EVERY / 2);
+    assert_eq!((looks(&outs), moves(&outs).len()), (0, 0), "nowhere to go: it waits here");
+    assert_eq!(looks(&hub.tick(t0 + secs(1) + LOOK_EVERY)), 1);
+    // An advisor here goes IDLE: offered here, no look.
+    let outs = hub.presence(a1, Presence::Idle, t0 + secs(3));
+    let call = offered(&outs, a1).expect("offered here");
+    assert_eq!(looks(&outs), 0);
+    // An answer that comes after that sends nobody away.
+    let address = Some("hub-b.bank.example:4433".to_string());
+    let callers = vec![Waiting { kiosk: "k1".into(), call_id: call, joined_ms: T0_UNIX_MS + 1000 }];
+    let outs = hub.input(Input::FreeHub { address: address.clone(), callers }, t0 + secs(3));
+    assert!(moves(&outs).is_empty(), "{outs:?}");
+    hub.accept(a1, call, t0 + secs(3));
+    // A second caller while the advisor is busy looks again; without the lease, it does not.
+    let k2 = hub.kiosk("k2", t0 + secs(4));
+    assert_eq!(looks(&hub.request(k2, t0 + secs(4))), 1);
+    hub.input(Input::Lease { held: false }, t0 + secs(4));
+    assert_eq!(looks(&hub.tick(t0 + secs(10))), 0);
+    assert_eq!(deadline(&hub.tick(t0 + secs(10))), None, "nothing to wake for without the lease");
+    assert_eq!(looks(&hub.input(Input::Lease { held: true }, t0 + secs(11))), 1);
+
+    // A hub without the deployment's database never looks.
+    let (mut alone, t0) = Hub::new(QueueConfig::default());
+    let k = alone.kiosk("k1", t0);
+    assert_eq!(looks(&alone.request(k, t0)), 0);
+    assert_eq!(deadline(&alone.tick(t0 + secs(5))), None);
+}
+
+#[test]
+fn waiting_callers_are_sent_to_a_hub_with_advisors_free_longest_waiting_first() {
+    let (mut hub, t0) = Hub::new(shared());
+    let (k1, k2, k3) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0), hub.kiosk("k3", t0));
+    let c1 = queued_id(&hub.request(k1, t0), k1).expect("queued");
+    let c2 = queued_id(&hub.request(k2, t0 + secs(1)), k2).expect("queued");
+    let c3 = queued_id(&hub.request(k3, t0 + secs(2)), k3).expect("queued");
+    // k1's kiosk is away: it is passed over (it cannot be told to move). The look names the
+    // others, longest waiting first, with the time each first joined.
+    let outs = hub.disconnect(k1, t0 + secs(3));
+    let asked = looked_for(&outs);
+    let named: Vec<(&str, CallId, u64)> =
+        asked.iter().map(|w| (w.kiosk.as_str(), w.call_id, w.joined_ms)).collect();
+    assert_eq!(named, [("k2", c2, T0_UNIX_MS + 1000), ("k3", c3, T0_UNIX_MS + 2000)]);
+    // One advisor free there: the database chose the first.
+    let address = "hub-b.bank.example:4433".to_string();
+    let outs = hub
+        .input(Input::FreeHub { address: Some(address.clone()), callers: asked[..1].to_vec() }, t0 + secs(3));
+    assert_eq!(moves(&outs), [(k2, c2, address.clone())]);
+    assert_eq!(hub.q.stats().sent_away, 1);
+    // It keeps its place here until the other hub claims it (its kiosk may not get there).
+    assert!(events(&outs).is_empty(), "{outs:?}");
+    let outs = hub.disconnect(k2, t0 + secs(4));
+    assert_eq!(event(&outs, Event::KioskAway).kiosk.as_deref(), Some("k2"));
+    let outs = hub.input(Input::Released { kiosk: "k2".into() }, t0 + secs(4));
+    let rec = event(&outs, Event::Abandoned);
+    assert_eq!((rec.kiosk.as_deref(), rec.detail.as_deref()), (Some("k2"), Some(MOVED)));
+    // k1 comes back within its grace and keeps its place; k3 hangs up while the look is out:
+    // only k1 is sent.
+    let k1 = hub.kiosk("k1", t0 + secs(5));
+    hub.resume(k1, c1, t0 + secs(5));
+    let asked = looked_for(&hub.tick(t0 + secs(6)));
+    assert_eq!(asked.iter().map(|w| w.kiosk.as_str()).collect::<Vec<_>>(), ["k1", "k3"]);
+    hub.hang_up(k3, c3, t0 + secs(6));
+    let outs = hub.input(Input::FreeHub { address: Some(address.clone()), callers: asked }, t0 + secs(6));
+    assert_eq!(moves(&outs), [(k1, c1, address)]);
 }
 
 fn moved_call(call_id: CallId, since: Duration) -> MovedCall {

@@ -844,6 +844,11 @@ pub struct DatabaseSection {
     pub url: Option<String>,
     #[serde(default)]
     pub url_file: Option<PathBuf>,
+    /// Where kiosks reach this hub (host:port, e.g. "hub-b.bank.example:4433"): a hub with an
+    /// advisor free takes callers waiting on other hubs and sends their kiosks here. The
+    /// listening address by default, when it is a specific one (not 0.0.0.0).
+    #[serde(default)]
+    pub advertise: Option<String>,
 }
 
 impl DatabaseSection {
@@ -860,6 +865,15 @@ impl DatabaseSection {
             (None, None) => return Err(ConfigError::new(path, "database", "needs url or url_file")),
         };
         crate::edges::db::check_url(&url).map_err(|e| ConfigError::new(path, "database.url", e))?;
+        if let Some(a) = &self.advertise {
+            let port = a.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            if a.len() > crate::protocol::MAX_ID_BYTES
+                || a.chars().any(char::is_whitespace)
+                || port.and_then(|p| p.parse::<u16>().ok()).is_none_or(|p| p == 0)
+            {
+                return Err(ConfigError::new(path, "database.advertise", "must be host:port"));
+            }
+        }
         Ok(url)
     }
 }

@@ -1,5 +1,5 @@
 //! A hub's place among the deployment's hubs: it holds a lease in the database (renewed every
-//! second), takes over the waiting callers of a hub whose lease expired, and hears from the
+//! half second), takes over the waiting callers of a hub whose lease expired, and hears from the
 //! other hubs (`LISTEN`/`NOTIFY`) when one of its callers resumed elsewhere.
 //!
 //! The queue core stays the decision-maker: this task only tells it what the database says
@@ -42,6 +42,9 @@ pub struct Cluster {
     pub url: String,
     /// The hub's id (its certificate's).
     pub hub: String,
+    /// Where kiosks reach this hub, stored with its lease (other hubs send callers here
+    /// when an advisor here is free); none: it is sent none.
+    pub address: Option<String>,
 }
 
 impl Cluster {
@@ -50,6 +53,11 @@ impl Cluster {
         let instance = format!("{:016x}", rand::random::<u64>());
         let shown = redact(&self.url);
         let mut held_until: Option<Instant> = None;
+        // Since when the lease has been held without a break: a hub takes others' callers
+        // over only after holding its own for a whole lease, so that after the database
+        // itself was away (every lease expired at once) the other hubs have had the time to
+        // renew theirs, and no live hub's callers are taken.
+        let mut held_since: Option<Instant> = None;
         let mut told: Option<bool> = None;
         let mut db: Option<(Database, mpsc::UnboundedReceiver<String>)> = None;
         let mut duplicate_warned = false;
@@ -58,6 +66,9 @@ impl Cluster {
         loop {
             // The lease is held while its time, less the margin, has not passed.
             let held = held_until.is_some_and(|t| Instant::now() + LEASE_MARGIN < t);
+            if !held {
+                held_since = None;
+            }
             if told != Some(held) {
                 if held {
                     info!(hub = %self.hub, "holding this hub's lease in the deployment's database");
@@ -97,19 +108,21 @@ impl Cluster {
                 }
             }
             let started = Instant::now();
+            let may_take_over = held_since.is_some_and(|t| started.duration_since(t) >= LEASE);
             let round = async {
                 if db.as_ref().is_none_or(|(d, _)| d.is_closed()) {
                     db = Some(Database::connect_listening(&self.url).await?);
                 }
                 let Some((d, _)) = db.as_mut() else { return Ok((false, Vec::new())) };
-                let ours = d.renew_lease(&self.hub, &instance, LEASE).await?;
-                // Only a hub that holds its own lease takes over others'.
-                let taken = if ours { d.take_over(&self.hub).await? } else { Vec::new() };
+                let ours = d.renew_lease(&self.hub, &instance, LEASE, self.address.as_deref()).await?;
+                // Only a hub that has held its own lease for a whole lease takes over others'.
+                let taken = if ours && may_take_over { d.take_over(&self.hub).await? } else { Vec::new() };
                 Ok::<_, super::DbError>((ours, taken))
             };
             match tokio::time::timeout(ROUND_TIMEOUT, round).await {
                 Ok(Ok((true, taken))) => {
                     held_until = Some(started + LEASE);
+                    held_since.get_or_insert(started);
                     duplicate_warned = false;
                     for (from, callers) in taken {
                         info!(hub = %from, callers = callers.len(), "a hub's lease expired: taking over its waiting callers");
@@ -120,6 +133,7 @@ impl Cluster {
                 }
                 Ok(Ok((false, _))) => {
                     held_until = None;
+                    held_since = None;
                     if !duplicate_warned {
                         error!(hub = %self.hub, "another hub holds this hub's id in the database: each hub needs a certificate of its own; this one makes no offers");
                         duplicate_warned = true;

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "event log", include_str!("../../../migrations/0001_events.sql")),
     (2, "events by kiosk", include_str!("../../../migrations/0002_kiosk_index.sql")),
     (3, "hub leases, waiting callers, calls and rooms", include_str!("../../../migrations/0003_cluster.sql")),
+    (4, "hub addresses", include_str!("../../../migrations/0004_hub_address.sql")),
 ];
 
 /// The advisory lock key under which migrations run ("kioskd" in ASCII).
@@ -226,6 +227,16 @@ impl Database {
         Ok(row.get(0))
     }
 
+    /// How many events of the kind `event` (`offered`, `ended`, …) the deployment's hubs stored.
+    pub async fn count_events(&self, event: &str) -> Result<u64, DbError> {
+        let row = self
+            .client
+            .query_one("SELECT count(*) FROM events WHERE record ->> 'event' = $1", &[&event])
+            .await
+            .map_err(pg("counting events"))?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
@@ -367,6 +378,51 @@ impl Database {
         Ok(place_of(&records, call_id))
     }
 
+    /// Another live hub with advisors free (IDLE) that kiosks can reach, for callers of
+    /// `own_hub` that have nobody free there: its address, and the first of `callers` (longest
+    /// waiting first), one per advisor free there. The hub with the most advisors free is
+    /// chosen (at random among equals). Each caller chosen is in `waiting` when this returns
+    /// (its row is written if this hub has not shipped it yet), so that the other hub finds
+    /// its place when its kiosk resumes there. Rooms are as the hubs last shipped them (a
+    /// fraction of a second ago): a caller sent keeps its place there and waits if the
+    /// advisor was taken meanwhile.
+    pub async fn free_hub(
+        &mut self,
+        own_hub: &str,
+        callers: &[Waiting],
+        now_ms: u64,
+    ) -> Result<Option<(String, Vec<Waiting>)>, DbError> {
+        let tx = self.client.transaction().await.map_err(pg("starting to look for a hub"))?;
+        let row = tx
+            .query_opt(
+                "SELECT h.address, count(*) FROM hubs h JOIN rooms r ON r.hub = h.hub AND r.state = 'IDLE'
+                  WHERE h.hub <> $1 AND h.lease_until > now() AND h.address IS NOT NULL
+                  GROUP BY h.hub, h.address
+                  ORDER BY count(*) DESC, random()
+                  LIMIT 1",
+                &[&own_hub],
+            )
+            .await
+            .map_err(pg("looking for a hub with an advisor free"))?;
+        let Some(row) = row else {
+            tx.commit().await.map_err(pg("ending the look for a hub"))?;
+            return Ok(None);
+        };
+        let (address, free): (String, i64) = (row.get(0), row.get(1));
+        let chosen: Vec<Waiting> = callers.iter().take(usize::try_from(free).unwrap_or(0)).cloned().collect();
+        for c in &chosen {
+            tx.execute(
+                "INSERT INTO waiting (kiosk, hub, call_id, joined_ms, updated_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (kiosk) DO NOTHING",
+                &[&c.kiosk, &own_hub, &(c.call_id as i64), &(c.joined_ms as i64), &(now_ms as i64)],
+            )
+            .await
+            .map_err(pg("recording a caller sent to another hub"))?;
+        }
+        tx.commit().await.map_err(pg("committing callers sent to another hub"))?;
+        Ok(Some((address, chosen)))
+    }
+
     /// Callers waiting on `own_hub` with their kiosks connected there, after it got its lease
     /// back: their rows name it again, and every hub is told ([`RELEASED`]), so that one that
     /// took them over meanwhile drops its copy.
@@ -392,17 +448,23 @@ impl Database {
     /// Takes or renews `hub`'s lease for `lease` from the database's clock. `instance` tells
     /// this process from another with the same hub id: a lease held by another instance
     /// that has not expired is not taken (`Ok(false)`: two hubs share one certificate id).
-    pub async fn renew_lease(&self, hub: &str, instance: &str, lease: Duration) -> Result<bool, DbError> {
+    pub async fn renew_lease(
+        &self,
+        hub: &str,
+        instance: &str,
+        lease: Duration,
+        address: Option<&str>,
+    ) -> Result<bool, DbError> {
         let ms = lease.as_millis() as f64;
         let n = self
             .client
             .execute(
-                "INSERT INTO hubs (hub, lease_until, renewed_at, instance)
-                 VALUES ($1, now() + $3::float8 * interval '1 millisecond', now(), $2)
+                "INSERT INTO hubs (hub, lease_until, renewed_at, instance, address)
+                 VALUES ($1, now() + $3::float8 * interval '1 millisecond', now(), $2, $4)
                  ON CONFLICT (hub) DO UPDATE
-                   SET lease_until = EXCLUDED.lease_until, renewed_at = now(), instance = $2
+                   SET lease_until = EXCLUDED.lease_until, renewed_at = now(), instance = $2, address = $4
                    WHERE hubs.instance = $2 OR hubs.lease_until < now()",
-                &[&hub, &instance, &ms],
+                &[&hub, &instance, &ms, &address],
             )
             .await
             .map_err(pg("renewing the lease"))?;

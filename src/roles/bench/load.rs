@@ -153,7 +153,7 @@ struct Run {
     epoch: Instant,
 }
 
-fn load_material(dir: &Path, id: &str) -> anyhow::Result<TlsMaterial> {
+pub(super) fn load_material(dir: &Path, id: &str) -> anyhow::Result<TlsMaterial> {
     let stem = file_stem(id);
     let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
     TlsMaterial::load(&dir.join("ca.pem"), &cert, &key)

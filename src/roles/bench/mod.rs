@@ -9,6 +9,7 @@ pub mod aec;
 mod call;
 mod figures;
 pub mod load;
+pub mod offers;
 
 use std::time::Duration;
 

@@ -141,6 +141,10 @@ impl Core {
                 };
                 self.input(input);
             }
+            CoreCmd::FreeHub(found) => {
+                let (address, callers) = found.map_or((None, Vec::new()), |(a, c)| (Some(a), c));
+                self.input(Input::FreeHub { address, callers });
+            }
             CoreCmd::Health { id, health } => {
                 self.kiosks.insert(id, KioskStatus { connected: true, health });
             }
@@ -221,6 +225,12 @@ impl Core {
                         && p.try_send(super::Lookup::Reclaim(callers)).is_err()
                     {
                         warn!("too many database lookups waiting: callers not reclaimed");
+                    }
+                }
+                Output::FindFreeHub { callers } => {
+                    // A lookup that cannot be queued is skipped: the core asks again later.
+                    if let Some(p) = &self.places {
+                        let _ = p.try_send(super::Lookup::FreeHub(callers));
                     }
                 }
                 Output::FindCall { peer, agent, call_id } => {

@@ -93,11 +93,29 @@ pub struct HubOptions {
     pub admission: AdmissionConfig,
     /// Renews kiosk and agent certificates on line with this renewal CA; refused when absent.
     pub renewal: Option<Arc<RenewalIssuer>>,
-    /// The deployment's PostgreSQL (`postgresql://…`): the event log is shipped to it, line by
-    /// line, from the file (which stays the hub's journal). None: the file only.
-    pub database: Option<String>,
+    /// The deployment's PostgreSQL: the event log is shipped to it, line by line, from the
+    /// file (which stays the hub's journal), and the hubs share their queue through it. None:
+    /// the file only.
+    pub database: Option<DatabaseOptions>,
     /// The advisors' browser console; off when absent.
     pub console: Option<console::ConsoleOptions>,
+}
+
+/// The hub's part in a deployment of several hubs (`[database]`).
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    /// `postgresql://…` (a password in it is never logged).
+    pub url: String,
+    /// Where other hubs' kiosks reach this hub (host:port): hubs whose callers have no advisor
+    /// free send them here when one is free here; the listening address when it is a
+    /// specific one. None (and an unspecified listening address): this hub is sent none.
+    pub advertise: Option<String>,
+}
+
+impl From<String> for DatabaseOptions {
+    fn from(url: String) -> Self {
+        Self { url, advertise: None }
+    }
 }
 
 /// Certificates within this many days of their end are warned about (log, doctor).
@@ -244,14 +262,23 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         tokio::spawn(warn_own_expiry(own.not_after));
     }
     let hub_id = own.as_ref().map_or_else(|| "hub".to_string(), |c| c.id.clone());
-    let places = opts.database.clone().map(|url| {
+    let advertise = opts.database.as_ref().and_then(|d| {
+        d.advertise.clone().or_else(|| (!local_addr.ip().is_unspecified()).then(|| local_addr.to_string()))
+    });
+    if opts.database.is_some() && advertise.is_none() {
+        warn!(
+            "no [database] advertise address: other hubs send this hub no callers when its advisors are free"
+        );
+    }
+    let places = opts.database.clone().map(|d| {
         let (tx, rx) = mpsc::channel(PLACE_QUERIES);
-        tokio::spawn(find_places(url, hub_id.clone(), rx, core_tx.clone()));
+        tokio::spawn(find_places(d.url, hub_id.clone(), rx, core_tx.clone()));
         tx
     });
-    if let Some(url) = opts.database.clone() {
+    if let Some(url) = opts.database.as_ref().map(|d| d.url.clone()) {
         let (tx, mut rx) = mpsc::channel(16);
-        let cluster = crate::edges::db::cluster::Cluster { url, hub: hub_id.clone() };
+        let cluster =
+            crate::edges::db::cluster::Cluster { url, hub: hub_id.clone(), address: advertise.clone() };
         tokio::spawn(cluster.run(tx, shutdown_rx.clone()));
         let core = core_tx.clone();
         tokio::spawn(async move {
@@ -288,7 +315,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
     let (stopper_tx, stopper_rx) = mpsc::unbounded_channel();
     let stopper = tokio::spawn(stop_recordings(stopper_rx));
-    let (database, shipper) = match opts.database {
+    let (database, shipper) = match opts.database.map(|d| d.url) {
         Some(url) => {
             let (tx, rx) = watch::channel(ShipStatus::default());
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -369,6 +396,8 @@ pub(super) enum Lookup {
     Call { peer: crate::queue::PeerId, agent: String, call_id: crate::protocol::CallId },
     /// Callers this hub holds again ([`crate::queue::Output::Reclaim`]).
     Reclaim(Vec<crate::queue::Waiting>),
+    /// Another hub with an advisor free, for these callers ([`crate::queue::Output::FindFreeHub`]).
+    FreeHub(Vec<crate::queue::Waiting>),
 }
 
 /// Answers the core's lookups from the deployment's database, one at a time, on a connection
@@ -389,7 +418,41 @@ async fn find_places(
             Lookup::Place { kiosk, .. } => (kiosk.clone(), "a caller's place"),
             Lookup::Call { agent, .. } => (agent.clone(), "an advisor's call"),
             Lookup::Reclaim(c) => (format!("{} callers", c.len()), "callers to reclaim"),
+            Lookup::FreeHub(_) => (hub.clone(), "a hub with an advisor free"),
         };
+        if let Lookup::FreeHub(callers) = &q {
+            let look = async {
+                if db.as_ref().is_none_or(|d| d.is_closed()) {
+                    db = Some(crate::edges::db::Database::connect_read(&url).await?);
+                }
+                match db.as_mut() {
+                    Some(d) => d.free_hub(&hub, callers, unix_ms()).await,
+                    None => Ok(None),
+                }
+            };
+            let address = match tokio::time::timeout(PLACE_TIMEOUT, look).await {
+                Ok(Ok(address)) => address,
+                Ok(Err(e)) => {
+                    warn!(%id, error = %e, "could not look for {what} in the database");
+                    db = None;
+                    None
+                }
+                Err(_) => {
+                    warn!(%id, "the database did not answer within {PLACE_TIMEOUT:?} about {what}");
+                    db = None;
+                    None
+                }
+            };
+            if let Some((to, sent)) = &address
+                && !sent.is_empty()
+            {
+                info!(hub = %to, callers = sent.len(), "no advisor free here: waiting callers go to a hub with one");
+            }
+            if core.send(peer::CoreCmd::FreeHub(address)).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let lookup = async {
             if db.as_ref().is_none_or(|d| d.is_closed()) {
                 db = Some(crate::edges::db::Database::connect_read(&url).await?);
@@ -404,6 +467,7 @@ async fn find_places(
                 Lookup::Reclaim(callers) => {
                     d.reclaim(callers, &hub, unix_ms()).await.map(|()| Claimed::Nothing)
                 }
+                Lookup::FreeHub(_) => Ok(Claimed::Nothing),
             }
         };
         let found = match tokio::time::timeout(PLACE_TIMEOUT, lookup).await {
@@ -420,6 +484,7 @@ async fn find_places(
             }
         };
         let answer = match (q, found) {
+            (Lookup::FreeHub(_), _) => continue,
             (Lookup::Reclaim(callers), _) => {
                 info!(
                     callers = callers.len(),

@@ -31,6 +31,9 @@ pub(super) enum CoreCmd {
     },
     /// What the deployment's database says (lease, takeovers, callers gone elsewhere).
     Cluster(crate::edges::db::cluster::ClusterEvent),
+    /// The database's answer to [`crate::queue::Output::FindFreeHub`]: the address of a hub
+    /// with advisors free and the callers to send there, or none.
+    FreeHub(Option<(String, Vec<crate::queue::Waiting>)>),
     Health {
         id: String,
         health: KioskHealth,

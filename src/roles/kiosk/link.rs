@@ -39,6 +39,17 @@ pub const RESUME_RETRY_MAX: Duration = Duration::from_millis(300);
 /// holds a call for `kiosk_grace_s` after noticing the kiosk gone: 10 + 6 s by default).
 pub const RESUME_FAST_FOR: Duration = Duration::from_secs(60);
 
+/// Where the next connection goes after a session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The hub of the last session first (as before).
+    Same,
+    /// The hub went silent: the next one first.
+    Another,
+    /// The hub sent the kiosk to another (`move_to`): that one, at once.
+    MoveTo(String),
+}
+
 /// Keeps a session with the hub: connects, reconnects with back-off and jitter, forwards
 /// messages both ways. While `resuming`, it retries fast (a call is held at the hub for
 /// its grace period, and a customer is waiting).
@@ -55,6 +66,8 @@ pub(super) async fn link_task(
     let mut preferred = 0usize;
     // When the link last went down (or the first attempt began).
     let mut down_since = Instant::now();
+    // The hub a `move_to` named, for the next attempt.
+    let mut move_to: Option<String> = None;
     let fast = |resuming: &watch::Receiver<bool>, since: Instant| {
         *resuming.borrow() && since.elapsed() < RESUME_FAST_FOR
     };
@@ -68,8 +81,23 @@ pub(super) async fn link_task(
             endpoints.set_client_config(config.clone());
             target.client = config;
         }
+        let moving = move_to.take();
         let attempt = async {
-            let addrs = client::resolve_all(&target.addresses).await?;
+            let mut addrs = client::resolve_all(&target.addresses).await?;
+            if let Some(to) = &moving {
+                // The hub named is tried first (it need not be in the list: like every hub, it
+                // is authenticated by its certificate).
+                match client::resolve(to).await {
+                    Ok(addr) => match addrs.iter().position(|a| *a == addr) {
+                        Some(i) => preferred = i,
+                        None => {
+                            addrs.insert(0, addr);
+                            preferred = 0;
+                        }
+                    },
+                    Err(e) => warn!(hub = %to, error = %e, "the hub the kiosk was sent to does not resolve"),
+                }
+            }
             let race = if resume {
                 client::Race { stagger: RESUME_ATTEMPT, at_once: RESUME_RACE, total: None }
             } else {
@@ -94,12 +122,14 @@ pub(super) async fn link_task(
             Ok(session) => {
                 backoff.reset();
                 let several = target.addresses.len() > 1;
-                let (reason, next_hub) =
+                let (reason, next) =
                     session_loop(session, &events, &mut stop, opts.renewal.as_ref(), several).await;
                 down_since = Instant::now();
-                if next_hub {
+                match next {
+                    Next::Same => {}
                     // The hub went silent: the next one is tried first.
-                    preferred += 1;
+                    Next::Another => preferred += 1,
+                    Next::MoveTo(to) => move_to = Some(to),
                 }
                 reason
             }
@@ -115,6 +145,10 @@ pub(super) async fn link_task(
         if events.send(LinkEvent::Down(reason.clone())).await.is_err() {
             return;
         }
+        if move_to.is_some() {
+            info!(%reason, "moving to another hub of the deployment");
+            continue;
+        }
         let mut delay = backoff.next_delay(rand::random::<f64>());
         if fast(&resuming, down_since) {
             delay = delay.min(RESUME_RETRY_MAX.mul_f64(0.5 + rand::random::<f64>() / 2.0));
@@ -127,15 +161,14 @@ pub(super) async fn link_task(
     }
 }
 
-/// Runs one welcomed session; returns why it ended, and whether to try the next hub first
-/// (this one went silent).
+/// Runs one welcomed session; returns why it ended, and where to connect next.
 async fn session_loop(
     session: client::Session,
     events: &mpsc::Sender<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
     renewal: Option<&renew::SharedRenewer>,
     several_hubs: bool,
-) -> (String, bool) {
+) -> (String, Next) {
     let reason = session_msgs(session, events, stop, renewal, several_hubs).await;
     if let Some(r) = renewal {
         renew::lock(r).connection_lost();
@@ -149,14 +182,14 @@ async fn session_msgs(
     stop: &mut watch::Receiver<bool>,
     renewal: Option<&renew::SharedRenewer>,
     several_hubs: bool,
-) -> (String, bool) {
+) -> (String, Next) {
     let client::Session { conn, mut writer, mut reader, id, remote } = session;
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(OUT_QUEUE);
     // The renewal's requests go through the kiosk's queue too, without keeping it open: the
     // writer closes the connection once the kiosk drops its sender.
     let renew_tx = out_tx.downgrade();
     if events.send(LinkEvent::Up { id, out: out_tx, conn: conn.clone() }).await.is_err() {
-        return ("kiosk stopping".into(), false);
+        return ("kiosk stopping".into(), Next::Same);
     }
     let _ = remote;
     let writer_conn = conn.clone();
@@ -195,33 +228,38 @@ async fn session_msgs(
                     if let HubMsg::Error { message, fatal } = &msg {
                         warn!(%message, fatal, "hub reports an error");
                     }
+                    if let HubMsg::MoveTo { call_id, address } = msg {
+                        info!(call_id, hub = %address, "the hub sends this waiting call to another hub");
+                        conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"moving to another hub");
+                        return (format!("sent to the hub at {address}"), Next::MoveTo(address));
+                    }
                     if events.send(LinkEvent::Msg(msg)).await.is_err() {
-                        return ("kiosk stopping".into(), false);
+                        return ("kiosk stopping".into(), Next::Same);
                     }
                 }
                 Err(ControlError::Decode(e)) => {
                     conn.close(quinn::VarInt::from_u32(close_code::PROTOCOL), e.to_string().as_bytes());
-                    return (format!("hub sent an invalid message: {e}"), false);
+                    return (format!("hub sent an invalid message: {e}"), Next::Same);
                 }
                 Err(e) => {
                     let reason = conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
-                    return (reason, false);
+                    return (reason, Next::Same);
                 }
             },
             res = &mut writer_task => {
-                return (res.unwrap_or_else(|e| e.to_string()), false);
+                return (res.unwrap_or_else(|e| e.to_string()), Next::Same);
             }
             () = &mut silent => {
                 conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"hub silent");
                 let reason = format!("nothing heard from the hub for {:?}", client::HUB_SILENT);
-                return (reason, true);
+                return (reason, Next::Another);
             }
             () = tokio::time::sleep(renew_wake()) => {}
             _ = stop.changed() => {
                 // Let the writer flush the last messages (a hang-up) before closing.
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await;
                 conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"kiosk stopping");
-                return ("kiosk stopping".into(), false);
+                return ("kiosk stopping".into(), Next::Same);
             }
         }
     }
