@@ -163,3 +163,56 @@ async fn reports_and_configuration_refuse_a_bad_database_clearly() {
     let text = output_text(&out);
     assert!(!out.status.success() && !text.contains("s3cret") && text.contains("--database"), "{text}");
 }
+
+/// The database takes only TLS (1.3) connections and presents a certificate from the
+/// deployment's CA: the hub ships over TLS (`sslmode=verify-full`, `sslrootcert`), the report
+/// reads over it, and a hub or report given another CA is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_tls_and_a_server_not_from_its_ca_is_refused() {
+    use std::net::IpAddr;
+    let pki = Pki::new();
+    let server = pki
+        .ca
+        .issue(Role::Hub, "db", &["localhost".to_string()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], 1)
+        .expect("the database's certificate");
+    let pg = Postgres::start_tls(&server.cert_pem, &server.key_pem);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("db-ca.pem");
+    std::fs::write(&ca, &pki.ca.cert_pem).expect("the CA file");
+    let url = format!("{}?sslmode=verify-full&sslrootcert={}", pg.url, ca.display());
+
+    // Without TLS the server refuses the connection (pg_hba: hostnossl reject).
+    let o = kioskd_bin(&["report", "--database", &pg.url]);
+    assert!(!o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("no encryption"), "{}", output_text(&o));
+
+    let log = dir.path().join("events.jsonl");
+    let hub = start_hub_db(&pki, &log, Some(url.clone())).await;
+    let mut ship = hub.database_status().expect("a database");
+    wait_ship(&mut ship, "connected", |s| s.connected).await;
+    one_call(&pki, &hub, "branch-1/kiosk-1").await;
+    hub.shutdown().await;
+    let n = lines(&log);
+    assert_eq!(pg.psql("SELECT count(*) FROM events"), n.to_string());
+    // The server saw TLS 1.3 (its own view of the connections it has now: the report's).
+    let o = kioskd_bin(&["report", "--database", &url]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!(report["answered"].as_u64(), Some(1), "{report}");
+    let versions = pg.psql("SELECT string_agg(DISTINCT version, ',') FROM pg_stat_ssl WHERE ssl");
+    assert_eq!(versions, "TLSv1.3", "psql's own connection, over TLS 1.3");
+
+    // Another CA: the server is not authenticated, and nothing is sent to it.
+    let other = Pki::new();
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, &other.ca.cert_pem).expect("the other CA file");
+    let bad = format!("{}?sslmode=verify-full&sslrootcert={}", pg.url, wrong.display());
+    let o = kioskd_bin(&["report", "--database", &bad]);
+    assert!(!o.status.success());
+    let text = output_text(&o);
+    assert!(text.contains("certificate") && !text.contains("password"), "{text}");
+    // A setting that would not authenticate the server is refused before connecting.
+    let o = kioskd_bin(&["report", "--database", &format!("{}?sslmode=require", pg.url)]);
+    assert!(!o.status.success());
+    assert!(output_text(&o).contains("verify-full"), "{}", output_text(&o));
+}

@@ -27,8 +27,9 @@ work=/tmp/kioskd
 mkdir -p "$work" /run/kioskd
 export RUST_LOG=info NO_COLOR=1
 
-# Seconds to wait for an event under emulation (generous: TCG is 5-10 times slower).
-WAIT=45
+# Seconds to wait for an event under emulation (generous: TCG is 5-10 times slower, and the
+# host may be busy with other work: under two other builds, 40 pictures took over 45 s).
+WAIT=90
 # The camera's picture: one of vivid's webcam sizes, modest as everything runs emulated (at
 # 640x480 the guest's two CPUs saturate and the kiosk's rate control cuts the video).
 WIDTH=320 HEIGHT=180

@@ -26,7 +26,7 @@ repo=$(cd "$here/../.." && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/kioskd-board-vm
 started=$(date +%s)
 # The guest test's own limit; qemu gets a little more.
-guest_timeout_s=240
+guest_timeout_s=420
 
 say() { printf 'board-vm: %s\n' "$*" >&2; }
 elapsed() { echo $(($(date +%s) - started)); }

@@ -54,6 +54,16 @@ impl Postgres {
     /// initdb, then start; the database `kioskd` owned by the user `kioskd` (trust on
     /// 127.0.0.1: the tests' own server).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// As [`Postgres::start`], with TLS only (TLS 1.3 at least; a connection without it is
+    /// refused): the server presents `cert_pem` with `key_pem`.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let dir = tempfile::Builder::new().prefix("kioskd-pg-").tempdir().expect("tempdir");
         let user = server_user();
         if let Some((uid, gid)) = user {
@@ -76,6 +86,24 @@ impl Postgres {
                 "--no-instructions",
             ],
         );
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            let data = pg.data();
+            for (name, pem, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).expect("the server's certificate");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+                if let Some((uid, gid)) = user {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+                }
+            }
+            let conf = "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_min_protocol_version = 'TLSv1.3'\n";
+            let mut text = std::fs::read_to_string(data.join("postgresql.conf")).expect("postgresql.conf");
+            text.push_str(conf);
+            std::fs::write(data.join("postgresql.conf"), text).expect("postgresql.conf");
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("pg_hba.conf");
+        }
         pg.port = free_port();
         pg.url = format!("postgresql://kioskd@127.0.0.1:{}/kioskd", pg.port);
         pg.start_server();
@@ -117,7 +145,8 @@ impl Postgres {
         let mut cmd = Command::new(self.bin.join("psql"));
         cmd.args([&self.url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .current_dir(self.dir.path())
-            .env_remove("PGPASSWORD");
+            .env_remove("PGPASSWORD")
+            .env("HOME", self.dir.path());
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid);
         }
@@ -127,7 +156,7 @@ impl Postgres {
 
     fn run_ok(&self, tool: &str, args: &[&str]) -> Output {
         let mut cmd = Command::new(self.bin.join(tool));
-        cmd.args(args).current_dir(self.dir.path()).env_remove("PGPASSWORD");
+        cmd.args(args).current_dir(self.dir.path()).env_remove("PGPASSWORD").env("HOME", self.dir.path());
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid);
         }

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 pub mod cluster;
 pub mod ship;
+pub mod tls;
 
 pub use ship::{ShipStatus, Shipper};
 
@@ -56,6 +57,9 @@ pub enum DbError {
     NoSchema,
     #[error("event {0} in the database is not an event record: {1}")]
     BadEvent(i64, String),
+    /// TLS to the database: a bad `sslmode`/`sslrootcert`, or a CA file that cannot be read.
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
 }
 
 fn pg(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
@@ -97,47 +101,15 @@ impl Database {
     }
 
     async fn open(url: &str) -> Result<Self, DbError> {
-        let shown = redact(url);
-        let connecting = tokio_postgres::connect(url, NoTls);
-        let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .map_err(|_| DbError::Timeout(shown))?
-            .map_err(pg("connecting"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                warn!(error = %e, "PostgreSQL connection ended");
-            }
-        });
+        let client = open_client(url, None).await?;
         Ok(Self { client })
     }
 
     /// Connects to `url` and listens on [`CHANNEL`]: the notifications' payloads come out of
     /// the receiver (which ends with the connection). The schema is brought up to date.
     pub async fn connect_listening(url: &str) -> Result<(Self, mpsc::UnboundedReceiver<String>), DbError> {
-        let shown = redact(url);
-        let connecting = tokio_postgres::connect(url, NoTls);
-        let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .map_err(|_| DbError::Timeout(shown))?
-            .map_err(pg("connecting"))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(m) = futures_util::StreamExt::next(&mut messages).await {
-                match m {
-                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_string()).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(error = %e, "PostgreSQL connection ended");
-                        break;
-                    }
-                }
-            }
-        });
+        let client = open_client(url, Some(tx)).await?;
         let mut db = Self { client };
         db.migrate().await?;
         db.client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(pg("listening"))?;
@@ -643,12 +615,72 @@ pub fn place_of(records: &[(String, EventRecord)], call_id: CallId) -> Option<Mo
 /// Checks a connection string's syntax (`postgresql://…` or `key=value …`), saying what is
 /// wrong without repeating a password.
 pub fn check_url(url: &str) -> Result<(), String> {
+    let split = tls::split(url).map_err(|e| format!("`{}`: {e}", redact(url)))?;
+    if let Some(ca) = &split.root_cert {
+        tls::client_config(ca)?;
+    }
     let config: tokio_postgres::Config =
-        url.parse().map_err(|e: tokio_postgres::Error| format!("`{}`: {e}", redact(url)))?;
+        split.url.parse().map_err(|e: tokio_postgres::Error| format!("`{}`: {e}", redact(url)))?;
     if config.get_hosts().is_empty() {
         return Err(format!("`{}` names no host", redact(url)));
     }
     Ok(())
+}
+
+/// A client on `url`, TLS when it asks for it ([`tls::split`]); its connection driven on a
+/// task of its own, which hands notifications to `notes` (when given) and ends with the
+/// connection.
+async fn open_client(url: &str, notes: Option<mpsc::UnboundedSender<String>>) -> Result<Client, DbError> {
+    let shown = redact(url);
+    let split = tls::split(url).map_err(DbError::Tls)?;
+    match &split.root_cert {
+        Some(ca) => {
+            let config = tls::MakeRustls(tls::client_config(ca).map_err(DbError::Tls)?);
+            let connecting = tokio_postgres::connect(&split.url, config);
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                .await
+                .map_err(|_| DbError::Timeout(shown))?
+                .map_err(pg("connecting"))?;
+            tokio::spawn(drive(connection, notes));
+            Ok(client)
+        }
+        None => {
+            let connecting = tokio_postgres::connect(&split.url, NoTls);
+            let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                .await
+                .map_err(|_| DbError::Timeout(shown))?
+                .map_err(pg("connecting"))?;
+            tokio::spawn(drive(connection, notes));
+            Ok(client)
+        }
+    }
+}
+
+/// Drives a connection until it ends, handing its notifications' payloads to `notes`.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notes: Option<mpsc::UnboundedSender<String>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(m) = futures_util::StreamExt::next(&mut messages).await {
+        match m {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                if let Some(tx) = &notes
+                    && tx.send(n.payload().to_string()).is_err()
+                {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "PostgreSQL connection ended");
+                break;
+            }
+        }
+    }
 }
 
 /// `url` with any password replaced, for logs and errors.
