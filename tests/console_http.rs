@@ -171,6 +171,21 @@ impl Console {
     fn events(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The event log once it holds every one of `wanted` (the core writes it after the
+    /// console's answer has gone out); panics after [`WAIT`] naming what is missing.
+    async fn events_with(&self, wanted: &[&str]) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let events = self.events();
+            let missing: Vec<&&str> = wanted.iter().filter(|w| !events.contains(**w)).collect();
+            if missing.is_empty() {
+                return events;
+            }
+            assert!(start.elapsed() < WAIT, "{missing:?} missing from the event log:\n{events}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A TLS client that presents `m`'s certificate, as a browser holding one does.
@@ -522,12 +537,13 @@ async fn a_certificate_signs_in_until_it_is_revoked_and_a_removed_account_is_out
     Accounts::remove(&c.accounts, "alice").unwrap();
     assert_eq!(c.websocket(Some(&alice), &c.origin()).await.err(), Some(401), "a removed account's session");
 
-    let events = c.events();
-    for e in
-        [r#""detail":"certificate (from"#, "is revoked", r#""event":"revoked""#, "the account was removed"]
-    {
-        assert!(events.contains(e), "{e} missing from the event log:\n{events}");
-    }
+    c.events_with(&[
+        r#""detail":"certificate (from"#,
+        "is revoked",
+        r#""event":"revoked""#,
+        "the account was removed",
+    ])
+    .await;
     c.hub.shutdown().await;
 }
 
