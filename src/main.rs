@@ -655,9 +655,14 @@ async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let renewal = cfg.renewal_issuer(&args.config, &tls)?;
+    let lease = match &cfg.database {
+        Some(d) => d.lease(&args.config)?,
+        None => kioskd::edges::db::cluster::LEASE,
+    };
     let database = cfg.database_url(&args.config)?.map(|url| hub::DatabaseOptions {
         url,
         advertise: cfg.database.as_ref().and_then(|d| d.advertise.clone()),
+        lease,
     });
     let mut shutdown = shutdown_signal()?;
     let hub = hub::start(hub::HubOptions {

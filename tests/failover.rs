@@ -409,6 +409,92 @@ async fn picture_after(rx: Seen, after: std::time::Instant) -> (std::time::Insta
     .expect("the waiting thread")
 }
 
+/// A kiosk and an advisor (answering at once) that know the hubs on `ports`, in a call, with
+/// pictures shown on both sides; with the receivers of the pictures each side shows after.
+async fn call_underway(d: &Path, ports: &[u16]) -> (TestKiosk, TestAgent, Seen, Seen) {
+    let (agent_devices, agent_seen) = seen_devices(660.0);
+    let mut agent =
+        start_agent_media(target(d, "agent-1", ports), "agent-1", Some(auto(None)), agent_devices);
+    agent.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
+    let (kiosk_devices, kiosk_seen) = seen_devices(440.0);
+    let mut kiosk = start_kiosk_target(
+        target(d, "branch-1_kiosk-1", ports),
+        "branch-1/kiosk-1",
+        kiosk_devices,
+        MediaOptions::default(),
+        Vec::new(),
+    );
+    kiosk.wait_state("idle", |s| *s == KioskState::Idle).await;
+    kiosk.panel.press(Button::Call);
+    kiosk.wait_state("in the call", |s| matches!(s, KioskState::Connected { .. })).await;
+    let before = std::time::Instant::now();
+    let ((_, kiosk_seen), (_, agent_seen)) =
+        tokio::join!(picture_after(kiosk_seen, before), picture_after(agent_seen, before));
+    (kiosk, agent, kiosk_seen, agent_seen)
+}
+
+/// How long after `gone_at` (the call's hub went away, and the advisor typed "still there?")
+/// each side showed a picture again, in its new session (the old session's media stop with
+/// it), and the advisor's text arrived: `(kiosk_media_ms, agent_media_ms, text_ms)`.
+async fn media_back(
+    kiosk: &mut TestKiosk,
+    agent: &mut TestAgent,
+    seen: (Seen, Seen),
+    gone_at: std::time::Instant,
+) -> (u128, u128, u128) {
+    kiosk.wait_for("down", |e| matches!(e, KioskEvent::HubDown { .. })).await;
+    kiosk.wait_for("up again", |e| matches!(e, KioskEvent::HubUp { .. })).await;
+    let kiosk_up = std::time::Instant::now();
+    agent.wait_for("welcomed again", |e| matches!(e, AgentEvent::Welcome { .. })).await;
+    let agent_up = std::time::Instant::now();
+    let ((kiosk_back, _k), (agent_back, _a)) =
+        tokio::join!(picture_after(seen.0, kiosk_up), picture_after(seen.1, agent_up));
+    kiosk
+        .wait_for(
+            "the advisor's text",
+            |e| matches!(e, KioskEvent::TextReceived { body, .. } if body == "still there?"),
+        )
+        .await;
+    let text_ms = gone_at.elapsed().as_millis();
+    (kiosk_back.duration_since(gone_at).as_millis(), agent_back.duration_since(gone_at).as_millis(), text_ms)
+}
+
+/// The advisor hangs up; the text typed during the gap was shown once (it was shown before
+/// this is called).
+async fn hang_up_with_the_text_shown_once(kiosk: &mut TestKiosk, agent: &TestAgent) {
+    agent.command(kioskd::roles::agent::AgentCommand::HangUp).await;
+    let mut shown = 1;
+    let ended = |e: &KioskEvent| {
+        matches!(
+            e,
+            KioskEvent::TextReceived { .. } | KioskEvent::State { state: KioskState::Ended { .. }, .. }
+        )
+    };
+    while let KioskEvent::TextReceived { .. } = kiosk.wait_for("the end", ended).await {
+        shown += 1;
+    }
+    assert_eq!(shown, 1, "the text typed during the gap is shown once");
+}
+
+/// The deployment's report once `hub` stored the call's end: one call, answered, closed.
+async fn one_call_answered(pg: &Postgres, hub: &str) {
+    let ended = format!("SELECT count(*) FROM events WHERE hub = '{hub}' AND record ->> 'event' = 'ended'");
+    until_db(pg, "the end in the database", &ended, "1").await;
+    let o = kioskd_bin(&["report", "--database", &pg.url]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(report["open"].as_u64(), Some(0), "{report}");
+}
+
+async fn stop_both(kiosk: TestKiosk, agent: TestAgent) {
+    let _ = kiosk.stop.send(true);
+    let _ = agent.stop.send(true);
+    let _ = tokio::time::timeout(WAIT, kiosk.task).await.expect("the kiosk stops");
+    let done = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
+    assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_progress_goes_on_through_another_hub_when_its_hub_is_killed() {
     let pg = Postgres::start();
@@ -424,29 +510,7 @@ async fn a_call_in_progress_goes_on_through_another_hub_when_its_hub_is_killed()
     let _hub_b = spawn_hub_with(d, "hub-b", port_b, "hub-b", &database);
     until_db(&pg, "both hubs hold their leases", "SELECT count(*) FROM hubs WHERE lease_until > now()", "2")
         .await;
-
-    let (agent_devices, agent_seen) = seen_devices(660.0);
-    let mut agent = start_agent_media(
-        target(d, "agent-1", &[port_a, port_b]),
-        "agent-1",
-        Some(auto(None)),
-        agent_devices,
-    );
-    agent.wait_for("IDLE on hub A", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
-    let (kiosk_devices, kiosk_seen) = seen_devices(440.0);
-    let mut kiosk = start_kiosk_target(
-        target(d, "branch-1_kiosk-1", &[port_a, port_b]),
-        "branch-1/kiosk-1",
-        kiosk_devices,
-        MediaOptions::default(),
-        Vec::new(),
-    );
-    kiosk.wait_state("idle", |s| *s == KioskState::Idle).await;
-    kiosk.panel.press(Button::Call);
-    kiosk.wait_state("in the call on hub A", |s| matches!(s, KioskState::Connected { .. })).await;
-    let before = std::time::Instant::now();
-    let ((_, kiosk_seen), (_, agent_seen)) =
-        tokio::join!(picture_after(kiosk_seen, before), picture_after(agent_seen, before));
+    let (mut kiosk, mut agent, kiosk_seen, agent_seen) = call_underway(d, &[port_a, port_b]).await;
     until_db(
         &pg,
         "the call in the database",
@@ -455,33 +519,14 @@ async fn a_call_in_progress_goes_on_through_another_hub_when_its_hub_is_killed()
     )
     .await;
 
-    // Hub A dies mid-call; the advisor types during the gap.
+    // Hub A dies mid-call; the advisor types during the gap. Both move to hub B, and the call
+    // goes on there.
     let killed_at = std::time::Instant::now();
-    let killed = Instant::now();
     hub_a.0.kill().expect("SIGKILL hub A");
     let _ = hub_a.0.wait();
     agent.command(kioskd::roles::agent::AgentCommand::Say("still there?".into())).await;
-
-    // Both move to hub B; the call goes on there, and pictures flow both ways again: the first
-    // picture each side shows after its new session began (the old session's media stop
-    // with it).
-    kiosk.wait_for("down", |e| matches!(e, KioskEvent::HubDown { .. })).await;
-    kiosk.wait_for("up on hub B", |e| matches!(e, KioskEvent::HubUp { .. })).await;
-    let kiosk_up = std::time::Instant::now();
-    agent.wait_for("welcomed by hub B", |e| matches!(e, AgentEvent::Welcome { .. })).await;
-    let agent_up = std::time::Instant::now();
-    let ((kiosk_back, _k), (agent_back, _a)) =
-        tokio::join!(picture_after(kiosk_seen, kiosk_up), picture_after(agent_seen, agent_up));
-    let kiosk_media_ms = kiosk_back.duration_since(killed_at).as_millis();
-    let agent_media_ms = agent_back.duration_since(killed_at).as_millis();
-    let text = kiosk
-        .wait_for(
-            "the advisor's text",
-            |e| matches!(e, KioskEvent::TextReceived { body, .. } if body == "still there?"),
-        )
-        .await;
-    let text_ms = killed.elapsed().as_millis();
-    let KioskEvent::TextReceived { call_id, .. } = text else { unreachable!() };
+    let (kiosk_media_ms, agent_media_ms, text_ms) =
+        media_back(&mut kiosk, &mut agent, (kiosk_seen, agent_seen), killed_at).await;
     println!(
         "{{\"failover\":\"call in progress\",\"kiosk_media_back_ms\":{kiosk_media_ms},\"agent_media_back_ms\":{agent_media_ms},\"text_delivered_ms\":{text_ms}}}"
     );
@@ -495,35 +540,74 @@ async fn a_call_in_progress_goes_on_through_another_hub_when_its_hub_is_killed()
     let b_log = std::fs::read_to_string(d.join("hub-b-events.jsonl")).expect("hub B's log");
     assert!(b_log.contains("\"event\":\"resumed\""), "{b_log}");
 
-    // The advisor hangs up; the text was shown once.
-    agent.command(kioskd::roles::agent::AgentCommand::HangUp).await;
-    let mut shown = 1;
-    let ended = |e: &KioskEvent| {
-        matches!(
-            e,
-            KioskEvent::TextReceived { .. } | KioskEvent::State { state: KioskState::Ended { .. }, .. }
-        )
-    };
-    while let KioskEvent::TextReceived { .. } = kiosk.wait_for("the end", ended).await {
-        shown += 1;
-    }
-    assert_eq!(shown, 1, "the text typed during the gap is shown once");
-    assert!(call_id > 0);
-
     // The deployment's report: one call, answered, handled from its first answer to its end.
-    let ended = "SELECT count(*) FROM events WHERE hub = 'hub-b' AND record ->> 'event' = 'ended'";
-    until_db(&pg, "the end in the database", ended, "1").await;
-    let o = kioskd_bin(&["report", "--database", &pg.url]);
-    assert!(o.status.success(), "{}", output_text(&o));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
-    assert_eq!((report["calls"].as_u64(), report["answered"].as_u64()), (Some(1), Some(1)), "{report}");
-    assert_eq!(report["open"].as_u64(), Some(0), "{report}");
+    hang_up_with_the_text_shown_once(&mut kiosk, &agent).await;
+    one_call_answered(&pg, "hub-b").await;
+    stop_both(kiosk, agent).await;
+    assert!(
+        kiosk_media_ms < 5_000 && agent_media_ms < 5_000,
+        "media back {kiosk_media_ms} / {agent_media_ms} ms after the kill"
+    );
+}
 
-    let _ = kiosk.stop.send(true);
-    let _ = agent.stop.send(true);
-    let _ = tokio::time::timeout(WAIT, kiosk.task).await.expect("the kiosk stops");
-    let done = tokio::time::timeout(WAIT, agent.task).await.expect("the agent stops");
-    assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_progress_goes_on_when_its_only_hub_is_killed_and_started_again() {
+    call_across_a_restart(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_progress_goes_on_when_its_only_hub_is_stopped_and_started_again() {
+    call_across_a_restart(true).await;
+}
+
+/// The hub of a call in progress (with the database) stops, by SIGTERM (`graceful`, as
+/// `systemctl restart` does) or SIGKILL, and is started again on the same address.
+async fn call_across_a_restart(graceful: bool) {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    deployment(d);
+    issue(d, &["--role", "hub", "--id", "hub-a", "--dns", "localhost", "--ip", "127.0.0.1"]);
+    let database = format!("[database]\nurl = \"{}\"\n", pg.url);
+    let port = free_udp_port();
+    let mut hub = spawn_hub_with(d, "hub-a", port, "hub-a", &database);
+    until_db(&pg, "the hub holds its lease", "SELECT count(*) FROM hubs WHERE lease_until > now()", "1")
+        .await;
+    let (mut kiosk, mut agent, kiosk_seen, agent_seen) = call_underway(d, &[port]).await;
+    until_db(&pg, "the call in the database", "SELECT string_agg(kiosk, ',') FROM calls", "branch-1/kiosk-1")
+        .await;
+
+    // The hub stops mid-call and is started again on the same address; the advisor types
+    // during the gap. Kiosk and advisor resume the call there under its number.
+    let killed_at = std::time::Instant::now();
+    if graceful {
+        let pid = libc::pid_t::try_from(hub.0.id()).expect("a pid");
+        // SAFETY: kill(2) on the hub's own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM the hub");
+        let status = hub.0.wait().expect("the hub exits");
+        assert!(status.success(), "{status:?}");
+    } else {
+        hub.0.kill().expect("SIGKILL the hub");
+        let _ = hub.0.wait();
+    }
+    agent.command(kioskd::roles::agent::AgentCommand::Say("still there?".into())).await;
+    let _restarted = spawn_hub_with(d, "hub-a", port, "hub-a", &database);
+    let started_ms = killed_at.elapsed().as_millis();
+    let (kiosk_media_ms, agent_media_ms, text_ms) =
+        media_back(&mut kiosk, &mut agent, (kiosk_seen, agent_seen), killed_at).await;
+    println!(
+        "{{\"failover\":\"hub restart mid-call\",\"graceful\":{graceful},\"hub_listening_ms\":{started_ms},\"kiosk_media_back_ms\":{kiosk_media_ms},\"agent_media_back_ms\":{agent_media_ms},\"text_delivered_ms\":{text_ms}}}"
+    );
+    // The restart held the call for both (logged), and nothing ended it; a stop said so.
+    let log = std::fs::read_to_string(d.join("hub-a-events.jsonl")).expect("the hub's log");
+    assert_eq!(log.contains("calls_held=1"), graceful, "{log}");
+    let held = log.lines().filter(|l| l.contains("\"kiosk_away\"") && l.contains("hub_restart")).count();
+    assert_eq!(held, 1, "{log}");
+    assert!(!log.contains("\"event\":\"ended\""), "{log}");
+
+    hang_up_with_the_text_shown_once(&mut kiosk, &agent).await;
+    one_call_answered(&pg, "hub-a").await;
+    stop_both(kiosk, agent).await;
     assert!(
         kiosk_media_ms < 5_000 && agent_media_ms < 5_000,
         "media back {kiosk_media_ms} / {agent_media_ms} ms after the kill"

@@ -29,7 +29,13 @@ async fn start_hub_db(pki: &Pki, log: &Path, database: Option<String>) -> Runnin
         crl: None,
         admission: Default::default(),
         renewal: None,
-        database: database.map(Into::into),
+        // These tests are about the event log: a lease that outlasts the database's absence
+        // keeps the hub offering while it is away (leases are tested in failover.rs).
+        database: database.map(|url| hub::DatabaseOptions {
+            url,
+            advertise: None,
+            lease: Duration::from_millis(*kioskd::edges::db::cluster::LEASE_RANGE_MS.end()),
+        }),
         console: None,
     })
     .await

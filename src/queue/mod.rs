@@ -312,6 +312,8 @@ pub struct QueueStats {
     pub released: u64,
     /// Calls in progress that went on through this hub after another's death.
     pub calls_resumed: u64,
+    /// Calls in progress held across a restart of this hub ([`AgentQueue::restore`]).
+    pub calls_restored: u64,
     /// Waiting callers sent to another hub with an advisor free ([`Input::FreeHub`]).
     pub sent_away: u64,
 }
@@ -387,8 +389,9 @@ impl AgentQueue {
 
     /// Continues from an event log written by an earlier run: call ids go on from the last
     /// one, the wait estimate starts from the measured handle times, and calls the earlier run
-    /// left open are closed in the log (they cannot survive a hub restart), except, with a
-    /// database shared by several hubs, the callers that were waiting: they keep their places.
+    /// left open are closed in the log, except with a database shared by several hubs: there
+    /// the callers that were waiting keep their places, and the calls in progress are held for
+    /// their kiosks and agents to resume (a restart is like a death that the hub survives).
     pub fn restore(&mut self, summary: &LogSummary, now: Instant) {
         self.next_call = self.next_call.max(summary.next_call_id());
         self.handle_times = summary.recent_handle_times(HANDLE_WINDOW).into();
@@ -403,6 +406,15 @@ impl AgentQueue {
                 let waited = Duration::from_millis(unix_now.saturating_sub(joined));
                 let requested_at = now.checked_sub(waited).unwrap_or(now);
                 self.restore_waiting(id, kiosk, requested_at, now);
+                continue;
+            }
+            // And the calls in progress go on under their numbers when their kiosk and agent
+            // come back (each within `kiosk_grace`, as after a move between hubs).
+            if let (true, Some(answered), Some(kiosk), Some(agent)) =
+                (self.keeps_places(), call.connected_ms, call.kiosk.as_deref(), call.agent.as_deref())
+            {
+                let ago = Duration::from_millis(unix_now.saturating_sub(answered));
+                self.restore_call(id, kiosk, agent, now.checked_sub(ago).unwrap_or(now), now);
                 continue;
             }
             let event = if call.connected_ms.is_some() { Event::Ended } else { Event::Abandoned };
@@ -422,6 +434,32 @@ impl AgentQueue {
         let away = Some(now + self.config.kiosk_grace);
         self.insert_waiting(call_id, kiosk, requested_at, false, None, away);
         let mut rec = self.record(now, Event::KioskAway, Some(call_id), Some(kiosk), None);
+        rec.detail = Some("hub_restart".into());
+        self.out.push_back(Output::Event(rec));
+    }
+
+    /// A call that was in progress before the hub restarted, held under its number for both
+    /// its parties: media flow again once both are back (unrecorded: a recording does not
+    /// survive the restart), and it ends if either stays away past `kiosk_grace`.
+    fn restore_call(&mut self, call_id: CallId, kiosk: &str, agent: &str, since: Instant, now: Instant) {
+        let grace = Some(now + self.config.kiosk_grace);
+        self.calls.insert(
+            call_id,
+            Call {
+                kiosk: kiosk.to_string(),
+                requested_at: since,
+                phase: Phase::Connected { agent: agent.to_string(), since },
+                declined_by: BTreeSet::new(),
+                away_until: grace,
+                told: None,
+                consent: false,
+                recorded: false,
+                origin: None,
+                agent_away_until: grace,
+            },
+        );
+        self.stats.calls_restored += 1;
+        let mut rec = self.record(now, Event::KioskAway, Some(call_id), Some(kiosk), Some(agent));
         rec.detail = Some("hub_restart".into());
         self.out.push_back(Output::Event(rec));
     }
@@ -636,6 +674,14 @@ impl AgentQueue {
     }
 
     fn on_shutdown(&mut self, now: Instant) {
+        if self.keeps_places() {
+            // With a database shared by several hubs, a stop is a restart or a hand-over, like
+            // a death: nothing is ended. The callers keep their places and the calls stay in
+            // progress in the database, for their kiosks and agents to resume here once it is
+            // back (see `restore`) or on another hub.
+            let held = self.calls.len().to_string();
+            return self.emit(now, Event::HubStopped, None, None, None, Some(&format!("calls_held={held}")));
+        }
         let ids: Vec<CallId> = self.calls.keys().copied().collect();
         for id in ids {
             self.end_call(id, EndReason::HubShutdown, now);

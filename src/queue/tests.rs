@@ -1072,36 +1072,105 @@ fn without_its_lease_a_hub_makes_no_offers_until_it_has_it_again() {
 }
 
 #[test]
-fn with_a_shared_database_a_restart_keeps_the_waiting_callers_places() {
+fn with_a_shared_database_a_restart_keeps_the_waiting_callers_places_and_the_calls() {
     let lines = [
         log_line(1_000, Event::Queued, 7, "k7", None),
         log_line(2_000, Event::Connected, 7, "k7", Some("a1")),
         log_line(3_000, Event::Queued, 8, "k8", None),
         log_line(4_000, Event::Queued, 9, "k9", None),
+        log_line(4_500, Event::Queued, 6, "k6", None),
+        log_line(5_000, Event::Connected, 6, "k6", Some("a6")),
     ];
     let summary = LogSummary::from_lines(lines.iter().map(String::as_str));
     let (mut hub, t0) = Hub::new(shared());
     hub.q.restore(&summary, t0);
     let outs = drain(&mut hub.q);
-    let kinds: Vec<_> = events(&outs).iter().map(|r| (r.event, r.call_id)).collect();
+    let kinds: Vec<_> =
+        events(&outs).iter().map(|r| (r.event, r.call_id, r.agent.clone(), r.detail.clone())).collect();
+    let held = |id, agent: Option<&str>| {
+        (Event::KioskAway, Some(id), agent.map(str::to_string), Some("hub_restart".into()))
+    };
     assert_eq!(
         kinds,
         [
-            (Event::Ended, Some(7)),
-            (Event::KioskAway, Some(8)),
-            (Event::KioskAway, Some(9)),
-            (Event::HubStarted, None)
+            held(6, Some("a6")),
+            held(7, Some("a1")),
+            held(8, None),
+            held(9, None),
+            (Event::HubStarted, None, None, None)
         ]
     );
-    // k9 comes back first under its number: it is second, behind k8 (away, held).
-    let k9 = hub.kiosk("k9", t0 + secs(1));
-    let outs = hub.resume(k9, 9, t0 + secs(1));
-    assert_eq!(positions(&outs, k9), [(2, None)]);
+    assert_eq!(hub.q.stats().calls_restored, 2);
+    assert_eq!(deadline(&outs), Some(t0 + secs(10)), "each party has the grace to come back");
+    // Call 7: the kiosk comes back first under the call's number, then the agent; media flow
+    // again, unrecorded, and texts go through.
+    let k7 = hub.kiosk("k7", t0 + secs(1));
+    let outs = hub.resume(k7, 7, t0 + secs(1));
+    assert!(!outs.iter().any(|o| matches!(o, Output::FindPlace { .. })), "known here: no lookup");
+    assert_eq!(sent_to(&outs, k7), [HubMsg::Connected { call_id: 7, peer: "a1".into(), recorded: false }]);
+    assert!(routes(&outs).is_empty(), "no agent yet");
+    let a1 = hub.agent("a1", t0 + secs(2));
+    let outs = hub.send(a1, ClientMsg::ResumeCall { call_id: 7 }, t0 + secs(2));
+    assert!(!outs.iter().any(|o| matches!(o, Output::FindCall { .. })), "known here: no lookup");
+    assert_eq!(
+        sent_to(&outs, a1),
+        [room(RoomState::Busy), HubMsg::Connected { call_id: 7, peer: "k7".into(), recorded: false }]
+    );
+    assert_eq!(routes(&outs), [(k7, Some((a1, 7))), (a1, Some((k7, 7)))]);
+    let outs = hub.send(k7, ClientMsg::Text { call_id: 7, id: 1, body: "still here".into() }, t0 + secs(3));
+    assert_eq!(sent_to(&outs, a1), [HubMsg::Text { call_id: 7, id: 1, body: "still here".into() }]);
+    // k9 comes back first under its number: it is second, behind k8 (away, held), with a
+    // wait estimate now that an advisor is here.
+    let k9 = hub.kiosk("k9", t0 + secs(4));
+    let outs = hub.resume(k9, 9, t0 + secs(4));
+    assert_eq!(positions(&outs, k9), [(2, Some(360))]);
     assert_eq!(event(&outs, Event::KioskBack).call_id, Some(9));
     // The next caller is numbered after them.
-    let k1 = hub.kiosk("k1", t0 + secs(2));
-    let outs = hub.request(k1, t0 + secs(2));
+    let k1 = hub.kiosk("k1", t0 + secs(5));
+    let outs = hub.request(k1, t0 + secs(5));
     assert_eq!(queued_id(&outs, k1), Some(10));
+    // Call 6: its agent comes back, its kiosk does not: it ends when the grace runs out.
+    let a6 = hub.agent("a6", t0 + secs(6));
+    let outs = hub.send(a6, ClientMsg::ResumeCall { call_id: 6 }, t0 + secs(6));
+    assert_eq!(
+        sent_to(&outs, a6),
+        [
+            room(RoomState::Busy),
+            HubMsg::Connected { call_id: 6, peer: "k6".into(), recorded: false },
+            HubMsg::PeerPresence { call_id: 6, present: false }
+        ]
+    );
+    let outs = hub.tick(t0 + secs(10));
+    assert!(
+        sent_to(&outs, a6).contains(&HubMsg::CallEnded { call_id: 6, reason: EndReason::KioskDisconnected }),
+        "{outs:?}"
+    );
+    assert!(hub.q.calls.contains_key(&7), "the call whose parties came back goes on");
+}
+
+#[test]
+fn with_a_shared_database_a_stop_ends_nothing_and_the_next_start_holds_it_all() {
+    let (mut hub, t0) = Hub::new(shared());
+    let a1 = hub.idle_agent("a1", t0);
+    let (k1, k2) = (hub.kiosk("k1", t0), hub.kiosk("k2", t0));
+    let connected = hub.connected_call(k1, a1, t0 + secs(1));
+    hub.request(k2, t0 + secs(2));
+    let outs = hub.input(Input::Shutdown, t0 + secs(3));
+    assert!(sent_to(&outs, k1).is_empty() && sent_to(&outs, k2).is_empty() && sent_to(&outs, a1).is_empty());
+    let kinds: Vec<_> = events(&outs).into_iter().map(|r| (r.event, r.detail)).collect();
+    assert_eq!(kinds, [(Event::HubStopped, Some("calls_held=2".into()))]);
+    // Started again from its log: the call and the place are held for their parties.
+    let lines = to_lines(&hub.log);
+    let summary = LogSummary::from_lines(lines.iter().map(String::as_str));
+    let (mut next, t1) = Hub::new(shared());
+    next.q.restore(&summary, t1);
+    let outs = drain(&mut next.q);
+    let held: Vec<_> = events(&outs)
+        .into_iter()
+        .filter(|r| r.event == Event::KioskAway)
+        .map(|r| (r.call_id, r.agent))
+        .collect();
+    assert_eq!(held, [(Some(connected), Some("a1".into())), (Some(connected + 1), None)]);
 }
 
 #[test]

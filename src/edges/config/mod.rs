@@ -849,9 +849,28 @@ pub struct DatabaseSection {
     /// listening address by default, when it is a specific one (not 0.0.0.0).
     #[serde(default)]
     pub advertise: Option<String>,
+    /// How long this hub's lease lasts from its last renewal, in ms (3000 by default; 1500 to
+    /// 60000). Another hub takes over this hub's callers this long after it fell silent: a
+    /// shorter lease moves them sooner, a longer one rides out a slower database.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
 }
 
 impl DatabaseSection {
+    /// The lease, checked ([`crate::edges::db::cluster::LEASE`] by default).
+    pub fn lease(&self, path: &Path) -> Result<std::time::Duration, ConfigError> {
+        use crate::edges::db::cluster::{LEASE, LEASE_RANGE_MS};
+        match self.lease_ms {
+            None => Ok(LEASE),
+            Some(ms) if LEASE_RANGE_MS.contains(&ms) => Ok(std::time::Duration::from_millis(ms)),
+            Some(_) => Err(ConfigError::new(
+                path,
+                "database.lease_ms",
+                format!("must be {} to {}", LEASE_RANGE_MS.start(), LEASE_RANGE_MS.end()),
+            )),
+        }
+    }
+
     /// The connection string, read and checked (its syntax; not whether the database answers).
     pub fn url(&self, path: &Path) -> Result<String, ConfigError> {
         let url = match (&self.url, &self.url_file) {
@@ -874,6 +893,7 @@ impl DatabaseSection {
                 return Err(ConfigError::new(path, "database.advertise", "must be host:port"));
             }
         }
+        self.lease(path)?;
         Ok(url)
     }
 }
@@ -1228,6 +1248,24 @@ mod tests {
         let e = parse::<HubConfig>(Path::new("hub.toml"), "listen = \"0.0.0.0:4433\"\nevent_log = \"x\"\nlisten_port = 3\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n").unwrap_err();
         assert!(e.to_string().starts_with("hub.toml: "), "{e}");
         assert!(e.message.contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn a_database_lease_out_of_range_is_refused_and_one_in_range_is_taken() {
+        let section = |extra: &str| {
+            let text = format!(
+                "listen = \"0.0.0.0:4433\"\nevent_log = \"x\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[database]\nurl = \"postgresql://kioskd@db/kioskd\"\n{extra}"
+            );
+            parse::<HubConfig>(Path::new("hub.toml"), &text).unwrap().database.unwrap()
+        };
+        let path = Path::new("hub.toml");
+        assert_eq!(section("").lease(path).unwrap(), crate::edges::db::cluster::LEASE);
+        assert_eq!(section("lease_ms = 10000").lease(path).unwrap(), std::time::Duration::from_secs(10));
+        for bad in ["lease_ms = 100", "lease_ms = 600000"] {
+            let e = section(bad).url(path).unwrap_err();
+            assert_eq!(e.key, "database.lease_ms", "{e}");
+            assert!(e.message.contains("1500 to 60000"), "{e}");
+        }
     }
 
     #[test]

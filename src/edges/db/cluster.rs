@@ -1,5 +1,5 @@
-//! A hub's place among the deployment's hubs: it holds a lease in the database (renewed every
-//! half second), takes over the waiting callers of a hub whose lease expired, and hears from the
+//! A hub's place among the deployment's hubs: it holds a lease in the database (renewed six
+//! times a lease), takes over the waiting callers of a hub whose lease expired, and hears from the
 //! other hubs (`LISTEN`/`NOTIFY`) when one of its callers resumed elsewhere.
 //!
 //! The queue core stays the decision-maker: this task only tells it what the database says
@@ -15,16 +15,32 @@ use tracing::{error, info, warn};
 use super::{Database, RELEASED, redact};
 use crate::queue::Waiting;
 
-/// How long a lease lasts from its last renewal (by the database's clock).
+/// How long a lease lasts from its last renewal (by the database's clock), by default
+/// (`[database] lease_ms`). The rest is in proportion: see [`Timing`].
 pub const LEASE: Duration = Duration::from_secs(3);
-/// How often the lease is renewed and expired leases are looked for.
-pub const RENEW_EVERY: Duration = Duration::from_millis(500);
-/// The hub gives up its lease this long before it would expire by its own clock (measured
-/// from before the renewal was sent, so never later than the database's): by the time the
-/// others see it expired, it has stopped offering.
-const LEASE_MARGIN: Duration = Duration::from_secs(1);
-/// Longest wait for one round of renewal and takeover.
-const ROUND_TIMEOUT: Duration = Duration::from_millis(750);
+/// The leases a hub may be configured with, in ms.
+pub const LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 1_500..=60_000;
+
+/// A lease and the times that follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timing {
+    lease: Duration,
+    /// How often the lease is renewed and expired leases are looked for (a sixth of it:
+    /// 500 ms by default).
+    renew_every: Duration,
+    /// The hub gives up its lease this long before it would expire by its own clock
+    /// (measured from before the renewal was sent, so never later than the database's): by
+    /// the time the others see it expired, it has stopped offering (a third: 1 s).
+    margin: Duration,
+    /// Longest wait for one round of renewal and takeover (a quarter: 750 ms).
+    round_timeout: Duration,
+}
+
+impl Timing {
+    fn of(lease: Duration) -> Self {
+        Self { lease, renew_every: lease / 6, margin: lease / 3, round_timeout: lease / 4 }
+    }
+}
 
 /// What the database says, for the hub's core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +61,14 @@ pub struct Cluster {
     /// Where kiosks reach this hub, stored with its lease (other hubs send callers here
     /// when an advisor here is free); none: it is sent none.
     pub address: Option<String>,
+    /// How long its lease lasts ([`LEASE`] by default).
+    pub lease: Duration,
 }
 
 impl Cluster {
     /// Runs until `shutdown` or until the core is gone.
     pub async fn run(self, core: mpsc::Sender<ClusterEvent>, mut shutdown: watch::Receiver<bool>) {
+        let t = Timing::of(self.lease);
         let instance = format!("{:016x}", rand::random::<u64>());
         let shown = redact(&self.url);
         let mut held_until: Option<Instant> = None;
@@ -61,11 +80,11 @@ impl Cluster {
         let mut told: Option<bool> = None;
         let mut db: Option<(Database, mpsc::UnboundedReceiver<String>)> = None;
         let mut duplicate_warned = false;
-        let mut tick = tokio::time::interval(RENEW_EVERY);
+        let mut tick = tokio::time::interval(t.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // The lease is held while its time, less the margin, has not passed.
-            let held = held_until.is_some_and(|t| Instant::now() + LEASE_MARGIN < t);
+            let held = held_until.is_some_and(|until| Instant::now() + t.margin < until);
             if !held {
                 held_since = None;
             }
@@ -108,20 +127,20 @@ impl Cluster {
                 }
             }
             let started = Instant::now();
-            let may_take_over = held_since.is_some_and(|t| started.duration_since(t) >= LEASE);
+            let may_take_over = held_since.is_some_and(|since| started.duration_since(since) >= t.lease);
             let round = async {
                 if db.as_ref().is_none_or(|(d, _)| d.is_closed()) {
                     db = Some(Database::connect_listening(&self.url).await?);
                 }
                 let Some((d, _)) = db.as_mut() else { return Ok((false, Vec::new())) };
-                let ours = d.renew_lease(&self.hub, &instance, LEASE, self.address.as_deref()).await?;
+                let ours = d.renew_lease(&self.hub, &instance, t.lease, self.address.as_deref()).await?;
                 // Only a hub that has held its own lease for a whole lease takes over others'.
                 let taken = if ours && may_take_over { d.take_over(&self.hub).await? } else { Vec::new() };
                 Ok::<_, super::DbError>((ours, taken))
             };
-            match tokio::time::timeout(ROUND_TIMEOUT, round).await {
+            match tokio::time::timeout(t.round_timeout, round).await {
                 Ok(Ok((true, taken))) => {
-                    held_until = Some(started + LEASE);
+                    held_until = Some(started + t.lease);
                     held_since.get_or_insert(started);
                     duplicate_warned = false;
                     for (from, callers) in taken {
@@ -144,7 +163,7 @@ impl Cluster {
                     db = None;
                 }
                 Err(_) => {
-                    warn!(database = %shown, "lease not renewed within {ROUND_TIMEOUT:?}");
+                    warn!(database = %shown, "lease not renewed within {:?}", t.round_timeout);
                     db = None;
                 }
             }
@@ -163,6 +182,17 @@ fn released_elsewhere(payload: &str, own: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_lease_keeps_its_measured_timing_and_others_are_in_proportion() {
+        let t = Timing::of(LEASE);
+        assert_eq!(
+            (t.renew_every, t.margin, t.round_timeout),
+            (Duration::from_millis(500), Duration::from_secs(1), Duration::from_millis(750))
+        );
+        let t = Timing::of(Duration::from_millis(*LEASE_RANGE_MS.start()));
+        assert!(t.round_timeout < t.margin && t.renew_every < t.margin, "{t:?}");
+    }
 
     #[test]
     fn a_release_to_another_hub_drops_the_caller_here_and_one_to_this_hub_does_not() {

@@ -166,6 +166,36 @@ pub fn set_congestion(c: Congestion) {
     let _ = CONGESTION.set(c);
 }
 
+/// The hub's QUIC endpoint on `listen`. Its stateless-reset key is derived from the hub's
+/// own private key (SHA-256 of a label and the key), so that the same hub started again
+/// answers the packets of its previous run's connections with a reset those peers accept
+/// (RFC 9000 §10.3): kiosks and agents learn at their next keep-alive that the hub restarted
+/// and reconnect at once, instead of waiting for the 6 s idle timeout. The token (an HMAC of
+/// the connection id) gives away nothing of the key.
+pub fn server_endpoint(
+    config: quinn::ServerConfig,
+    listen: std::net::SocketAddr,
+    key: &PrivateKeyDer<'_>,
+) -> std::io::Result<quinn::Endpoint> {
+    let derived = |label: &[u8]| {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(label);
+        digest.update(key.secret_der());
+        digest.finish()
+    };
+    let reset_key =
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived(b"kioskd stateless reset v1").as_ref());
+    // The connection ids carry a keyed check that the endpoint validates before it answers
+    // with a reset; the same key across restarts recognises the previous run's ids.
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&derived(b"kioskd connection ids v1").as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let socket = std::net::UdpSocket::bind(listen)?;
+    quinn::Endpoint::new(endpoint, Some(config), socket, Arc::new(quinn::TokioRuntime))
+}
+
 /// Transport settings shared by both ends: fast detection of a lost peer (a kiosk must show
 /// "offline" within seconds), keep-alives below the idle timeout, the congestion control.
 pub fn transport_config() -> quinn::TransportConfig {

@@ -110,11 +110,13 @@ pub struct DatabaseOptions {
     /// free send them here when one is free here; the listening address when it is a
     /// specific one. None (and an unspecified listening address): this hub is sent none.
     pub advertise: Option<String>,
+    /// How long this hub's lease lasts (`[database] lease_ms`).
+    pub lease: Duration,
 }
 
 impl From<String> for DatabaseOptions {
     fn from(url: String) -> Self {
-        Self { url, advertise: None }
+        Self { url, advertise: None, lease: crate::edges::db::cluster::LEASE }
     }
 }
 
@@ -234,8 +236,8 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
     // The serials revoked now, for the checks outside the TLS handshake (the console's
     // certificate sign-ins and sessions); the core keeps them current.
     let revoked_serials: RevokedSerials = Arc::new(std::sync::RwLock::new(revoked.serials.clone()));
-    let endpoint =
-        quinn::Endpoint::server(server, opts.listen).map_err(|e| HubError::Listen(opts.listen, e))?;
+    let endpoint = crate::edges::net::tls::server_endpoint(server, opts.listen, &opts.tls.key)
+        .map_err(|e| HubError::Listen(opts.listen, e))?;
     let local_addr = endpoint.local_addr().map_err(|e| HubError::Listen(opts.listen, e))?;
     let (summary, log_file) = open_event_log(&opts.event_log)?;
     let metrics = start_metrics(opts.metrics).await?;
@@ -275,10 +277,14 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         tokio::spawn(find_places(d.url, hub_id.clone(), rx, core_tx.clone()));
         tx
     });
-    if let Some(url) = opts.database.as_ref().map(|d| d.url.clone()) {
+    if let Some((url, lease)) = opts.database.as_ref().map(|d| (d.url.clone(), d.lease)) {
         let (tx, mut rx) = mpsc::channel(16);
-        let cluster =
-            crate::edges::db::cluster::Cluster { url, hub: hub_id.clone(), address: advertise.clone() };
+        let cluster = crate::edges::db::cluster::Cluster {
+            url,
+            hub: hub_id.clone(),
+            address: advertise.clone(),
+            lease,
+        };
         tokio::spawn(cluster.run(tx, shutdown_rx.clone()));
         let core = core_tx.clone();
         tokio::spawn(async move {
