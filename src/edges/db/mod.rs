@@ -165,19 +165,25 @@ impl Database {
     /// JSON line), in one transaction: all or none. A line stored before is left as it is.
     pub async fn append_events(&mut self, hub: &str, lines: &[(i64, String)]) -> Result<u64, DbError> {
         let tx = self.client.transaction().await.map_err(pg("starting to append events"))?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO events (hub, seq, record) VALUES ($1, $2, $3::text::jsonb)
-                 ON CONFLICT (hub, seq) DO NOTHING",
+        // One statement for the whole batch (a round trip per line was the shipper's limit);
+        // it returns the lines it stored, in order.
+        let seqs: Vec<i64> = lines.iter().map(|(seq, _)| *seq).collect();
+        let records: Vec<&str> = lines.iter().map(|(_, line)| line.as_str()).collect();
+        let rows = tx
+            .query(
+                "INSERT INTO events (hub, seq, record)
+                 SELECT $1, t.seq, t.record::jsonb FROM unnest($2::bigint[], $3::text[]) AS t(seq, record)
+                 ORDER BY t.seq
+                 ON CONFLICT (hub, seq) DO NOTHING
+                 RETURNING seq",
+                &[&hub, &seqs, &records],
             )
             .await
-            .map_err(pg("preparing the event insert"))?;
-        let mut stored = 0;
+            .map_err(pg("appending events"))?;
+        let new: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
         for (seq, line) in lines {
-            let new = tx.execute(&insert, &[&hub, seq, line]).await.map_err(pg("appending an event"))?;
-            stored += new;
             // Shipped before (an answer lost): already projected.
-            if new == 0 {
+            if !new.contains(seq) {
                 continue;
             }
             // The shipper sends only lines that parse as records.
@@ -186,7 +192,7 @@ impl Database {
             }
         }
         tx.commit().await.map_err(pg("committing events"))?;
-        Ok(stored)
+        Ok(new.len() as u64)
     }
 
     /// How many lines of `hub`'s event log file the database holds: the next line to ship.
