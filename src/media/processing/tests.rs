@@ -43,6 +43,22 @@ fn the_customers_voice_goes_through() {
 }
 
 #[test]
+fn a_quiet_customer_is_brought_up_and_a_loud_one_is_left_alone() {
+    let gain = |level: f32| {
+        let mut p =
+            AudioProcessor::new(ProcessingConfig { noise_suppression: false, ..ProcessingConfig::default() });
+        let mut room = Room::new(RoomConfig { noise_dbfs: Some(-70.0), ..RoomConfig::default() });
+        let near = voice(10 * SECOND, 210.0, level, 7);
+        let (mic, out) = run(&mut p, &mut room, &vec![0; 10 * SECOND], &near);
+        level_dbfs(&out[8 * SECOND..]) - level_dbfs(&mic[8 * SECOND..])
+    };
+    let (quiet, loud) = (gain(-45.0), gain(-18.0));
+    println!("gain after 8 s: quiet customer {quiet:.1} dB, loud customer {loud:.1} dB");
+    assert!(quiet >= 6.0, "a customer at -45 dBFS raised by {quiet:.1} dB after 8 s");
+    assert!(loud.abs() < 3.0, "a customer at -18 dBFS changed by {loud:.1} dB");
+}
+
+#[test]
 fn switched_off_the_sound_is_untouched() {
     let mut p = AudioProcessor::new(ProcessingConfig::OFF);
     let near = voice(SECOND, 210.0, -25.0, 7);
@@ -84,12 +100,15 @@ fn what_the_speaker_played_long_ago_is_dropped() {
 fn configuration_reads_its_keys_and_refuses_others() {
     let c: ProcessingConfig = toml::from_str("noise_suppression = false").expect("parses");
     assert_eq!(c, ProcessingConfig { noise_suppression: false, ..ProcessingConfig::default() });
+    let c: ProcessingConfig = toml::from_str("noise_suppression_level = \"very_high\"").expect("parses");
+    assert_eq!(c.noise_suppression_level, NoiseLevel::VeryHigh);
+    assert_eq!(ProcessingConfig::default().noise_suppression_level, NoiseLevel::High);
+    assert!(toml::from_str::<ProcessingConfig>("noise_suppression_level = \"loud\"").is_err());
     assert!(toml::from_str::<ProcessingConfig>("echo = true").is_err());
     assert!(toml::from_str::<ProcessingConfig>("fail_after_blocks = 3").is_err());
 }
 
-/// The processing's own delay, stage by stage: the lag at which the output best matches the
-/// input (bursts of noise, no far end), in samples at 48 kHz.
+/// The processing's own delay, stage by stage (see [`delay_samples`]).
 #[test]
 fn the_processing_adds_almost_no_delay() {
     for (name, c) in [
@@ -99,33 +118,9 @@ fn the_processing_adds_almost_no_delay() {
         ("agc", ProcessingConfig { gain_control: true, ..ProcessingConfig::OFF }),
         ("all", ProcessingConfig::default()),
     ] {
-        let samples = lag(c);
+        let samples = delay_samples(c);
         println!("{name}: {samples} samples ({:.1} ms)", samples as f64 / 48.0);
-        // docs/media.md states the figures; 15 ms is far above them.
-        assert!(samples <= 720, "{name}: the output lags the input by {samples} samples");
+        // docs/media.md states the figures; 20 ms is far above them.
+        assert!(samples <= 960, "{name}: the output lags the input by {samples} samples");
     }
-}
-
-fn lag(c: ProcessingConfig) -> usize {
-    let mut p = AudioProcessor::new(c);
-    // Bursts of noise (no pitch to alias the lag; not stationary, so not taken for noise).
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let near: Vec<i16> = (0..2 * SECOND)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if (i / 2400) % 3 == 0 { ((x >> 50) as i16).wrapping_sub(8192) } else { 0 }
-        })
-        .collect();
-    let mut out = near.clone();
-    for f in out.chunks_exact_mut(FRAME_SAMPLES) {
-        p.render(&[0; FRAME_SAMPLES]);
-        p.capture(f);
-    }
-    let (a, b) = (&near[SECOND..], &out[SECOND..]);
-    let corr = |lag: usize| -> f64 {
-        a.iter().zip(&b[lag..]).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum::<f64>()
-    };
-    (0..480).max_by(|&x, &y| corr(x).total_cmp(&corr(y))).expect("lags")
 }

@@ -16,7 +16,12 @@
 //!   20 ms steps) whose ERLE reaches 30 dB; the lowest window after it, until the next change,
 //!   is reported beside it.
 //! - Double talk: of the 20 ms frames in which the customer speaks (clean near end above
-//!   −50 dBFS), the share whose output is more than 3 dB below the clean near end.
+//!   −50 dBFS), the share whose output is more than 3 dB below the clean near end. The output
+//!   is compared with the near end it carries: each frame of it is read the processing's own
+//!   delay later ([`delay_samples`], 15 ms with every stage on), so that the onsets of syllables
+//!   do not count as attenuated for arriving late. `double_talk_no_echo_attenuated_pct` is the
+//!   same count with the speaker silent: what the processing does to the customer alone (noise
+//!   suppression takes the quietest frames, at the hall's level, down with the noise).
 //! - Noise reduction: the noise's level in and out, 21.5–23 s.
 //! - CPU: processing time over the sound's duration, on this thread (one core).
 //!
@@ -29,7 +34,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::media::processing::{AudioProcessor, ProcessingConfig};
+use crate::media::processing::{AudioProcessor, ProcessingConfig, delay_samples};
 use crate::media::room::{Room, RoomConfig, level_dbfs, voice};
 use crate::media::{FRAME_SAMPLES, SAMPLE_RATE};
 
@@ -74,6 +79,9 @@ pub struct AecResult {
     /// The lowest 0.5 s ERLE once converged (before and after the step).
     pub min_window_erle_db: f32,
     pub double_talk_attenuated_pct: f32,
+    pub double_talk_no_echo_attenuated_pct: f32,
+    /// The processing's own delay, by which the output is read later than the near end.
+    pub processing_delay_ms: f32,
     pub noise_reduction_db: f32,
     pub cpu_core: f64,
     /// Echo cancellation and the high-pass filter alone.
@@ -94,6 +102,8 @@ pub struct AecSummary {
     pub max_convergence_ms: Option<u64>,
     pub max_reconvergence_ms: Option<u64>,
     pub max_double_talk_attenuated_pct: f32,
+    pub max_double_talk_no_echo_attenuated_pct: f32,
+    pub processing_delay_ms: f32,
     pub min_window_erle_db: f32,
     pub min_noise_reduction_db: f32,
     pub max_cpu_core: f64,
@@ -121,7 +131,7 @@ struct Run {
     processor: AudioProcessor,
 }
 
-fn run(case: AecCase, config: ProcessingConfig, seed: u64) -> Run {
+fn run(case: AecCase, config: ProcessingConfig, seed: u64, far_end: bool) -> Run {
     let mut room =
         Room::new(RoomConfig { delay_ms: case.delay_ms, t60_s: case.t60_s, seed, ..RoomConfig::default() });
     let far_voice = voice(END, 120.0, -20.0, seed);
@@ -134,7 +144,7 @@ fn run(case: AecCase, config: ProcessingConfig, seed: u64) -> Run {
         if start == STEP {
             room.set_delay_ms(case.delay_after_step_ms);
         }
-        let far: Vec<i16> = if (FAR_START..NOISE_ONLY).contains(&start) {
+        let far: Vec<i16> = if far_end && (FAR_START..NOISE_ONLY).contains(&start) {
             far_voice[range.clone()].to_vec()
         } else {
             vec![0; FRAME_SAMPLES]
@@ -193,8 +203,8 @@ fn convergence(r: &Run, from: usize, to: usize) -> (Option<u64>, f32) {
 }
 
 /// Percentage of the customer's 20 ms frames that come out more than 3 dB below the clean
-/// near end.
-fn attenuated_pct(r: &Run) -> f32 {
+/// near end, the output read `lag` samples later.
+fn attenuated_pct(r: &Run, lag: usize) -> f32 {
     let (mut talk, mut attenuated) = (0u32, 0u32);
     for s in (DOUBLE_TALK..NOISE_ONLY).step_by(FRAME_SAMPLES) {
         let near = level_dbfs(&r.near[s..s + FRAME_SAMPLES]);
@@ -202,7 +212,7 @@ fn attenuated_pct(r: &Run) -> f32 {
             continue;
         }
         talk += 1;
-        if level_dbfs(&r.out[s..s + FRAME_SAMPLES]) < near - 3.0 {
+        if level_dbfs(&r.out[s + lag..s + lag + FRAME_SAMPLES]) < near - 3.0 {
             attenuated += 1;
         }
     }
@@ -217,8 +227,10 @@ fn round1(x: f32) -> f32 {
 pub fn measure(case: AecCase, seed: u64) -> AecResult {
     let aec_only =
         ProcessingConfig { noise_suppression: false, gain_control: false, ..ProcessingConfig::default() };
-    let f = run(case, ProcessingConfig::default(), seed);
-    let a = run(case, aec_only, seed);
+    let f = run(case, ProcessingConfig::default(), seed, true);
+    let a = run(case, aec_only, seed, true);
+    let alone = run(case, ProcessingConfig::default(), seed, false);
+    let (lag, aec_only_lag) = (delay_samples(ProcessingConfig::default()), delay_samples(aec_only));
     let (convergence_ms, low_before) = convergence(&f, FAR_START, STEP);
     let (reconvergence_ms, low_after) = convergence(&f, STEP, DOUBLE_TALK);
     let noise_from = NOISE_ONLY + SR / 2;
@@ -232,11 +244,13 @@ pub fn measure(case: AecCase, seed: u64) -> AecResult {
         convergence_ms,
         reconvergence_ms,
         min_window_erle_db: round1(low_before.min(low_after)),
-        double_talk_attenuated_pct: attenuated_pct(&f),
+        double_talk_attenuated_pct: attenuated_pct(&f, lag),
+        double_talk_no_echo_attenuated_pct: attenuated_pct(&alone, lag),
+        processing_delay_ms: round1(lag as f32 * 1000.0 / SR as f32),
         noise_reduction_db: round1(erle(&f, noise_from, END)),
         cpu_core: (f.cpu_s / (END as f64 / SR as f64) * 10_000.0).round() / 10_000.0,
         aec_only_erle_db: round1(erle(&a, FAR_START + 2 * SR, STEP)),
-        aec_only_double_talk_attenuated_pct: attenuated_pct(&a),
+        aec_only_double_talk_attenuated_pct: attenuated_pct(&a, aec_only_lag),
         erle_estimate_db: f.processor.stats().erle_estimate_db.map(|e| (e * 10.0).round() / 10.0),
         delay_estimate_ms: f.processor.stats().delay_estimate_ms,
     }
@@ -263,6 +277,12 @@ pub fn summarize(results: &[AecResult]) -> AecSummary {
         max_convergence_ms: max_conv,
         max_reconvergence_ms: max_reconv,
         max_double_talk_attenuated_pct: max_dt,
+        max_double_talk_no_echo_attenuated_pct: fold(
+            &|r| r.double_talk_no_echo_attenuated_pct,
+            f32::max,
+            0.0,
+        ),
+        processing_delay_ms: fold(&|r| r.processing_delay_ms, f32::max, 0.0),
         min_window_erle_db: fold(&|r| r.min_window_erle_db, f32::min, f32::MAX),
         min_noise_reduction_db: fold(&|r| r.noise_reduction_db, f32::min, f32::MAX),
         max_cpu_core: max_cpu,
@@ -319,6 +339,8 @@ mod tests {
             cpu_s: 0.0,
             processor: AudioProcessor::new(ProcessingConfig::OFF),
         };
-        assert_eq!(attenuated_pct(&r), 50.0);
+        assert_eq!(attenuated_pct(&r, 0), 50.0);
+        // Read one frame later, every spoken frame meets a silent one.
+        assert_eq!(attenuated_pct(&r, FRAME_SAMPLES), 100.0);
     }
 }
