@@ -579,6 +579,8 @@ async fn call_across_a_restart(graceful: bool) {
 
     // The hub stops mid-call and is started again on the same address; the advisor types
     // during the gap. Kiosk and advisor resume the call there under its number.
+    let first = pg.psql("SELECT instance FROM hubs WHERE hub = 'hub-a'");
+    assert_eq!(first.len(), 16, "a process holds the lease: {first:?}");
     let killed_at = std::time::Instant::now();
     if graceful {
         let pid = libc::pid_t::try_from(hub.0.id()).expect("a pid");
@@ -590,13 +592,25 @@ async fn call_across_a_restart(graceful: bool) {
         hub.0.kill().expect("SIGKILL the hub");
         let _ = hub.0.wait();
     }
+    // A clean stop released the lease (its time kept, for the other hubs); a killed process
+    // still holds it.
+    let released = pg.psql("SELECT instance = '' AND lease_until > now() - interval '1 hour' FROM hubs");
+    assert_eq!(released, if graceful { "t" } else { "f" }, "lease released at the stop: {released}");
     agent.command(kioskd::roles::agent::AgentCommand::Say("still there?".into())).await;
+    let restarted_at = Instant::now();
     let _restarted = spawn_hub_with(d, "hub-a", port, "hub-a", &database);
     let started_ms = killed_at.elapsed().as_millis();
     let (kiosk_media_ms, agent_media_ms, text_ms) =
         media_back(&mut kiosk, &mut agent, (kiosk_seen, agent_seen), killed_at).await;
+    // The restarted process holds the lease: at once after a clean stop, after a kill once
+    // the killed process's lease has expired. Looked for once the media is back, so that the
+    // figure is an upper bound.
+    let taken =
+        format!("SELECT count(*) FROM hubs WHERE instance NOT IN ('', '{first}') AND lease_until > now()");
+    until_db(&pg, "the restarted hub holds the lease", &taken, "1").await;
+    let lease_ms = restarted_at.elapsed().as_millis();
     println!(
-        "{{\"failover\":\"hub restart mid-call\",\"graceful\":{graceful},\"hub_listening_ms\":{started_ms},\"kiosk_media_back_ms\":{kiosk_media_ms},\"agent_media_back_ms\":{agent_media_ms},\"text_delivered_ms\":{text_ms}}}"
+        "{{\"failover\":\"hub restart mid-call\",\"graceful\":{graceful},\"hub_listening_ms\":{started_ms},\"kiosk_media_back_ms\":{kiosk_media_ms},\"agent_media_back_ms\":{agent_media_ms},\"text_delivered_ms\":{text_ms},\"lease_held_within_ms\":{lease_ms}}}"
     );
     // The restart held the call for both (logged), and nothing ended it; a stop said so.
     let log = std::fs::read_to_string(d.join("hub-a-events.jsonl")).expect("the hub's log");

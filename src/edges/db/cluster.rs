@@ -108,7 +108,18 @@ impl Cluster {
             let woke = tokio::select! {
                 _ = tick.tick() => None,
                 note = notes => Some(note),
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // A clean stop hands the lease to the hub's next process (a restart).
+                    if let Some((d, _)) = db.as_ref().filter(|_| held_until.is_some()) {
+                        match tokio::time::timeout(t.round_timeout, d.release_lease(&self.hub, &instance)).await {
+                            Ok(Ok(true)) => info!(hub = %self.hub, "lease released for the hub's next start"),
+                            Ok(Ok(false)) => {}
+                            Ok(Err(e)) => warn!(database = %shown, error = %e, "lease not released"),
+                            Err(_) => warn!(database = %shown, "lease not released within {:?}", t.round_timeout),
+                        }
+                    }
+                    return;
+                }
             };
             match woke {
                 None => {}

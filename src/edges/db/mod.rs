@@ -425,7 +425,9 @@ impl Database {
 
     /// Takes or renews `hub`'s lease for `lease` from the database's clock. `instance` tells
     /// this process from another with the same hub id: a lease held by another instance
-    /// that has not expired is not taken (`Ok(false)`: two hubs share one certificate id).
+    /// that has not expired is not taken (`Ok(false)`: two hubs share one certificate id),
+    /// unless that instance stopped cleanly ([`Database::release_lease`]): then the hub's
+    /// next process takes it at once.
     pub async fn renew_lease(
         &self,
         hub: &str,
@@ -441,11 +443,27 @@ impl Database {
                  VALUES ($1, now() + $3::float8 * interval '1 millisecond', now(), $2, $4)
                  ON CONFLICT (hub) DO UPDATE
                    SET lease_until = EXCLUDED.lease_until, renewed_at = now(), instance = $2, address = $4
-                   WHERE hubs.instance = $2 OR hubs.lease_until < now()",
-                &[&hub, &instance, &ms, &address],
+                   WHERE hubs.instance = $2 OR hubs.instance = $5 OR hubs.lease_until < now()",
+                &[&hub, &instance, &ms, &address, &STOPPED],
             )
             .await
             .map_err(pg("renewing the lease"))?;
+        Ok(n == 1)
+    }
+
+    /// At a clean stop: `instance` no longer holds `hub`'s lease, so that the hub's next
+    /// process takes it at once instead of waiting for it to expire. The lease's time is kept:
+    /// other hubs take the stopped hub's callers over only once it has expired, as after a
+    /// crash, and not if the hub is back before.
+    pub async fn release_lease(&self, hub: &str, instance: &str) -> Result<bool, DbError> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE hubs SET instance = $3 WHERE hub = $1 AND instance = $2",
+                &[&hub, &instance, &STOPPED],
+            )
+            .await
+            .map_err(pg("releasing the lease"))?;
         Ok(n == 1)
     }
 
@@ -502,6 +520,9 @@ pub enum Claimed {
     Call(MovedCall),
     Nothing,
 }
+
+/// The instance of a lease whose process stopped cleanly (instances are 16 hex digits).
+const STOPPED: &str = "";
 
 /// The channel on which hubs tell each other of changes (`LISTEN`/`NOTIFY`).
 pub const CHANNEL: &str = "kioskd";

@@ -277,6 +277,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         tokio::spawn(find_places(d.url, hub_id.clone(), rx, core_tx.clone()));
         tx
     });
+    let mut cluster_task = None;
     if let Some((url, lease)) = opts.database.as_ref().map(|d| (d.url.clone(), d.lease)) {
         let (tx, mut rx) = mpsc::channel(16);
         let cluster = crate::edges::db::cluster::Cluster {
@@ -285,7 +286,7 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
             address: advertise.clone(),
             lease,
         };
-        tokio::spawn(cluster.run(tx, shutdown_rx.clone()));
+        cluster_task = Some(tokio::spawn(cluster.run(tx, shutdown_rx.clone())));
         let core = core_tx.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
@@ -367,6 +368,10 @@ pub async fn start(opts: HubOptions) -> Result<RunningHub, HubError> {
         // (or at its next start, when the database is away).
         if let Some((task, stop)) = shipper {
             let _ = stop.send(true);
+            let _ = tokio::time::timeout(SHIP_AT_SHUTDOWN, task).await;
+        }
+        // The lease is released for the hub's next start (edges::db::cluster).
+        if let Some(task) = cluster_task {
             let _ = tokio::time::timeout(SHIP_AT_SHUTDOWN, task).await;
         }
     });
