@@ -411,18 +411,26 @@ async fn picture_after(rx: Seen, after: std::time::Instant) -> (std::time::Insta
 
 /// A kiosk and an advisor (answering at once) that know the hubs on `ports`, in a call, with
 /// pictures shown on both sides; with the receivers of the pictures each side shows after.
-async fn call_underway(d: &Path, ports: &[u16]) -> (TestKiosk, TestAgent, Seen, Seen) {
+/// A call between kiosk-1 and agent-1 through the hubs on `ports`, pictures shown on both sides;
+/// `consent`: the customer consented to recording.
+async fn call_underway(d: &Path, ports: &[u16], consent: bool) -> (TestKiosk, TestAgent, Seen, Seen) {
     let (agent_devices, agent_seen) = seen_devices(660.0);
     let mut agent =
         start_agent_media(target(d, "agent-1", ports), "agent-1", Some(auto(None)), agent_devices);
     agent.wait_for("IDLE", |e| matches!(e, AgentEvent::Room { state: RoomState::Idle, .. })).await;
     let (kiosk_devices, kiosk_seen) = seen_devices(440.0);
-    let mut kiosk = start_kiosk_target(
+    let call = kioskd::call::CallConfig {
+        ended_screen: Duration::from_millis(200),
+        busy_screen: Duration::from_millis(500),
+        recording_consent: consent,
+    };
+    let mut kiosk = start_kiosk_call(
         target(d, "branch-1_kiosk-1", ports),
         "branch-1/kiosk-1",
         kiosk_devices,
         MediaOptions::default(),
         Vec::new(),
+        call,
     );
     kiosk.wait_state("idle", |s| *s == KioskState::Idle).await;
     kiosk.panel.press(Button::Call);
@@ -510,7 +518,7 @@ async fn a_call_in_progress_goes_on_through_another_hub_when_its_hub_is_killed()
     let _hub_b = spawn_hub_with(d, "hub-b", port_b, "hub-b", &database);
     until_db(&pg, "both hubs hold their leases", "SELECT count(*) FROM hubs WHERE lease_until > now()", "2")
         .await;
-    let (mut kiosk, mut agent, kiosk_seen, agent_seen) = call_underway(d, &[port_a, port_b]).await;
+    let (mut kiosk, mut agent, kiosk_seen, agent_seen) = call_underway(d, &[port_a, port_b], false).await;
     until_db(
         &pg,
         "the call in the database",
@@ -568,12 +576,17 @@ async fn call_across_a_restart(graceful: bool) {
     let d = dir.path();
     deployment(d);
     issue(d, &["--role", "hub", "--id", "hub-a", "--dns", "localhost", "--ip", "127.0.0.1"]);
-    let database = format!("[database]\nurl = \"{}\"\n", pg.url);
+    // The hub records calls: the call is recorded before the restart and again after it.
+    let database = format!(
+        "[database]\nurl = \"{}\"\n[recording]\nenabled = true\ndir = \"{}/recordings\"\nretention_days = 90\n",
+        pg.url,
+        d.display()
+    );
     let port = free_udp_port();
     let mut hub = spawn_hub_with(d, "hub-a", port, "hub-a", &database);
     until_db(&pg, "the hub holds its lease", "SELECT count(*) FROM hubs WHERE lease_until > now()", "1")
         .await;
-    let (mut kiosk, mut agent, kiosk_seen, agent_seen) = call_underway(d, &[port]).await;
+    let (mut kiosk, mut agent, kiosk_seen, agent_seen) = call_underway(d, &[port], true).await;
     until_db(&pg, "the call in the database", "SELECT string_agg(kiosk, ',') FROM calls", "branch-1/kiosk-1")
         .await;
 
@@ -598,7 +611,7 @@ async fn call_across_a_restart(graceful: bool) {
     assert_eq!(released, if graceful { "t" } else { "f" }, "lease released at the stop: {released}");
     agent.command(kioskd::roles::agent::AgentCommand::Say("still there?".into())).await;
     let restarted_at = Instant::now();
-    let _restarted = spawn_hub_with(d, "hub-a", port, "hub-a", &database);
+    let (_restarted, restarted_lines) = spawn_hub_lines(d, "hub-a", port, "hub-a", &database);
     let started_ms = killed_at.elapsed().as_millis();
     let (kiosk_media_ms, agent_media_ms, text_ms) =
         media_back(&mut kiosk, &mut agent, (kiosk_seen, agent_seen), killed_at).await;
@@ -620,6 +633,12 @@ async fn call_across_a_restart(graceful: bool) {
     assert!(!log.contains("\"event\":\"ended\""), "{log}");
 
     hang_up_with_the_text_shown_once(&mut kiosk, &agent).await;
+    // The restarted hub recorded the rest of the call in a file of its own, with both sides.
+    let finished = restarted_lines.wait_for("recording finished");
+    assert!(finished.contains("call-1-2.mkv"), "{finished}");
+    let second = std::fs::metadata(d.join("recordings/call-1-2.mkv")).expect("the second recording").len();
+    assert!(second > 10_000, "the recording after the restart holds {second} bytes");
+    assert!(d.join("recordings/call-1.mkv").exists(), "the recording before the restart is kept");
     one_call_answered(&pg, "hub-a").await;
     stop_both(kiosk, agent).await;
     assert!(

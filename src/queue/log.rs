@@ -119,6 +119,8 @@ pub struct CallHistory {
     pub finished_ms: Option<u64>,
     pub abandoned: bool,
     pub reason: Option<String>,
+    /// The call was recorded when it was answered here (`connected` with `recorded`).
+    pub recorded: bool,
 }
 
 impl CallHistory {
@@ -220,6 +222,7 @@ impl LogSummary {
             Event::Connected => {
                 call.connected_ms = Some(rec.ts_ms);
                 call.agent.clone_from(&rec.agent);
+                call.recorded = rec.detail.as_deref() == Some("recorded");
             }
             // The call goes on through another hub: answered when it was first answered.
             Event::Resumed => {

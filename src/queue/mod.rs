@@ -414,7 +414,7 @@ impl AgentQueue {
                 (self.keeps_places(), call.connected_ms, call.kiosk.as_deref(), call.agent.as_deref())
             {
                 let ago = Duration::from_millis(unix_now.saturating_sub(answered));
-                self.restore_call(id, kiosk, agent, now.checked_sub(ago).unwrap_or(now), now);
+                self.restore_call(id, kiosk, agent, now.checked_sub(ago).unwrap_or(now), call.recorded, now);
                 continue;
             }
             let event = if call.connected_ms.is_some() { Event::Ended } else { Event::Abandoned };
@@ -439,10 +439,21 @@ impl AgentQueue {
     }
 
     /// A call that was in progress before the hub restarted, held under its number for both
-    /// its parties: media flow again once both are back (unrecorded: a recording does not
-    /// survive the restart), and it ends if either stays away past `kiosk_grace`.
-    fn restore_call(&mut self, call_id: CallId, kiosk: &str, agent: &str, since: Instant, now: Instant) {
+    /// its parties: media flow again once both are back. A call that was recorded is
+    /// recorded again from the restart, in a file of its own (the earlier one ends where the
+    /// old process stopped), while the hub still records calls. It ends if either party
+    /// stays away past `kiosk_grace`.
+    fn restore_call(
+        &mut self,
+        call_id: CallId,
+        kiosk: &str,
+        agent: &str,
+        since: Instant,
+        was_recorded: bool,
+        now: Instant,
+    ) {
         let grace = Some(now + self.config.kiosk_grace);
+        let recorded = was_recorded && self.config.record_calls;
         self.calls.insert(
             call_id,
             Call {
@@ -452,8 +463,8 @@ impl AgentQueue {
                 declined_by: BTreeSet::new(),
                 away_until: grace,
                 told: None,
-                consent: false,
-                recorded: false,
+                consent: was_recorded,
+                recorded,
                 origin: None,
                 agent_away_until: grace,
             },
@@ -462,6 +473,10 @@ impl AgentQueue {
         let mut rec = self.record(now, Event::KioskAway, Some(call_id), Some(kiosk), Some(agent));
         rec.detail = Some("hub_restart".into());
         self.out.push_back(Output::Event(rec));
+        if recorded {
+            let (kiosk, agent) = (kiosk.to_string(), agent.to_string());
+            self.out.push_back(Output::StartRecording { call_id, kiosk, agent });
+        }
     }
 
     /// A waiting call in the queue, before every call requested after `requested_at`; returns

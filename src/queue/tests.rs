@@ -2387,3 +2387,44 @@ fn a_new_call_starts_with_a_fresh_text_allowance() {
     let second = hub.connected_call(k1, a1, t0 + secs(1));
     assert_eq!(sent_to(&hub.text(k1, second, 0, "one", t0 + secs(1)), a1).len(), 1);
 }
+
+#[test]
+fn with_a_shared_database_a_recorded_call_is_recorded_again_after_a_restart() {
+    let recorded_line = |call_id, kiosk: &str, agent| {
+        let mut rec: EventRecord =
+            serde_json::from_str(&log_line(2_000, Event::Connected, call_id, kiosk, Some(agent))).unwrap();
+        rec.detail = Some("recorded".into());
+        serde_json::to_string(&rec).unwrap()
+    };
+    let lines = [
+        log_line(1_000, Event::Queued, 7, "k7", None),
+        recorded_line(7, "k7", "a7"),
+        log_line(1_500, Event::Queued, 8, "k8", None),
+        log_line(2_500, Event::Connected, 8, "k8", Some("a8")),
+    ];
+    let summary = LogSummary::from_lines(lines.iter().map(String::as_str));
+    assert!(summary.calls[&7].recorded && !summary.calls[&8].recorded);
+    // A hub that records calls records call 7 again (a file of its own), not call 8.
+    let (mut hub, t0) = Hub::new(QueueConfig { record_calls: true, ..shared() });
+    hub.q.restore(&summary, t0);
+    let outs = drain(&mut hub.q);
+    assert_eq!(
+        recording_outputs(&outs),
+        [Output::StartRecording { call_id: 7, kiosk: "k7".into(), agent: "a7".into() }]
+    );
+    let k7 = hub.kiosk("k7", t0 + secs(1));
+    let outs = hub.resume(k7, 7, t0 + secs(1));
+    assert_eq!(sent_to(&outs, k7), [HubMsg::Connected { call_id: 7, peer: "a7".into(), recorded: true }]);
+    // It ends as a recorded call does: its recording stops.
+    let a7 = hub.agent("a7", t0 + secs(2));
+    hub.send(a7, ClientMsg::ResumeCall { call_id: 7 }, t0 + secs(2));
+    let outs = hub.send(a7, ClientMsg::HangUp { call_id: 7 }, t0 + secs(3));
+    assert_eq!(recording_outputs(&outs), [Output::StopRecording { call_id: 7 }]);
+    // A hub no longer set to record calls holds the call unrecorded.
+    let (mut hub, t0) = Hub::new(shared());
+    hub.q.restore(&summary, t0);
+    assert!(recording_outputs(&drain(&mut hub.q)).is_empty());
+    let k7 = hub.kiosk("k7", t0 + secs(1));
+    let outs = hub.resume(k7, 7, t0 + secs(1));
+    assert_eq!(sent_to(&outs, k7), [HubMsg::Connected { call_id: 7, peer: "a7".into(), recorded: false }]);
+}

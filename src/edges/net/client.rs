@@ -20,6 +20,10 @@ pub enum ClientError {
     Connect(SocketAddr, String),
     #[error("the hub refused this client: {0}")]
     Refused(String),
+    /// The connection closed before the welcome for a reason that passes (the hub shutting
+    /// down for a restart, the path lost): the client tries again.
+    #[error("the hub closed the connection before welcoming it: {0}")]
+    ClosedEarly(String),
     #[error("the hub at {0} refused this certificate: {1}")]
     CertificateRefused(SocketAddr, String),
     #[error("the hub did not welcome this client within {WELCOME_TIMEOUT:?}")]
@@ -290,12 +294,25 @@ pub async fn welcome(conn: Connection, addr: SocketAddr, role: Role) -> Result<S
         Ok(HubMsg::Welcome { id, .. }) => Ok(Session { conn, writer, reader, id, remote: addr }),
         Ok(HubMsg::Error { message, .. }) => Err(ClientError::Refused(message)),
         Ok(other) => Err(ClientError::Unexpected(other.kind())),
-        Err(ControlError::Read(_) | ControlError::Closed) => {
-            let reason =
-                conn.close_reason().map_or_else(|| "connection closed".to_string(), |r| r.to_string());
-            Err(ClientError::Refused(reason))
-        }
+        Err(ControlError::Read(_) | ControlError::Closed) => Err(closed_before_welcome(conn.close_reason())),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// What a connection closed before the welcome means: a refusal (a person must act) only when
+/// the hub closed it as one (its role, a revoked certificate, a protocol it does not speak);
+/// a hub shutting down (a restart) or a lost path is tried again.
+fn closed_before_welcome(reason: Option<quinn::ConnectionError>) -> ClientError {
+    use super::close_code::{PROTOCOL, REFUSED, REVOKED};
+    let Some(reason) = reason else { return ClientError::ClosedEarly("connection closed".into()) };
+    let text = reason.to_string();
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if [REFUSED, REVOKED, PROTOCOL].map(quinn::VarInt::from_u32).contains(&c.error_code) =>
+        {
+            ClientError::Refused(text)
+        }
+        _ => ClientError::ClosedEarly(text),
     }
 }
 
@@ -338,4 +355,32 @@ pub fn close_when_silent(conn: &Connection) -> std::sync::Arc<std::sync::atomic:
         }
     });
     flag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edges::net::close_code;
+
+    fn closed(code: u32, reason: &'static str) -> Option<quinn::ConnectionError> {
+        Some(quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            reason: reason.as_bytes().to_vec().into(),
+        }))
+    }
+
+    #[test]
+    fn a_hub_shutting_down_before_the_welcome_is_tried_again_and_a_refusal_is_not() {
+        for transient in
+            [closed(close_code::SHUTDOWN, "hub shutting down"), closed(close_code::NORMAL, ""), None]
+        {
+            let e = closed_before_welcome(transient.clone());
+            assert!(!e.is_refusal(), "{transient:?}: {e}");
+        }
+        assert!(!closed_before_welcome(Some(quinn::ConnectionError::TimedOut)).is_refusal());
+        for refusal in [close_code::REFUSED, close_code::REVOKED, close_code::PROTOCOL] {
+            let e = closed_before_welcome(closed(refusal, "no"));
+            assert!(e.is_refusal(), "code {refusal}: {e}");
+        }
+    }
 }
