@@ -557,6 +557,7 @@ async fn run_kiosk(args: RunArgs) -> anyhow::Result<ExitCode> {
         addresses: cfg.hub.all(),
         server_name: cfg.hub.server_name(),
         client: client_config(&tls)?,
+        silent: cfg.hub.silent(),
     };
     let opts = KioskOptions {
         call: cfg.call.call_config(),
@@ -741,6 +742,7 @@ async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         addresses: cfg.hub.all(),
         server_name: cfg.hub.server_name(),
         client: client_config(&tls)?,
+        silent: cfg.hub.silent(),
     };
     let auto = args.auto_accept.then(|| AutoAnswer {
         answer_delay: Duration::from_millis(args.answer_delay_ms),

@@ -151,6 +151,7 @@ async fn peers_without_a_valid_certificate_are_refused() {
                 m
             })
             .expect("config"),
+            silent: kioskd::edges::net::client::HUB_SILENT,
         },
         "agent-x",
         None,

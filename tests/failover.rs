@@ -70,6 +70,7 @@ fn target(dir: &Path, stem: &str, ports: &[u16]) -> HubTarget {
         addresses: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
         server_name: "localhost".into(),
         client: client_config(&material).expect("client config"),
+        silent: kioskd::edges::net::client::HUB_SILENT,
     }
 }
 

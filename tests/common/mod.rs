@@ -52,6 +52,7 @@ impl Pki {
             addresses: vec![hub.to_string()],
             server_name: "localhost".into(),
             client: client_config(material).expect("client config"),
+            silent: kioskd::edges::net::client::HUB_SILENT,
         }
     }
 }

@@ -70,12 +70,21 @@ pub struct HubLink {
     /// Name in the hubs' certificates; defaults to the host part of the first address.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// With several hubs: how long a session may stay silent before the next hub is tried
+    /// (ms; default 2500).
+    #[serde(default)]
+    pub silent_ms: Option<u64>,
 }
 
 impl HubLink {
     /// One hub.
     pub fn one(address: impl Into<String>) -> Self {
-        Self { address: Some(address.into()), addresses: Vec::new(), server_name: None }
+        Self { address: Some(address.into()), addresses: Vec::new(), server_name: None, silent_ms: None }
+    }
+
+    /// The silence after which a session is given up for the next hub.
+    pub fn silent(&self) -> std::time::Duration {
+        self.silent_ms.map_or(crate::edges::net::client::HUB_SILENT, std::time::Duration::from_millis)
     }
 
     /// Every hub's `host:port`, in order.
@@ -109,6 +118,18 @@ impl HubLink {
                 return Err(ConfigError::new(file, "hub.address", "missing: where the hub is (host:port)"));
             }
             _ => {}
+        }
+        let range = crate::edges::net::client::SILENT_RANGE_MS;
+        if let Some(ms) = self.silent_ms.filter(|ms| !range.contains(ms)) {
+            return Err(ConfigError::new(
+                file,
+                "hub.silent_ms",
+                format!(
+                    "{ms} is out of range: {} to {} (above two keep-alives, below the 6 s idle timeout)",
+                    range.start(),
+                    range.end()
+                ),
+            ));
         }
         let key = if self.address.is_some() { "hub.address" } else { "hub.addresses" };
         let all = self.all();
@@ -1337,6 +1358,7 @@ mod tests {
             address: None,
             addresses: toml::from_str::<Addrs>(list).unwrap().a,
             server_name: None,
+            silent_ms: None,
         };
         #[derive(Deserialize)]
         struct Addrs {
@@ -1356,7 +1378,17 @@ mod tests {
         let mut both = HubLink::one("hub-a.bank:4433");
         both.addresses.push("hub-b.bank:4433".into());
         assert!(both.validate(file).unwrap_err().message.contains("not both"));
-        let none = HubLink { address: None, addresses: Vec::new(), server_name: None };
+        let none = HubLink { address: None, addresses: Vec::new(), server_name: None, silent_ms: None };
         assert_eq!(none.validate(file).unwrap_err().key, "hub.address");
+        // The silence that moves a session to the next hub: 2.5 s unless set, within range.
+        assert_eq!(h.silent(), std::time::Duration::from_millis(2500));
+        let quick = HubLink { silent_ms: Some(1500), ..h.clone() };
+        assert!(quick.validate(file).is_ok());
+        assert_eq!(quick.silent(), std::time::Duration::from_millis(1500));
+        for bad in [0, 1000, 6000] {
+            let e = HubLink { silent_ms: Some(bad), ..h.clone() }.validate(file).unwrap_err();
+            assert_eq!(e.key, "hub.silent_ms", "{bad}");
+            assert!(e.message.contains("out of range: 1500 to 5500"), "{e}");
+        }
     }
 }

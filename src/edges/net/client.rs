@@ -55,6 +55,9 @@ pub struct HubTarget {
     /// The name every hub's certificate carries.
     pub server_name: String,
     pub client: quinn::ClientConfig,
+    /// With several hubs, how long a session may stay silent before the next hub is tried
+    /// (`[hub] silent_ms`; [`HUB_SILENT`] by default).
+    pub silent: Duration,
 }
 
 impl HubTarget {
@@ -64,7 +67,13 @@ impl HubTarget {
         server_name: impl Into<String>,
         client: quinn::ClientConfig,
     ) -> Self {
-        Self { addresses: vec![address.into()], server_name: server_name.into(), client }
+        Self { addresses: vec![address.into()], server_name: server_name.into(), client, silent: HUB_SILENT }
+    }
+
+    /// The silence after which a session is given up for another hub: none with one hub
+    /// (there is nowhere else to go; QUIC's idle timeout ends a dead session).
+    pub fn silence_limit(&self) -> Option<Duration> {
+        (self.addresses.len() > 1).then_some(self.silent)
     }
 
     /// The addresses, for logs.
@@ -321,7 +330,11 @@ fn closed_before_welcome(reason: Option<quinn::ConnectionError>) -> ClientError 
 /// at least that often; a hub that died (SIGKILL, a power cut) says nothing, and QUIC's idle
 /// timeout (6 s) would notice it only later. With one hub there is nowhere else to go: the
 /// session waits for the idle timeout, and a network outage shorter than that is ridden out.
+/// The default of `[hub] silent_ms`.
 pub const HUB_SILENT: Duration = Duration::from_millis(2500);
+
+/// The silences a deployment may set, in ms: above two keep-alives, below QUIC's idle timeout.
+pub const SILENT_RANGE_MS: std::ops::RangeInclusive<u64> = 1500..=5500;
 
 /// Resolves once nothing has arrived on `conn` for `limit` (checked every 250 ms).
 pub async fn silence(conn: &Connection, limit: Duration) {
@@ -340,14 +353,17 @@ pub async fn silence(conn: &Connection, limit: Duration) {
     }
 }
 
-/// Watches `conn` for [`HUB_SILENT`] of silence (when there are other hubs to go to): then
-/// closes it, and the returned flag says so (the client tries the next hub first).
-pub fn close_when_silent(conn: &Connection) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+/// Watches `conn` for `limit` of silence (when there are other hubs to go to): then closes it,
+/// and the returned flag says so (the client tries the next hub first).
+pub fn close_when_silent(
+    conn: &Connection,
+    limit: Duration,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (conn, set) = (conn.clone(), flag.clone());
     tokio::spawn(async move {
         tokio::select! {
-            () = silence(&conn, HUB_SILENT) => {
+            () = silence(&conn, limit) => {
                 set.store(true, std::sync::atomic::Ordering::Relaxed);
                 conn.close(quinn::VarInt::from_u32(super::close_code::NORMAL), b"hub silent");
             }

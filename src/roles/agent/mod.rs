@@ -142,8 +142,7 @@ pub async fn run(
     let mut preferred = 0usize;
     let session = connect(&target, &mut endpoints, &mut preferred).await?;
     info!(id = %session.id, hub = %session.remote, "agent connected");
-    let several = target.addresses.len() > 1;
-    let mut agent = Agent::new(session, auto, io, several);
+    let mut agent = Agent::new(session, auto, io, target.silence_limit());
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     let result = loop {
         match agent.run(shutdown.clone()).await {
@@ -235,14 +234,14 @@ struct Agent {
     /// A scripted console whose commands ended: it goes on until shutdown.
     commands_open: bool,
     /// With several hubs: set when the session was closed for silence
-    /// ([`client::close_when_silent`]).
-    silent: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// ([`client::close_when_silent`]), and the silence that closes it.
+    silent: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, Duration)>,
 }
 
 impl Agent {
-    fn new(session: Session, auto: Option<AutoAnswer>, io: AgentIo, several_hubs: bool) -> Self {
+    fn new(session: Session, auto: Option<AutoAnswer>, io: AgentIo, silence_limit: Option<Duration>) -> Self {
         let Session { conn, writer, reader, id, .. } = session;
-        let silent = several_hubs.then(|| client::close_when_silent(&conn));
+        let silent = silence_limit.map(|limit| (client::close_when_silent(&conn, limit), limit));
         let agent = Self {
             silent,
             console: Console::new(auto),
@@ -299,7 +298,7 @@ impl Agent {
     }
 
     fn went_silent(&self) -> bool {
-        self.silent.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        self.silent.as_ref().is_some_and(|(s, _)| s.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The connection is gone: media stopped, the console told (its call went with the hub).
@@ -311,8 +310,8 @@ impl Agent {
     /// A new session, maybe with another hub: the console starts its room again.
     fn attach(&mut self, session: Session) {
         let Session { conn, writer, reader, id, remote } = session;
-        if self.silent.is_some() {
-            self.silent = Some(client::close_when_silent(&conn));
+        if let Some((_, limit)) = self.silent {
+            self.silent = Some((client::close_when_silent(&conn, limit), limit));
         }
         self.conn = conn;
         self.writer = writer;

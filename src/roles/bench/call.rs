@@ -132,6 +132,7 @@ impl Rig {
                 addresses: vec![addr.to_string()],
                 server_name: "localhost".into(),
                 client: client_config(&ca.issue(role, id, &[], &[], EPHEMERAL_DAYS)?.material(&ca)?)?,
+                silent: crate::edges::net::client::HUB_SILENT,
             })
         };
         let agent_target = target(Role::Agent, "agent-1", hub.local_addr)?;

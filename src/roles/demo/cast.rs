@@ -128,6 +128,7 @@ impl Cast {
             addresses: vec![self.hub.local_addr.to_string()],
             server_name: "localhost".into(),
             client: client_config(&cert.material(ca)?)?,
+            silent: crate::edges::net::client::HUB_SILENT,
         })
     }
 

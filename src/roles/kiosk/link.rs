@@ -121,7 +121,7 @@ pub(super) async fn link_task(
         let reason = match attempt.await {
             Ok(session) => {
                 backoff.reset();
-                let several = target.addresses.len() > 1;
+                let several = target.silence_limit();
                 let (reason, next) =
                     session_loop(session, &events, &mut stop, opts.renewal.as_ref(), several).await;
                 down_since = Instant::now();
@@ -167,9 +167,9 @@ async fn session_loop(
     events: &mpsc::Sender<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
     renewal: Option<&renew::SharedRenewer>,
-    several_hubs: bool,
+    silence_limit: Option<Duration>,
 ) -> (String, Next) {
-    let reason = session_msgs(session, events, stop, renewal, several_hubs).await;
+    let reason = session_msgs(session, events, stop, renewal, silence_limit).await;
     if let Some(r) = renewal {
         renew::lock(r).connection_lost();
     }
@@ -181,7 +181,7 @@ async fn session_msgs(
     events: &mpsc::Sender<LinkEvent>,
     stop: &mut watch::Receiver<bool>,
     renewal: Option<&renew::SharedRenewer>,
-    several_hubs: bool,
+    silence_limit: Option<Duration>,
 ) -> (String, Next) {
     let client::Session { conn, mut writer, mut reader, id, remote } = session;
     let (out_tx, mut out_rx) = mpsc::channel::<ClientMsg>(OUT_QUEUE);
@@ -205,8 +205,8 @@ async fn session_msgs(
         "kiosk stopping".to_string()
     });
     let silent = async {
-        if several_hubs {
-            client::silence(&conn, client::HUB_SILENT).await;
+        if let Some(limit) = silence_limit {
+            client::silence(&conn, limit).await;
         } else {
             std::future::pending::<()>().await;
         }
@@ -251,7 +251,7 @@ async fn session_msgs(
             }
             () = &mut silent => {
                 conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"hub silent");
-                let reason = format!("nothing heard from the hub for {:?}", client::HUB_SILENT);
+                let reason = format!("nothing heard from the hub for {:?}", silence_limit.unwrap_or_default());
                 return (reason, Next::Another);
             }
             () = tokio::time::sleep(renew_wake()) => {}
