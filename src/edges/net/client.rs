@@ -309,8 +309,9 @@ pub async fn welcome(conn: Connection, addr: SocketAddr, role: Role) -> Result<S
 }
 
 /// What a connection closed before the welcome means: a refusal (a person must act) only when
-/// the hub closed it as one (its role, a revoked certificate, a protocol it does not speak);
-/// a hub shutting down (a restart) or a lost path is tried again.
+/// the hub closed it as one: its role, a revoked certificate, a protocol it does not speak, or
+/// TLS refusing the certificate (a TLS alert, which in TLS 1.3 comes after the client's side of
+/// the handshake). A hub shutting down (a restart) or a lost path is tried again.
 fn closed_before_welcome(reason: Option<quinn::ConnectionError>) -> ClientError {
     use super::close_code::{PROTOCOL, REFUSED, REVOKED};
     let Some(reason) = reason else { return ClientError::ClosedEarly("connection closed".into()) };
@@ -319,6 +320,10 @@ fn closed_before_welcome(reason: Option<quinn::ConnectionError>) -> ClientError 
         quinn::ConnectionError::ApplicationClosed(c)
             if [REFUSED, REVOKED, PROTOCOL].map(quinn::VarInt::from_u32).contains(&c.error_code) =>
         {
+            ClientError::Refused(text)
+        }
+        // TLS alerts are the transport's crypto errors, 0x100 to 0x1ff (RFC 9001 §4.8).
+        quinn::ConnectionError::ConnectionClosed(c) if (0x100..=0x1ff).contains(&u64::from(c.error_code)) => {
             ClientError::Refused(text)
         }
         _ => ClientError::ClosedEarly(text),
@@ -398,5 +403,12 @@ mod tests {
             let e = closed_before_welcome(closed(refusal, "no"));
             assert!(e.is_refusal(), "code {refusal}: {e}");
         }
+        // TLS refusing the certificate (alert 44, certificate_revoked) is a refusal.
+        let alert = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(44),
+            frame_type: None,
+            reason: b"certificate revoked".to_vec().into(),
+        });
+        assert!(closed_before_welcome(Some(alert)).is_refusal());
     }
 }
